@@ -1,0 +1,4 @@
+//! tencent-cert-operator: keeps `kubernetes.io/tls` Secrets in sync with Tencent Cloud SSL certificates.
+
+pub mod sim;
+pub mod tencent;
