@@ -11,7 +11,7 @@
 //!   spike costs a few slow seconds.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -88,10 +88,20 @@ impl ActionState {
 }
 
 /// A rate limiter shared by all callers of one client, with independent state per API action.
+///
+/// Waiters queue first-come first-served on a per-action async gate; only the head of the queue computes
+/// and sleeps until its slot. Slots are therefore never handed out in advance, and a rate decrease
+/// applies to the very next request rather than after a queue of pre-booked ones.
 #[derive(Debug)]
 pub struct RateLimiter {
     config: LimiterConfig,
     actions: Mutex<HashMap<String, ActionState>>,
+    gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock only means another caller panicked mid-update; the state is still usable.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl RateLimiter {
@@ -99,6 +109,7 @@ impl RateLimiter {
         Self {
             config,
             actions: Mutex::new(HashMap::new()),
+            gates: Mutex::new(HashMap::new()),
         }
     }
 
@@ -108,33 +119,42 @@ impl RateLimiter {
 
     fn with_state<T>(&self, action: &str, f: impl FnOnce(&mut ActionState, Instant) -> T) -> T {
         let now = Instant::now();
-        // A poisoned lock only means another caller panicked mid-update; the state is still usable.
-        let mut actions = self
-            .actions
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut actions = lock(&self.actions);
         let state = actions
             .entry(action.to_string())
             .or_insert_with(|| ActionState::new(&self.config, now));
         f(state, now)
     }
 
-    /// Reserves the next slot for `action` without waiting; returns when it starts.
-    pub fn reserve(&self, action: &str) -> Instant {
-        self.with_state(action, |state, now| {
-            let rate = state.rate(&self.config, now);
-            let slot = state.next_slot.max(now);
-            state.next_slot = slot + Duration::from_secs_f64(1.0 / rate);
-            slot
-        })
+    fn gate(&self, action: &str) -> Arc<tokio::sync::Mutex<()>> {
+        lock(&self.gates)
+            .entry(action.to_string())
+            .or_default()
+            .clone()
     }
 
     /// Waits for a slot for `action`; returns how long the caller waited.
     pub async fn acquire(&self, action: &str) -> Duration {
         let requested = Instant::now();
-        let slot = self.reserve(action);
-        tokio::time::sleep_until(slot).await;
-        slot.saturating_duration_since(requested)
+        let gate = self.gate(action);
+        // tokio's Mutex is fair: waiters are served in arrival order.
+        let _turn = gate.lock().await;
+        loop {
+            let slot = self.with_state(action, |state, now| state.next_slot.max(now));
+            tokio::time::sleep_until(slot).await;
+            let granted = self.with_state(action, |state, now| {
+                // A throttling answer while we slept pushes `next_slot`: then wait again.
+                if state.next_slot > slot {
+                    return false;
+                }
+                let rate = state.rate(&self.config, now);
+                state.next_slot = slot + Duration::from_secs_f64(1.0 / rate);
+                true
+            });
+            if granted {
+                return requested.elapsed();
+            }
+        }
     }
 
     /// Tencent answered a rate-limit error for `action`: slow down.
@@ -168,31 +188,56 @@ mod tests {
         RateLimiter::new(LimiterConfig::per_second(rate))
     }
 
+    /// Offsets from `start` at which each of `n` sequential acquisitions was granted.
+    async fn grant_times(limiter: &RateLimiter, action: &str, n: usize) -> Vec<Duration> {
+        let start = Instant::now();
+        let mut times = Vec::new();
+        for _ in 0..n {
+            limiter.acquire(action).await;
+            times.push(start.elapsed());
+        }
+        times
+    }
+
     #[tokio::test(start_paused = true)]
     async fn slots_are_evenly_spaced_at_the_configured_rate() {
         let limiter = limiter(10.0);
-        let start = Instant::now();
-        let slots: Vec<Duration> = (0..20)
-            .map(|_| limiter.reserve("DownloadCertificate") - start)
-            .collect();
-        for (i, slot) in slots.iter().enumerate() {
-            let expected = Duration::from_millis(100 * i as u64);
-            assert!(
-                slot.abs_diff(expected) < Duration::from_micros(10),
-                "{i}: {slot:?}"
-            );
+        let times = grant_times(&limiter, "DownloadCertificate", 20).await;
+        for (i, at) in times.iter().enumerate() {
+            assert_eq!(*at, Duration::from_millis(100 * i as u64), "{i}");
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_callers_are_served_in_order_one_slot_each() {
+        let limiter = Arc::new(limiter(10.0));
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..30)
+            .map(|_| {
+                let limiter = limiter.clone();
+                tokio::spawn(async move {
+                    limiter.acquire("A").await;
+                    start.elapsed()
+                })
+            })
+            .collect();
+        let mut times = Vec::new();
+        for task in tasks {
+            times.push(task.await.unwrap());
+        }
+        times.sort();
+        let expected: Vec<Duration> = (0..30).map(|i| Duration::from_millis(100 * i)).collect();
+        assert_eq!(times, expected);
     }
 
     #[tokio::test(start_paused = true)]
     async fn actions_have_independent_budgets() {
         let limiter = limiter(1.0);
-        let start = Instant::now();
-        assert_eq!(limiter.reserve("DownloadCertificate"), start);
-        assert_eq!(limiter.reserve("DescribeCertificateDetail"), start);
+        assert_eq!(limiter.acquire("DownloadCertificate").await, Duration::ZERO);
+        assert_eq!(limiter.acquire("DescribeCertificateDetail").await, Duration::ZERO);
         assert_eq!(
-            limiter.reserve("DownloadCertificate"),
-            start + Duration::from_secs(1)
+            limiter.acquire("DownloadCertificate").await,
+            Duration::from_secs(1)
         );
     }
 
@@ -205,16 +250,32 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_throttle_answer_delays_callers_already_waiting() {
+        let limiter = Arc::new(limiter(10.0));
+        limiter.acquire("A").await;
+        let waiting = {
+            let limiter = limiter.clone();
+            tokio::spawn(async move { limiter.acquire("A").await })
+        };
+        tokio::time::advance(Duration::from_millis(50)).await;
+        // Tencent throttles while the second caller sleeps towards its 100 ms slot.
+        limiter.on_rate_limited("A");
+        let waited = waiting.await.unwrap();
+        assert!(waited >= Duration::from_millis(1050), "{waited:?}");
+        // The next slot after that follows at the halved rate.
+        assert_eq!(limiter.acquire("A").await, Duration::from_millis(200));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn throttling_halves_the_rate_once_per_burst_and_pauses() {
         let limiter = limiter(10.0);
-        limiter.reserve("A");
+        limiter.acquire("A").await;
         limiter.on_rate_limited("A");
         // The rest of the same burst's rejections must not halve again.
         limiter.on_rate_limited("A");
         limiter.on_rate_limited("A");
         assert_eq!(limiter.current_rate("A"), 5.0);
-        let now = Instant::now();
-        assert!(limiter.reserve("A") >= now + Duration::from_secs(1));
+        assert!(limiter.acquire("A").await >= Duration::from_secs(1));
         // After the cool-down a new rejection halves again.
         tokio::time::advance(Duration::from_millis(1100)).await;
         limiter.on_rate_limited("A");
