@@ -1,4 +1,5 @@
 //! tencent-cert-operator: keeps `kubernetes.io/tls` Secrets in sync with Tencent Cloud SSL certificates.
 
+pub mod bundle;
 pub mod sim;
 pub mod tencent;
