@@ -9,7 +9,11 @@ use clap::{Args, Parser, Subcommand};
 use tencent_cert_operator::sim::{self, Account, CertificateSpec, Fault, Latency, SimConfig};
 
 #[derive(Parser)]
-#[command(name = "tencent-cert-operator", version, about = "Keeps Kubernetes TLS Secrets in sync with Tencent Cloud SSL certificates")]
+#[command(
+    name = "tencent-cert-operator",
+    version,
+    about = "Keeps Kubernetes TLS Secrets in sync with Tencent Cloud SSL certificates"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -18,7 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the Tencent Cloud SSL API simulator (for tests, demos and benchmarks).
-    Sim(SimArgs),
+    Sim(Box<SimArgs>),
     /// Print the version and build target.
     Version,
 }
@@ -140,7 +144,7 @@ async fn main() -> ExitCode {
         }
         Command::Sim(args) => {
             init_logging();
-            run_sim(args).await
+            run_sim(*args).await
         }
     }
 }

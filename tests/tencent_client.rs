@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tencent_cert_operator::sim::{self, Account, CertificateSpec, Fault, Latency, SimConfig, SimHandle};
+use tencent_cert_operator::sim::{
+    self, Account, CertificateSpec, Fault, Latency, SimConfig, SimHandle,
+};
 use tencent_cert_operator::tencent::limiter::LimiterConfig;
 use tencent_cert_operator::tencent::{Client, ClientConfig, Credentials, ErrorClass, TencentError};
 
@@ -27,7 +29,9 @@ fn specs(ids: &[&str]) -> Vec<CertificateSpec> {
 }
 
 async fn start(config: SimConfig) -> SimHandle {
-    sim::start(config, "127.0.0.1:0".parse().unwrap()).await.unwrap()
+    sim::start(config, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
 }
 
 async fn simulator(ids: &[&str]) -> SimHandle {
@@ -107,25 +111,55 @@ async fn each_error_class_is_reported_with_its_reason() {
     let client = client_for(&sim);
     let creds = credentials();
 
-    let transient = client.download_certificate(&creds, "flaky001").await.unwrap_err();
+    let transient = client
+        .download_certificate(&creds, "flaky001")
+        .await
+        .unwrap_err();
     assert_eq!(api_code(&transient), "FailedOperation.NetworkError");
-    assert_eq!((transient.class(), transient.reason()), (ErrorClass::Transient, "NetworkError"));
+    assert_eq!(
+        (transient.class(), transient.reason()),
+        (ErrorClass::Transient, "NetworkError")
+    );
 
-    let not_found = client.download_certificate(&creds, "missing1").await.unwrap_err();
+    let not_found = client
+        .download_certificate(&creds, "missing1")
+        .await
+        .unwrap_err();
     assert_eq!(api_code(&not_found), "FailedOperation.CertificateNotFound");
-    assert_eq!((not_found.class(), not_found.reason()), (ErrorClass::Permanent, "CertificateNotFound"));
+    assert_eq!(
+        (not_found.class(), not_found.reason()),
+        (ErrorClass::Permanent, "CertificateNotFound")
+    );
 
-    let pending = client.download_certificate(&creds, "pending01").await.unwrap_err();
-    assert_eq!(api_code(&pending), "FailedOperation.InvalidCertificateStatusCode");
-    assert_eq!((pending.class(), pending.reason()), (ErrorClass::NotYetIssued, "CertificateNotIssued"));
+    let pending = client
+        .download_certificate(&creds, "pending01")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        api_code(&pending),
+        "FailedOperation.InvalidCertificateStatusCode"
+    );
+    assert_eq!(
+        (pending.class(), pending.reason()),
+        (ErrorClass::NotYetIssued, "CertificateNotIssued")
+    );
 
     let wrong_key = Credentials::new(SECRET_ID, "not-the-key", None).unwrap();
-    let auth = client.download_certificate(&wrong_key, "flaky001").await.unwrap_err();
+    let auth = client
+        .download_certificate(&wrong_key, "flaky001")
+        .await
+        .unwrap_err();
     assert_eq!(api_code(&auth), "AuthFailure.SignatureFailure");
-    assert_eq!((auth.class(), auth.reason()), (ErrorClass::Credentials, "AuthFailed"));
+    assert_eq!(
+        (auth.class(), auth.reason()),
+        (ErrorClass::Credentials, "AuthFailed")
+    );
 
     let unknown_id = Credentials::new("AKIDnobody", SECRET_KEY, None).unwrap();
-    let unknown = client.download_certificate(&unknown_id, "flaky001").await.unwrap_err();
+    let unknown = client
+        .download_certificate(&unknown_id, "flaky001")
+        .await
+        .unwrap_err();
     assert_eq!(api_code(&unknown), "AuthFailure.SecretIdNotFound");
     assert_eq!(unknown.class(), ErrorClass::Credentials);
 }
@@ -133,9 +167,15 @@ async fn each_error_class_is_reported_with_its_reason() {
 #[tokio::test]
 async fn missing_and_empty_ids_are_invalid_requests() {
     let sim = simulator(&["demo0001"]).await;
-    let err = client_for(&sim).download_certificate(&credentials(), "").await.unwrap_err();
+    let err = client_for(&sim)
+        .download_certificate(&credentials(), "")
+        .await
+        .unwrap_err();
     assert_eq!(api_code(&err), "InvalidParameter");
-    assert_eq!((err.class(), err.reason()), (ErrorClass::Permanent, "InvalidRequest"));
+    assert_eq!(
+        (err.class(), err.reason()),
+        (ErrorClass::Permanent, "InvalidRequest")
+    );
 }
 
 #[tokio::test]
@@ -153,8 +193,15 @@ async fn an_expired_timestamp_is_re_signed_once_then_reported_as_clock_skew() {
         .await
         .unwrap_err();
     assert_eq!(api_code(&err), "AuthFailure.SignatureExpire");
-    assert_eq!((err.class(), err.reason()), (ErrorClass::Credentials, "ClockSkew"));
-    assert_eq!(sim.stats().count("DownloadCertificate", "AuthFailure.SignatureExpire"), 2);
+    assert_eq!(
+        (err.class(), err.reason()),
+        (ErrorClass::Credentials, "ClockSkew")
+    );
+    assert_eq!(
+        sim.stats()
+            .count("DownloadCertificate", "AuthFailure.SignatureExpire"),
+        2
+    );
 }
 
 #[tokio::test]
@@ -169,9 +216,16 @@ async fn temporary_credentials_send_their_token() {
     })
     .await;
     let client = client_for(&sim);
-    let with_token = Credentials::new(SECRET_ID, SECRET_KEY, Some("session-token-1".into())).unwrap();
-    client.download_certificate(&with_token, "demo0001").await.unwrap();
-    let err = client.download_certificate(&credentials(), "demo0001").await.unwrap_err();
+    let with_token =
+        Credentials::new(SECRET_ID, SECRET_KEY, Some("session-token-1".into())).unwrap();
+    client
+        .download_certificate(&with_token, "demo0001")
+        .await
+        .unwrap();
+    let err = client
+        .download_certificate(&credentials(), "demo0001")
+        .await
+        .unwrap_err();
     assert_eq!(api_code(&err), "AuthFailure.TokenFailure");
 }
 
@@ -188,21 +242,34 @@ async fn a_slow_api_times_out_as_a_transient_network_error() {
     })
     .await;
     let client = client_with(&sim, |c| c.timeout = Duration::from_millis(300));
-    let err = client.download_certificate(&credentials(), "slow0001").await.unwrap_err();
+    let err = client
+        .download_certificate(&credentials(), "slow0001")
+        .await
+        .unwrap_err();
     assert!(matches!(err, TencentError::Timeout { .. }), "{err:?}");
-    assert_eq!((err.class(), err.reason()), (ErrorClass::Transient, "NetworkError"));
+    assert_eq!(
+        (err.class(), err.reason()),
+        (ErrorClass::Transient, "NetworkError")
+    );
 }
 
 #[tokio::test]
 async fn an_unreachable_endpoint_is_a_transient_network_error() {
     // Bind then drop a listener: nothing listens on that port any more.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let client = Client::new(ClientConfig {
         endpoint: format!("http://127.0.0.1:{port}"),
         ..ClientConfig::default()
     })
     .unwrap();
-    let err = client.download_certificate(&credentials(), "demo0001").await.unwrap_err();
+    let err = client
+        .download_certificate(&credentials(), "demo0001")
+        .await
+        .unwrap_err();
     assert!(matches!(err, TencentError::Connect { .. }), "{err:?}");
     assert_eq!(err.reason(), "NetworkError");
 }
@@ -222,17 +289,19 @@ async fn fifty_concurrent_downloads_of_one_id_make_one_request() {
     .await;
     let client = client_with(&sim, |c| c.download_cache_ttl = Duration::ZERO);
     let creds = credentials();
-    let results = futures::future::join_all(
-        (0..50).map(|_| client.download_certificate(&creds, "shared01")),
-    )
-    .await;
+    let results =
+        futures::future::join_all((0..50).map(|_| client.download_certificate(&creds, "shared01")))
+            .await;
     let first = results[0].as_ref().unwrap().clone();
     for result in &results {
         assert!(Arc::ptr_eq(result.as_ref().unwrap(), &first));
     }
     assert_eq!(sim.stats().action_total("DownloadCertificate"), 1);
     // Once settled, a new call makes a new request (the cache is off here).
-    client.download_certificate(&creds, "shared01").await.unwrap();
+    client
+        .download_certificate(&creds, "shared01")
+        .await
+        .unwrap();
     assert_eq!(sim.stats().action_total("DownloadCertificate"), 2);
 }
 
@@ -241,8 +310,14 @@ async fn recent_downloads_are_served_from_the_cache_within_its_ttl() {
     let sim = simulator(&["cached01"]).await;
     let client = client_with(&sim, |c| c.download_cache_ttl = Duration::from_secs(30));
     let creds = credentials();
-    client.download_certificate(&creds, "cached01").await.unwrap();
-    client.download_certificate(&creds, "cached01").await.unwrap();
+    client
+        .download_certificate(&creds, "cached01")
+        .await
+        .unwrap();
+    client
+        .download_certificate(&creds, "cached01")
+        .await
+        .unwrap();
     assert_eq!(sim.stats().action_total("DownloadCertificate"), 1);
     // A caller that needs fresh data bypasses the cache.
     client
@@ -284,7 +359,10 @@ async fn downloads_are_never_shared_across_credentials() {
     assert!(a.is_ok() && b.is_ok());
     assert_eq!(api_code(&c.unwrap_err()), "AuthFailure.SignatureFailure");
     // Nor from the cache afterwards.
-    let again = client.download_certificate(&impostor, "tenant01").await.unwrap_err();
+    let again = client
+        .download_certificate(&impostor, "tenant01")
+        .await
+        .unwrap_err();
     assert_eq!(api_code(&again), "AuthFailure.SignatureFailure");
     assert_eq!(sim.stats().count("DownloadCertificate", "Success"), 2);
 }
@@ -294,7 +372,10 @@ async fn a_burst_of_100_downloads_at_10_per_second_is_never_throttled() {
     let ids: Vec<String> = (0..100).map(|i| format!("burst{i:03}")).collect();
     let sim = start(SimConfig {
         accounts: vec![account()],
-        certificates: ids.iter().map(|id| CertificateSpec::new(id.as_str())).collect(),
+        certificates: ids
+            .iter()
+            .map(|id| CertificateSpec::new(id.as_str()))
+            .collect(),
         rate_limit: Some(10.0),
         ..SimConfig::default()
     })
@@ -303,7 +384,8 @@ async fn a_burst_of_100_downloads_at_10_per_second_is_never_throttled() {
     let creds = credentials();
     let started = std::time::Instant::now();
     let results =
-        futures::future::join_all(ids.iter().map(|id| client.download_certificate(&creds, id))).await;
+        futures::future::join_all(ids.iter().map(|id| client.download_certificate(&creds, id)))
+            .await;
     let elapsed = started.elapsed();
     assert!(results.iter().all(Result::is_ok));
     let stats = sim.stats();
@@ -319,7 +401,10 @@ async fn the_limiter_adapts_when_tencent_allows_less_than_configured() {
     let ids: Vec<String> = (0..24).map(|i| format!("slow{i:03}")).collect();
     let sim = start(SimConfig {
         accounts: vec![account()],
-        certificates: ids.iter().map(|id| CertificateSpec::new(id.as_str())).collect(),
+        certificates: ids
+            .iter()
+            .map(|id| CertificateSpec::new(id.as_str()))
+            .collect(),
         // The account's real quota is lower than the client believes.
         rate_limit: Some(4.0),
         ..SimConfig::default()
@@ -328,7 +413,8 @@ async fn the_limiter_adapts_when_tencent_allows_less_than_configured() {
     let client = client_with(&sim, |c| c.limiter = LimiterConfig::per_second(10.0));
     let creds = credentials();
     let results =
-        futures::future::join_all(ids.iter().map(|id| client.download_certificate(&creds, id))).await;
+        futures::future::join_all(ids.iter().map(|id| client.download_certificate(&creds, id)))
+            .await;
     let stats = sim.stats();
     let succeeded = results.iter().filter(|r| r.is_ok()).count();
     assert_eq!(succeeded, 24, "{stats:?}");
@@ -353,15 +439,24 @@ async fn faults_can_be_injected_and_cleared_while_running() {
         remaining: Some(1),
         probability: 1.0,
     });
-    let err = client.download_certificate(&creds, "demo0001").await.unwrap_err();
+    let err = client
+        .download_certificate(&creds, "demo0001")
+        .await
+        .unwrap_err();
     assert_eq!(err.reason(), "TencentInternalError");
-    client.download_certificate(&creds, "demo0001").await.unwrap();
+    client
+        .download_certificate(&creds, "demo0001")
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
 async fn control_endpoints_report_stats_over_http() {
     let sim = simulator(&["demo0001"]).await;
-    client_for(&sim).download_certificate(&credentials(), "demo0001").await.unwrap();
+    client_for(&sim)
+        .download_certificate(&credentials(), "demo0001")
+        .await
+        .unwrap();
     let http = reqwest::Client::new();
     let stats: serde_json::Value = http
         .get(format!("{}/_sim/stats", sim.endpoint()))
@@ -373,10 +468,19 @@ async fn control_endpoints_report_stats_over_http() {
         .unwrap();
     assert_eq!(stats["by_action"]["DownloadCertificate"]["Success"], 1);
     assert_eq!(stats["by_certificate"]["demo0001"], 1);
-    let fault = serde_json::json!({"certificate_id": "*", "code": "RequestLimitExceeded", "remaining": 1});
-    let added = http.post(format!("{}/_sim/faults", sim.endpoint())).json(&fault).send().await.unwrap();
+    let fault =
+        serde_json::json!({"certificate_id": "*", "code": "RequestLimitExceeded", "remaining": 1});
+    let added = http
+        .post(format!("{}/_sim/faults", sim.endpoint()))
+        .json(&fault)
+        .send()
+        .await
+        .unwrap();
     assert!(added.status().is_success());
-    assert_eq!(sim.state().take_fault("x").as_deref(), Some("RequestLimitExceeded"));
+    assert_eq!(
+        sim.state().take_fault("x").as_deref(),
+        Some("RequestLimitExceeded")
+    );
 }
 
 #[tokio::test]
@@ -391,7 +495,11 @@ async fn no_error_or_debug_output_contains_the_secret_key() {
     let client = client_for(&sim);
     let token = "token-value-that-must-not-leak";
     let creds = Credentials::new(SECRET_ID, SECRET_KEY, Some(token.into())).unwrap();
-    let mut texts = vec![format!("{creds:?}"), creds.to_string(), format!("{client:?}")];
+    let mut texts = vec![
+        format!("{creds:?}"),
+        creds.to_string(),
+        format!("{client:?}"),
+    ];
     for id in ["demo0001", "flaky001", "missing1", ""] {
         if let Err(err) = client.download_certificate(&creds, id).await {
             texts.push(err.to_string());
@@ -399,7 +507,10 @@ async fn no_error_or_debug_output_contains_the_secret_key() {
         }
     }
     let wrong = Credentials::new(SECRET_ID, "wrong-key-that-must-not-leak", None).unwrap();
-    let err = client.download_certificate(&wrong, "demo0001").await.unwrap_err();
+    let err = client
+        .download_certificate(&wrong, "demo0001")
+        .await
+        .unwrap_err();
     texts.extend([err.to_string(), format!("{err:?}"), format!("{wrong:?}")]);
     assert!(texts.len() >= 10);
     for text in texts {

@@ -69,7 +69,12 @@ pub fn authenticate(
     let action = request
         .header("x-tc-action")
         .filter(|a| !a.is_empty())
-        .ok_or_else(|| reject("MissingParameter", "The request is missing a required parameter `X-TC-Action`."))?;
+        .ok_or_else(|| {
+            reject(
+                "MissingParameter",
+                "The request is missing a required parameter `X-TC-Action`.",
+            )
+        })?;
     let version = request.header("x-tc-version").ok_or_else(|| {
         reject(
             "MissingParameter",
@@ -97,9 +102,12 @@ pub fn authenticate(
                 "The parameter `X-TC-Timestamp` is not a valid integer.",
             )
         })?;
-    let authorization = request
-        .header("authorization")
-        .ok_or_else(|| reject("AuthFailure.InvalidAuthorization", "The `Authorization` header is missing."))?;
+    let authorization = request.header("authorization").ok_or_else(|| {
+        reject(
+            "AuthFailure.InvalidAuthorization",
+            "The `Authorization` header is missing.",
+        )
+    })?;
     let parsed = sign::parse_authorization(authorization).ok_or_else(|| {
         reject(
             "AuthFailure.InvalidAuthorization",
@@ -215,7 +223,11 @@ mod tests {
         ])
     }
 
-    fn check(headers: &HashMap<String, String>, body: &[u8], token: Option<&str>) -> Result<Authenticated, Rejection> {
+    fn check(
+        headers: &HashMap<String, String>,
+        body: &[u8],
+        token: Option<&str>,
+    ) -> Result<Authenticated, Rejection> {
         authenticate(
             &IncomingRequest {
                 method: "POST",
@@ -242,12 +254,26 @@ mod tests {
 
     #[test]
     fn rejections_use_tencent_codes() {
-        let code = |headers: &HashMap<String, String>, body: &[u8], token| check(headers, body, token).unwrap_err().code;
-        assert_eq!(code(&signed_headers("wrong-key", NOW, b"{}"), b"{}", None), "AuthFailure.SignatureFailure");
+        let code = |headers: &HashMap<String, String>, body: &[u8], token| {
+            check(headers, body, token).unwrap_err().code
+        };
+        assert_eq!(
+            code(&signed_headers("wrong-key", NOW, b"{}"), b"{}", None),
+            "AuthFailure.SignatureFailure"
+        );
         // The body changed after signing.
-        assert_eq!(code(&signed_headers("sim-key", NOW, b"{}"), b"{\"a\":1}", None), "AuthFailure.SignatureFailure");
-        assert_eq!(code(&signed_headers("sim-key", NOW - 301, b"{}"), b"{}", None), "AuthFailure.SignatureExpire");
-        assert_eq!(code(&signed_headers("sim-key", NOW + 301, b"{}"), b"{}", None), "AuthFailure.SignatureExpire");
+        assert_eq!(
+            code(&signed_headers("sim-key", NOW, b"{}"), b"{\"a\":1}", None),
+            "AuthFailure.SignatureFailure"
+        );
+        assert_eq!(
+            code(&signed_headers("sim-key", NOW - 301, b"{}"), b"{}", None),
+            "AuthFailure.SignatureExpire"
+        );
+        assert_eq!(
+            code(&signed_headers("sim-key", NOW + 301, b"{}"), b"{}", None),
+            "AuthFailure.SignatureExpire"
+        );
         assert!(check(&signed_headers("sim-key", NOW - 300, b"{}"), b"{}", None).is_ok());
         let mut unknown = signed_headers("sim-key", NOW, b"{}");
         let auth = unknown["authorization"].replace("AKIDsim", "AKIDother");
@@ -255,13 +281,22 @@ mod tests {
         assert_eq!(code(&unknown, b"{}", None), "AuthFailure.SecretIdNotFound");
         let mut changed_host = signed_headers("sim-key", NOW, b"{}");
         changed_host.insert("host".into(), "elsewhere".into());
-        assert_eq!(code(&changed_host, b"{}", None), "AuthFailure.SignatureFailure");
+        assert_eq!(
+            code(&changed_host, b"{}", None),
+            "AuthFailure.SignatureFailure"
+        );
         let mut charset = signed_headers("sim-key", NOW, b"{}");
-        charset.insert("content-type".into(), "application/json; charset=utf-8".into());
+        charset.insert(
+            "content-type".into(),
+            "application/json; charset=utf-8".into(),
+        );
         assert_eq!(code(&charset, b"{}", None), "AuthFailure.SignatureFailure");
         let mut no_auth = signed_headers("sim-key", NOW, b"{}");
         no_auth.remove("authorization");
-        assert_eq!(code(&no_auth, b"{}", None), "AuthFailure.InvalidAuthorization");
+        assert_eq!(
+            code(&no_auth, b"{}", None),
+            "AuthFailure.InvalidAuthorization"
+        );
         let mut old_version = signed_headers("sim-key", NOW, b"{}");
         old_version.insert("x-tc-version".into(), "2018-01-01".into());
         assert_eq!(code(&old_version, b"{}", None), "NoSuchVersion");
@@ -273,13 +308,22 @@ mod tests {
     #[test]
     fn tokens_are_required_and_checked_when_configured() {
         let mut headers = signed_headers("sim-key", NOW, b"{}");
-        assert_eq!(check(&headers, b"{}", Some("tok")).unwrap_err().code, "AuthFailure.TokenFailure");
+        assert_eq!(
+            check(&headers, b"{}", Some("tok")).unwrap_err().code,
+            "AuthFailure.TokenFailure"
+        );
         headers.insert("x-tc-token".into(), "other".into());
-        assert_eq!(check(&headers, b"{}", Some("tok")).unwrap_err().code, "AuthFailure.TokenFailure");
+        assert_eq!(
+            check(&headers, b"{}", Some("tok")).unwrap_err().code,
+            "AuthFailure.TokenFailure"
+        );
         headers.insert("x-tc-token".into(), "tok".into());
         assert!(check(&headers, b"{}", Some("tok")).is_ok());
         // A token sent for permanent credentials is refused too.
-        assert_eq!(check(&headers, b"{}", None).unwrap_err().code, "AuthFailure.TokenFailure");
+        assert_eq!(
+            check(&headers, b"{}", None).unwrap_err().code,
+            "AuthFailure.TokenFailure"
+        );
     }
 
     #[test]

@@ -139,7 +139,10 @@ fn days(n: i64) -> jiff::SignedDuration {
 }
 
 fn sha1_hex(der: &[u8]) -> String {
-    hex::encode(ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, der))
+    hex::encode(ring::digest::digest(
+        &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        der,
+    ))
 }
 
 /// Generates every spec'd certificate under one test CA, then adds the archives of `zip_dir`.
@@ -260,7 +263,10 @@ mod tests {
                 .unwrap();
         assert_eq!(spec.id, "aBcD1234");
         assert_eq!(spec.domain(), "shop.example.com");
-        assert_eq!(spec.extra_names, vec!["www.shop.example.com", "api.shop.example.com"]);
+        assert_eq!(
+            spec.extra_names,
+            vec!["www.shop.example.com", "api.shop.example.com"]
+        );
         assert_eq!(spec.key, KeyKind::Rsa2048);
         assert!(!spec.include_key && spec.expired && spec.include_root);
         assert_eq!(spec.status, 3);

@@ -175,7 +175,9 @@ struct Bucket {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[derive(Debug)]
@@ -265,9 +267,9 @@ impl SimState {
     /// The first matching fault that fires now, consuming one of its `remaining` uses.
     pub fn take_fault(&self, certificate_id: &str) -> Option<String> {
         let mut faults = lock(&self.faults);
-        let index = faults.iter().position(|f| {
-            f.applies_to(certificate_id) && f.remaining != Some(0)
-        })?;
+        let index = faults
+            .iter()
+            .position(|f| f.applies_to(certificate_id) && f.remaining != Some(0))?;
         let fault = faults.get_mut(index)?;
         if fault.probability < 1.0 && fastrand::f64() >= fault.probability {
             return None;
@@ -351,7 +353,9 @@ mod tests {
     #[test]
     fn fault_cli_forms_parse() {
         assert_eq!(
-            "abc=FailedOperation.NetworkError:3".parse::<Fault>().unwrap(),
+            "abc=FailedOperation.NetworkError:3"
+                .parse::<Fault>()
+                .unwrap(),
             Fault {
                 certificate_id: "abc".into(),
                 code: "FailedOperation.NetworkError".into(),
@@ -380,8 +384,14 @@ mod tests {
         let state = state(None);
         state.add_fault("a=FailedOperation.NetworkError:2".parse().unwrap());
         assert_eq!(state.take_fault("b"), None);
-        assert_eq!(state.take_fault("a").as_deref(), Some("FailedOperation.NetworkError"));
-        assert_eq!(state.take_fault("a").as_deref(), Some("FailedOperation.NetworkError"));
+        assert_eq!(
+            state.take_fault("a").as_deref(),
+            Some("FailedOperation.NetworkError")
+        );
+        assert_eq!(
+            state.take_fault("a").as_deref(),
+            Some("FailedOperation.NetworkError")
+        );
         assert_eq!(state.take_fault("a"), None);
     }
 
@@ -398,7 +408,9 @@ mod tests {
     #[test]
     fn buckets_allow_a_burst_of_rate_then_refuse() {
         let state = state(Some(5.0));
-        let admitted = (0..8).filter(|_| state.admit("AKID", "DownloadCertificate")).count();
+        let admitted = (0..8)
+            .filter(|_| state.admit("AKID", "DownloadCertificate"))
+            .count();
         assert_eq!(admitted, 5);
         // Another action and another account have their own buckets.
         assert!(state.admit("AKID", "DescribeCertificateDetail"));
