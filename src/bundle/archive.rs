@@ -63,7 +63,7 @@ pub(crate) fn read_entries(
             if metadata.encrypted() {
                 return Err(InvalidBundleDetail::EncryptedEntry { entry: name });
             }
-            if metadata.enclosed_name().is_none() {
+            if metadata.enclosed_name().is_none() || is_unsafe_name(metadata.name_raw()) {
                 return Err(InvalidBundleDetail::UnsafeEntryName { entry: name });
             }
             let raw_name = String::from_utf8_lossy(metadata.name_raw());
@@ -122,6 +122,16 @@ pub(crate) fn read_entries(
         entries.push(Entry { name, contents });
     }
     Ok(entries)
+}
+
+/// Absolute names, drive letters and `..` components. Nothing is ever written to disk, but Tencent never
+/// produces such names, so an archive with them is not a Tencent download.
+fn is_unsafe_name(raw: &[u8]) -> bool {
+    let absolute = raw.starts_with(b"/") || raw.starts_with(b"\\") || raw.get(1) == Some(&b':');
+    absolute
+        || raw
+            .split(|&byte| byte == b'/' || byte == b'\\')
+            .any(|component| component == b"..")
 }
 
 /// Files that never hold what the operator needs, or must not be read at all (keystore passwords).
@@ -184,6 +194,28 @@ mod tests {
         }
         for name in ["Nginx/1_a_bundle.crt", "a.key", "a.pem", "readme.txt"] {
             assert!(!is_ignored_name(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn flags_unsafe_names() {
+        for name in [
+            "../a.pem",
+            "/etc/a.pem",
+            "\\a.pem",
+            "C:/a.pem",
+            "Nginx/../../a.pem",
+            "Nginx\\..\\a.pem",
+        ] {
+            assert!(is_unsafe_name(name.as_bytes()), "{name}");
+        }
+        for name in [
+            "Nginx/1_a_bundle.crt",
+            "a..b.pem",
+            "_.example.test_nginx/x.key",
+            "Nginx\\a.key",
+        ] {
+            assert!(!is_unsafe_name(name.as_bytes()), "{name}");
         }
     }
 

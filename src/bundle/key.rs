@@ -246,9 +246,13 @@ pub(crate) fn parse_key_block(block: &PemBlock) -> Result<KeyBlock, MalformedKey
         "RSA PRIVATE KEY" => parse_pkcs1(&block.der),
         "EC PRIVATE KEY" => parse_sec1(&block.der, None),
         "DSA PRIVATE KEY" => Ok(KeyBlock::Unsupported("a DSA private key".to_owned())),
-        other => Ok(KeyBlock::Unsupported(format!(
-            "a private key in \"{other}\" format"
-        ))),
+        other => {
+            // Name the format without repeating the PEM label (see `pem::block_kind`).
+            let format = other.trim_end_matches("PRIVATE KEY").trim();
+            Ok(KeyBlock::Unsupported(format!(
+                "a private key in {format} format"
+            )))
+        }
     }
 }
 
