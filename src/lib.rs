@@ -2,5 +2,9 @@
 
 pub mod bundle;
 pub mod crd;
+pub mod error;
+pub mod policy;
+pub mod secret;
 pub mod sim;
+pub mod status;
 pub mod tencent;

@@ -47,18 +47,19 @@ impl std::fmt::Debug for PemBlock {
     }
 }
 
-/// Why a PEM block could not be read. Carries the label only, never body bytes.
+/// Why a PEM block could not be read. Carries what kind of block it was (see [`block_kind`]), never body
+/// bytes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PemError {
     /// A `BEGIN` line whose block never ends (truncated file or a second `BEGIN` inside the block).
-    #[error("PEM block \"{label}\" has no matching END line")]
-    Unterminated { label: String },
+    #[error("a {kind} PEM block has no matching END line")]
+    Unterminated { kind: String },
     /// An `END` line with a different label than its `BEGIN`.
-    #[error("PEM block \"{label}\" ends with a different label")]
-    MismatchedEnd { label: String },
+    #[error("a {kind} PEM block ends with a different label")]
+    MismatchedEnd { kind: String },
     /// The body is not valid base64 (or is empty).
-    #[error("PEM block \"{label}\" does not hold valid base64")]
-    BadBase64 { label: String },
+    #[error("a {kind} PEM block does not hold valid base64")]
+    BadBase64 { kind: String },
     /// More blocks than the caller allows.
     #[error("more than {max} PEM blocks")]
     TooManyBlocks { max: usize },
@@ -83,7 +84,7 @@ pub fn parse_blocks(input: &[u8], max_blocks: usize) -> Result<Vec<PemBlock>, Pe
                 if let Some(end_label) = boundary_label(line, b"-----END ") {
                     if end_label != block.label {
                         return Err(PemError::MismatchedEnd {
-                            label: block.label.clone(),
+                            kind: block_kind(&block.label),
                         });
                     }
                     if blocks.len() == max_blocks {
@@ -94,7 +95,7 @@ pub fn parse_blocks(input: &[u8], max_blocks: usize) -> Result<Vec<PemBlock>, Pe
                     }
                 } else if line.starts_with(b"-----BEGIN ") {
                     return Err(PemError::Unterminated {
-                        label: block.label.clone(),
+                        kind: block_kind(&block.label),
                     });
                 } else {
                     block.push_line(line);
@@ -103,7 +104,9 @@ pub fn parse_blocks(input: &[u8], max_blocks: usize) -> Result<Vec<PemBlock>, Pe
         }
     }
     match open {
-        Some(block) => Err(PemError::Unterminated { label: block.label }),
+        Some(block) => Err(PemError::Unterminated {
+            kind: block_kind(&block.label),
+        }),
         None => Ok(blocks),
     }
 }
@@ -128,6 +131,16 @@ pub fn encode(label: &str, der: &[u8]) -> String {
     out.push_str(label);
     out.push_str("-----\n");
     out
+}
+
+/// How errors name a block: the label, except that every private-key label becomes "private key", so no
+/// message ever carries a `PRIVATE KEY` marker that log scanners (or people) would take for a leaked key.
+pub fn block_kind(label: &str) -> String {
+    if label.ends_with("PRIVATE KEY") {
+        "private key".to_owned()
+    } else {
+        format!("\"{label}\"")
+    }
 }
 
 /// The label of a `-----BEGIN LABEL-----` / `-----END LABEL-----` line, if `line` is one.
@@ -180,7 +193,7 @@ impl OpenBlock {
             .ok()
             .filter(|der| !der.is_empty())
             .ok_or_else(|| PemError::BadBase64 {
-                label: self.label.clone(),
+                kind: block_kind(&self.label),
             })?;
         Ok(PemBlock {
             label: self.label,

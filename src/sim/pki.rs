@@ -235,7 +235,7 @@ impl Pki {
         let (intermediate_key, intermediate_pkcs8) = generate_key(kind)?;
         let intermediate_params = ca_params(
             "Tencent Cert Operator Test Intermediate CA",
-            Some(0),
+            Some(1),
             not_before,
             not_after,
         )?;
@@ -257,6 +257,32 @@ impl Pki {
             root,
             intermediate,
             issuer: Issuer::new(intermediate_params, intermediate_key),
+        })
+    }
+
+    /// A PKI one level deeper: a new CA signed by this intermediate becomes the intermediate that issues
+    /// leaves, so chains read leaf → new CA → `self.intermediate` → root. For chain-ordering tests.
+    pub fn subordinate(&self, common_name: &str) -> Result<Self, PkiError> {
+        let kind = self.intermediate.key_kind;
+        let now = jiff::Timestamp::now();
+        let not_before = now
+            .saturating_sub(jiff::SignedDuration::from_hours(24))
+            .unwrap_or(now);
+        let not_after = now
+            .saturating_add(jiff::SignedDuration::from_hours(CA_VALIDITY_DAYS * 24))
+            .unwrap_or(now);
+        let (key, pkcs8_der) = generate_key(kind)?;
+        let params = ca_params(common_name, Some(0), not_before, not_after)?;
+        let serial = params
+            .serial_number
+            .as_ref()
+            .map(|serial| serial.to_bytes())
+            .unwrap_or_default();
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Self {
+            root: self.root.clone(),
+            intermediate: issued(cert.der(), pkcs8_der, kind, serial, None),
+            issuer: Issuer::new(params, key),
         })
     }
 
