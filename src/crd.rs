@@ -13,6 +13,8 @@ pub const DEFAULT_REFRESH_INTERVAL: &str = "1h";
 pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A TLS Secret kept in sync with a certificate bought or hosted on Tencent Cloud SSL.
+// Each printcolumn repeats `type_`, which clippy mistakes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "tencentcert.io",
@@ -24,7 +26,11 @@ pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
     status = "TencentCertificateStatus",
     derive = "PartialEq",
     doc = "A kubernetes.io/tls Secret kept in sync with a Tencent Cloud SSL certificate.",
-    printcolumn(name = "Certificate ID", type_ = "string", json_path = ".spec.certificateId"),
+    printcolumn(
+        name = "Certificate ID",
+        type_ = "string",
+        json_path = ".spec.certificateId"
+    ),
     printcolumn(name = "Secret", type_ = "string", json_path = ".status.secretName"),
     printcolumn(
         name = "Ready",
@@ -38,7 +44,11 @@ pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
         priority = "1"
     ),
     printcolumn(name = "Expires", type_ = "date", json_path = ".status.notAfter"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TencentCertificateSpec {
@@ -137,7 +147,9 @@ fn default_token_key() -> String {
     "token".to_string()
 }
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
 pub enum DeletionPolicy {
     #[default]
     Delete,
@@ -248,6 +260,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn committed_crd_yaml_matches_the_rust_types() {
+        let committed = include_str!("../crds/tencentcertificate.yaml");
+        assert!(
+            crd_yaml().unwrap() == committed,
+            "crds/tencentcertificate.yaml is stale: run `cargo run -- crd > crds/tencentcertificate.yaml`"
+        );
+    }
+
+    #[test]
     fn go_durations_parse() {
         assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
         assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
@@ -297,7 +318,10 @@ mod tests {
     #[test]
     fn crd_has_the_documented_names_columns_and_rules() {
         let crd = TencentCertificate::crd();
-        assert_eq!(crd.metadata.name.as_deref(), Some("tencentcertificates.tencentcert.io"));
+        assert_eq!(
+            crd.metadata.name.as_deref(),
+            Some("tencentcertificates.tencentcert.io")
+        );
         assert_eq!(crd.spec.scope, "Namespaced");
         assert_eq!(crd.spec.names.short_names, Some(vec!["tcert".to_string()]));
         let version = &crd.spec.versions[0];
@@ -312,7 +336,14 @@ mod tests {
             .collect();
         assert_eq!(
             columns,
-            ["Certificate ID", "Secret", "Ready", "Reason", "Expires", "Age"]
+            [
+                "Certificate ID",
+                "Secret",
+                "Ready",
+                "Reason",
+                "Expires",
+                "Age"
+            ]
         );
         let schema = serde_json::to_value(&version.schema).unwrap();
         let spec = &schema["openAPIV3Schema"]["properties"]["spec"];
@@ -322,7 +353,10 @@ mod tests {
             "duration(self) >= duration('1m')"
         );
         assert_eq!(refresh["maxLength"], 32);
-        assert_eq!(spec["properties"]["certificateId"]["pattern"], "^[A-Za-z0-9]+$");
+        assert_eq!(
+            spec["properties"]["certificateId"]["pattern"],
+            "^[A-Za-z0-9]+$"
+        );
         assert_eq!(spec["properties"]["certificateId"]["maxLength"], 32);
         assert_eq!(spec["properties"]["includeCA"]["default"], true);
         assert_eq!(spec["required"], serde_json::json!(["certificateId"]));

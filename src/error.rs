@@ -82,17 +82,31 @@ mod tests {
             message: "CA busy".into(),
             request_id: "r".into(),
         });
-        assert_eq!((tencent.reason(), tencent.class()), ("NetworkError", ErrorClass::Transient));
+        assert_eq!(
+            (tencent.reason(), tencent.class()),
+            ("NetworkError", ErrorClass::Transient)
+        );
         assert!(tencent.to_string().contains("retries with backoff"));
-        let key_missing = SyncError::from(BundleError::KeyMissing { certificate: "CN=shop".into() });
-        assert_eq!((key_missing.reason(), key_missing.class()), ("KeyMissing", ErrorClass::Permanent));
+        let key_missing = SyncError::from(BundleError::KeyMissing {
+            certificate: "CN=shop".into(),
+        });
+        assert_eq!(
+            (key_missing.reason(), key_missing.class()),
+            ("KeyMissing", ErrorClass::Permanent)
+        );
         let creds = SyncError::CredentialsNotFound("Secret web/tencent not found".into());
-        assert_eq!((creds.reason(), creds.class()), ("CredentialsNotFound", ErrorClass::Credentials));
+        assert_eq!(
+            (creds.reason(), creds.class()),
+            ("CredentialsNotFound", ErrorClass::Credentials)
+        );
         let expired = SyncError::Expired {
             certificate_id: "aBcD1234".into(),
             not_after: "2020-01-01T00:00:00Z".into(),
         };
-        assert_eq!((expired.reason(), expired.class()), ("Expired", ErrorClass::Permanent));
+        assert_eq!(
+            (expired.reason(), expired.class()),
+            ("Expired", ErrorClass::Permanent)
+        );
         assert!(expired.to_string().contains("renew it in Tencent Cloud"));
     }
 }

@@ -42,7 +42,9 @@ pub enum DownloadTrigger {
     Adopting,
     WrongSecretType(String),
     SecretDataInvalid(String),
-    CertificateIdChanged { serving: String },
+    CertificateIdChanged {
+        serving: String,
+    },
     /// The Secret holds a valid certificate, but not the one last synced (someone replaced the data).
     DataDrift,
     SpecChanged,
@@ -144,9 +146,8 @@ fn check_adoption(o: &Observed<'_>) -> Option<Decision> {
 
 fn check_type(o: &Observed<'_>) -> Option<Decision> {
     let type_ = o.existing?.type_.as_deref().unwrap_or("Opaque");
-    (type_ != TLS_SECRET_TYPE).then(|| {
-        Decision::Download(DownloadTrigger::WrongSecretType(type_.to_string()))
-    })
+    (type_ != TLS_SECRET_TYPE)
+        .then(|| Decision::Download(DownloadTrigger::WrongSecretType(type_.to_string())))
 }
 
 fn check_data(o: &Observed<'_>) -> Option<Decision> {
@@ -181,37 +182,36 @@ fn check_certificate_id(o: &Observed<'_>) -> Option<Decision> {
 fn check_data_drift(o: &Observed<'_>) -> Option<Decision> {
     let synced = o.cr.status.as_ref()?.fingerprint_sha256.as_deref()?;
     let serving = o.serving?.as_ref().ok()?;
-    (serving.meta.fingerprint_sha256 != synced).then_some(Decision::Download(DownloadTrigger::DataDrift))
+    (serving.meta.fingerprint_sha256 != synced)
+        .then_some(Decision::Download(DownloadTrigger::DataDrift))
 }
 
 fn check_spec_changed(o: &Observed<'_>) -> Option<Decision> {
     let observed = o.cr.status.as_ref().and_then(|s| s.observed_generation);
-    (observed != o.cr.metadata.generation).then_some(Decision::Download(DownloadTrigger::SpecChanged))
+    (observed != o.cr.metadata.generation)
+        .then_some(Decision::Download(DownloadTrigger::SpecChanged))
 }
 
 fn check_refresh_requested(o: &Observed<'_>) -> Option<Decision> {
-    let requested = o
-        .cr
-        .metadata
-        .annotations
-        .as_ref()?
-        .get(REFRESH_REQUESTED_ANNOTATION)?;
-    let handled = o
-        .cr
-        .status
-        .as_ref()
-        .and_then(|s| s.last_refresh_request.as_ref());
+    let requested =
+        o.cr.metadata
+            .annotations
+            .as_ref()?
+            .get(REFRESH_REQUESTED_ANNOTATION)?;
+    let handled =
+        o.cr.status
+            .as_ref()
+            .and_then(|s| s.last_refresh_request.as_ref());
     (handled != Some(requested))
         .then(|| Decision::Download(DownloadTrigger::RefreshRequested(requested.clone())))
 }
 
 fn check_refresh_due(o: &Observed<'_>) -> Option<Decision> {
-    let next = o
-        .cr
-        .status
-        .as_ref()
-        .and_then(|s| s.next_sync_time.as_deref())
-        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    let next =
+        o.cr.status
+            .as_ref()
+            .and_then(|s| s.next_sync_time.as_deref())
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok());
     match next {
         Some(next) if next > o.now => None,
         _ => Some(Decision::Download(DownloadTrigger::RefreshDue)),
@@ -221,8 +221,15 @@ fn check_refresh_due(o: &Observed<'_>) -> Option<Decision> {
 fn check_metadata_drift(o: &Observed<'_>) -> Option<Decision> {
     let existing = o.existing?;
     let desired = o.desired_from_serving?;
-    (!secret::content_matches(existing, desired) || !ownership_matches(existing, desired, o.cr) || owns_undesired_keys(existing, desired))
+    (!secret::data_matches(existing, desired) || needs_metadata_write(existing, desired, o.cr))
         .then_some(Decision::RepairMetadata)
+}
+
+/// Whether applying `desired` would change `existing`'s labels, annotations or owner references.
+pub fn needs_metadata_write(existing: &Secret, desired: &Secret, cr: &TencentCertificate) -> bool {
+    !secret::metadata_matches(existing, desired)
+        || !ownership_matches(existing, desired, cr)
+        || owns_undesired_keys(existing, desired)
 }
 
 /// An owner reference to this resource must be present exactly when the desired Secret has one, so that
@@ -244,7 +251,11 @@ fn ownership_matches(existing: &Secret, desired: &Secret, cr: &TencentCertificat
 fn owns_undesired_keys(existing: &Secret, desired: &Secret) -> bool {
     let owned = owned_fields(existing);
     let wanted = |section: &str, key: &str| match section {
-        "labels" => desired.metadata.labels.as_ref().is_some_and(|m| m.contains_key(key)),
+        "labels" => desired
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|m| m.contains_key(key)),
         "annotations" => desired
             .metadata
             .annotations
@@ -260,7 +271,9 @@ fn owns_undesired_keys(existing: &Secret, desired: &Secret) -> bool {
 fn owned_fields(existing: &Secret) -> Vec<(String, String)> {
     let mut owned = Vec::new();
     for entry in existing.metadata.managed_fields.iter().flatten() {
-        if entry.manager.as_deref() != Some(FIELD_MANAGER) || entry.operation.as_deref() != Some("Apply") {
+        if entry.manager.as_deref() != Some(FIELD_MANAGER)
+            || entry.operation.as_deref() != Some("Apply")
+        {
             continue;
         }
         let Some(fields) = entry.fields_v1.as_ref() else {
@@ -289,7 +302,9 @@ fn owned_fields(existing: &Secret) -> Vec<(String, String)> {
 mod tests {
     use super::*;
     use crate::crd::{TencentCertificateSpec, TencentCertificateStatus};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, OwnerReference};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+        FieldsV1, ManagedFieldsEntry, OwnerReference,
+    };
     use std::collections::BTreeMap;
 
     fn cr() -> TencentCertificate {
@@ -336,11 +351,18 @@ mod tests {
         )
     }
 
-    fn decide_with(cr: &TencentCertificate, existing: Option<&Secret>, serving_ok: bool, desired: Option<&Secret>) -> Decision {
+    fn decide_with(
+        cr: &TencentCertificate,
+        existing: Option<&Secret>,
+        serving_ok: bool,
+        desired: Option<&Secret>,
+    ) -> Decision {
         let serving: Result<CertBundle, BundleError> = if serving_ok {
             Ok(sample_bundle())
         } else {
-            Err(BundleError::KeyMissing { certificate: "CN=shop".into() })
+            Err(BundleError::KeyMissing {
+                certificate: "CN=shop".into(),
+            })
         };
         decide(&Observed {
             cr,
@@ -372,7 +394,10 @@ mod tests {
 
     #[test]
     fn a_missing_secret_is_downloaded() {
-        assert_eq!(decide_with(&cr(), None, true, None), Decision::Download(DownloadTrigger::SecretMissing));
+        assert_eq!(
+            decide_with(&cr(), None, true, None),
+            Decision::Download(DownloadTrigger::SecretMissing)
+        );
     }
 
     #[test]
@@ -380,19 +405,31 @@ mod tests {
         let foreign = secret_with(&[("app", "other")], &[], "Opaque");
         let mut due = cr();
         due.metadata.generation = Some(7);
-        assert!(matches!(decide_with(&due, Some(&foreign), false, None), Decision::Conflict(m) if m.contains("tencentcert.io/adopt")));
+        assert!(
+            matches!(decide_with(&due, Some(&foreign), false, None), Decision::Conflict(m) if m.contains("tencentcert.io/adopt"))
+        );
     }
 
     #[test]
     fn a_consenting_secret_is_adopted() {
         let consenting = secret_with(&[], &[("tencentcert.io/adopt", "true")], "Opaque");
-        assert_eq!(decide_with(&cr(), Some(&consenting), false, None), Decision::Download(DownloadTrigger::Adopting));
+        assert_eq!(
+            decide_with(&cr(), Some(&consenting), false, None),
+            Decision::Download(DownloadTrigger::Adopting)
+        );
     }
 
     #[test]
     fn an_owner_reference_alone_makes_the_secret_ours() {
-        let mut referenced = secret_with(&[], &[("tencentcert.io/certificate-id", "aBcD1234")], TLS_SECRET_TYPE);
-        referenced.metadata.owner_references = Some(vec![OwnerReference { uid: "uid-1".into(), ..Default::default() }]);
+        let mut referenced = secret_with(
+            &[],
+            &[("tencentcert.io/certificate-id", "aBcD1234")],
+            TLS_SECRET_TYPE,
+        );
+        referenced.metadata.owner_references = Some(vec![OwnerReference {
+            uid: "uid-1".into(),
+            ..Default::default()
+        }]);
         assert_eq!(ownership(&cr(), Some(&referenced)), Ownership::Ours);
     }
 
@@ -420,7 +457,9 @@ mod tests {
         changed.spec.certificate_id = "NeW12345".into();
         assert_eq!(
             decide_with(&changed, Some(&ours()), true, None),
-            Decision::Download(DownloadTrigger::CertificateIdChanged { serving: "aBcD1234".into() })
+            Decision::Download(DownloadTrigger::CertificateIdChanged {
+                serving: "aBcD1234".into()
+            })
         );
     }
 
@@ -433,68 +472,117 @@ mod tests {
             Decision::Download(DownloadTrigger::DataDrift)
         );
         synced.status.as_mut().unwrap().fingerprint_sha256 = Some("ff".into());
-        assert_eq!(decide_with(&synced, Some(&ours()), true, Some(&ours())), Decision::UpToDate);
+        assert_eq!(
+            decide_with(&synced, Some(&ours()), true, Some(&ours())),
+            Decision::UpToDate
+        );
     }
 
     #[test]
     fn a_new_generation_is_downloaded() {
         let mut edited = cr();
         edited.metadata.generation = Some(2);
-        assert_eq!(decide_with(&edited, Some(&ours()), true, None), Decision::Download(DownloadTrigger::SpecChanged));
+        assert_eq!(
+            decide_with(&edited, Some(&ours()), true, None),
+            Decision::Download(DownloadTrigger::SpecChanged)
+        );
     }
 
     #[test]
     fn a_new_refresh_request_value_is_downloaded_once() {
         let mut requested = cr();
-        requested.metadata.annotations = Some([(REFRESH_REQUESTED_ANNOTATION.to_string(), "t1".to_string())].into());
+        requested.metadata.annotations =
+            Some([(REFRESH_REQUESTED_ANNOTATION.to_string(), "t1".to_string())].into());
         let decision = decide_with(&requested, Some(&ours()), true, Some(&ours()));
-        assert_eq!(decision, Decision::Download(DownloadTrigger::RefreshRequested("t1".into())));
+        assert_eq!(
+            decision,
+            Decision::Download(DownloadTrigger::RefreshRequested("t1".into()))
+        );
         assert!(!DownloadTrigger::RefreshRequested("t1".into()).accepts_cached());
         requested.status.as_mut().unwrap().last_refresh_request = Some("t1".into());
-        assert_eq!(decide_with(&requested, Some(&ours()), true, Some(&ours())), Decision::UpToDate);
+        assert_eq!(
+            decide_with(&requested, Some(&ours()), true, Some(&ours())),
+            Decision::UpToDate
+        );
     }
 
     #[test]
     fn a_past_next_sync_time_is_due() {
         let mut due = cr();
         due.status.as_mut().unwrap().next_sync_time = Some("2029-12-31T23:59:59Z".into());
-        assert_eq!(decide_with(&due, Some(&ours()), true, Some(&ours())), Decision::Download(DownloadTrigger::RefreshDue));
+        assert_eq!(
+            decide_with(&due, Some(&ours()), true, Some(&ours())),
+            Decision::Download(DownloadTrigger::RefreshDue)
+        );
         due.status.as_mut().unwrap().next_sync_time = None;
-        assert_eq!(decide_with(&due, Some(&ours()), true, Some(&ours())), Decision::Download(DownloadTrigger::RefreshDue));
+        assert_eq!(
+            decide_with(&due, Some(&ours()), true, Some(&ours())),
+            Decision::Download(DownloadTrigger::RefreshDue)
+        );
     }
 
     #[test]
     fn label_drift_is_repaired_without_download() {
         let mut desired = ours();
-        desired.metadata.labels.as_mut().unwrap().insert("team".into(), "web".into());
-        assert_eq!(decide_with(&cr(), Some(&ours()), true, Some(&desired)), Decision::RepairMetadata);
+        desired
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("team".into(), "web".into());
+        assert_eq!(
+            decide_with(&cr(), Some(&ours()), true, Some(&desired)),
+            Decision::RepairMetadata
+        );
     }
 
     #[test]
     fn a_template_label_removed_from_the_spec_is_repaired() {
         let mut existing = ours();
-        existing.metadata.labels.as_mut().unwrap().insert("team".into(), "web".into());
+        existing
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("team".into(), "web".into());
         existing.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
             manager: Some(FIELD_MANAGER.into()),
             operation: Some("Apply".into()),
-            fields_v1: Some(FieldsV1(serde_json::json!({"f:metadata": {"f:labels": {"f:team": {}, "f:tencentcert.io/certificate-name": {}}}}))),
+            fields_v1: Some(FieldsV1(
+                serde_json::json!({"f:metadata": {"f:labels": {"f:team": {}, "f:tencentcert.io/certificate-name": {}}}}),
+            )),
             ..Default::default()
         }]);
-        assert_eq!(decide_with(&cr(), Some(&existing), true, Some(&ours())), Decision::RepairMetadata);
+        assert_eq!(
+            decide_with(&cr(), Some(&existing), true, Some(&ours())),
+            Decision::RepairMetadata
+        );
         // A label someone else added is not ours to remove.
         existing.metadata.managed_fields = None;
-        assert_eq!(decide_with(&cr(), Some(&existing), true, Some(&ours())), Decision::UpToDate);
+        assert_eq!(
+            decide_with(&cr(), Some(&existing), true, Some(&ours())),
+            Decision::UpToDate
+        );
     }
 
     #[test]
     fn switching_to_retain_drops_our_owner_reference() {
         let mut existing = ours();
-        existing.metadata.owner_references = Some(vec![OwnerReference { uid: "uid-1".into(), ..Default::default() }]);
-        assert_eq!(decide_with(&cr(), Some(&existing), true, Some(&ours())), Decision::RepairMetadata);
+        existing.metadata.owner_references = Some(vec![OwnerReference {
+            uid: "uid-1".into(),
+            ..Default::default()
+        }]);
+        assert_eq!(
+            decide_with(&cr(), Some(&existing), true, Some(&ours())),
+            Decision::RepairMetadata
+        );
     }
 
     #[test]
     fn everything_in_place_is_up_to_date() {
-        assert_eq!(decide_with(&cr(), Some(&ours()), true, Some(&ours())), Decision::UpToDate);
+        assert_eq!(
+            decide_with(&cr(), Some(&ours()), true, Some(&ours())),
+            Decision::UpToDate
+        );
     }
 }

@@ -98,7 +98,11 @@ fn describe(serving: &Serving<'_>) -> String {
 
 fn ready_condition(input: &StatusInput<'_>) -> (bool, String, String) {
     if let Some(message) = input.conflict {
-        return (false, crate::error::REASON_SECRET_CONFLICT.into(), message.to_string());
+        return (
+            false,
+            crate::error::REASON_SECRET_CONFLICT.into(),
+            message.to_string(),
+        );
     }
     let failure = match &input.attempt {
         Attempt::Failed { reason, message } => Some((reason.clone(), message.clone())),
@@ -162,7 +166,11 @@ pub fn compute(input: &StatusInput<'_>) -> TencentCertificateStatus {
         input.now,
     )];
     let synced = match (&input.attempt, input.conflict) {
-        (_, Some(message)) => Some((false, crate::error::REASON_SECRET_CONFLICT.to_string(), message.to_string())),
+        (_, Some(message)) => Some((
+            false,
+            crate::error::REASON_SECRET_CONFLICT.to_string(),
+            message.to_string(),
+        )),
         (Attempt::Succeeded, None) => Some((
             true,
             REASON_SYNCED.to_string(),
@@ -171,7 +179,9 @@ pub fn compute(input: &StatusInput<'_>) -> TencentCertificateStatus {
                 input.spec_certificate_id
             ),
         )),
-        (Attempt::Failed { reason, message }, None) => Some((false, reason.clone(), message.clone())),
+        (Attempt::Failed { reason, message }, None) => {
+            Some((false, reason.clone(), message.clone()))
+        }
         (Attempt::NotNeeded, None) => None,
     };
     match synced {
@@ -185,7 +195,11 @@ pub fn compute(input: &StatusInput<'_>) -> TencentCertificateStatus {
             input.now,
         )),
         None => {
-            if let Some(kept) = previous.conditions.iter().find(|c| c.type_ == CONDITION_SYNCED) {
+            if let Some(kept) = previous
+                .conditions
+                .iter()
+                .find(|c| c.type_ == CONDITION_SYNCED)
+            {
                 let mut kept = kept.clone();
                 kept.observed_generation = input.generation;
                 conditions.push(kept);
@@ -204,7 +218,9 @@ pub fn compute(input: &StatusInput<'_>) -> TencentCertificateStatus {
         not_after: serving.map(|s| format_time(s.meta.not_after)),
         serial_number: serving.map(|s| s.meta.serial_hex.clone()),
         fingerprint_sha256: serving.map(|s| s.meta.fingerprint_sha256.clone()),
-        dns_names: serving.map(|s| s.meta.dns_names.clone()).unwrap_or_default(),
+        dns_names: serving
+            .map(|s| s.meta.dns_names.clone())
+            .unwrap_or_default(),
         issuer: serving.and_then(|s| s.meta.issuer_cn.clone()),
         last_sync_time: if input.attempt == Attempt::Succeeded {
             Some(format_time(input.now))
@@ -275,7 +291,11 @@ mod tests {
         "2026-01-01T00:00:00Z".parse().unwrap()
     }
 
-    fn input<'a>(previous: &'a TencentCertificateStatus, serving: Option<Serving<'a>>, attempt: Attempt) -> StatusInput<'a> {
+    fn input<'a>(
+        previous: &'a TencentCertificateStatus,
+        serving: Option<Serving<'a>>,
+        attempt: Attempt,
+    ) -> StatusInput<'a> {
         StatusInput {
             previous,
             generation: Some(3),
@@ -297,18 +317,37 @@ mod tests {
     #[test]
     fn a_successful_sync_is_ready_and_synced_with_metadata() {
         let m = meta("2026-06-01T00:00:00Z");
-        let serving = Serving { certificate_id: "aBcD1234", meta: &m };
-        let previous = TencentCertificateStatus { failures: 4, ..Default::default() };
+        let serving = Serving {
+            certificate_id: "aBcD1234",
+            meta: &m,
+        };
+        let previous = TencentCertificateStatus {
+            failures: 4,
+            ..Default::default()
+        };
         let status = compute(&input(&previous, Some(serving), Attempt::Succeeded));
         let ready = cond(&status, "Ready");
-        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "Ready"));
-        assert!(ready.message.contains("shop-tls holds certificate aBcD1234 (shop.example.com)"));
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", "Ready")
+        );
+        assert!(
+            ready
+                .message
+                .contains("shop-tls holds certificate aBcD1234 (shop.example.com)")
+        );
         assert_eq!(ready.observed_generation, Some(3));
         assert_eq!(cond(&status, "Synced").status, "True");
         assert_eq!(status.failures, 0);
         assert_eq!(status.not_after.as_deref(), Some("2026-06-01T00:00:00Z"));
-        assert_eq!(status.last_sync_time.as_deref(), Some("2026-01-01T00:00:00Z"));
-        assert_eq!(status.next_sync_time.as_deref(), Some("2026-01-01T01:00:00Z"));
+        assert_eq!(
+            status.last_sync_time.as_deref(),
+            Some("2026-01-01T00:00:00Z")
+        );
+        assert_eq!(
+            status.next_sync_time.as_deref(),
+            Some("2026-01-01T01:00:00Z")
+        );
         assert_eq!(status.certificate_id.as_deref(), Some("aBcD1234"));
         assert_eq!(status.observed_generation, Some(3));
     }
@@ -316,50 +355,100 @@ mod tests {
     #[test]
     fn a_failed_refresh_keeps_ready_true_while_the_secret_is_valid() {
         let m = meta("2026-06-01T00:00:00Z");
-        let serving = Serving { certificate_id: "aBcD1234", meta: &m };
-        let previous = TencentCertificateStatus { failures: 1, ..Default::default() };
-        let failed = Attempt::Failed { reason: "NetworkError".into(), message: "CA busy".into() };
+        let serving = Serving {
+            certificate_id: "aBcD1234",
+            meta: &m,
+        };
+        let previous = TencentCertificateStatus {
+            failures: 1,
+            ..Default::default()
+        };
+        let failed = Attempt::Failed {
+            reason: "NetworkError".into(),
+            message: "CA busy".into(),
+        };
         let status = compute(&input(&previous, Some(serving), failed));
         assert_eq!(cond(&status, "Ready").status, "True");
-        assert!(cond(&status, "Ready").message.contains("last refresh failed (NetworkError)"));
+        assert!(
+            cond(&status, "Ready")
+                .message
+                .contains("last refresh failed (NetworkError)")
+        );
         let synced = cond(&status, "Synced");
-        assert_eq!((synced.status.as_str(), synced.reason.as_str(), synced.message.as_str()), ("False", "NetworkError", "CA busy"));
+        assert_eq!(
+            (
+                synced.status.as_str(),
+                synced.reason.as_str(),
+                synced.message.as_str()
+            ),
+            ("False", "NetworkError", "CA busy")
+        );
         assert_eq!(status.failures, 2);
     }
 
     #[test]
     fn without_a_secret_a_failure_is_not_ready_with_its_reason() {
         let previous = TencentCertificateStatus::default();
-        let failed = Attempt::Failed { reason: "KeyMissing".into(), message: "no key".into() };
+        let failed = Attempt::Failed {
+            reason: "KeyMissing".into(),
+            message: "no key".into(),
+        };
         let status = compute(&input(&previous, None, failed));
         let ready = cond(&status, "Ready");
-        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "KeyMissing"));
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "KeyMissing")
+        );
         assert_eq!(status.not_after, None);
     }
 
     #[test]
     fn an_old_certificate_in_place_is_not_ready_for_a_new_spec_id() {
         let m = meta("2026-06-01T00:00:00Z");
-        let serving = Serving { certificate_id: "OlD00001", meta: &m };
-        let failed = Attempt::Failed { reason: "CertificateNotFound".into(), message: "gone".into() };
-        let status = compute(&input(&TencentCertificateStatus::default(), Some(serving), failed));
+        let serving = Serving {
+            certificate_id: "OlD00001",
+            meta: &m,
+        };
+        let failed = Attempt::Failed {
+            reason: "CertificateNotFound".into(),
+            message: "gone".into(),
+        };
+        let status = compute(&input(
+            &TencentCertificateStatus::default(),
+            Some(serving),
+            failed,
+        ));
         let ready = cond(&status, "Ready");
-        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "CertificateNotFound"));
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "CertificateNotFound")
+        );
         assert!(ready.message.contains("still holds certificate OlD00001"));
     }
 
     #[test]
     fn an_expired_certificate_is_not_ready() {
         let m = meta("2025-12-01T00:00:00Z");
-        let serving = Serving { certificate_id: "aBcD1234", meta: &m };
-        let status = compute(&input(&TencentCertificateStatus::default(), Some(serving), Attempt::NotNeeded));
+        let serving = Serving {
+            certificate_id: "aBcD1234",
+            meta: &m,
+        };
+        let status = compute(&input(
+            &TencentCertificateStatus::default(),
+            Some(serving),
+            Attempt::NotNeeded,
+        ));
         let ready = cond(&status, "Ready");
-        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "Expired"));
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "Expired")
+        );
     }
 
     #[test]
     fn a_conflict_is_reported_on_both_conditions() {
-        let mut i = input(&TencentCertificateStatus::default(), None, Attempt::NotNeeded);
+        let empty = TencentCertificateStatus::default();
+        let mut i = input(&empty, None, Attempt::NotNeeded);
         i.conflict = Some("Secret shop-tls is not ours");
         let status = compute(&i);
         assert_eq!(cond(&status, "Ready").reason, "SecretConflict");
@@ -370,23 +459,50 @@ mod tests {
     #[test]
     fn transition_time_moves_only_when_the_status_flips() {
         let m = meta("2026-06-01T00:00:00Z");
-        let serving = Serving { certificate_id: "aBcD1234", meta: &m };
-        let first = compute(&input(&TencentCertificateStatus::default(), Some(serving), Attempt::Succeeded));
+        let serving = Serving {
+            certificate_id: "aBcD1234",
+            meta: &m,
+        };
+        let first = compute(&input(
+            &TencentCertificateStatus::default(),
+            Some(serving),
+            Attempt::Succeeded,
+        ));
         let mut later = input(&first, Some(serving), Attempt::Succeeded);
         later.now = "2026-01-01T05:00:00Z".parse().unwrap();
         let second = compute(&later);
-        assert_eq!(cond(&second, "Ready").last_transition_time, cond(&first, "Ready").last_transition_time);
-        let mut failing = input(&second, None, Attempt::Failed { reason: "AuthFailed".into(), message: "bad key".into() });
+        assert_eq!(
+            cond(&second, "Ready").last_transition_time,
+            cond(&first, "Ready").last_transition_time
+        );
+        let mut failing = input(
+            &second,
+            None,
+            Attempt::Failed {
+                reason: "AuthFailed".into(),
+                message: "bad key".into(),
+            },
+        );
         failing.now = "2026-01-01T06:00:00Z".parse().unwrap();
         let third = compute(&failing);
-        assert_eq!(cond(&third, "Ready").last_transition_time.0.to_string(), "2026-01-01T06:00:00Z");
+        assert_eq!(
+            cond(&third, "Ready").last_transition_time.0.to_string(),
+            "2026-01-01T06:00:00Z"
+        );
     }
 
     #[test]
     fn a_metadata_repair_keeps_the_synced_condition_and_sync_times() {
         let m = meta("2026-06-01T00:00:00Z");
-        let serving = Serving { certificate_id: "aBcD1234", meta: &m };
-        let first = compute(&input(&TencentCertificateStatus::default(), Some(serving), Attempt::Succeeded));
+        let serving = Serving {
+            certificate_id: "aBcD1234",
+            meta: &m,
+        };
+        let first = compute(&input(
+            &TencentCertificateStatus::default(),
+            Some(serving),
+            Attempt::Succeeded,
+        ));
         let mut repair = input(&first, Some(serving), Attempt::NotNeeded);
         repair.next_sync = None;
         repair.now = "2026-01-01T00:30:00Z".parse().unwrap();
@@ -399,11 +515,18 @@ mod tests {
     #[test]
     fn refresh_requests_are_recorded_only_when_acted_upon() {
         let m = meta("2026-06-01T00:00:00Z");
-        let serving = Serving { certificate_id: "aBcD1234", meta: &m };
-        let mut acted = input(&TencentCertificateStatus::default(), Some(serving), Attempt::Succeeded);
+        let serving = Serving {
+            certificate_id: "aBcD1234",
+            meta: &m,
+        };
+        let empty = TencentCertificateStatus::default();
+        let mut acted = input(&empty, Some(serving), Attempt::Succeeded);
         acted.refresh_request = Some("now-1");
-        assert_eq!(compute(&acted).last_refresh_request.as_deref(), Some("now-1"));
-        let mut ignored = input(&TencentCertificateStatus::default(), Some(serving), Attempt::NotNeeded);
+        assert_eq!(
+            compute(&acted).last_refresh_request.as_deref(),
+            Some("now-1")
+        );
+        let mut ignored = input(&empty, Some(serving), Attempt::NotNeeded);
         ignored.refresh_request = Some("now-2");
         assert_eq!(compute(&ignored).last_refresh_request, None);
     }
@@ -417,16 +540,28 @@ mod tests {
         assert_eq!(mid(3), Duration::from_secs(20));
         assert_eq!(mid(7), Duration::from_secs(300));
         assert_eq!(mid(100), Duration::from_secs(300));
-        assert_eq!(retry_delay(ErrorClass::Transient, 1, refresh, 0.0), Duration::from_secs(4));
-        assert_eq!(retry_delay(ErrorClass::Transient, 20, refresh, 0.999), BACKOFF_CAP);
+        assert_eq!(
+            retry_delay(ErrorClass::Transient, 1, refresh, 0.0),
+            Duration::from_secs(4)
+        );
+        assert_eq!(
+            retry_delay(ErrorClass::Transient, 20, refresh, 0.999),
+            BACKOFF_CAP
+        );
     }
 
     #[test]
     fn other_classes_wait_without_hot_loops() {
         let refresh = Duration::from_secs(3600);
-        assert_eq!(retry_delay(ErrorClass::Credentials, 9, refresh, 0.5), Duration::from_secs(300));
+        assert_eq!(
+            retry_delay(ErrorClass::Credentials, 9, refresh, 0.5),
+            Duration::from_secs(300)
+        );
         assert_eq!(retry_delay(ErrorClass::Permanent, 9, refresh, 0.5), refresh);
-        assert_eq!(retry_delay(ErrorClass::NotYetIssued, 1, refresh, 0.5), refresh);
+        assert_eq!(
+            retry_delay(ErrorClass::NotYetIssued, 1, refresh, 0.5),
+            refresh
+        );
         assert_eq!(refresh_delay(refresh, 0.0), Duration::from_secs(3240));
         assert!(refresh_delay(refresh, 0.999) < Duration::from_secs(3960));
     }
