@@ -4,6 +4,7 @@ pub mod bundle;
 pub mod controller;
 pub mod crd;
 pub mod error;
+pub mod fetch;
 pub mod policy;
 pub mod secret;
 pub mod sim;

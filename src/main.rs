@@ -33,6 +33,9 @@ enum Command {
     Run(Box<RunArgs>),
     /// Print the TencentCertificate CustomResourceDefinition as YAML.
     Crd,
+    /// Download one certificate (credentials from TENCENTCLOUD_* env vars) and print a TLS Secret manifest
+    /// or write PEM files. Needs no cluster.
+    Fetch(Box<FetchArgs>),
     /// Run the Tencent Cloud SSL API simulator (for tests, demos and benchmarks).
     Sim(Box<SimArgs>),
     /// Print the version and build target.
@@ -66,6 +69,72 @@ struct RunArgs {
     /// Embed the Tencent API simulator with demo credentials and certificates (no Tencent account needed).
     #[arg(long)]
     demo: bool,
+}
+
+#[derive(Args)]
+struct FetchArgs {
+    /// The Tencent Cloud SSL certificate ID.
+    #[arg(long)]
+    certificate_id: String,
+    /// Tencent Cloud SSL API endpoint.
+    #[arg(long, env = "TENCENTCLOUD_ENDPOINT", default_value = tencent::client::DEFAULT_ENDPOINT)]
+    tencent_endpoint: String,
+    /// Namespace of the printed Secret.
+    #[arg(long, default_value = "default")]
+    namespace: String,
+    /// Name of the printed Secret (default: tencent-<certificate id, lowercased>).
+    #[arg(long)]
+    secret_name: Option<String>,
+    /// Manifest format.
+    #[arg(long, value_enum, default_value = "yaml")]
+    output: tencent_cert_operator::fetch::Format,
+    /// Write tls.crt, tls.key and ca.crt (mode 0600) into this directory instead of printing a manifest.
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
+    /// Replace existing files in --out-dir.
+    #[arg(long, requires = "out_dir")]
+    force: bool,
+    /// Leave out ca.crt even when the archive has the root certificate.
+    #[arg(long)]
+    no_ca: bool,
+}
+
+async fn run_fetch(args: FetchArgs) -> ExitCode {
+    use tencent_cert_operator::fetch::{self, FetchError};
+    let result = async {
+        let credentials = tencent::Credentials::from_env().map_err(FetchError::from)?;
+        let client = tencent::Client::new(ClientConfig {
+            endpoint: args.tencent_endpoint.clone(),
+            ..ClientConfig::default()
+        })
+        .map_err(|e| FetchError::Output(e.to_string()))?;
+        let bundle = fetch::fetch(&client, &credentials, &args.certificate_id).await?;
+        eprintln!(
+            "{}",
+            fetch::summary(&args.certificate_id, &bundle, jiff::Timestamp::now())
+        );
+        if let Some(dir) = &args.out_dir {
+            for path in fetch::write_files(dir, &bundle, !args.no_ca, args.force)? {
+                eprintln!("wrote {}", path.display());
+            }
+        } else {
+            let name = args
+                .secret_name
+                .clone()
+                .unwrap_or_else(|| format!("tencent-{}", args.certificate_id.to_ascii_lowercase()));
+            let secret = fetch::manifest_secret(&bundle, &args.certificate_id, &args.namespace, &name, !args.no_ca);
+            print!("{}", fetch::render(&secret, args.output)?);
+        }
+        Ok::<(), FetchError>(())
+    }
+    .await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
 }
 
 #[derive(Args)]
@@ -299,6 +368,7 @@ async fn main() -> ExitCode {
             init_logging();
             run_operator(*args).await
         }
+        Command::Fetch(args) => run_fetch(*args).await,
         Command::Crd => match crd::crd_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");

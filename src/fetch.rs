@@ -1,0 +1,234 @@
+//! `tencent-cert-operator fetch`: download one certificate with env credentials and turn it into a Secret
+//! manifest or PEM files, with no cluster involved.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::Secret;
+
+use crate::bundle::{self, BundleError, CertBundle};
+use crate::secret::{self, SecretParams};
+use crate::tencent::credentials::CredentialsError;
+use crate::tencent::{Client, Credentials, ErrorClass, TencentError};
+
+/// Process exit codes, one per kind of failure, so scripts can tell them apart.
+pub mod exit_code {
+    pub const OK: u8 = 0;
+    /// Bad command line (clap uses 2 as well).
+    pub const USAGE: u8 = 2;
+    /// Credentials missing, rejected by Tencent, or a clock skew.
+    pub const CREDENTIALS: u8 = 3;
+    /// Network faults, rate limits, Tencent-side errors: try again later.
+    pub const TRANSIENT: u8 = 4;
+    /// Unknown certificate, bad request, download not allowed.
+    pub const PERMANENT: u8 = 5;
+    /// The certificate is not issued (yet).
+    pub const NOT_ISSUED: u8 = 6;
+    /// The archive has no usable bundle (no key, encrypted key, SM2, …).
+    pub const BUNDLE: u8 = 7;
+    /// Writing the output failed or would overwrite files.
+    pub const OUTPUT: u8 = 8;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("Tencent Cloud credentials: {0} (set TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY)")]
+    Credentials(#[from] CredentialsError),
+    #[error("{err}; {}", err.hint())]
+    Tencent { err: TencentError },
+    #[error("{0}")]
+    Bundle(#[from] BundleError),
+    #[error("{0}")]
+    Output(String),
+}
+
+impl From<TencentError> for FetchError {
+    fn from(err: TencentError) -> Self {
+        Self::Tencent { err }
+    }
+}
+
+impl FetchError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Credentials(_) => exit_code::CREDENTIALS,
+            Self::Tencent { err } => match err.class() {
+                ErrorClass::Credentials => exit_code::CREDENTIALS,
+                ErrorClass::Transient => exit_code::TRANSIENT,
+                ErrorClass::Permanent => exit_code::PERMANENT,
+                ErrorClass::NotYetIssued => exit_code::NOT_ISSUED,
+            },
+            Self::Bundle(_) => exit_code::BUNDLE,
+            Self::Output(_) => exit_code::OUTPUT,
+        }
+    }
+}
+
+/// Downloads and extracts one certificate.
+pub async fn fetch(
+    client: &Client,
+    credentials: &Credentials,
+    certificate_id: &str,
+) -> Result<CertBundle, FetchError> {
+    let download = client.download_certificate(credentials, certificate_id).await?;
+    Ok(bundle::extract(&download.zip)?)
+}
+
+/// A one-line human summary: never key material.
+pub fn summary(certificate_id: &str, bundle: &CertBundle, now: jiff::Timestamp) -> String {
+    let meta = &bundle.meta;
+    let days_left = (meta.not_after.as_second() - now.as_second()).div_euclid(86_400);
+    let validity = if meta.is_expired_at(now) {
+        format!("EXPIRED on {}", crate::status::format_time(meta.not_after))
+    } else {
+        format!(
+            "expires {} ({days_left} days)",
+            crate::status::format_time(meta.not_after)
+        )
+    };
+    let mut names = meta.dns_names.clone();
+    names.extend(meta.ip_addresses.iter().cloned());
+    format!(
+        "certificate {certificate_id}: subject {}, SANs [{}], {validity}, {} key, issuer {}, sha256 {}",
+        meta.subject_cn.as_deref().unwrap_or("-"),
+        names.join(", "),
+        meta.key_algorithm,
+        meta.issuer_cn.as_deref().unwrap_or("-"),
+        meta.fingerprint_sha256
+    )
+}
+
+/// The Secret manifest `fetch` prints. The certificate-name label is the Secret's own name, so a
+/// `TencentCertificate` of that name later adopts it seamlessly.
+pub fn manifest_secret(
+    bundle: &CertBundle,
+    certificate_id: &str,
+    namespace: &str,
+    name: &str,
+    include_ca: bool,
+) -> Secret {
+    secret::desired(
+        &SecretParams {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            certificate_name: name.to_string(),
+            certificate_id: certificate_id.to_string(),
+            owner: None,
+            template_labels: Default::default(),
+            template_annotations: Default::default(),
+            include_ca,
+        },
+        bundle,
+    )
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Yaml,
+    Json,
+}
+
+pub fn render(secret: &Secret, format: Format) -> Result<String, FetchError> {
+    match format {
+        Format::Yaml => serde_saphyr::to_string(secret)
+            .map(|yaml| format!("---\n{yaml}"))
+            .map_err(|e| FetchError::Output(format!("cannot render YAML: {e}"))),
+        Format::Json => serde_json::to_string_pretty(secret)
+            .map(|json| format!("{json}\n"))
+            .map_err(|e| FetchError::Output(format!("cannot render JSON: {e}"))),
+    }
+}
+
+/// Writes `tls.crt`, `tls.key` and (when present and wanted) `ca.crt` into `dir`, each mode 0600.
+/// Refuses to replace existing files unless `force`; checks all names before writing any.
+pub fn write_files(
+    dir: &Path,
+    bundle: &CertBundle,
+    include_ca: bool,
+    force: bool,
+) -> Result<Vec<PathBuf>, FetchError> {
+    let mut files: Vec<(&str, &str)> = vec![
+        (secret::TLS_CERT_KEY, &bundle.chain_pem),
+        (secret::TLS_PRIVATE_KEY_KEY, &bundle.key_pem),
+    ];
+    if include_ca && let Some(ca) = &bundle.ca_pem {
+        files.push((secret::CA_CERT_KEY, ca));
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| FetchError::Output(format!("cannot create {}: {e}", dir.display())))?;
+    if !force {
+        let existing: Vec<String> = files
+            .iter()
+            .map(|(name, _)| dir.join(name))
+            .filter(|path| path.exists())
+            .map(|path| path.display().to_string())
+            .collect();
+        if !existing.is_empty() {
+            return Err(FetchError::Output(format!(
+                "refusing to overwrite {} (use --force)",
+                existing.join(", ")
+            )));
+        }
+    }
+    let mut written = Vec::new();
+    for (name, contents) in files {
+        let path = dir.join(name);
+        write_private(&path, contents.as_bytes(), force)
+            .map_err(|e| FetchError::Output(format!("cannot write {}: {e}", path.display())))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+fn write_private(path: &Path, contents: &[u8], replace: bool) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true);
+    if replace {
+        options.create(true).truncate(true);
+    } else {
+        options.create_new(true);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        let mut file = options.open(path)?;
+        // An existing file keeps its old mode on open: tighten it explicitly.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        file.write_all(contents)?;
+        file.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let mut file = options.open(path)?;
+        file.write_all(contents)?;
+        file.sync_all()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_failure_kind_has_its_own_exit_code() {
+        let api = |code: &str| {
+            FetchError::from(TencentError::Api {
+                action: "DownloadCertificate".into(),
+                code: code.into(),
+                message: String::new(),
+                request_id: "r".into(),
+            })
+        };
+        assert_eq!(FetchError::Credentials(CredentialsError::Missing("X")).exit_code(), 3);
+        assert_eq!(api("AuthFailure.SignatureFailure").exit_code(), 3);
+        assert_eq!(api("FailedOperation.NetworkError").exit_code(), 4);
+        assert_eq!(api("FailedOperation.CertificateNotFound").exit_code(), 5);
+        assert_eq!(api("FailedOperation.InvalidCertificateStatusCode").exit_code(), 6);
+        assert_eq!(
+            FetchError::Bundle(BundleError::KeyMissing { certificate: "x".into() }).exit_code(),
+            7
+        );
+        assert_eq!(FetchError::Output("x".into()).exit_code(), 8);
+    }
+}
