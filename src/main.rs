@@ -1,1 +1,326 @@
-fn main() {}
+//! The `tencent-cert-operator` command line.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tencent_cert_operator::controller::{
+    self, Context, DefaultCredentials, NamespaceAllowList, SecretRef,
+};
+use tencent_cert_operator::crd::{self, TencentCertificate};
+use tencent_cert_operator::sim::{self, Account, CertificateSpec, Fault, Latency, SimConfig};
+use tencent_cert_operator::tencent::{self, ClientConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "tencent-cert-operator",
+    version,
+    about = "Keeps Kubernetes TLS Secrets in sync with Tencent Cloud SSL certificates"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the operator against the cluster of the current kubeconfig (or in-cluster config).
+    Run(Box<RunArgs>),
+    /// Print the TencentCertificate CustomResourceDefinition as YAML.
+    Crd,
+    /// Run the Tencent Cloud SSL API simulator (for tests, demos and benchmarks).
+    Sim(Box<SimArgs>),
+    /// Print the version and build target.
+    Version,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Namespace to watch (repeatable, or comma-separated in the env var); all namespaces when absent.
+    #[arg(long = "namespace", env = "OPERATOR_NAMESPACES", value_delimiter = ',')]
+    namespaces: Vec<String>,
+    /// Default credentials Secret (NAMESPACE/NAME) for resources without spec.credentialsRef.
+    #[arg(long, env = "OPERATOR_DEFAULT_CREDENTIALS")]
+    default_credentials: Option<SecretRef>,
+    /// Namespaces allowed to use the default credentials: comma-separated, or * for all.
+    #[arg(
+        long,
+        env = "OPERATOR_DEFAULT_CREDENTIALS_NAMESPACES",
+        default_value = ""
+    )]
+    default_credentials_namespaces: String,
+    /// Tencent Cloud SSL API endpoint.
+    #[arg(long, env = "TENCENTCLOUD_ENDPOINT", default_value = tencent::client::DEFAULT_ENDPOINT)]
+    tencent_endpoint: String,
+    /// Requests per second per Tencent API action (Tencent documents 10/s).
+    #[arg(long, env = "OPERATOR_RATE_LIMIT", default_value_t = 10.0)]
+    rate_limit: f64,
+    /// Reconciles running at once.
+    #[arg(long, env = "OPERATOR_CONCURRENCY", default_value_t = 8)]
+    concurrency: u16,
+    /// Embed the Tencent API simulator with demo credentials and certificates (no Tencent account needed).
+    #[arg(long)]
+    demo: bool,
+}
+
+#[derive(Args)]
+struct SimArgs {
+    /// Address to listen on; port 0 picks a free port. The URL is printed as the first stdout line.
+    #[arg(long, env = "SIM_LISTEN", default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// The SecretId the simulator accepts.
+    #[arg(long, env = "SIM_SECRET_ID")]
+    secret_id: String,
+    /// The SecretKey the simulator verifies signatures with.
+    #[arg(long, env = "SIM_SECRET_KEY", hide_env_values = true)]
+    secret_key: String,
+    /// Require this session token (X-TC-Token), as for temporary credentials.
+    #[arg(long, env = "SIM_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// A certificate to generate: ID[:domain=D,san=A+B,key=rsa2048|rsa4096|p256|p384,no-key,expired,status=N,layout=folders|folders-root|flat,with-root]
+    #[arg(long = "certificate", value_name = "ID[:OPTIONS]")]
+    certificates: Vec<CertificateSpec>,
+    /// Also serve every <id>.zip in this directory as certificate <id>.
+    #[arg(long)]
+    zip_dir: Option<PathBuf>,
+    /// Requests per second per SecretId and action before answering RequestLimitExceeded (0 disables).
+    #[arg(long, default_value_t = 10.0)]
+    rate_limit: f64,
+    /// Inject an error: ID=CODE (always), ID=CODE:COUNT, or ID=CODE:pPROB; ID may be * for any certificate.
+    #[arg(long = "fault", value_name = "ID=CODE[:COUNT|:pPROB]")]
+    faults: Vec<Fault>,
+    /// Delay answers for a certificate (or *) by MILLIS.
+    #[arg(long = "latency", value_name = "ID=MILLIS")]
+    latencies: Vec<Latency>,
+    /// Seconds to add to the simulator's clock (provokes AuthFailure.SignatureExpire beyond ±300).
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    clock_offset: i64,
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
+async fn run_sim(args: SimArgs) -> ExitCode {
+    let config = SimConfig {
+        accounts: vec![Account {
+            secret_id: args.secret_id,
+            secret_key: args.secret_key,
+            token: args.token,
+        }],
+        certificates: args.certificates,
+        zip_dir: args.zip_dir,
+        rate_limit: (args.rate_limit > 0.0).then_some(args.rate_limit),
+        faults: args.faults,
+        latencies: args.latencies,
+        clock_offset: args.clock_offset,
+    };
+    let handle = match sim::start(config, args.listen).await {
+        Ok(handle) => handle,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The first stdout line is the endpoint, so scripts can start the simulator on port 0 and read it.
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(stdout, "{}", handle.endpoint());
+    let _ = stdout.flush();
+    tracing::info!(
+        endpoint = %handle.endpoint(),
+        certificates = ?handle.state().certificate_ids(),
+        "Tencent SSL API simulator ready"
+    );
+    tokio::select! {
+        _ = shutdown_signal() => tracing::info!("shutting down"),
+        _ = handle.wait() => {}
+    }
+    ExitCode::SUCCESS
+}
+
+/// The demo's credentials: only the embedded simulator accepts them.
+const DEMO_SECRET_ID: &str = "AKIDdemoTENCENTcertOPERATOR";
+const DEMO_SECRET_KEY: &str = "demo-secret-key-for-the-embedded-simulator";
+
+async fn start_demo_simulator() -> Result<sim::SimHandle, sim::SimError> {
+    let certificates = [
+        "demo0001:domain=shop.demo.test,san=www.shop.demo.test",
+        "demo0002:domain=api.demo.test,key=rsa2048",
+        "demoNoKey1:domain=csr.demo.test,no-key",
+        "demoOld001:domain=old.demo.test,expired",
+    ]
+    .iter()
+    .filter_map(|spec| spec.parse().ok())
+    .collect();
+    sim::start(
+        SimConfig {
+            accounts: vec![Account {
+                secret_id: DEMO_SECRET_ID.into(),
+                secret_key: DEMO_SECRET_KEY.into(),
+                token: None,
+            }],
+            certificates,
+            rate_limit: Some(10.0),
+            ..SimConfig::default()
+        },
+        "127.0.0.1:0"
+            .parse()
+            .map_err(|_| sim::SimError::Join("bad address".into()))?,
+    )
+    .await
+}
+
+/// Connects and checks the cluster: one clear line instead of a stack of retries when it is not there.
+async fn connect() -> Result<kube::Client, String> {
+    let client = kube::Client::try_default().await.map_err(|e| {
+        format!("no usable Kubernetes configuration (KUBECONFIG or in-cluster): {e}")
+    })?;
+    let version = tokio::time::timeout(Duration::from_secs(10), client.apiserver_version())
+        .await
+        .map_err(|_| "the Kubernetes API server did not answer within 10s".to_string())?
+        .map_err(|e| format!("cannot reach the Kubernetes API server: {e}"))?;
+    tracing::info!(version = %version.git_version, "connected to Kubernetes");
+    Ok(client)
+}
+
+async fn check_crd(client: &kube::Client, namespaces: &[String]) -> Result<(), String> {
+    let api: kube::Api<TencentCertificate> = match namespaces.first() {
+        Some(namespace) => kube::Api::namespaced(client.clone(), namespace),
+        None => kube::Api::all(client.clone()),
+    };
+    match api.list(&kube::api::ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Err(
+            "the TencentCertificate CRD is not installed: kubectl apply -f crds/tencentcertificate.yaml".into(),
+        ),
+        Err(e) => Err(format!("cannot list TencentCertificates: {e}")),
+    }
+}
+
+async fn run_operator(args: RunArgs) -> ExitCode {
+    let client = match connect().await {
+        Ok(client) => client,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(message) = check_crd(&client, &args.namespaces).await {
+        eprintln!("error: {message}");
+        return ExitCode::FAILURE;
+    }
+    let mut endpoint = args.tencent_endpoint.clone();
+    let _demo = if args.demo {
+        match start_demo_simulator().await {
+            Ok(handle) => {
+                endpoint = handle.endpoint();
+                eprintln!(
+                    "demo: Tencent API simulator at {endpoint}; certificates demo0001, demo0002 (RSA), \
+                     demoNoKey1 (no private key), demoOld001 (expired).\n\
+                     demo: kubectl apply -f examples/demo/  then  kubectl get tcert -w"
+                );
+                Some(handle)
+            }
+            Err(err) => {
+                eprintln!("error: cannot start the demo simulator: {err}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    let tencent = match tencent::Client::new(ClientConfig {
+        endpoint,
+        limiter: tencent::limiter::LimiterConfig::per_second(args.rate_limit),
+        ..ClientConfig::default()
+    }) {
+        Ok(client) => client,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let defaults = DefaultCredentials {
+        secret: args.default_credentials,
+        namespaces: NamespaceAllowList::parse(&args.default_credentials_namespaces),
+    };
+    let ctx = Arc::new(Context::new(client, tencent, defaults));
+    tracing::info!(namespaces = ?args.namespaces, "tencent-cert-operator running");
+    controller::run(
+        ctx,
+        controller::RunOptions {
+            namespaces: args.namespaces,
+            concurrency: args.concurrency.max(1),
+        },
+        shutdown_signal(),
+    )
+    .await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => {
+            init_logging();
+            run_operator(*args).await
+        }
+        Command::Crd => match crd::crd_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("error: {err}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Version => {
+            println!(
+                "tencent-cert-operator {} ({}-{})",
+                env!("CARGO_PKG_VERSION"),
+                std::env::consts::ARCH,
+                std::env::consts::OS
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Sim(args) => {
+            init_logging();
+            run_sim(*args).await
+        }
+    }
+}

@@ -392,3 +392,20 @@ fn extracts_ec_key_stored_without_its_public_key() {
         assert_eq!(from_stripped.key_pem, usual.key_pem);
     }
 }
+
+#[test]
+fn secret_files_read_back_as_the_same_bundle() {
+    for kind in [KeyKind::Rsa2048, KeyKind::EcdsaP384] {
+        let (_, cert) = leaf(kind);
+        let extracted = bundle::extract(&build(ZipLayout::ServerFoldersWithRoot, &parts_for(cert)))
+            .expect("extract");
+        let ca = extracted.ca_pem.clone().unwrap_or_default();
+        let read_back = bundle::from_pem_entries(&[
+            ("tls.crt", extracted.chain_pem.as_bytes()),
+            ("tls.key", extracted.key_pem.as_bytes()),
+            ("ca.crt", ca.as_bytes()),
+        ])
+        .expect("read back");
+        assert_eq!(read_back, extracted);
+    }
+}

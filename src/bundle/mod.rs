@@ -133,6 +133,21 @@ pub fn extract_with_limits(
     found.into_bundle()
 }
 
+/// Reads a bundle back from PEM files already unpacked, such as an existing Secret's `tls.crt`, `tls.key`
+/// and `ca.crt`: the same content-based selection and normalisation as [`extract`], so a Secret the
+/// operator wrote reads back as the identical bundle.
+pub fn from_pem_entries(entries: &[(&str, &[u8])]) -> Result<CertBundle, BundleError> {
+    let limits = ExtractLimits::default();
+    let entries: Vec<archive::Entry> = entries
+        .iter()
+        .map(|(name, contents)| archive::Entry {
+            name: (*name).to_owned(),
+            contents: contents.to_vec(),
+        })
+        .collect();
+    Found::collect(&entries, &limits)?.into_bundle()
+}
+
 /// A private key and the entry it was first found in (for messages).
 struct SourcedKey {
     entry: String,

@@ -1,2 +1,149 @@
+//! A Tencent Cloud SSL API simulator: a real HTTP server that verifies TC3 signatures exactly as Tencent
+//! does, serves generated certificates as Tencent-shaped ZIPs, rate-limits, and injects faults. Used by the
+//! test suite (in-process, random port), by demos and by benchmarks (`tencent-cert-operator sim`).
+//!
+//! Control endpoints (JSON): `GET /_sim/stats`, `POST /_sim/stats/reset`, `POST /_sim/faults`
+//! (`{"certificate_id","code","remaining","probability"}`), `DELETE /_sim/faults`, `POST /_sim/latency`
+//! (`{"certificate_id","millis"}`), `GET /_sim/certificates`.
+
+pub mod auth;
+pub mod catalog;
 pub mod layout;
 pub mod pki;
+pub mod server;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use auth::Account;
+pub use catalog::CertificateSpec;
+pub use state::{Fault, Latency, SimCertificate, SimState, Stats};
+
+#[derive(Debug, Clone, Default)]
+pub struct SimConfig {
+    pub accounts: Vec<Account>,
+    pub certificates: Vec<CertificateSpec>,
+    /// Also serve every `<id>.zip` file of this directory as certificate `<id>`.
+    pub zip_dir: Option<PathBuf>,
+    /// Requests per second per (SecretId, action); `None` disables rate limiting.
+    pub rate_limit: Option<f64>,
+    pub faults: Vec<Fault>,
+    pub latencies: Vec<Latency>,
+    /// Seconds added to the simulator's clock, to provoke `AuthFailure.SignatureExpire`.
+    pub clock_offset: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Catalog(#[from] catalog::CatalogError),
+    #[error("certificate generation was interrupted: {0}")]
+    Join(String),
+}
+
+/// A running simulator. Dropping the handle shuts the server down.
+#[derive(Debug)]
+pub struct SimHandle {
+    addr: SocketAddr,
+    state: Arc<SimState>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl SimHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The URL to give the client as its endpoint.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn state(&self) -> &Arc<SimState> {
+        &self.state
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.state.stats()
+    }
+
+    /// Serves until the task ends (the CLI's foreground mode).
+    pub async fn wait(mut self) {
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+/// Generates the certificates, binds `listen` (port 0 picks a free port) and starts serving.
+pub async fn start(config: SimConfig, listen: SocketAddr) -> Result<SimHandle, SimError> {
+    let SimConfig {
+        accounts,
+        certificates,
+        zip_dir,
+        rate_limit,
+        faults,
+        latencies,
+        clock_offset,
+    } = config;
+    // Key generation is CPU work (RSA especially): keep it off the async workers.
+    let catalog =
+        tokio::task::spawn_blocking(move || catalog::build(&certificates, zip_dir.as_deref()))
+            .await
+            .map_err(|e| SimError::Join(e.to_string()))??;
+    let state = Arc::new(SimState::new(
+        accounts,
+        catalog,
+        faults,
+        latencies,
+        rate_limit,
+        clock_offset,
+    ));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| SimError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| SimError::Bind {
+        addr: listen,
+        source,
+    })?;
+    let (shutdown, stop) = oneshot::channel::<()>();
+    let app = server::router(state.clone());
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stop.await;
+            })
+            .await;
+        if let Err(err) = served {
+            tracing::error!(error = %err, "simulator server failed");
+        }
+    });
+    Ok(SimHandle {
+        addr,
+        state,
+        shutdown: Some(shutdown),
+        task: Some(task),
+    })
+}

@@ -1,0 +1,311 @@
+//! Resolving a `TencentCertificate`'s Tencent Cloud credentials from Kubernetes Secrets.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+
+use crate::crd::{CredentialsRef, TencentCertificate};
+use crate::error::SyncError;
+use crate::tencent::Credentials;
+
+/// Label that opts a credentials Secret into being watched, so fixing it re-syncs at once (instead of at
+/// the next 5-minute credentials retry). The operator never watches all Secrets.
+pub const CREDENTIALS_LABEL: &str = "tencentcert.io/credentials";
+
+/// A Secret by namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SecretRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::str::FromStr for SecretRef {
+    type Err = String;
+
+    /// `NAMESPACE/NAME`.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.split_once('/') {
+            Some((namespace, name))
+                if !namespace.is_empty() && !name.is_empty() && !name.contains('/') =>
+            {
+                Ok(Self {
+                    namespace: namespace.to_string(),
+                    name: name.to_string(),
+                })
+            }
+            _ => Err(format!("expected NAMESPACE/NAME, got {text:?}")),
+        }
+    }
+}
+
+impl std::fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Which namespaces may use the operator's default credentials.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum NamespaceAllowList {
+    #[default]
+    None,
+    All,
+    Only(BTreeSet<String>),
+}
+
+impl NamespaceAllowList {
+    /// `*` for all, or a comma-separated list; empty for none.
+    pub fn parse(text: &str) -> Self {
+        let names: BTreeSet<String> = text
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(String::from)
+            .collect();
+        if names.contains("*") {
+            Self::All
+        } else if names.is_empty() {
+            Self::None
+        } else {
+            Self::Only(names)
+        }
+    }
+
+    pub fn allows(&self, namespace: &str) -> bool {
+        match self {
+            Self::None => false,
+            Self::All => true,
+            Self::Only(names) => names.contains(namespace),
+        }
+    }
+}
+
+/// The operator's fallback credentials.
+#[derive(Debug, Clone, Default)]
+pub struct DefaultCredentials {
+    pub secret: Option<SecretRef>,
+    pub namespaces: NamespaceAllowList,
+}
+
+/// Where a resource's credentials come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialsSource {
+    Referenced(SecretRef, CredentialsRef),
+    Default(SecretRef),
+}
+
+pub fn source_for(
+    cr: &TencentCertificate,
+    defaults: &DefaultCredentials,
+) -> Result<CredentialsSource, SyncError> {
+    let namespace = cr.metadata.namespace.clone().unwrap_or_default();
+    if let Some(reference) = &cr.spec.credentials_ref {
+        return Ok(CredentialsSource::Referenced(
+            SecretRef {
+                namespace,
+                name: reference.name.clone(),
+            },
+            reference.clone(),
+        ));
+    }
+    match &defaults.secret {
+        Some(secret) if defaults.namespaces.allows(&namespace) => {
+            Ok(CredentialsSource::Default(secret.clone()))
+        }
+        Some(_) => Err(SyncError::CredentialsNotFound(format!(
+            "spec.credentialsRef is not set and namespace {namespace} may not use the operator's default \
+             credentials; create a Secret with secretId and secretKey and set spec.credentialsRef.name"
+        ))),
+        None => Err(SyncError::CredentialsNotFound(
+            "spec.credentialsRef is not set and the operator has no default credentials; create a Secret \
+             with secretId and secretKey and set spec.credentialsRef.name"
+                .to_string(),
+        )),
+    }
+}
+
+/// Whether `secret` is where `cr` gets its credentials from (for re-syncing when it changes).
+pub fn uses_secret(
+    cr: &TencentCertificate,
+    defaults: &DefaultCredentials,
+    secret: &SecretRef,
+) -> bool {
+    match source_for(cr, defaults) {
+        Ok(CredentialsSource::Referenced(source, _)) | Ok(CredentialsSource::Default(source)) => {
+            &source == secret
+        }
+        Err(_) => false,
+    }
+}
+
+/// Builds credentials from a Secret's data. Surrounding whitespace (a trailing newline from
+/// `echo key > file`) is trimmed: Tencent keys never contain whitespace.
+pub fn credentials_from_secret(
+    secret: &Secret,
+    reference: &SecretRef,
+    keys: &CredentialsRef,
+) -> Result<Credentials, SyncError> {
+    let read = |key: &str| -> Option<String> {
+        let data = secret.data.as_ref()?.get(key)?;
+        let text = String::from_utf8_lossy(&data.0).trim().to_string();
+        (!text.is_empty()).then_some(text)
+    };
+    let missing = |key: &str| {
+        SyncError::CredentialsNotFound(format!(
+            "Secret {reference} has no non-empty key {key:?}; it needs {:?} and {:?} (and optionally {:?})",
+            keys.secret_id_key, keys.secret_key_key, keys.token_key
+        ))
+    };
+    let secret_id = read(&keys.secret_id_key).ok_or_else(|| missing(&keys.secret_id_key))?;
+    let secret_key = read(&keys.secret_key_key).ok_or_else(|| missing(&keys.secret_key_key))?;
+    let token = read(&keys.token_key);
+    Credentials::new(secret_id, secret_key, token).map_err(|err| {
+        SyncError::CredentialsNotFound(format!(
+            "Secret {reference} holds unusable credentials: {err}"
+        ))
+    })
+}
+
+/// Reads the credentials for `cr`.
+pub async fn resolve(
+    client: &kube::Client,
+    cr: &TencentCertificate,
+    defaults: &DefaultCredentials,
+) -> Result<Credentials, SyncError> {
+    let (reference, keys) = match source_for(cr, defaults)? {
+        CredentialsSource::Referenced(reference, keys) => (reference, keys),
+        CredentialsSource::Default(reference) => (
+            reference.clone(),
+            CredentialsRef::named(reference.name.clone()),
+        ),
+    };
+    let api: Api<Secret> = Api::namespaced(client.clone(), &reference.namespace);
+    let secret = api
+        .get_opt(&reference.name)
+        .await
+        .map_err(SyncError::kube("reading the credentials Secret"))?
+        .ok_or_else(|| {
+            SyncError::CredentialsNotFound(format!(
+                "credentials Secret {reference} not found; create it with keys {:?} and {:?}",
+                keys.secret_id_key, keys.secret_key_key
+            ))
+        })?;
+    credentials_from_secret(&secret, &reference, &keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+
+    fn cr(namespace: &str, credentials: Option<&str>) -> TencentCertificate {
+        let mut spec = serde_json::json!({"certificateId": "aBcD1234"});
+        if let Some(name) = credentials {
+            spec["credentialsRef"] = serde_json::json!({"name": name});
+        }
+        let mut cr = TencentCertificate::new("shop", serde_json::from_value(spec).unwrap());
+        cr.metadata.namespace = Some(namespace.into());
+        cr
+    }
+
+    fn defaults(allowed: &str) -> DefaultCredentials {
+        DefaultCredentials {
+            secret: Some("ops/tencent".parse().unwrap()),
+            namespaces: NamespaceAllowList::parse(allowed),
+        }
+    }
+
+    #[test]
+    fn secret_refs_parse() {
+        assert_eq!(
+            "ops/tencent".parse::<SecretRef>().unwrap(),
+            SecretRef {
+                namespace: "ops".into(),
+                name: "tencent".into()
+            }
+        );
+        for bad in ["", "ops", "/x", "x/", "a/b/c"] {
+            assert!(bad.parse::<SecretRef>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn allow_lists_parse() {
+        assert_eq!(NamespaceAllowList::parse(""), NamespaceAllowList::None);
+        assert_eq!(NamespaceAllowList::parse("*"), NamespaceAllowList::All);
+        let some = NamespaceAllowList::parse("web, shop");
+        assert!(some.allows("web") && some.allows("shop") && !some.allows("ops"));
+    }
+
+    #[test]
+    fn a_reference_wins_over_the_defaults() {
+        let source = source_for(&cr("web", Some("mine")), &defaults("*")).unwrap();
+        assert!(
+            matches!(source, CredentialsSource::Referenced(r, _) if r.to_string() == "web/mine")
+        );
+    }
+
+    #[test]
+    fn defaults_apply_only_to_allowed_namespaces() {
+        assert_eq!(
+            source_for(&cr("web", None), &defaults("web")).unwrap(),
+            CredentialsSource::Default("ops/tencent".parse().unwrap())
+        );
+        let err = source_for(&cr("other", None), &defaults("web")).unwrap_err();
+        assert_eq!(err.reason(), "CredentialsNotFound");
+        assert!(
+            err.to_string()
+                .contains("may not use the operator's default")
+        );
+        let none = source_for(&cr("web", None), &DefaultCredentials::default()).unwrap_err();
+        assert!(none.to_string().contains("no default credentials"));
+    }
+
+    #[test]
+    fn secrets_in_use_are_recognised() {
+        let d = defaults("web");
+        assert!(uses_secret(
+            &cr("web", Some("mine")),
+            &d,
+            &"web/mine".parse().unwrap()
+        ));
+        assert!(!uses_secret(
+            &cr("web", Some("mine")),
+            &d,
+            &"ops/tencent".parse().unwrap()
+        ));
+        assert!(uses_secret(
+            &cr("web", None),
+            &d,
+            &"ops/tencent".parse().unwrap()
+        ));
+        assert!(!uses_secret(
+            &cr("shop", None),
+            &d,
+            &"ops/tencent".parse().unwrap()
+        ));
+    }
+
+    #[test]
+    fn credentials_are_read_trimmed_and_validated() {
+        let mut secret = Secret {
+            data: Some(
+                [
+                    ("secretId".to_string(), ByteString(b"AKIDabc\n".to_vec())),
+                    ("secretKey".to_string(), ByteString(b" key123 ".to_vec())),
+                ]
+                .into(),
+            ),
+            ..Secret::default()
+        };
+        let reference: SecretRef = "web/tencent".parse().unwrap();
+        let keys = CredentialsRef::named("tencent");
+        let creds = credentials_from_secret(&secret, &reference, &keys).unwrap();
+        assert_eq!(creds.secret_id(), "AKIDabc");
+        secret.data.as_mut().unwrap().remove("secretKey");
+        let err = credentials_from_secret(&secret, &reference, &keys).unwrap_err();
+        assert!(err.to_string().contains("\"secretKey\""), "{err}");
+        assert!(!err.to_string().contains("AKIDabc"));
+    }
+}

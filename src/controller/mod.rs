@@ -1,0 +1,190 @@
+//! The controller: watches `TencentCertificate`s, the Secrets they manage and the credentials Secrets they
+//! use, and runs [`reconcile::reconcile`] for each change.
+
+pub mod credentials;
+pub mod reconcile;
+
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{self as kube_controller, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use tracing::{debug, warn};
+
+pub use credentials::{DefaultCredentials, NamespaceAllowList, SecretRef};
+
+use crate::crd::TencentCertificate;
+use crate::secret::{CERTIFICATE_NAME_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub tencent: crate::tencent::Client,
+    pub defaults: DefaultCredentials,
+    pub recorder: Recorder,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        tencent: crate::tencent::Client,
+        defaults: DefaultCredentials,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "tencent-cert-operator".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            tencent,
+            defaults,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Namespaces to watch; empty means all.
+    pub namespaces: Vec<String>,
+    /// Reconciles running at once.
+    pub concurrency: u16,
+}
+
+/// The owning resource of a managed Secret, from its `tencentcert.io/certificate-name` label (set for both
+/// deletion policies; owner references exist only with `Delete`).
+fn owner_of(secret: &PartialObjectMeta<Secret>) -> Option<ObjectRef<TencentCertificate>> {
+    let name = secret.labels().get(CERTIFICATE_NAME_LABEL)?;
+    let namespace = secret.namespace()?;
+    Some(ObjectRef::new(name).within(&namespace))
+}
+
+/// The resources that take their credentials from `secret`.
+fn users_of(
+    store: &Store<TencentCertificate>,
+    defaults: &DefaultCredentials,
+    secret: &PartialObjectMeta<Secret>,
+) -> Vec<ObjectRef<TencentCertificate>> {
+    let Some(namespace) = secret.namespace() else {
+        return Vec::new();
+    };
+    let reference = SecretRef {
+        namespace,
+        name: secret.name_any(),
+    };
+    store
+        .state()
+        .iter()
+        .filter(|cr| credentials::uses_secret(cr, defaults, &reference))
+        .map(|cr| ObjectRef::from_obj(cr.as_ref()))
+        .collect()
+}
+
+/// Metadata-only watch: Secrets' data never enters the operator's memory through watches.
+fn secret_metadata(
+    api: Api<PartialObjectMeta<Secret>>,
+    config: watcher::Config,
+) -> impl Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static {
+    watcher(api, config).default_backoff().touched_objects()
+}
+
+/// Runs one controller over one scope (a namespace, or the whole cluster) until `shutdown` resolves.
+async fn run_scope(
+    ctx: Arc<Context>,
+    crs: Api<TencentCertificate>,
+    secrets: Api<PartialObjectMeta<Secret>>,
+    concurrency: u16,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let config = kube_controller::Config::default().concurrency(concurrency);
+    let controller =
+        Controller::new(crs, watcher::Config::default().any_semantic()).with_config(config);
+    let store = controller.store();
+    let managed = secret_metadata(
+        secrets.clone(),
+        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")),
+    );
+    let labelled_credentials = secret_metadata(
+        secrets,
+        watcher::Config::default().labels(credentials::CREDENTIALS_LABEL),
+    );
+    let mut controller = controller
+        .watches_stream(managed, |secret| owner_of(&secret))
+        .watches_stream(labelled_credentials, {
+            let store = store.clone();
+            let defaults = ctx.defaults.clone();
+            move |secret| users_of(&store, &defaults, &secret)
+        });
+    if let Some(default_secret) = ctx.defaults.secret.clone() {
+        // The default credentials Secret is watched by name, label or not.
+        let api = Api::<PartialObjectMeta<Secret>>::namespaced(
+            ctx.client.clone(),
+            &default_secret.namespace,
+        );
+        let by_name = secret_metadata(
+            api,
+            watcher::Config::default().fields(&format!("metadata.name={}", default_secret.name)),
+        );
+        let defaults = ctx.defaults.clone();
+        controller =
+            controller.watches_stream(by_name, move |secret| users_of(&store, &defaults, &secret));
+    }
+    controller
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => debug!(object = %object, "reconciled"),
+                Err(err) => warn!(error = %err, "controller error"),
+            }
+        })
+        .await;
+}
+
+/// Runs the operator until `shutdown` resolves.
+pub async fn run(
+    ctx: Arc<Context>,
+    options: RunOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let signal = tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let wait_for_stop = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+    let client = ctx.client.clone();
+    if options.namespaces.is_empty() {
+        run_scope(
+            ctx,
+            Api::all(client.clone()),
+            Api::all(client),
+            options.concurrency,
+            wait_for_stop(),
+        )
+        .await;
+    } else {
+        let scopes = options.namespaces.iter().map(|namespace| {
+            run_scope(
+                ctx.clone(),
+                Api::namespaced(client.clone(), namespace),
+                Api::namespaced(client.clone(), namespace),
+                options.concurrency,
+                wait_for_stop(),
+            )
+        });
+        futures::future::join_all(scopes).await;
+    }
+    signal.abort();
+}

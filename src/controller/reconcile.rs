@@ -1,0 +1,507 @@
+//! One reconcile of a `TencentCertificate`: gather, decide (pure policy checks), act, report.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{Instrument, info, warn};
+
+use super::{Context, credentials};
+use crate::bundle::{self, BundleError, CertBundle, CertMetadata};
+use crate::crd::{self, DeletionPolicy, TencentCertificate, TencentCertificateStatus};
+use crate::error::SyncError;
+use crate::policy::{self, Decision, DownloadTrigger, Ownership, REFRESH_REQUESTED_ANNOTATION};
+use crate::secret::{
+    self, CA_CERT_KEY, CERTIFICATE_ID_ANNOTATION, FIELD_MANAGER, SecretParams, TLS_CERT_KEY,
+    TLS_PRIVATE_KEY_KEY,
+};
+use crate::status::{self, Attempt, Serving, StatusInput};
+use crate::tencent::ErrorClass;
+
+/// Errors that stop a reconcile before it can report through status (reading or patching Kubernetes).
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("TencentCertificate has no namespace")]
+    NoNamespace,
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+}
+
+/// The Secret's data read back as a bundle; `None` when `tls.crt` or `tls.key` is absent.
+pub fn read_secret_bundle(secret: &Secret) -> Option<Result<CertBundle, BundleError>> {
+    let data = secret.data.as_ref()?;
+    let crt = data.get(TLS_CERT_KEY)?;
+    let key = data.get(TLS_PRIVATE_KEY_KEY)?;
+    let mut entries: Vec<(&str, &[u8])> =
+        vec![(TLS_CERT_KEY, &crt.0), (TLS_PRIVATE_KEY_KEY, &key.0)];
+    if let Some(ca) = data.get(CA_CERT_KEY) {
+        entries.push((CA_CERT_KEY, &ca.0));
+    }
+    Some(bundle::from_pem_entries(&entries))
+}
+
+pub fn secret_params(cr: &TencentCertificate, namespace: &str) -> SecretParams {
+    let template = cr.spec.secret_template.clone().unwrap_or_default();
+    SecretParams {
+        namespace: namespace.to_string(),
+        name: cr.secret_name(),
+        certificate_name: cr.name_any(),
+        certificate_id: cr.spec.certificate_id.clone(),
+        owner: match cr.spec.deletion_policy {
+            DeletionPolicy::Delete => cr.controller_owner_ref(&()),
+            DeletionPolicy::Retain => None,
+        },
+        template_labels: template.labels,
+        template_annotations: template.annotations,
+        include_ca: cr.spec.include_ca,
+    }
+}
+
+fn serving_certificate_id(existing: &Secret) -> Option<String> {
+    existing
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(CERTIFICATE_ID_ANNOTATION)
+        .cloned()
+}
+
+/// What a successful write left in the Secret.
+struct Written {
+    bundle: CertBundle,
+    wrote: Option<&'static str>,
+}
+
+pub async fn reconcile(
+    cr: Arc<TencentCertificate>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let namespace = cr.namespace().ok_or(ReconcileError::NoNamespace)?;
+    let name = cr.name_any();
+    let span = tracing::info_span!(
+        "reconcile",
+        namespace = %namespace,
+        name = %name,
+        certificate_id = %cr.spec.certificate_id
+    );
+    let result = reconcile_inner(&cr, &ctx, &namespace)
+        .instrument(span)
+        .await;
+    if let Err(err) = &result {
+        warn!(namespace = %namespace, name = %name, error = %err, "reconcile failed");
+    }
+    result
+}
+
+async fn reconcile_inner(
+    cr: &TencentCertificate,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Action, ReconcileError> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let secret_name = cr.secret_name();
+    let previous = cr.status.clone().unwrap_or_default();
+    let now = jiff::Timestamp::now();
+    let refresh = crd::refresh_interval(&cr.spec);
+
+    release_renamed_secret(cr, &secrets, &previous, &secret_name).await?;
+
+    let existing = secrets
+        .get_opt(&secret_name)
+        .await
+        .map_err(SyncError::kube("reading the Secret"))?;
+    let ownership = policy::ownership(cr, existing.as_ref());
+    let serving_bundle = existing
+        .as_ref()
+        .filter(|_| ownership == Ownership::Ours)
+        .and_then(read_secret_bundle);
+    let params = secret_params(cr, namespace);
+    let desired_from_serving = serving_bundle
+        .as_ref()
+        .and_then(|b| b.as_ref().ok())
+        .map(|b| secret::desired(&params, b));
+    let decision = policy::decide(&policy::Observed {
+        cr,
+        existing: existing.as_ref(),
+        serving: serving_bundle.as_ref(),
+        desired_from_serving: desired_from_serving.as_ref(),
+        now,
+    });
+
+    // What the Secret holds once this reconcile is done, if it is ours and usable.
+    let mut serving: Option<(String, CertMetadata)> = match (&existing, &serving_bundle) {
+        (Some(existing), Some(Ok(bundle))) => {
+            serving_certificate_id(existing).map(|id| (id, bundle.meta.clone()))
+        }
+        _ => None,
+    };
+    let mut attempt = Attempt::NotNeeded;
+    let mut conflict = None;
+    let mut next_sync = None;
+    let mut refresh_request = None;
+    let mut note = None;
+
+    match &decision {
+        Decision::Conflict(message) => {
+            conflict = Some(message.clone());
+            serving = None;
+        }
+        Decision::UpToDate => {}
+        Decision::RepairMetadata => {
+            if let Some(desired) = &desired_from_serving {
+                apply_secret(&secrets, desired).await?;
+                note = Some((
+                    "SecretRepaired",
+                    format!("restored the labels, annotations and owner of Secret {secret_name}"),
+                ));
+            }
+        }
+        Decision::Download(trigger) => {
+            info!(namespace, name = %cr.name_any(), trigger = %trigger.describe(), "downloading certificate");
+            refresh_request = cr.annotations().get(REFRESH_REQUESTED_ANNOTATION).cloned();
+            match download_and_write(cr, ctx, &secrets, &params, existing.as_ref(), trigger, now)
+                .await
+            {
+                Ok(written) => {
+                    attempt = Attempt::Succeeded;
+                    serving = Some((cr.spec.certificate_id.clone(), written.bundle.meta.clone()));
+                    next_sync = Some(now + status::refresh_delay(refresh, fastrand::f64()));
+                    if let Some(verb) = written.wrote {
+                        note = Some((
+                            verb,
+                            format!(
+                                "wrote Secret {secret_name} with certificate {} ({}), valid until {}",
+                                cr.spec.certificate_id,
+                                written
+                                    .bundle
+                                    .meta
+                                    .subject_cn
+                                    .as_deref()
+                                    .unwrap_or("no subject name"),
+                                status::format_time(written.bundle.meta.not_after)
+                            ),
+                        ));
+                    }
+                }
+                Err(err) => {
+                    warn!(namespace, name = %cr.name_any(), reason = err.reason(), error = %err, "sync failed");
+                    let class = err.class();
+                    let delay = status::retry_delay(
+                        class,
+                        previous.failures.saturating_add(1),
+                        refresh,
+                        fastrand::f64(),
+                    );
+                    next_sync = Some(now + delay);
+                    attempt = Attempt::Failed {
+                        reason: err.reason().to_string(),
+                        message: err.to_string(),
+                    };
+                }
+            }
+        }
+    }
+    if conflict.is_some() {
+        let delay = status::retry_delay(ErrorClass::Permanent, 1, refresh, fastrand::f64());
+        next_sync = Some(now + delay);
+    }
+
+    let new_status = status::compute(&StatusInput {
+        previous: &previous,
+        generation: cr.metadata.generation,
+        spec_certificate_id: &cr.spec.certificate_id,
+        secret_name: &secret_name,
+        serving: serving.as_ref().map(|(id, meta)| Serving {
+            certificate_id: id,
+            meta,
+        }),
+        attempt: attempt.clone(),
+        conflict: conflict.as_deref(),
+        refresh_request: refresh_request.as_deref(),
+        now,
+        next_sync,
+    });
+    if cr.status.as_ref() != Some(&new_status) {
+        patch_status(ctx, cr, namespace, &new_status).await?;
+    }
+    publish_events(ctx, cr, &previous, &new_status, note).await;
+    Ok(Action::requeue(requeue_after(&new_status, now, refresh)))
+}
+
+/// When to look again: at the planned sync, or when the certificate expires if that comes first.
+fn requeue_after(
+    status: &TencentCertificateStatus,
+    now: jiff::Timestamp,
+    refresh: Duration,
+) -> Duration {
+    let until = |t: Option<&String>| {
+        t.and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .map(|t| Duration::try_from(t.duration_since(now)).unwrap_or(Duration::ZERO))
+    };
+    let next = until(status.next_sync_time.as_ref()).unwrap_or(refresh);
+    let expiry = until(status.not_after.as_ref())
+        .filter(|d| !d.is_zero())
+        .map(|d| d + Duration::from_secs(1));
+    next.min(expiry.unwrap_or(next)).max(Duration::from_secs(1))
+}
+
+/// With `deletionPolicy: Delete`, a Secret left behind by a `secretName` change is deleted (if ours).
+async fn release_renamed_secret(
+    cr: &TencentCertificate,
+    secrets: &Api<Secret>,
+    previous: &TencentCertificateStatus,
+    secret_name: &str,
+) -> Result<(), SyncError> {
+    let Some(old_name) = previous
+        .secret_name
+        .as_deref()
+        .filter(|old| *old != secret_name)
+    else {
+        return Ok(());
+    };
+    if cr.spec.deletion_policy != DeletionPolicy::Delete {
+        return Ok(());
+    }
+    let Some(old) = secrets
+        .get_opt(old_name)
+        .await
+        .map_err(SyncError::kube("reading the previous Secret"))?
+    else {
+        return Ok(());
+    };
+    if policy::ownership(cr, Some(&old)) == Ownership::Ours {
+        info!(
+            secret = old_name,
+            "deleting the Secret left behind by a secretName change"
+        );
+        delete_exact(secrets, &old).await?;
+    }
+    Ok(())
+}
+
+async fn delete_exact(secrets: &Api<Secret>, secret: &Secret) -> Result<(), SyncError> {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: secret.metadata.uid.clone(),
+            resource_version: secret.metadata.resource_version.clone(),
+        }),
+        ..DeleteParams::default()
+    };
+    match secrets.delete(&secret.name_any(), &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(err) => Err(SyncError::kube("deleting a Secret")(err)),
+    }
+}
+
+async fn apply_secret(secrets: &Api<Secret>, desired: &Secret) -> Result<(), SyncError> {
+    // Force: a field someone else took over (e.g. `kubectl edit` of tls.crt) is taken back.
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    secrets
+        .patch(&desired.name_any(), &params, &Patch::Apply(desired))
+        .await
+        .map_err(SyncError::kube("writing the Secret"))?;
+    Ok(())
+}
+
+async fn download_and_write(
+    cr: &TencentCertificate,
+    ctx: &Context,
+    secrets: &Api<Secret>,
+    params: &SecretParams,
+    existing: Option<&Secret>,
+    trigger: &DownloadTrigger,
+    now: jiff::Timestamp,
+) -> Result<Written, SyncError> {
+    let credentials = credentials::resolve(&ctx.client, cr, &ctx.defaults).await?;
+    let certificate_id = &cr.spec.certificate_id;
+    let download = if trigger.accepts_cached() {
+        ctx.tencent
+            .download_certificate(&credentials, certificate_id)
+            .await?
+    } else {
+        ctx.tencent
+            .download_certificate_within(&credentials, certificate_id, Duration::ZERO)
+            .await?
+    };
+    let bundle = bundle::extract(&download.zip)?;
+    if bundle.meta.is_expired_at(now) {
+        // Never replace anything with an expired certificate, nor write one where none was.
+        return Err(SyncError::Expired {
+            certificate_id: certificate_id.clone(),
+            not_after: status::format_time(bundle.meta.not_after),
+        });
+    }
+    let desired = secret::desired(params, &bundle);
+    let wrote = match existing {
+        Some(existing)
+            if secret::data_matches(existing, &desired)
+                && policy::ownership(cr, Some(existing)) == Ownership::Ours
+                && !policy::needs_metadata_write(existing, &desired, cr) =>
+        {
+            None
+        }
+        Some(existing) => {
+            if existing.type_.as_deref() != desired.type_.as_deref() {
+                // `type` is immutable: re-create the Secret.
+                delete_exact(secrets, existing).await?;
+                apply_secret(secrets, &desired).await?;
+                Some("SecretRecreated")
+            } else {
+                apply_secret(secrets, &desired).await?;
+                Some("SecretUpdated")
+            }
+        }
+        None => {
+            apply_secret(secrets, &desired).await?;
+            Some("SecretCreated")
+        }
+    };
+    Ok(Written { bundle, wrote })
+}
+
+async fn patch_status(
+    ctx: &Context,
+    cr: &TencentCertificate,
+    namespace: &str,
+    status: &TencentCertificateStatus,
+) -> Result<(), SyncError> {
+    let api: Api<TencentCertificate> = Api::namespaced(ctx.client.clone(), namespace);
+    // Server-side apply of the whole status: fields that no longer apply (e.g. notAfter after the
+    // Secret vanished) are removed, which a merge patch would leave behind.
+    let patch = json!({
+        "apiVersion": "tencentcert.io/v1alpha1",
+        "kind": "TencentCertificate",
+        "status": status,
+    });
+    api.patch_status(
+        &cr.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(SyncError::kube("updating the status"))?;
+    Ok(())
+}
+
+fn condition<'a>(status: &'a TencentCertificateStatus, type_: &str) -> Option<(&'a str, &'a str)> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.as_str(), c.reason.as_str()))
+}
+
+/// Events: what the operator did, and each new failure reason once (not once per retry).
+async fn publish_events(
+    ctx: &Context,
+    cr: &TencentCertificate,
+    previous: &TencentCertificateStatus,
+    current: &TencentCertificateStatus,
+    note: Option<(&'static str, String)>,
+) {
+    let mut events = Vec::new();
+    if let Some((reason, message)) = note {
+        events.push(Event {
+            type_: EventType::Normal,
+            reason: reason.to_string(),
+            note: Some(message),
+            action: "WriteSecret".to_string(),
+            secondary: None,
+        });
+    }
+    let before = condition(previous, status::CONDITION_SYNCED);
+    let after = condition(current, status::CONDITION_SYNCED);
+    if before != after
+        && let Some((state, reason)) = after
+    {
+        let message = current
+            .conditions
+            .iter()
+            .find(|c| c.type_ == status::CONDITION_SYNCED)
+            .map(|c| c.message.clone());
+        if state == "False" {
+            events.push(Event {
+                type_: EventType::Warning,
+                reason: reason.to_string(),
+                note: message,
+                action: "Sync".to_string(),
+                secondary: None,
+            });
+        } else if before.is_some_and(|(s, _)| s == "False") {
+            events.push(Event {
+                type_: EventType::Normal,
+                reason: "Recovered".to_string(),
+                note: message,
+                action: "Sync".to_string(),
+                secondary: None,
+            });
+        }
+    }
+    let reference = cr.object_ref(&());
+    for event in events {
+        if let Err(err) = ctx.recorder.publish(&event, &reference).await {
+            warn!(error = %err, reason = %event.reason, "cannot publish event");
+        }
+    }
+}
+
+/// Requeue after errors that kept the reconcile from reporting through status.
+pub fn error_policy(
+    _cr: Arc<TencentCertificate>,
+    _err: &ReconcileError,
+    _ctx: Arc<Context>,
+) -> Action {
+    Action::requeue(status::retry_delay(
+        ErrorClass::Transient,
+        3,
+        Duration::from_secs(3600),
+        fastrand::f64(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requeue_follows_the_plan_but_never_sleeps_past_expiry() {
+        let now: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let refresh = Duration::from_secs(3600);
+        let planned = TencentCertificateStatus {
+            next_sync_time: Some("2026-01-01T00:10:00Z".into()),
+            not_after: Some("2026-06-01T00:00:00Z".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            requeue_after(&planned, now, refresh),
+            Duration::from_secs(600)
+        );
+        let expiring = TencentCertificateStatus {
+            next_sync_time: Some("2026-01-01T00:10:00Z".into()),
+            not_after: Some("2026-01-01T00:01:00Z".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            requeue_after(&expiring, now, refresh),
+            Duration::from_secs(61)
+        );
+        let overdue = TencentCertificateStatus {
+            next_sync_time: Some("2025-12-31T00:00:00Z".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            requeue_after(&overdue, now, refresh),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            requeue_after(&TencentCertificateStatus::default(), now, refresh),
+            refresh
+        );
+    }
+}

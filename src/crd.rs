@@ -1,0 +1,369 @@
+//! The `TencentCertificate` custom resource (design.md §3). `tencent-cert-operator crd` prints its CRD,
+//! which is what `crds/tencentcertificate.yaml` holds.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+pub const GROUP: &str = "tencentcert.io";
+pub const DEFAULT_REFRESH_INTERVAL: &str = "1h";
+pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+
+/// A TLS Secret kept in sync with a certificate bought or hosted on Tencent Cloud SSL.
+// Each printcolumn repeats `type_`, which clippy mistakes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "tencentcert.io",
+    version = "v1alpha1",
+    kind = "TencentCertificate",
+    namespaced,
+    shortname = "tcert",
+    category = "tencentcert",
+    status = "TencentCertificateStatus",
+    derive = "PartialEq",
+    doc = "A kubernetes.io/tls Secret kept in sync with a Tencent Cloud SSL certificate.",
+    printcolumn(
+        name = "Certificate ID",
+        type_ = "string",
+        json_path = ".spec.certificateId"
+    ),
+    printcolumn(name = "Secret", type_ = "string", json_path = ".status.secretName"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        priority = "1"
+    ),
+    printcolumn(name = "Expires", type_ = "date", json_path = ".status.notAfter"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct TencentCertificateSpec {
+    /// The Tencent Cloud SSL certificate ID, as shown in the SSL console (e.g. `aBcD1234`).
+    #[schemars(length(min = 1, max = 32), regex(pattern = "^[A-Za-z0-9]+$"))]
+    pub certificate_id: String,
+
+    /// The Secret to write in this namespace. Defaults to the TencentCertificate's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub secret_name: Option<String>,
+
+    /// Labels and annotations to put on the Secret (the operator's own keys take precedence).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_template: Option<SecretTemplate>,
+
+    /// How often to re-download the certificate and compare (Go duration, at least `1m`).
+    #[serde(default = "default_refresh_interval")]
+    // maxLength bounds the CEL cost estimate; without it the apiserver may refuse the CRD.
+    #[schemars(length(max = 32), regex(pattern = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"))]
+    #[x_kube(validation = kube::core::Rule::new("duration(self) >= duration('1m')").message("refreshInterval must be at least 1m"))]
+    pub refresh_interval: String,
+
+    /// The Secret in this namespace holding the Tencent Cloud API key. When absent, the operator's default
+    /// credentials are used if this namespace may use them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_ref: Option<CredentialsRef>,
+
+    /// `Delete`: the Secret is owned by this resource and garbage-collected with it. `Retain`: it stays.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+
+    /// Write `ca.crt` when the archive carries the root certificate.
+    #[serde(default = "default_true", rename = "includeCA")]
+    pub include_ca: bool,
+}
+
+fn default_refresh_interval() -> String {
+    DEFAULT_REFRESH_INTERVAL.to_string()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretTemplate {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsRef {
+    /// Name of a Secret in the TencentCertificate's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key holding the SecretId.
+    #[serde(default = "default_secret_id_key")]
+    pub secret_id_key: String,
+    /// Key holding the SecretKey.
+    #[serde(default = "default_secret_key_key")]
+    pub secret_key_key: String,
+    /// Key holding a session token (temporary credentials); used when present in the Secret.
+    #[serde(default = "default_token_key")]
+    pub token_key: String,
+}
+
+impl CredentialsRef {
+    /// A reference to `name` with the default keys.
+    pub fn named(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            secret_id_key: default_secret_id_key(),
+            secret_key_key: default_secret_key_key(),
+            token_key: default_token_key(),
+        }
+    }
+}
+
+fn default_secret_id_key() -> String {
+    "secretId".to_string()
+}
+
+fn default_secret_key_key() -> String {
+    "secretKey".to_string()
+}
+
+fn default_token_key() -> String {
+    "token".to_string()
+}
+
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum DeletionPolicy {
+    #[default]
+    Delete,
+    Retain,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TencentCertificateStatus {
+    /// `Ready` (the Secret holds the spec's certificate, unexpired) and `Synced` (the last fetch succeeded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The Secret written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// The certificate ID last synced into the Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial_number: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint_sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_names: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// When the certificate was last fetched from Tencent Cloud successfully.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<String>,
+    /// When the operator plans to fetch again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_sync_time: Option<String>,
+    /// Consecutive failed attempts; 0 after a success.
+    #[serde(default)]
+    pub failures: u32,
+    /// The last `tencentcert.io/refresh-requested-at` value acted upon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refresh_request: Option<String>,
+}
+
+impl TencentCertificate {
+    /// The Secret this resource writes.
+    pub fn secret_name(&self) -> String {
+        self.spec
+            .secret_name
+            .clone()
+            .or_else(|| self.metadata.name.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Parses a Go-style duration (`90s`, `30m`, `1h30m`, `1.5h`, `250ms`).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if number_len == 0 {
+            return None;
+        }
+        let number: f64 = rest[..number_len].parse().ok()?;
+        rest = &rest[number_len..];
+        let (unit_seconds, unit_len) = if rest.starts_with("ms") {
+            (0.001, 2)
+        } else if rest.starts_with('s') {
+            (1.0, 1)
+        } else if rest.starts_with('m') {
+            (60.0, 1)
+        } else if rest.starts_with('h') {
+            (3600.0, 1)
+        } else {
+            return None;
+        };
+        rest = &rest[unit_len..];
+        total += number * unit_seconds;
+    }
+    (total.is_finite() && total <= 1e9).then(|| Duration::from_secs_f64(total))
+}
+
+/// The effective refresh interval: the spec's, or the default if unparsable, never below the minimum.
+pub fn refresh_interval(spec: &TencentCertificateSpec) -> Duration {
+    parse_duration(&spec.refresh_interval)
+        .unwrap_or(Duration::from_secs(3600))
+        .max(MIN_REFRESH_INTERVAL)
+}
+
+/// The CRD as YAML, exactly as `crds/tencentcertificate.yaml` holds it.
+pub fn crd_yaml() -> Result<String, serde_saphyr::ser::Error> {
+    let yaml = serde_saphyr::to_string(&TencentCertificate::crd())?;
+    Ok(format!(
+        "# Generated by `tencent-cert-operator crd`; do not edit.\n---\n{yaml}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn committed_crd_yaml_matches_the_rust_types() {
+        let committed = include_str!("../crds/tencentcertificate.yaml");
+        assert!(
+            crd_yaml().unwrap() == committed,
+            "crds/tencentcertificate.yaml is stale: run `cargo run -- crd > crds/tencentcertificate.yaml`"
+        );
+    }
+
+    #[test]
+    fn go_durations_parse() {
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1.5h"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        for bad in ["", "h", "10", "10d", "1h-", "-1h", "1..5h"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn refresh_interval_is_clamped_and_defaulted() {
+        let mut spec: TencentCertificateSpec =
+            serde_json::from_value(serde_json::json!({"certificateId": "aBcD1234"})).unwrap();
+        assert_eq!(spec.refresh_interval, "1h");
+        assert_eq!(refresh_interval(&spec), Duration::from_secs(3600));
+        spec.refresh_interval = "10s".into();
+        assert_eq!(refresh_interval(&spec), MIN_REFRESH_INTERVAL);
+        spec.refresh_interval = "nonsense".into();
+        assert_eq!(refresh_interval(&spec), Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn spec_defaults_match_the_design() {
+        let spec: TencentCertificateSpec =
+            serde_json::from_value(serde_json::json!({"certificateId": "aBcD1234"})).unwrap();
+        assert_eq!(spec.deletion_policy, DeletionPolicy::Delete);
+        assert!(spec.include_ca);
+        assert_eq!(spec.secret_name, None);
+        let creds: CredentialsRef =
+            serde_json::from_value(serde_json::json!({"name": "tencent"})).unwrap();
+        assert_eq!(creds, CredentialsRef::named("tencent"));
+    }
+
+    #[test]
+    fn secret_name_defaults_to_the_resource_name() {
+        let mut cr = TencentCertificate::new(
+            "shop-tls",
+            serde_json::from_value(serde_json::json!({"certificateId": "aBcD1234"})).unwrap(),
+        );
+        assert_eq!(cr.secret_name(), "shop-tls");
+        cr.spec.secret_name = Some("other".into());
+        assert_eq!(cr.secret_name(), "other");
+    }
+
+    #[test]
+    fn crd_has_the_documented_names_columns_and_rules() {
+        let crd = TencentCertificate::crd();
+        assert_eq!(
+            crd.metadata.name.as_deref(),
+            Some("tencentcertificates.tencentcert.io")
+        );
+        assert_eq!(crd.spec.scope, "Namespaced");
+        assert_eq!(crd.spec.names.short_names, Some(vec!["tcert".to_string()]));
+        let version = &crd.spec.versions[0];
+        assert_eq!(version.name, "v1alpha1");
+        assert!(version.subresources.as_ref().unwrap().status.is_some());
+        let columns: Vec<&str> = version
+            .additional_printer_columns
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(
+            columns,
+            [
+                "Certificate ID",
+                "Secret",
+                "Ready",
+                "Reason",
+                "Expires",
+                "Age"
+            ]
+        );
+        let schema = serde_json::to_value(&version.schema).unwrap();
+        let spec = &schema["openAPIV3Schema"]["properties"]["spec"];
+        let refresh = &spec["properties"]["refreshInterval"];
+        assert_eq!(
+            refresh["x-kubernetes-validations"][0]["rule"],
+            "duration(self) >= duration('1m')"
+        );
+        assert_eq!(refresh["maxLength"], 32);
+        assert_eq!(
+            spec["properties"]["certificateId"]["pattern"],
+            "^[A-Za-z0-9]+$"
+        );
+        assert_eq!(spec["properties"]["certificateId"]["maxLength"], 32);
+        assert_eq!(spec["properties"]["includeCA"]["default"], true);
+        assert_eq!(spec["required"], serde_json::json!(["certificateId"]));
+        assert_eq!(
+            spec["properties"]["deletionPolicy"]["enum"],
+            serde_json::json!(["Delete", "Retain"])
+        );
+        assert_eq!(spec["properties"]["refreshInterval"]["default"], "1h");
+    }
+}

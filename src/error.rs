@@ -1,0 +1,112 @@
+//! The operator's one error type for a sync attempt: each failure has a condition reason (design.md §5),
+//! a class that decides when to retry, and a message a user can act on. None carries secret material.
+
+use crate::bundle::BundleError;
+use crate::tencent::{ErrorClass, TencentError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("{0}")]
+    CredentialsNotFound(String),
+    #[error("{err}; {}", err.hint())]
+    Tencent { err: TencentError },
+    #[error("{0}")]
+    Bundle(#[from] BundleError),
+    #[error(
+        "certificate {certificate_id} expired at {not_after}; renew it in Tencent Cloud (the operator never replaces a certificate with an expired one)"
+    )]
+    Expired {
+        certificate_id: String,
+        not_after: String,
+    },
+    #[error("{0}")]
+    SecretConflict(String),
+    #[error("Kubernetes API error while {action}: {source}")]
+    Kube {
+        action: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl From<TencentError> for SyncError {
+    fn from(err: TencentError) -> Self {
+        Self::Tencent { err }
+    }
+}
+
+pub const REASON_CREDENTIALS_NOT_FOUND: &str = "CredentialsNotFound";
+pub const REASON_EXPIRED: &str = "Expired";
+pub const REASON_SECRET_CONFLICT: &str = "SecretConflict";
+pub const REASON_KUBERNETES_ERROR: &str = "KubernetesError";
+
+impl SyncError {
+    pub fn kube(action: &'static str) -> impl FnOnce(kube::Error) -> Self {
+        move |source| Self::Kube { action, source }
+    }
+
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::CredentialsNotFound(_) => REASON_CREDENTIALS_NOT_FOUND,
+            Self::Tencent { err } => err.reason(),
+            Self::Bundle(err) => err.reason(),
+            Self::Expired { .. } => REASON_EXPIRED,
+            Self::SecretConflict(_) => REASON_SECRET_CONFLICT,
+            Self::Kube { .. } => REASON_KUBERNETES_ERROR,
+        }
+    }
+
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Self::CredentialsNotFound(_) => ErrorClass::Credentials,
+            Self::Tencent { err } => err.class(),
+            Self::Bundle(_) | Self::Expired { .. } | Self::SecretConflict(_) => {
+                ErrorClass::Permanent
+            }
+            // Conflicts, timeouts and 5xx from the apiserver pass; RBAC errors need a human but retrying
+            // with backoff is harmless.
+            Self::Kube { .. } => ErrorClass::Transient,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_and_classes_follow_the_design_table() {
+        let tencent = SyncError::from(TencentError::Api {
+            action: "DownloadCertificate".into(),
+            code: "FailedOperation.NetworkError".into(),
+            message: "CA busy".into(),
+            request_id: "r".into(),
+        });
+        assert_eq!(
+            (tencent.reason(), tencent.class()),
+            ("NetworkError", ErrorClass::Transient)
+        );
+        assert!(tencent.to_string().contains("retries with backoff"));
+        let key_missing = SyncError::from(BundleError::KeyMissing {
+            certificate: "CN=shop".into(),
+        });
+        assert_eq!(
+            (key_missing.reason(), key_missing.class()),
+            ("KeyMissing", ErrorClass::Permanent)
+        );
+        let creds = SyncError::CredentialsNotFound("Secret web/tencent not found".into());
+        assert_eq!(
+            (creds.reason(), creds.class()),
+            ("CredentialsNotFound", ErrorClass::Credentials)
+        );
+        let expired = SyncError::Expired {
+            certificate_id: "aBcD1234".into(),
+            not_after: "2020-01-01T00:00:00Z".into(),
+        };
+        assert_eq!(
+            (expired.reason(), expired.class()),
+            ("Expired", ErrorClass::Permanent)
+        );
+        assert!(expired.to_string().contains("renew it in Tencent Cloud"));
+    }
+}

@@ -1,0 +1,588 @@
+//! What a reconcile must do, decided by an ordered chain of pure checks over what was observed — the shape
+//! of cert-manager's certificate "policy checks". The first check that fires decides; no I/O here.
+
+use k8s_openapi::api::core::v1::Secret;
+
+use crate::bundle::{BundleError, CertBundle};
+use crate::crd::TencentCertificate;
+use crate::secret::{self, CERTIFICATE_ID_ANNOTATION, FIELD_MANAGER, TLS_SECRET_TYPE};
+
+/// The annotation on a `TencentCertificate` whose every new value forces an immediate re-download.
+pub const REFRESH_REQUESTED_ANNOTATION: &str = "tencentcert.io/refresh-requested-at";
+
+/// Whose Secret is at the target name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ownership {
+    Absent,
+    Ours,
+    /// Not ours, but its owner consented (`tencentcert.io/adopt: "true"`).
+    Adoptable,
+    Foreign,
+}
+
+pub fn ownership(cr: &TencentCertificate, existing: Option<&Secret>) -> Ownership {
+    let Some(existing) = existing else {
+        return Ownership::Absent;
+    };
+    let name = cr.metadata.name.as_deref().unwrap_or_default();
+    let uid = cr.metadata.uid.as_deref().unwrap_or_default();
+    if secret::is_owned_by(existing, name, uid) {
+        Ownership::Ours
+    } else if secret::adoption_allowed(existing) {
+        Ownership::Adoptable
+    } else {
+        Ownership::Foreign
+    }
+}
+
+/// Why the certificate must be downloaded now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DownloadTrigger {
+    SecretMissing,
+    Adopting,
+    WrongSecretType(String),
+    SecretDataInvalid(String),
+    CertificateIdChanged {
+        serving: String,
+    },
+    /// The Secret holds a valid certificate, but not the one last synced (someone replaced the data).
+    DataDrift,
+    SpecChanged,
+    RefreshRequested(String),
+    RefreshDue,
+}
+
+impl DownloadTrigger {
+    pub fn describe(&self) -> String {
+        match self {
+            Self::SecretMissing => "the Secret does not exist".into(),
+            Self::Adopting => "adopting an existing Secret whose owner consented".into(),
+            Self::WrongSecretType(t) => format!("the Secret has type {t}, not {TLS_SECRET_TYPE}"),
+            Self::SecretDataInvalid(why) => format!("the Secret's data is not usable: {why}"),
+            Self::CertificateIdChanged { serving } => {
+                format!("the Secret holds certificate {serving}, not the one in the spec")
+            }
+            Self::DataDrift => {
+                "the Secret's certificate was replaced by something other than the operator".into()
+            }
+            Self::SpecChanged => "the spec changed".into(),
+            Self::RefreshRequested(at) => format!("a refresh was requested ({at})"),
+            Self::RefreshDue => "the refresh interval elapsed".into(),
+        }
+    }
+
+    /// Whether a recently cached download is good enough (not when the user explicitly asked for fresh).
+    pub fn accepts_cached(&self) -> bool {
+        !matches!(self, Self::RefreshRequested(_))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// The Secret belongs to someone else: never touch it.
+    Conflict(String),
+    Download(DownloadTrigger),
+    /// Data is right, labels/annotations/owner references drifted: re-apply from the Secret's own data.
+    RepairMetadata,
+    UpToDate,
+}
+
+/// What the reconcile saw, gathered by the controller.
+pub struct Observed<'a> {
+    pub cr: &'a TencentCertificate,
+    pub existing: Option<&'a Secret>,
+    /// The existing Secret's data read back as a bundle, when it has any.
+    pub serving: Option<&'a Result<CertBundle, BundleError>>,
+    /// The Secret the operator would write from `serving` (for drift checks), when `serving` is usable.
+    pub desired_from_serving: Option<&'a Secret>,
+    pub now: jiff::Timestamp,
+}
+
+type Check = fn(&Observed<'_>) -> Option<Decision>;
+
+/// The checks, in order: safety first, then reasons to download, then cheap repairs.
+const CHECKS: &[Check] = &[
+    check_conflict,
+    check_missing,
+    check_adoption,
+    check_type,
+    check_data,
+    check_certificate_id,
+    check_data_drift,
+    check_spec_changed,
+    check_refresh_requested,
+    check_refresh_due,
+    check_metadata_drift,
+];
+
+pub fn decide(observed: &Observed<'_>) -> Decision {
+    CHECKS
+        .iter()
+        .find_map(|check| check(observed))
+        .unwrap_or(Decision::UpToDate)
+}
+
+fn check_conflict(o: &Observed<'_>) -> Option<Decision> {
+    (ownership(o.cr, o.existing) == Ownership::Foreign).then(|| {
+        Decision::Conflict(format!(
+            "Secret {} exists and is not managed by this TencentCertificate; delete or rename it, set \
+             spec.secretName to another name, or annotate the Secret with tencentcert.io/adopt=\"true\" \
+             to let the operator take it over",
+            o.cr.secret_name()
+        ))
+    })
+}
+
+fn check_missing(o: &Observed<'_>) -> Option<Decision> {
+    o.existing
+        .is_none()
+        .then_some(Decision::Download(DownloadTrigger::SecretMissing))
+}
+
+fn check_adoption(o: &Observed<'_>) -> Option<Decision> {
+    (ownership(o.cr, o.existing) == Ownership::Adoptable)
+        .then_some(Decision::Download(DownloadTrigger::Adopting))
+}
+
+fn check_type(o: &Observed<'_>) -> Option<Decision> {
+    let type_ = o.existing?.type_.as_deref().unwrap_or("Opaque");
+    (type_ != TLS_SECRET_TYPE)
+        .then(|| Decision::Download(DownloadTrigger::WrongSecretType(type_.to_string())))
+}
+
+fn check_data(o: &Observed<'_>) -> Option<Decision> {
+    match o.serving {
+        None => Some(DownloadTrigger::SecretDataInvalid(
+            "tls.crt or tls.key is missing".into(),
+        )),
+        Some(Err(err)) => Some(DownloadTrigger::SecretDataInvalid(err.to_string())),
+        Some(Ok(_)) => None,
+    }
+    .map(Decision::Download)
+}
+
+fn serving_certificate_id(existing: &Secret) -> Option<&str> {
+    existing
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(CERTIFICATE_ID_ANNOTATION)
+        .map(String::as_str)
+}
+
+fn check_certificate_id(o: &Observed<'_>) -> Option<Decision> {
+    let serving = serving_certificate_id(o.existing?).unwrap_or("");
+    (serving != o.cr.spec.certificate_id).then(|| {
+        Decision::Download(DownloadTrigger::CertificateIdChanged {
+            serving: serving.to_string(),
+        })
+    })
+}
+
+fn check_data_drift(o: &Observed<'_>) -> Option<Decision> {
+    let synced = o.cr.status.as_ref()?.fingerprint_sha256.as_deref()?;
+    let serving = o.serving?.as_ref().ok()?;
+    (serving.meta.fingerprint_sha256 != synced)
+        .then_some(Decision::Download(DownloadTrigger::DataDrift))
+}
+
+fn check_spec_changed(o: &Observed<'_>) -> Option<Decision> {
+    let observed = o.cr.status.as_ref().and_then(|s| s.observed_generation);
+    (observed != o.cr.metadata.generation)
+        .then_some(Decision::Download(DownloadTrigger::SpecChanged))
+}
+
+fn check_refresh_requested(o: &Observed<'_>) -> Option<Decision> {
+    let requested =
+        o.cr.metadata
+            .annotations
+            .as_ref()?
+            .get(REFRESH_REQUESTED_ANNOTATION)?;
+    let handled =
+        o.cr.status
+            .as_ref()
+            .and_then(|s| s.last_refresh_request.as_ref());
+    (handled != Some(requested))
+        .then(|| Decision::Download(DownloadTrigger::RefreshRequested(requested.clone())))
+}
+
+fn check_refresh_due(o: &Observed<'_>) -> Option<Decision> {
+    let next =
+        o.cr.status
+            .as_ref()
+            .and_then(|s| s.next_sync_time.as_deref())
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    match next {
+        Some(next) if next > o.now => None,
+        _ => Some(Decision::Download(DownloadTrigger::RefreshDue)),
+    }
+}
+
+fn check_metadata_drift(o: &Observed<'_>) -> Option<Decision> {
+    let existing = o.existing?;
+    let desired = o.desired_from_serving?;
+    (!secret::data_matches(existing, desired) || needs_metadata_write(existing, desired, o.cr))
+        .then_some(Decision::RepairMetadata)
+}
+
+/// Whether applying `desired` would change `existing`'s labels, annotations or owner references.
+pub fn needs_metadata_write(existing: &Secret, desired: &Secret, cr: &TencentCertificate) -> bool {
+    !secret::metadata_matches(existing, desired)
+        || !ownership_matches(existing, desired, cr)
+        || owns_undesired_keys(existing, desired)
+}
+
+/// An owner reference to this resource must be present exactly when the desired Secret has one, so that
+/// switching `deletionPolicy` to `Retain` on a live resource drops it (else the GC would delete the Secret).
+fn ownership_matches(existing: &Secret, desired: &Secret, cr: &TencentCertificate) -> bool {
+    let uid = cr.metadata.uid.as_deref().unwrap_or_default();
+    let references = |s: &Secret| {
+        s.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|r| r.uid == uid)
+    };
+    references(existing) == references(desired)
+}
+
+/// Labels, annotations or data keys our field manager applied earlier but no longer wants (e.g. a label
+/// removed from `secretTemplate`): a new apply removes them.
+fn owns_undesired_keys(existing: &Secret, desired: &Secret) -> bool {
+    let owned = owned_fields(existing);
+    let wanted = |section: &str, key: &str| match section {
+        "labels" => desired
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|m| m.contains_key(key)),
+        "annotations" => desired
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|m| m.contains_key(key)),
+        "data" => desired.data.as_ref().is_some_and(|m| m.contains_key(key)),
+        _ => true,
+    };
+    owned.iter().any(|(section, key)| !wanted(section, key))
+}
+
+/// (section, key) pairs of labels, annotations and data that `FIELD_MANAGER` owns per `managedFields`.
+fn owned_fields(existing: &Secret) -> Vec<(String, String)> {
+    let mut owned = Vec::new();
+    for entry in existing.metadata.managed_fields.iter().flatten() {
+        if entry.manager.as_deref() != Some(FIELD_MANAGER)
+            || entry.operation.as_deref() != Some("Apply")
+        {
+            continue;
+        }
+        let Some(fields) = entry.fields_v1.as_ref() else {
+            continue;
+        };
+        let sections = [
+            (fields.0.pointer("/f:metadata/f:labels"), "labels"),
+            (fields.0.pointer("/f:metadata/f:annotations"), "annotations"),
+            (fields.0.pointer("/f:data"), "data"),
+        ];
+        for (tree, section) in sections {
+            let Some(keys) = tree.and_then(|t| t.as_object()) else {
+                continue;
+            };
+            owned.extend(
+                keys.keys()
+                    .filter_map(|k| k.strip_prefix("f:"))
+                    .map(|k| (section.to_string(), k.to_string())),
+            );
+        }
+    }
+    owned
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{TencentCertificateSpec, TencentCertificateStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+        FieldsV1, ManagedFieldsEntry, OwnerReference,
+    };
+    use std::collections::BTreeMap;
+
+    fn cr() -> TencentCertificate {
+        let mut cr = TencentCertificate::new(
+            "shop",
+            serde_json::from_value::<TencentCertificateSpec>(
+                serde_json::json!({"certificateId": "aBcD1234"}),
+            )
+            .unwrap(),
+        );
+        cr.metadata.namespace = Some("web".into());
+        cr.metadata.uid = Some("uid-1".into());
+        cr.metadata.generation = Some(1);
+        cr.status = Some(TencentCertificateStatus {
+            observed_generation: Some(1),
+            next_sync_time: Some("2099-01-01T00:00:00Z".into()),
+            ..Default::default()
+        });
+        cr
+    }
+
+    fn secret_with(labels: &[(&str, &str)], annotations: &[(&str, &str)], type_: &str) -> Secret {
+        let map = |pairs: &[(&str, &str)]| {
+            Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect::<BTreeMap<_, _>>(),
+            )
+        };
+        let mut s = Secret::default();
+        s.metadata.name = Some("shop".into());
+        s.metadata.labels = map(labels);
+        s.metadata.annotations = map(annotations);
+        s.type_ = Some(type_.into());
+        s
+    }
+
+    fn ours() -> Secret {
+        secret_with(
+            &[("tencentcert.io/certificate-name", "shop")],
+            &[("tencentcert.io/certificate-id", "aBcD1234")],
+            TLS_SECRET_TYPE,
+        )
+    }
+
+    fn decide_with(
+        cr: &TencentCertificate,
+        existing: Option<&Secret>,
+        serving_ok: bool,
+        desired: Option<&Secret>,
+    ) -> Decision {
+        let serving: Result<CertBundle, BundleError> = if serving_ok {
+            Ok(sample_bundle())
+        } else {
+            Err(BundleError::KeyMissing {
+                certificate: "CN=shop".into(),
+            })
+        };
+        decide(&Observed {
+            cr,
+            existing,
+            serving: existing.map(|_| &serving),
+            desired_from_serving: desired,
+            now: "2030-01-01T00:00:00Z".parse().unwrap(),
+        })
+    }
+
+    fn sample_bundle() -> CertBundle {
+        CertBundle {
+            chain_pem: String::new(),
+            key_pem: String::new(),
+            ca_pem: None,
+            meta: crate::bundle::CertMetadata {
+                not_before: "2029-01-01T00:00:00Z".parse().unwrap(),
+                not_after: "2031-01-01T00:00:00Z".parse().unwrap(),
+                serial_hex: "01".into(),
+                fingerprint_sha256: "ff".into(),
+                subject_cn: None,
+                dns_names: vec![],
+                ip_addresses: vec![],
+                issuer_cn: None,
+                key_algorithm: crate::bundle::KeyAlgorithm::EcdsaP256,
+            },
+        }
+    }
+
+    #[test]
+    fn a_missing_secret_is_downloaded() {
+        assert_eq!(
+            decide_with(&cr(), None, true, None),
+            Decision::Download(DownloadTrigger::SecretMissing)
+        );
+    }
+
+    #[test]
+    fn a_foreign_secret_is_a_conflict_even_when_everything_else_is_due() {
+        let foreign = secret_with(&[("app", "other")], &[], "Opaque");
+        let mut due = cr();
+        due.metadata.generation = Some(7);
+        assert!(
+            matches!(decide_with(&due, Some(&foreign), false, None), Decision::Conflict(m) if m.contains("tencentcert.io/adopt"))
+        );
+    }
+
+    #[test]
+    fn a_consenting_secret_is_adopted() {
+        let consenting = secret_with(&[], &[("tencentcert.io/adopt", "true")], "Opaque");
+        assert_eq!(
+            decide_with(&cr(), Some(&consenting), false, None),
+            Decision::Download(DownloadTrigger::Adopting)
+        );
+    }
+
+    #[test]
+    fn an_owner_reference_alone_makes_the_secret_ours() {
+        let mut referenced = secret_with(
+            &[],
+            &[("tencentcert.io/certificate-id", "aBcD1234")],
+            TLS_SECRET_TYPE,
+        );
+        referenced.metadata.owner_references = Some(vec![OwnerReference {
+            uid: "uid-1".into(),
+            ..Default::default()
+        }]);
+        assert_eq!(ownership(&cr(), Some(&referenced)), Ownership::Ours);
+    }
+
+    #[test]
+    fn our_secret_of_the_wrong_type_is_rebuilt() {
+        let mut opaque = ours();
+        opaque.type_ = Some("Opaque".into());
+        assert_eq!(
+            decide_with(&cr(), Some(&opaque), true, None),
+            Decision::Download(DownloadTrigger::WrongSecretType("Opaque".into()))
+        );
+    }
+
+    #[test]
+    fn unusable_data_is_downloaded_again() {
+        assert!(matches!(
+            decide_with(&cr(), Some(&ours()), false, None),
+            Decision::Download(DownloadTrigger::SecretDataInvalid(_))
+        ));
+    }
+
+    #[test]
+    fn a_changed_certificate_id_is_downloaded() {
+        let mut changed = cr();
+        changed.spec.certificate_id = "NeW12345".into();
+        assert_eq!(
+            decide_with(&changed, Some(&ours()), true, None),
+            Decision::Download(DownloadTrigger::CertificateIdChanged {
+                serving: "aBcD1234".into()
+            })
+        );
+    }
+
+    #[test]
+    fn a_replaced_certificate_is_downloaded_again() {
+        let mut synced = cr();
+        synced.status.as_mut().unwrap().fingerprint_sha256 = Some("aa".into());
+        assert_eq!(
+            decide_with(&synced, Some(&ours()), true, Some(&ours())),
+            Decision::Download(DownloadTrigger::DataDrift)
+        );
+        synced.status.as_mut().unwrap().fingerprint_sha256 = Some("ff".into());
+        assert_eq!(
+            decide_with(&synced, Some(&ours()), true, Some(&ours())),
+            Decision::UpToDate
+        );
+    }
+
+    #[test]
+    fn a_new_generation_is_downloaded() {
+        let mut edited = cr();
+        edited.metadata.generation = Some(2);
+        assert_eq!(
+            decide_with(&edited, Some(&ours()), true, None),
+            Decision::Download(DownloadTrigger::SpecChanged)
+        );
+    }
+
+    #[test]
+    fn a_new_refresh_request_value_is_downloaded_once() {
+        let mut requested = cr();
+        requested.metadata.annotations =
+            Some([(REFRESH_REQUESTED_ANNOTATION.to_string(), "t1".to_string())].into());
+        let decision = decide_with(&requested, Some(&ours()), true, Some(&ours()));
+        assert_eq!(
+            decision,
+            Decision::Download(DownloadTrigger::RefreshRequested("t1".into()))
+        );
+        assert!(!DownloadTrigger::RefreshRequested("t1".into()).accepts_cached());
+        requested.status.as_mut().unwrap().last_refresh_request = Some("t1".into());
+        assert_eq!(
+            decide_with(&requested, Some(&ours()), true, Some(&ours())),
+            Decision::UpToDate
+        );
+    }
+
+    #[test]
+    fn a_past_next_sync_time_is_due() {
+        let mut due = cr();
+        due.status.as_mut().unwrap().next_sync_time = Some("2029-12-31T23:59:59Z".into());
+        assert_eq!(
+            decide_with(&due, Some(&ours()), true, Some(&ours())),
+            Decision::Download(DownloadTrigger::RefreshDue)
+        );
+        due.status.as_mut().unwrap().next_sync_time = None;
+        assert_eq!(
+            decide_with(&due, Some(&ours()), true, Some(&ours())),
+            Decision::Download(DownloadTrigger::RefreshDue)
+        );
+    }
+
+    #[test]
+    fn label_drift_is_repaired_without_download() {
+        let mut desired = ours();
+        desired
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("team".into(), "web".into());
+        assert_eq!(
+            decide_with(&cr(), Some(&ours()), true, Some(&desired)),
+            Decision::RepairMetadata
+        );
+    }
+
+    #[test]
+    fn a_template_label_removed_from_the_spec_is_repaired() {
+        let mut existing = ours();
+        existing
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("team".into(), "web".into());
+        existing.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
+            manager: Some(FIELD_MANAGER.into()),
+            operation: Some("Apply".into()),
+            fields_v1: Some(FieldsV1(
+                serde_json::json!({"f:metadata": {"f:labels": {"f:team": {}, "f:tencentcert.io/certificate-name": {}}}}),
+            )),
+            ..Default::default()
+        }]);
+        assert_eq!(
+            decide_with(&cr(), Some(&existing), true, Some(&ours())),
+            Decision::RepairMetadata
+        );
+        // A label someone else added is not ours to remove.
+        existing.metadata.managed_fields = None;
+        assert_eq!(
+            decide_with(&cr(), Some(&existing), true, Some(&ours())),
+            Decision::UpToDate
+        );
+    }
+
+    #[test]
+    fn switching_to_retain_drops_our_owner_reference() {
+        let mut existing = ours();
+        existing.metadata.owner_references = Some(vec![OwnerReference {
+            uid: "uid-1".into(),
+            ..Default::default()
+        }]);
+        assert_eq!(
+            decide_with(&cr(), Some(&existing), true, Some(&ours())),
+            Decision::RepairMetadata
+        );
+    }
+
+    #[test]
+    fn everything_in_place_is_up_to_date() {
+        assert_eq!(
+            decide_with(&cr(), Some(&ours()), true, Some(&ours())),
+            Decision::UpToDate
+        );
+    }
+}

@@ -1,0 +1,277 @@
+//! The simulator's HTTP surface: Tencent API 3.0 on `POST /`, plus `/_sim/*` control endpoints.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, Uri};
+use axum::routing::{get, post};
+use base64::Engine;
+use serde_json::{Value, json};
+
+use super::auth::{self, IncomingRequest};
+use super::state::{Fault, Latency, SimCertificate, SimState, Stats};
+use crate::tencent::client::{ACTION_DESCRIBE_DETAIL, ACTION_DOWNLOAD, STATUS_ISSUED};
+
+pub fn router(state: Arc<SimState>) -> Router {
+    Router::new()
+        .route("/", post(api))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/_sim/stats", get(stats))
+        .route("/_sim/stats/reset", post(reset_stats))
+        .route("/_sim/faults", post(add_fault).delete(clear_faults))
+        .route("/_sim/latency", post(add_latency))
+        .route("/_sim/certificates", get(list_certificates))
+        .with_state(state)
+}
+
+fn request_id() -> String {
+    // UUID v4 layout, like Tencent's RequestIds.
+    let hex = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[17..20],
+        &hex[20..32]
+    )
+}
+
+fn error_response(code: &str, message: &str) -> Json<Value> {
+    Json(json!({
+        "Response": {
+            "Error": { "Code": code, "Message": message },
+            "RequestId": request_id(),
+        }
+    }))
+}
+
+fn success_response(mut fields: Value) -> Json<Value> {
+    if let Some(object) = fields.as_object_mut() {
+        object.insert("RequestId".into(), Value::String(request_id()));
+    }
+    Json(json!({ "Response": fields }))
+}
+
+async fn api(
+    State(state): State<Arc<SimState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Json<Value> {
+    let headers: HashMap<String, String> = headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_ascii_lowercase(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let action_header = headers
+        .get("x-tc-action")
+        .cloned()
+        .unwrap_or_else(|| "-".to_string());
+    let incoming = IncomingRequest {
+        method: method.as_str(),
+        query: uri.query().unwrap_or(""),
+        headers: &headers,
+        body: &body,
+    };
+    let caller = match auth::authenticate(&incoming, &state.accounts, state.now()) {
+        Ok(caller) => caller,
+        Err(rejection) => {
+            state.record(&action_header, rejection.code, None);
+            return error_response(rejection.code, &rejection.message);
+        }
+    };
+    let action = caller.action.as_str();
+    let params: Value = match serde_json::from_slice(&body) {
+        Ok(Value::Object(map)) => Value::Object(map),
+        _ => {
+            state.record(action, "InvalidParameter", None);
+            return error_response("InvalidParameter", "The request body is not a JSON object.");
+        }
+    };
+    if !state.admit(&caller.secret_id, action) {
+        state.record(action, "RequestLimitExceeded", None);
+        return error_response(
+            "RequestLimitExceeded",
+            "Your current request times equals to `limit`, please retry later.",
+        );
+    }
+    if action != ACTION_DOWNLOAD && action != ACTION_DESCRIBE_DETAIL {
+        state.record(action, "InvalidAction", None);
+        return error_response(
+            "InvalidAction",
+            &format!("The action `{action}` is not supported by the simulator."),
+        );
+    }
+    let certificate_id = match params.get("CertificateId") {
+        None | Some(Value::Null) => {
+            state.record(action, "MissingParameter", None);
+            return error_response(
+                "MissingParameter",
+                "The request is missing a required parameter `CertificateId`.",
+            );
+        }
+        Some(Value::String(id)) if !id.trim().is_empty() => id.clone(),
+        Some(_) => {
+            state.record(action, "InvalidParameter", None);
+            return error_response(
+                "InvalidParameter",
+                "The parameter `CertificateId` must be a non-empty string.",
+            );
+        }
+    };
+    let delay = state.latency_for(&certificate_id);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    if let Some(code) = state.take_fault(&certificate_id) {
+        state.record(action, &code, Some(&certificate_id));
+        return error_response(&code, "Injected by the simulator.");
+    }
+    let Some(certificate) = state.certificate(&certificate_id) else {
+        state.record(
+            action,
+            "FailedOperation.CertificateNotFound",
+            Some(&certificate_id),
+        );
+        return error_response(
+            "FailedOperation.CertificateNotFound",
+            "Certificate does not exist.",
+        );
+    };
+    let answer = if action == ACTION_DOWNLOAD {
+        download(&certificate)
+    } else {
+        Ok(detail(&certificate))
+    };
+    match answer {
+        Ok(fields) => {
+            state.record(action, "Success", Some(&certificate_id));
+            success_response(fields)
+        }
+        Err((code, message)) => {
+            state.record(action, code, Some(&certificate_id));
+            error_response(code, message)
+        }
+    }
+}
+
+fn download(certificate: &SimCertificate) -> Result<Value, (&'static str, &'static str)> {
+    if certificate.status != STATUS_ISSUED {
+        return Err((
+            "FailedOperation.InvalidCertificateStatusCode",
+            "The certificate status does not allow this operation.",
+        ));
+    }
+    Ok(json!({
+        "Content": base64::engine::general_purpose::STANDARD.encode(&certificate.zip),
+        "ContentType": "application/zip",
+    }))
+}
+
+/// Tencent's `YYYY-MM-DD HH:MM:SS` in UTC+8.
+fn tencent_time(timestamp: Option<jiff::Timestamp>) -> Value {
+    timestamp
+        .map(|t| {
+            let beijing = t.to_zoned(jiff::tz::Offset::constant(8).to_time_zone());
+            Value::String(beijing.strftime("%Y-%m-%d %H:%M:%S").to_string())
+        })
+        .unwrap_or(Value::Null)
+}
+
+fn status_name(status: i64) -> &'static str {
+    match status {
+        0 => "审核中",
+        1 => "已通过",
+        2 => "审核失败",
+        3 => "已过期",
+        7 => "已取消",
+        10 => "已吊销",
+        11 => "重颁发中",
+        _ => "未知",
+    }
+}
+
+fn detail(certificate: &SimCertificate) -> Value {
+    json!({
+        "CertificateId": certificate.id,
+        "Status": certificate.status,
+        "StatusName": status_name(certificate.status),
+        "Domain": certificate.domain,
+        "SubjectAltName": certificate.subject_alt_names,
+        "CertificateType": "SVR",
+        "From": certificate.from,
+        "CertBeginTime": tencent_time(certificate.not_before),
+        "CertEndTime": tencent_time(certificate.not_after),
+        "CertFingerprint": certificate.fingerprint_sha1,
+        "RenewAble": false,
+        "Deployable": true,
+        "CertificateExtra": {
+            "RenewOrder": null,
+            "OriginCertificateId": null,
+            "ReplacedBy": null,
+            "ReplacedFor": null,
+            "SMCert": 0,
+        },
+    })
+}
+
+async fn stats(State(state): State<Arc<SimState>>) -> Json<Stats> {
+    Json(state.stats())
+}
+
+async fn reset_stats(State(state): State<Arc<SimState>>) -> Json<Value> {
+    state.reset_stats();
+    Json(json!({"ok": true}))
+}
+
+async fn add_fault(State(state): State<Arc<SimState>>, Json(fault): Json<Fault>) -> Json<Value> {
+    state.add_fault(fault);
+    Json(json!({"ok": true}))
+}
+
+async fn clear_faults(State(state): State<Arc<SimState>>) -> Json<Value> {
+    state.clear_faults();
+    Json(json!({"ok": true}))
+}
+
+async fn add_latency(
+    State(state): State<Arc<SimState>>,
+    Json(latency): Json<Latency>,
+) -> Json<Value> {
+    state.add_latency(latency);
+    Json(json!({"ok": true}))
+}
+
+async fn list_certificates(State(state): State<Arc<SimState>>) -> Json<Value> {
+    Json(json!({ "CertificateIds": state.certificate_ids() }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_look_like_uuids() {
+        let id = request_id();
+        assert_eq!(id.len(), 36);
+        assert_eq!(id.matches('-').count(), 4);
+        assert_ne!(id, request_id());
+    }
+
+    #[test]
+    fn detail_times_are_rendered_in_beijing_time() {
+        let t: jiff::Timestamp = "2024-12-31T23:59:59Z".parse().unwrap();
+        assert_eq!(tencent_time(Some(t)), json!("2025-01-01 07:59:59"));
+        assert_eq!(tencent_time(None), Value::Null);
+    }
+}

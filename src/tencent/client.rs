@@ -1,0 +1,707 @@
+//! The Tencent Cloud SSL API client: one per operator, shared by all reconciles.
+//!
+//! Each attempt is signed afresh, right before sending. Calls pass through the per-action rate limiter;
+//! concurrent downloads of one certificate with one credential set share a single HTTP request, and a
+//! short-lived cache serves bursts. Shared results are keyed by a digest of the *whole* credential set, so a
+//! caller holding someone else's SecretId with the wrong key never receives their certificate.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::credentials::Credentials;
+use super::error::TencentError;
+use super::limiter::{LimiterConfig, RateLimiter};
+use super::sign::{self, RequestToSign};
+
+pub const DEFAULT_ENDPOINT: &str = "https://ssl.tencentcloudapi.com";
+pub const API_VERSION: &str = "2019-12-05";
+/// The service name in the credential scope: `ssl` for both the China and the international host.
+pub const SERVICE: &str = "ssl";
+/// The exact Content-Type sent and signed (Tencent's Python SDK sends this value, without a charset).
+pub const CONTENT_TYPE: &str = "application/json";
+pub const ACTION_DOWNLOAD: &str = "DownloadCertificate";
+pub const ACTION_DESCRIBE_DETAIL: &str = "DescribeCertificateDetail";
+
+/// Responses larger than this are refused (a certificate ZIP is a few KiB).
+const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+/// Extra attempts after a rate-limit answer (the limiter has slowed down by then), like the SDK's retryer.
+const RATE_LIMIT_RETRIES: u32 = 2;
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `https://ssl.tencentcloudapi.com`, `https://ssl.intl.tencentcloudapi.com`, or a simulator URL.
+    pub endpoint: String,
+    pub timeout: Duration,
+    pub limiter: LimiterConfig,
+    /// How long a successful download serves later callers (≤ 60 s by design).
+    pub download_cache_ttl: Duration,
+    /// `X-TC-Language`: the language of Tencent's error messages.
+    pub language: String,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: DEFAULT_ENDPOINT.to_string(),
+            timeout: Duration::from_secs(10),
+            limiter: LimiterConfig::default(),
+            download_cache_ttl: Duration::from_secs(10),
+            language: "en-US".to_string(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientBuildError {
+    #[error("invalid Tencent endpoint {endpoint:?}: {why}")]
+    InvalidEndpoint { endpoint: String, why: String },
+    #[error("cannot build the HTTP client: {0}")]
+    Http(String),
+}
+
+/// A downloaded certificate archive: the decoded ZIP bytes. `Debug` shows only the size.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Download {
+    pub zip: Vec<u8>,
+    pub request_id: String,
+}
+
+impl fmt::Debug for Download {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Download")
+            .field("zip", &format_args!("<{} bytes>", self.zip.len()))
+            .field("request_id", &self.request_id)
+            .finish()
+    }
+}
+
+/// Renewal and reissue links of a certificate (`CertificateExtra`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct CertificateExtra {
+    pub renew_order: Option<String>,
+    pub origin_certificate_id: Option<String>,
+    pub replaced_by: Option<String>,
+    pub replaced_for: Option<String>,
+    #[serde(rename = "SMCert")]
+    pub sm_cert: Option<i64>,
+}
+
+/// Status code 1: issued, the only state whose certificate is usable.
+pub const STATUS_ISSUED: i64 = 1;
+
+/// What `DescribeCertificateDetail` says about a certificate. The private key the API may also return
+/// is deliberately not deserialised, so it never lives in this process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateDetail {
+    pub certificate_id: String,
+    pub status: Option<i64>,
+    pub status_name: Option<String>,
+    /// The main domain (certificate CN).
+    pub domain: Option<String>,
+    /// The other names, excluding `domain` (in the detail response, unlike the list response).
+    pub subject_alt_names: Vec<String>,
+    /// `SVR` (server) or `CA` (client).
+    pub certificate_type: Option<String>,
+    /// Brand or origin: `trustasia`, `upload`, …
+    pub from: Option<String>,
+    pub not_before: Option<jiff::Timestamp>,
+    pub not_after: Option<jiff::Timestamp>,
+    pub inserted_at: Option<jiff::Timestamp>,
+    /// SHA-1 fingerprint as Tencent reports it.
+    pub fingerprint_sha1: Option<String>,
+    pub renewable: Option<bool>,
+    pub deployable: Option<bool>,
+    pub encrypt_algorithm: Option<String>,
+    pub extra: CertificateExtra,
+    pub request_id: String,
+}
+
+impl CertificateDetail {
+    pub fn is_issued(&self) -> bool {
+        self.status == Some(STATUS_ISSUED)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawDetail {
+    certificate_id: Option<String>,
+    status: Option<i64>,
+    status_name: Option<String>,
+    domain: Option<String>,
+    subject_alt_name: Option<Vec<String>>,
+    certificate_type: Option<String>,
+    from: Option<String>,
+    cert_begin_time: Option<String>,
+    cert_end_time: Option<String>,
+    insert_time: Option<String>,
+    cert_fingerprint: Option<String>,
+    renew_able: Option<bool>,
+    deployable: Option<bool>,
+    encrypt_algorithm: Option<String>,
+    certificate_extra: Option<CertificateExtra>,
+}
+
+/// Parses Tencent's `YYYY-MM-DD HH:MM:SS` times, which are in UTC+8 (Beijing time).
+pub fn parse_tencent_time(text: &str) -> Option<jiff::Timestamp> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let civil = jiff::civil::DateTime::strptime("%Y-%m-%d %H:%M:%S", text).ok()?;
+    let beijing = jiff::tz::Offset::constant(8).to_time_zone();
+    civil.to_zoned(beijing).ok().map(|zoned| zoned.timestamp())
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct DownloadKey {
+    credentials: [u8; 32],
+    certificate_id: String,
+}
+
+type SharedDownload = Shared<BoxFuture<'static, Result<Arc<Download>, TencentError>>>;
+
+struct Inner {
+    http: reqwest::Client,
+    endpoint: reqwest::Url,
+    host: String,
+    config: ClientConfig,
+    limiter: RateLimiter,
+    in_flight: Mutex<HashMap<DownloadKey, SharedDownload>>,
+    cache: Mutex<HashMap<DownloadKey, (Instant, Arc<Download>)>>,
+}
+
+/// Cheap to clone; clones share the connection pool, limiter, coalescing map and cache.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoint", &self.inner.endpoint.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock means a panic elsewhere mid-update; the maps stay consistent enough to keep serving.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Client {
+    pub fn new(config: ClientConfig) -> Result<Self, ClientBuildError> {
+        let invalid = |why: &str| ClientBuildError::InvalidEndpoint {
+            endpoint: config.endpoint.clone(),
+            why: why.to_string(),
+        };
+        let endpoint =
+            reqwest::Url::parse(&config.endpoint).map_err(|e| invalid(&e.to_string()))?;
+        if !matches!(endpoint.scheme(), "http" | "https") {
+            return Err(invalid(
+                "the scheme must be https (or http for a local simulator)",
+            ));
+        }
+        if endpoint.path() != "/" || endpoint.query().is_some() {
+            return Err(invalid("API 3.0 endpoints take no path or query"));
+        }
+        let host_name = endpoint.host_str().ok_or_else(|| invalid("no host"))?;
+        // The Host header reqwest sends: the port appears only when it is not the scheme's default.
+        let host = match endpoint.port() {
+            Some(port) => format!("{host_name}:{port}"),
+            None => host_name.to_string(),
+        };
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            .user_agent(concat!("tencent-cert-operator/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientBuildError::Http(e.to_string()))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                endpoint,
+                host,
+                limiter: RateLimiter::new(config.limiter),
+                config,
+                in_flight: Mutex::new(HashMap::new()),
+                cache: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    pub fn endpoint(&self) -> &str {
+        self.inner.endpoint.as_str()
+    }
+
+    pub fn limiter(&self) -> &RateLimiter {
+        &self.inner.limiter
+    }
+
+    /// Downloads a certificate's ZIP, sharing in-flight requests and recent results (see the module docs).
+    pub async fn download_certificate(
+        &self,
+        credentials: &Credentials,
+        certificate_id: &str,
+    ) -> Result<Arc<Download>, TencentError> {
+        self.download_certificate_within(
+            credentials,
+            certificate_id,
+            self.inner.config.download_cache_ttl,
+        )
+        .await
+    }
+
+    /// Like [`Client::download_certificate`], accepting a cached result only if younger than `max_age`
+    /// (`Duration::ZERO` forces a new request, still shared with one already in flight).
+    pub async fn download_certificate_within(
+        &self,
+        credentials: &Credentials,
+        certificate_id: &str,
+        max_age: Duration,
+    ) -> Result<Arc<Download>, TencentError> {
+        let key = DownloadKey {
+            credentials: credentials.fingerprint(),
+            certificate_id: certificate_id.to_string(),
+        };
+        if let Some((fetched_at, download)) = lock(&self.inner.cache).get(&key)
+            && fetched_at.elapsed() < max_age
+        {
+            return Ok(download.clone());
+        }
+        let shared = {
+            let mut in_flight = lock(&self.inner.in_flight);
+            match in_flight.get(&key) {
+                Some(shared) => shared.clone(),
+                None => {
+                    let shared = self.clone().download_once(key.clone(), credentials.clone());
+                    in_flight.insert(key, shared.clone());
+                    shared
+                }
+            }
+        };
+        shared.await
+    }
+
+    fn download_once(self, key: DownloadKey, credentials: Credentials) -> SharedDownload {
+        async move {
+            let result = self
+                .fetch_download(&credentials, &key.certificate_id)
+                .await
+                .map(Arc::new);
+            if let Ok(download) = &result {
+                let now = Instant::now();
+                let ttl = self.inner.config.download_cache_ttl;
+                let mut cache = lock(&self.inner.cache);
+                cache.retain(|_, (at, _)| now.saturating_duration_since(*at) < ttl);
+                if !ttl.is_zero() {
+                    cache.insert(key.clone(), (now, download.clone()));
+                }
+            }
+            lock(&self.inner.in_flight).remove(&key);
+            result
+        }
+        .boxed()
+        .shared()
+    }
+
+    async fn fetch_download(
+        &self,
+        credentials: &Credentials,
+        certificate_id: &str,
+    ) -> Result<Download, TencentError> {
+        let response = self
+            .call(
+                credentials,
+                ACTION_DOWNLOAD,
+                &json!({ "CertificateId": certificate_id }),
+            )
+            .await?;
+        decode_download(certificate_id, &response)
+    }
+
+    /// Status, validity, domains and renewal links of a certificate.
+    pub async fn describe_certificate_detail(
+        &self,
+        credentials: &Credentials,
+        certificate_id: &str,
+    ) -> Result<CertificateDetail, TencentError> {
+        let response = self
+            .call(
+                credentials,
+                ACTION_DESCRIBE_DETAIL,
+                &json!({ "CertificateId": certificate_id }),
+            )
+            .await?;
+        decode_detail(certificate_id, response)
+    }
+
+    /// One API call: rate limited, signed per attempt, retried only on throttling and (once) on an expired
+    /// signature. Returns the `Response` object of a successful answer.
+    async fn call(
+        &self,
+        credentials: &Credentials,
+        action: &str,
+        params: &Value,
+    ) -> Result<Value, TencentError> {
+        let body = serde_json::to_vec(params).map_err(|e| TencentError::Malformed {
+            action: action.to_string(),
+            detail: format!("cannot encode the request: {e}"),
+        })?;
+        let mut rate_limit_retries = 0;
+        let mut resigned = false;
+        loop {
+            self.inner.limiter.acquire(action).await;
+            match self.send_once(credentials, action, &body).await {
+                Err(err) if err.is_rate_limited() => {
+                    self.inner.limiter.on_rate_limited(action);
+                    if rate_limit_retries >= RATE_LIMIT_RETRIES {
+                        return Err(err);
+                    }
+                    rate_limit_retries += 1;
+                }
+                // A request can age past Tencent's 5-minute window while queued; re-sign once.
+                Err(err) if err.code() == Some("AuthFailure.SignatureExpire") && !resigned => {
+                    resigned = true;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn send_once(
+        &self,
+        credentials: &Credentials,
+        action: &str,
+        body: &[u8],
+    ) -> Result<Value, TencentError> {
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or_default();
+        let signed = sign::sign(
+            credentials.secret_key(),
+            SERVICE,
+            timestamp,
+            &RequestToSign {
+                method: "POST",
+                query: "",
+                headers: &[("content-type", CONTENT_TYPE), ("host", &self.inner.host)],
+                payload: body,
+            },
+        );
+        let mut request = self
+            .inner
+            .http
+            .post(self.inner.endpoint.clone())
+            .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
+            .header(
+                reqwest::header::AUTHORIZATION,
+                signed.authorization(credentials.secret_id()),
+            )
+            .header("X-TC-Action", action)
+            .header("X-TC-Version", API_VERSION)
+            .header("X-TC-Timestamp", timestamp.to_string())
+            .header("X-TC-Language", &self.inner.config.language)
+            .body(body.to_vec());
+        if let Some(token) = credentials.token() {
+            request = request.header("X-TC-Token", token);
+        }
+        let transport = |err: reqwest::Error| {
+            if err.is_timeout() {
+                TencentError::Timeout {
+                    action: action.to_string(),
+                    after: self.inner.config.timeout,
+                }
+            } else {
+                TencentError::Connect {
+                    action: action.to_string(),
+                    // Without the URL: the endpoint is known, and the error text stays short.
+                    detail: error_chain(&err.without_url()),
+                }
+            }
+        };
+        let mut response = request.send().await.map_err(transport)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(TencentError::HttpStatus {
+                action: action.to_string(),
+                status: status.as_u16(),
+            });
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
+                return Err(TencentError::Malformed {
+                    action: action.to_string(),
+                    detail: format!("response larger than {MAX_RESPONSE_BYTES} bytes"),
+                });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        parse_envelope(action, &bytes)
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Splits a Tencent API 3.0 answer into the `Response` object or its `Error`.
+fn parse_envelope(action: &str, bytes: &[u8]) -> Result<Value, TencentError> {
+    let malformed = |detail: String| TencentError::Malformed {
+        action: action.to_string(),
+        detail,
+    };
+    let mut envelope: Value =
+        serde_json::from_slice(bytes).map_err(|e| malformed(format!("not JSON ({e})")))?;
+    let response = envelope
+        .get_mut("Response")
+        .map(Value::take)
+        .filter(Value::is_object)
+        .ok_or_else(|| malformed("no Response object".to_string()))?;
+    let request_id = response
+        .get("RequestId")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown")
+        .to_string();
+    if let Some(error) = response.get("Error") {
+        let code = error.get("Code").and_then(Value::as_str);
+        let Some(code) = code.filter(|c| !c.is_empty()) else {
+            return Err(malformed(format!(
+                "an Error without a Code (RequestId {request_id})"
+            )));
+        };
+        return Err(TencentError::Api {
+            action: action.to_string(),
+            code: code.to_string(),
+            message: error
+                .get("Message")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            request_id,
+        });
+    }
+    if let Some(warning) = response.get("DeprecatedWarning").filter(|w| !w.is_null()) {
+        tracing::warn!(action, %request_id, warning = %warning, "Tencent Cloud reports this API use as deprecated");
+    }
+    Ok(response)
+}
+
+fn decode_download(certificate_id: &str, response: &Value) -> Result<Download, TencentError> {
+    let request_id = response
+        .get("RequestId")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown")
+        .to_string();
+    let content = response
+        .get("Content")
+        .and_then(Value::as_str)
+        .filter(|c| !c.trim().is_empty());
+    let Some(content) = content else {
+        return Err(TencentError::EmptyContent {
+            certificate_id: certificate_id.to_string(),
+            request_id,
+        });
+    };
+    if let Some(content_type) = response.get("ContentType").and_then(Value::as_str)
+        && !content_type.is_empty()
+        && !content_type.eq_ignore_ascii_case("application/zip")
+    {
+        return Err(TencentError::UnexpectedContentType {
+            certificate_id: certificate_id.to_string(),
+            content_type: content_type.to_string(),
+            request_id,
+        });
+    }
+    let compact: String = content.chars().filter(|c| !c.is_whitespace()).collect();
+    let zip = base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .map_err(|_| TencentError::InvalidBase64 {
+            certificate_id: certificate_id.to_string(),
+            request_id: request_id.clone(),
+        })?;
+    Ok(Download { zip, request_id })
+}
+
+fn decode_detail(certificate_id: &str, response: Value) -> Result<CertificateDetail, TencentError> {
+    let request_id = response
+        .get("RequestId")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown")
+        .to_string();
+    let raw: RawDetail = serde_json::from_value(response).map_err(|e| TencentError::Malformed {
+        action: ACTION_DESCRIBE_DETAIL.to_string(),
+        detail: format!("unexpected field types ({e}) (RequestId {request_id})"),
+    })?;
+    let time = |t: &Option<String>| t.as_deref().and_then(parse_tencent_time);
+    Ok(CertificateDetail {
+        certificate_id: raw
+            .certificate_id
+            .unwrap_or_else(|| certificate_id.to_string()),
+        status: raw.status,
+        status_name: raw.status_name,
+        domain: raw.domain,
+        subject_alt_names: raw.subject_alt_name.unwrap_or_default(),
+        certificate_type: raw.certificate_type,
+        from: raw.from,
+        not_before: time(&raw.cert_begin_time),
+        not_after: time(&raw.cert_end_time),
+        inserted_at: time(&raw.insert_time),
+        fingerprint_sha1: raw.cert_fingerprint,
+        renewable: raw.renew_able,
+        deployable: raw.deployable,
+        encrypt_algorithm: raw.encrypt_algorithm,
+        extra: raw.certificate_extra.unwrap_or_default(),
+        request_id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tencent_times_are_beijing_time() {
+        let ts = parse_tencent_time("2025-01-01 07:59:59").unwrap();
+        assert_eq!(ts.to_string(), "2024-12-31T23:59:59Z");
+        assert_eq!(parse_tencent_time(""), None);
+        assert_eq!(parse_tencent_time("2025-13-01 00:00:00"), None);
+        assert_eq!(parse_tencent_time("yesterday"), None);
+    }
+
+    #[test]
+    fn envelope_errors_become_api_errors() {
+        let body = br#"{"Response":{"Error":{"Code":"FailedOperation.NetworkError","Message":"CA busy"},"RequestId":"r-1"}}"#;
+        let err = parse_envelope("DownloadCertificate", body).unwrap_err();
+        assert_eq!(
+            err,
+            TencentError::Api {
+                action: "DownloadCertificate".into(),
+                code: "FailedOperation.NetworkError".into(),
+                message: "CA busy".into(),
+                request_id: "r-1".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn malformed_envelopes_are_reported() {
+        for body in [
+            &b"<html>bad gateway</html>"[..],
+            br#"{"Foo":1}"#,
+            br#"{"Response":"x"}"#,
+            br#"{"Response":{"Error":{"Message":"no code"},"RequestId":"r"}}"#,
+        ] {
+            let err = parse_envelope("DownloadCertificate", body).unwrap_err();
+            assert!(matches!(err, TencentError::Malformed { .. }), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn download_decoding_checks_content_and_type() {
+        let ok = json!({"Content": "UEsFBg==", "ContentType": "application/zip", "RequestId": "r"});
+        assert_eq!(decode_download("a", &ok).unwrap().zip, b"PK\x05\x06");
+        let null = json!({"Content": null, "ContentType": null, "RequestId": "r"});
+        assert!(matches!(
+            decode_download("a", &null),
+            Err(TencentError::EmptyContent { .. })
+        ));
+        let html = json!({"Content": "UEsFBg==", "ContentType": "text/html", "RequestId": "r"});
+        assert!(matches!(
+            decode_download("a", &html),
+            Err(TencentError::UnexpectedContentType { .. })
+        ));
+        let garbage = json!({"Content": "%%%not base64", "RequestId": "r"});
+        assert!(matches!(
+            decode_download("a", &garbage),
+            Err(TencentError::InvalidBase64 { .. })
+        ));
+    }
+
+    #[test]
+    fn detail_decoding_reads_links_and_times() {
+        let response = json!({
+            "CertificateId": "aBcD1234",
+            "Status": 1,
+            "StatusName": "issued",
+            "Domain": "shop.example.com",
+            "SubjectAltName": ["www.shop.example.com"],
+            "CertificateType": "SVR",
+            "From": "trustasia",
+            "CertBeginTime": "2025-01-01 08:00:00",
+            "CertEndTime": "2025-04-01 07:59:59",
+            "CertificatePrivateKey": "-----BEGIN PRIVATE KEY-----secret",
+            "CertificateExtra": {"RenewOrder": "eFgH5678", "OriginCertificateId": null},
+            "RequestId": "r-2"
+        });
+        let detail = decode_detail("aBcD1234", response).unwrap();
+        assert!(detail.is_issued());
+        assert_eq!(
+            detail.not_before.unwrap().to_string(),
+            "2025-01-01T00:00:00Z"
+        );
+        assert_eq!(detail.extra.renew_order.as_deref(), Some("eFgH5678"));
+        assert_eq!(detail.subject_alt_names, vec!["www.shop.example.com"]);
+        assert!(!format!("{detail:?}").contains("secret"));
+    }
+
+    #[test]
+    fn endpoints_are_validated_and_host_includes_non_default_port() {
+        let client = Client::new(ClientConfig {
+            endpoint: "http://127.0.0.1:9000".into(),
+            ..ClientConfig::default()
+        })
+        .unwrap();
+        assert_eq!(client.inner.host, "127.0.0.1:9000");
+        let intl = Client::new(ClientConfig {
+            endpoint: "https://ssl.intl.tencentcloudapi.com".into(),
+            ..ClientConfig::default()
+        })
+        .unwrap();
+        assert_eq!(intl.inner.host, "ssl.intl.tencentcloudapi.com");
+        for bad in ["ftp://x", "https://x/path", "not a url", "https://x/?a=b"] {
+            assert!(
+                Client::new(ClientConfig {
+                    endpoint: bad.into(),
+                    ..ClientConfig::default()
+                })
+                .is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn download_debug_hides_the_archive() {
+        let download = Download {
+            zip: b"PK-secret-bytes".to_vec(),
+            request_id: "r".into(),
+        };
+        assert_eq!(
+            format!("{download:?}"),
+            "Download { zip: <15 bytes>, request_id: \"r\" }"
+        );
+    }
+}

@@ -1,0 +1,199 @@
+//! Tencent Cloud API credentials. The SecretKey and session token never appear in `Debug` or `Display`.
+
+use std::fmt;
+
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+
+/// Env var names for the token: Tencent documents none for its SDKs' env provider, and tools disagree.
+pub const TOKEN_ENV_VARS: [&str; 3] = [
+    "TENCENTCLOUD_SESSION_TOKEN",
+    "TENCENTCLOUD_SECURITY_TOKEN",
+    "TENCENTCLOUD_TOKEN",
+];
+pub const SECRET_ID_ENV_VAR: &str = "TENCENTCLOUD_SECRET_ID";
+pub const SECRET_KEY_ENV_VAR: &str = "TENCENTCLOUD_SECRET_KEY";
+
+#[derive(Clone)]
+pub struct Credentials {
+    secret_id: String,
+    secret_key: SecretString,
+    token: Option<SecretString>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialsError {
+    #[error("{0} is not set or empty")]
+    Missing(&'static str),
+    #[error("{0} contains whitespace or control characters (a copy-paste slip?)")]
+    Malformed(&'static str),
+}
+
+impl Credentials {
+    /// Builds credentials; rejects empty values and values with whitespace, a common copy-paste slip that
+    /// Tencent would only report as `AuthFailure.SecretIdNotFound`.
+    pub fn new(
+        secret_id: impl Into<String>,
+        secret_key: impl Into<String>,
+        token: Option<String>,
+    ) -> Result<Self, CredentialsError> {
+        let secret_id = secret_id.into();
+        let secret_key = secret_key.into();
+        check("secretId", &secret_id)?;
+        check("secretKey", &secret_key)?;
+        let token = match token {
+            Some(token) if !token.is_empty() => {
+                check("token", &token)?;
+                Some(SecretString::from(token))
+            }
+            _ => None,
+        };
+        Ok(Self {
+            secret_id,
+            secret_key: SecretString::from(secret_key),
+            token,
+        })
+    }
+
+    /// Reads `TENCENTCLOUD_SECRET_ID`, `TENCENTCLOUD_SECRET_KEY` and the first non-empty token variable.
+    pub fn from_env() -> Result<Self, CredentialsError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`Credentials::from_env`], over any variable lookup (testable without touching the process env).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, CredentialsError> {
+        let secret_id = lookup(SECRET_ID_ENV_VAR)
+            .filter(|v| !v.is_empty())
+            .ok_or(CredentialsError::Missing(SECRET_ID_ENV_VAR))?;
+        let secret_key = lookup(SECRET_KEY_ENV_VAR)
+            .filter(|v| !v.is_empty())
+            .ok_or(CredentialsError::Missing(SECRET_KEY_ENV_VAR))?;
+        let token = TOKEN_ENV_VARS
+            .iter()
+            .find_map(|name| lookup(name).filter(|v| !v.is_empty()));
+        Self::new(secret_id, secret_key, token)
+    }
+
+    pub fn secret_id(&self) -> &str {
+        &self.secret_id
+    }
+
+    pub(crate) fn secret_key(&self) -> &str {
+        self.secret_key.expose_secret()
+    }
+
+    pub(crate) fn token(&self) -> Option<&str> {
+        self.token.as_ref().map(|t| t.expose_secret())
+    }
+
+    /// A digest of the whole credential set, for keying shared results. Two callers that share a SecretId
+    /// but not its key must never share a download, so the key and token are part of the digest.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        for part in [
+            self.secret_id.as_str(),
+            self.secret_key(),
+            self.token().unwrap_or(""),
+        ] {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part.as_bytes());
+        }
+        hasher.finalize().into()
+    }
+}
+
+fn check(field: &'static str, value: &str) -> Result<(), CredentialsError> {
+    if value.is_empty() {
+        return Err(CredentialsError::Missing(field));
+    }
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(CredentialsError::Malformed(field));
+    }
+    Ok(())
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("secret_id", &self.secret_id)
+            .field("secret_key", &"<redacted>")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl fmt::Display for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretId {}", self.secret_id)?;
+        if self.token.is_some() {
+            f.write_str(" (temporary, with session token)")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn debug_and_display_never_show_key_or_token() {
+        let creds =
+            Credentials::new("AKIDpublic", "sEcReTkEy123", Some("t0kenV4lue".into())).unwrap();
+        for text in [
+            format!("{creds:?}"),
+            format!("{creds:#?}"),
+            creds.to_string(),
+        ] {
+            assert!(text.contains("AKIDpublic"), "{text}");
+            assert!(!text.contains("sEcReTkEy123"), "{text}");
+            assert!(!text.contains("t0kenV4lue"), "{text}");
+        }
+    }
+
+    #[test]
+    fn env_lookup_accepts_each_token_variable() {
+        for token_var in TOKEN_ENV_VARS {
+            let env: HashMap<&str, &str> = [
+                (SECRET_ID_ENV_VAR, "AKID1"),
+                (SECRET_KEY_ENV_VAR, "key1"),
+                (token_var, "tok"),
+            ]
+            .into();
+            let creds = Credentials::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap();
+            assert_eq!(creds.token(), Some("tok"), "{token_var}");
+        }
+    }
+
+    #[test]
+    fn env_lookup_reports_the_missing_variable() {
+        let env: HashMap<&str, &str> = [(SECRET_ID_ENV_VAR, "AKID1")].into();
+        let err = Credentials::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap_err();
+        assert_eq!(err, CredentialsError::Missing(SECRET_KEY_ENV_VAR));
+        let none = Credentials::from_lookup(|_| None).unwrap_err();
+        assert_eq!(none, CredentialsError::Missing(SECRET_ID_ENV_VAR));
+    }
+
+    #[test]
+    fn whitespace_in_credentials_is_rejected() {
+        assert_eq!(
+            Credentials::new("AKID1\n", "k", None).unwrap_err(),
+            CredentialsError::Malformed("secretId")
+        );
+        assert_eq!(
+            Credentials::new("AKID1", " k", None).unwrap_err(),
+            CredentialsError::Malformed("secretKey")
+        );
+    }
+
+    #[test]
+    fn fingerprint_differs_when_only_the_key_differs() {
+        let a = Credentials::new("AKID1", "key-a", None).unwrap();
+        let b = Credentials::new("AKID1", "key-b", None).unwrap();
+        let c = Credentials::new("AKID1", "key-a", Some("tok".into())).unwrap();
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        assert_ne!(a.fingerprint(), c.fingerprint());
+        assert_eq!(a.fingerprint(), a.clone().fingerprint());
+    }
+}
