@@ -366,3 +366,46 @@ fn bundle_debug_redacts_key() {
     assert!(!debug.contains("PRIVATE KEY"));
     assert_eq!(spki_of_key(&bundle.key_pem), spki_of_key(&cert.key_pem));
 }
+
+#[test]
+fn extracts_ec_key_stored_without_its_public_key() {
+    use pkcs8::der::{Decode as _, Encode as _};
+    for kind in [KeyKind::EcdsaP256, KeyKind::EcdsaP384] {
+        let (spec, cert) = leaf(kind);
+        let sec1_pem = cert.key_pem_as(KeyEncoding::Sec1).expect("sec1");
+        let sec1_der = bundle::pem::parse_blocks(sec1_pem.as_bytes(), 1)
+            .expect("pem")
+            .remove(0)
+            .der;
+        let mut ec_key = sec1::EcPrivateKey::from_der(&sec1_der).expect("sec1 der");
+        ec_key.public_key = None;
+        let stripped = bundle::pem::encode("EC PRIVATE KEY", &ec_key.to_der().expect("encode"));
+        let parts = ZipParts {
+            key_pem: Some(stripped),
+            ..parts_for(cert)
+        };
+        let from_stripped = bundle::extract(&build(ZipLayout::FlatNginx, &parts)).expect("extract");
+        assert_bundle(&from_stripped, spec, cert, pki(), true);
+        // The public key is recovered from the matching certificate, so the output is the usual one.
+        let usual =
+            bundle::extract(&build(ZipLayout::FlatNginx, &parts_for(cert))).expect("extract");
+        assert_eq!(from_stripped.key_pem, usual.key_pem);
+    }
+}
+
+#[test]
+fn secret_files_read_back_as_the_same_bundle() {
+    for kind in [KeyKind::Rsa2048, KeyKind::EcdsaP384] {
+        let (_, cert) = leaf(kind);
+        let extracted = bundle::extract(&build(ZipLayout::ServerFoldersWithRoot, &parts_for(cert)))
+            .expect("extract");
+        let ca = extracted.ca_pem.clone().unwrap_or_default();
+        let read_back = bundle::from_pem_entries(&[
+            ("tls.crt", extracted.chain_pem.as_bytes()),
+            ("tls.key", extracted.key_pem.as_bytes()),
+            ("ca.crt", ca.as_bytes()),
+        ])
+        .expect("read back");
+        assert_eq!(read_back, extracted);
+    }
+}

@@ -148,13 +148,19 @@ pub fn from_pem_entries(entries: &[(&str, &[u8])]) -> Result<CertBundle, BundleE
     Found::collect(&entries, &limits)?.into_bundle()
 }
 
+/// A private key and the entry it was first found in (for messages).
+struct SourcedKey {
+    entry: String,
+    key: PrivateKey,
+}
+
 /// Everything the PEM blocks of a ZIP yielded.
 #[derive(Default)]
 struct Found {
     /// Distinct certificates, in order of first appearance.
     certs: Vec<ParsedCert>,
     /// Distinct usable private keys, in order of first appearance.
-    keys: Vec<PrivateKey>,
+    keys: Vec<SourcedKey>,
     /// Entries holding an encrypted private key.
     encrypted_key_entries: Vec<String>,
     /// Descriptions of private keys the operator cannot serve.
@@ -187,7 +193,10 @@ impl Found {
                     found.certs.push(cert);
                 } else if key::is_private_key_label(&block.label) {
                     match key::parse_key_block(&block) {
-                        Ok(KeyBlock::Usable(key)) => raw_keys.push(key),
+                        Ok(KeyBlock::Usable(key)) => raw_keys.push(SourcedKey {
+                            entry: entry.name.clone(),
+                            key,
+                        }),
                         Ok(KeyBlock::Encrypted) => {
                             found.encrypted_key_entries.push(entry.name.clone())
                         }
@@ -210,10 +219,14 @@ impl Found {
             .iter()
             .filter_map(|cert| cert.public_key.as_ref().ok())
             .collect();
-        for mut key in raw_keys {
-            key.resolve_public(cert_public_keys.iter().copied());
-            if !found.keys.iter().any(|known| known.same_key(&key)) {
-                found.keys.push(key);
+        for mut sourced in raw_keys {
+            sourced.key.resolve_public(cert_public_keys.iter().copied());
+            if !found
+                .keys
+                .iter()
+                .any(|known| known.key.same_key(&sourced.key))
+            {
+                found.keys.push(sourced);
             }
         }
         Ok(found)
@@ -223,18 +236,18 @@ impl Found {
         if self.certs.is_empty() {
             return Err(InvalidBundleDetail::NoCertificate.into());
         }
-        let matching_keys: Vec<&PrivateKey> = self
+        let matching_keys: Vec<(&SourcedKey, &key::PublicKeyId)> = self
             .keys
             .iter()
-            .filter(|key| {
-                self.certs.iter().any(|cert| {
-                    key.public()
-                        .is_some_and(|public| cert.public_key.as_ref() == Ok(public))
-                })
+            .filter_map(|sourced| sourced.key.public().map(|public| (sourced, public)))
+            .filter(|(_, public)| {
+                self.certs
+                    .iter()
+                    .any(|cert| cert.public_key.as_ref() == Ok(*public))
             })
             .collect();
-        let key = match matching_keys.as_slice() {
-            [key] => *key,
+        let (sourced, public) = match matching_keys.as_slice() {
+            [pair] => *pair,
             [] => return Err(self.no_matching_key()),
             several => {
                 return Err(InvalidBundleDetail::SeveralKeyPairs {
@@ -243,15 +256,15 @@ impl Found {
                 .into());
             }
         };
-        let leaf_index = self.leaf_for(key)?;
+        let (leaf_index, leaf) = self.leaf_for(public)?;
         let (intermediates, root) = cert::build_chain(leaf_index, &self.certs);
 
-        let served = std::iter::once(leaf_index).chain(intermediates.iter().copied());
         let mut chain_pem = String::new();
-        for index in served {
-            let Some(cert) = self.certs.get(index) else {
-                continue;
-            };
+        for cert in std::iter::once(leaf).chain(
+            intermediates
+                .iter()
+                .filter_map(|&index| self.certs.get(index)),
+        ) {
             if let Some(what) = &cert.unsupported_signature {
                 return Err(BundleError::UnsupportedAlgorithm { what: what.clone() });
             }
@@ -261,25 +274,20 @@ impl Found {
             .and_then(|index| self.certs.get(index))
             .map(|root| pem::encode("CERTIFICATE", &root.der));
 
-        let leaf = self
-            .certs
-            .get(leaf_index)
-            .ok_or(InvalidBundleDetail::NoCertificate)?;
-        let key_algorithm = key
-            .public()
-            .map(key::PublicKeyId::algorithm)
-            .ok_or(InvalidBundleDetail::NoCertificate)?;
-        let meta = cert::metadata(&leaf.der, key_algorithm).ok_or_else(|| {
+        let meta = cert::metadata(&leaf.der, public.algorithm()).ok_or_else(|| {
             InvalidBundleDetail::InvalidValidity {
                 certificate: leaf.display_name.clone(),
             }
         })?;
-        let key_der = key.to_pkcs8_der().map_err(|key::MalformedKey(reason)| {
-            InvalidBundleDetail::MalformedKey {
-                entry: "(normalised key)".to_owned(),
-                reason,
-            }
-        })?;
+        let key_der = sourced
+            .key
+            .to_pkcs8_der()
+            .map_err(
+                |key::MalformedKey(reason)| InvalidBundleDetail::MalformedKey {
+                    entry: sourced.entry.clone(),
+                    reason,
+                },
+            )?;
         Ok(CertBundle {
             chain_pem,
             key_pem: pem::encode("PRIVATE KEY", &key_der),
@@ -288,26 +296,22 @@ impl Found {
         })
     }
 
-    /// The one certificate carrying `key`'s public key; a non-CA one wins over a CA one.
-    fn leaf_for(&self, key: &PrivateKey) -> Result<usize, BundleError> {
-        let holders: Vec<usize> = self
+    /// The one certificate carrying `public`; a non-CA one wins over a CA one.
+    fn leaf_for(&self, public: &key::PublicKeyId) -> Result<(usize, &ParsedCert), BundleError> {
+        let holders: Vec<(usize, &ParsedCert)> = self
             .certs
             .iter()
             .enumerate()
-            .filter(|(_, cert)| {
-                key.public()
-                    .is_some_and(|public| cert.public_key.as_ref() == Ok(public))
-            })
-            .map(|(index, _)| index)
+            .filter(|(_, cert)| cert.public_key.as_ref() == Ok(public))
             .collect();
-        let non_ca: Vec<usize> = holders
+        let non_ca: Vec<(usize, &ParsedCert)> = holders
             .iter()
             .copied()
-            .filter(|&index| self.certs.get(index).is_some_and(|cert| !cert.is_ca))
+            .filter(|(_, cert)| !cert.is_ca)
             .collect();
         let candidates = if non_ca.is_empty() { holders } else { non_ca };
         match candidates.as_slice() {
-            [index] => Ok(*index),
+            [holder] => Ok(*holder),
             other => Err(InvalidBundleDetail::SeveralLeaves { count: other.len() }.into()),
         }
     }
