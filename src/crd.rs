@@ -26,6 +26,8 @@ pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
     status = "TencentCertificateStatus",
     derive = "PartialEq",
     doc = "A kubernetes.io/tls Secret kept in sync with a Tencent Cloud SSL certificate.",
+    // The name is also the value of the Secret's tencentcert.io/certificate-name label.
+    validation = kube::core::Rule::new("self.metadata.name.size() <= 63").message("the name must be at most 63 characters: it is used as a label value on the Secret"),
     printcolumn(
         name = "Certificate ID",
         type_ = "string",
@@ -359,6 +361,10 @@ mod tests {
         );
         assert_eq!(spec["properties"]["certificateId"]["maxLength"], 32);
         assert_eq!(spec["properties"]["includeCA"]["default"], true);
+        assert_eq!(
+            schema["openAPIV3Schema"]["x-kubernetes-validations"][0]["rule"],
+            "self.metadata.name.size() <= 63"
+        );
         assert_eq!(spec["required"], serde_json::json!(["certificateId"]));
         assert_eq!(
             spec["properties"]["deletionPolicy"]["enum"],

@@ -32,7 +32,9 @@ pub mod exit_code {
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("Tencent Cloud credentials: {0} (set TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY)")]
+    #[error(
+        "Tencent Cloud credentials: {0} (set TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY)"
+    )]
     Credentials(#[from] CredentialsError),
     #[error("{err}; {}", err.hint())]
     Tencent { err: TencentError },
@@ -70,7 +72,9 @@ pub async fn fetch(
     credentials: &Credentials,
     certificate_id: &str,
 ) -> Result<CertBundle, FetchError> {
-    let download = client.download_certificate(credentials, certificate_id).await?;
+    let download = client
+        .download_certificate(credentials, certificate_id)
+        .await?;
     Ok(bundle::extract(&download.zip)?)
 }
 
@@ -220,13 +224,22 @@ mod tests {
                 request_id: "r".into(),
             })
         };
-        assert_eq!(FetchError::Credentials(CredentialsError::Missing("X")).exit_code(), 3);
+        assert_eq!(
+            FetchError::Credentials(CredentialsError::Missing("X")).exit_code(),
+            3
+        );
         assert_eq!(api("AuthFailure.SignatureFailure").exit_code(), 3);
         assert_eq!(api("FailedOperation.NetworkError").exit_code(), 4);
         assert_eq!(api("FailedOperation.CertificateNotFound").exit_code(), 5);
-        assert_eq!(api("FailedOperation.InvalidCertificateStatusCode").exit_code(), 6);
         assert_eq!(
-            FetchError::Bundle(BundleError::KeyMissing { certificate: "x".into() }).exit_code(),
+            api("FailedOperation.InvalidCertificateStatusCode").exit_code(),
+            6
+        );
+        assert_eq!(
+            FetchError::Bundle(BundleError::KeyMissing {
+                certificate: "x".into()
+            })
+            .exit_code(),
             7
         );
         assert_eq!(FetchError::Output("x".into()).exit_code(), 8);

@@ -122,7 +122,13 @@ async fn run_fetch(args: FetchArgs) -> ExitCode {
                 .secret_name
                 .clone()
                 .unwrap_or_else(|| format!("tencent-{}", args.certificate_id.to_ascii_lowercase()));
-            let secret = fetch::manifest_secret(&bundle, &args.certificate_id, &args.namespace, &name, !args.no_ca);
+            let secret = fetch::manifest_secret(
+                &bundle,
+                &args.certificate_id,
+                &args.namespace,
+                &name,
+                !args.no_ca,
+            );
             print!("{}", fetch::render(&secret, args.output)?);
         }
         Ok::<(), FetchError>(())

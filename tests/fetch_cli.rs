@@ -60,7 +60,13 @@ fn data<'a>(secret: &'a Secret, key: &str) -> &'a [u8] {
 
 /// Independent check with the openssl CLI when it is installed.
 fn openssl_says_key_matches(dir: &Path) -> Option<bool> {
-    let run = |args: &[&str]| std::process::Command::new("openssl").args(args).current_dir(dir).output().ok();
+    let run = |args: &[&str]| {
+        std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .ok()
+    };
     let cert = run(&["x509", "-in", "tls.crt", "-pubkey", "-noout"])?;
     let key = run(&["pkey", "-in", "tls.key", "-pubout"])?;
     Some(cert.status.success() && key.status.success() && cert.stdout == key.stdout)
@@ -69,13 +75,32 @@ fn openssl_says_key_matches(dir: &Path) -> Option<bool> {
 #[tokio::test]
 async fn fetch_prints_a_tls_secret_whose_key_matches_the_certificate() {
     let sim = simulator().await;
-    let out = fetch(&sim, Some(SECRET_KEY), &["--certificate-id", "shop0001", "--namespace", "web", "--secret-name", "shop-tls"]).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = fetch(
+        &sim,
+        Some(SECRET_KEY),
+        &[
+            "--certificate-id",
+            "shop0001",
+            "--namespace",
+            "web",
+            "--secret-name",
+            "shop-tls",
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let secret: Secret = serde_saphyr::from_slice(&out.stdout).unwrap();
     assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
     assert_eq!(secret.metadata.name.as_deref(), Some("shop-tls"));
     assert_eq!(secret.metadata.namespace.as_deref(), Some("web"));
-    assert_eq!(secret.metadata.annotations.as_ref().unwrap()["tencentcert.io/certificate-id"], "shop0001");
+    assert_eq!(
+        secret.metadata.annotations.as_ref().unwrap()["tencentcert.io/certificate-id"],
+        "shop0001"
+    );
     // Reading the data back re-checks that the key belongs to the leaf.
     let read_back = bundle::from_pem_entries(&[
         ("tls.crt", data(&secret, "tls.crt")),
@@ -83,18 +108,33 @@ async fn fetch_prints_a_tls_secret_whose_key_matches_the_certificate() {
         ("ca.crt", data(&secret, "ca.crt")),
     ])
     .unwrap();
-    assert_eq!(read_back.meta.dns_names, vec!["shop.example.com", "www.shop.example.com"]);
+    assert_eq!(
+        read_back.meta.dns_names,
+        vec!["shop.example.com", "www.shop.example.com"]
+    );
     assert!(read_back.ca_pem.is_some());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("subject shop.example.com") && stderr.contains("sha256 "), "{stderr}");
+    assert!(
+        stderr.contains("subject shop.example.com") && stderr.contains("sha256 "),
+        "{stderr}"
+    );
     assert!(!stderr.contains("PRIVATE KEY"));
 }
 
 #[tokio::test]
 async fn fetch_prints_json_on_request() {
     let sim = simulator().await;
-    let out = fetch(&sim, Some(SECRET_KEY), &["--certificate-id", "rsa00001", "--output", "json"]).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = fetch(
+        &sim,
+        Some(SECRET_KEY),
+        &["--certificate-id", "rsa00001", "--output", "json"],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let secret: Secret = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(secret.metadata.name.as_deref(), Some("tencent-rsa00001"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("RSA-2048 key"));
@@ -106,8 +146,17 @@ async fn fetch_writes_private_files_and_refuses_to_overwrite() {
     let dir = std::env::temp_dir().join(format!("tco-fetch-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let dir_arg = dir.to_str().unwrap();
-    let out = fetch(&sim, Some(SECRET_KEY), &["--certificate-id", "shop0001", "--out-dir", dir_arg]).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = fetch(
+        &sim,
+        Some(SECRET_KEY),
+        &["--certificate-id", "shop0001", "--out-dir", dir_arg],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for name in ["tls.crt", "tls.key", "ca.crt"] {
         let meta = std::fs::metadata(dir.join(name)).unwrap();
         #[cfg(unix)]
@@ -117,10 +166,26 @@ async fn fetch_writes_private_files_and_refuses_to_overwrite() {
         }
         assert!(meta.len() > 0);
     }
-    let again = fetch(&sim, Some(SECRET_KEY), &["--certificate-id", "shop0001", "--out-dir", dir_arg]).await;
+    let again = fetch(
+        &sim,
+        Some(SECRET_KEY),
+        &["--certificate-id", "shop0001", "--out-dir", dir_arg],
+    )
+    .await;
     assert_eq!(again.status.code(), Some(8));
     assert!(String::from_utf8_lossy(&again.stderr).contains("use --force"));
-    let forced = fetch(&sim, Some(SECRET_KEY), &["--certificate-id", "shop0001", "--out-dir", dir_arg, "--force"]).await;
+    let forced = fetch(
+        &sim,
+        Some(SECRET_KEY),
+        &[
+            "--certificate-id",
+            "shop0001",
+            "--out-dir",
+            dir_arg,
+            "--force",
+        ],
+    )
+    .await;
     assert!(forced.status.success());
     match openssl_says_key_matches(&dir) {
         Some(matches) => assert!(matches, "openssl: tls.key does not match tls.crt"),
@@ -133,15 +198,33 @@ async fn fetch_writes_private_files_and_refuses_to_overwrite() {
 async fn fetch_exit_codes_tell_failures_apart() {
     let sim = simulator().await;
     let code = |out: Output| out.status.code();
-    assert_eq!(code(fetch(&sim, None, &["--certificate-id", "shop0001"]).await), Some(3));
-    assert_eq!(code(fetch(&sim, Some("wrong"), &["--certificate-id", "shop0001"]).await), Some(3));
-    assert_eq!(code(fetch(&sim, Some(SECRET_KEY), &["--certificate-id", "flaky001"]).await), Some(4));
-    assert_eq!(code(fetch(&sim, Some(SECRET_KEY), &["--certificate-id", "missing1"]).await), Some(5));
-    assert_eq!(code(fetch(&sim, Some(SECRET_KEY), &["--certificate-id", "pending1"]).await), Some(6));
+    assert_eq!(
+        code(fetch(&sim, None, &["--certificate-id", "shop0001"]).await),
+        Some(3)
+    );
+    assert_eq!(
+        code(fetch(&sim, Some("wrong"), &["--certificate-id", "shop0001"]).await),
+        Some(3)
+    );
+    assert_eq!(
+        code(fetch(&sim, Some(SECRET_KEY), &["--certificate-id", "flaky001"]).await),
+        Some(4)
+    );
+    assert_eq!(
+        code(fetch(&sim, Some(SECRET_KEY), &["--certificate-id", "missing1"]).await),
+        Some(5)
+    );
+    assert_eq!(
+        code(fetch(&sim, Some(SECRET_KEY), &["--certificate-id", "pending1"]).await),
+        Some(6)
+    );
     let no_key = fetch(&sim, Some(SECRET_KEY), &["--certificate-id", "nokey001"]).await;
     assert_eq!(no_key.status.code(), Some(7));
     assert!(String::from_utf8_lossy(&no_key.stderr).contains("requested with your own CSR"));
-    assert_eq!(code(fetch(&sim, Some(SECRET_KEY), &["--bogus"]).await), Some(2));
+    assert_eq!(
+        code(fetch(&sim, Some(SECRET_KEY), &["--bogus"]).await),
+        Some(2)
+    );
 }
 
 #[tokio::test]

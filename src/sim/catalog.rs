@@ -234,7 +234,7 @@ fn load_zip_dir(dir: &Path) -> Result<Vec<SimCertificate>, CatalogError> {
             .ok_or_else(|| CatalogError::BadZipName { path: path.clone() })?
             .to_string();
         let zip = std::fs::read(&path).map_err(|e| read_err(&path, e))?;
-        let certificate = SimCertificate {
+        let mut certificate = SimCertificate {
             id: id.clone(),
             domain: format!("{}.example.test", id.to_ascii_lowercase()),
             subject_alt_names: Vec::new(),
@@ -245,7 +245,20 @@ fn load_zip_dir(dir: &Path) -> Result<Vec<SimCertificate>, CatalogError> {
             fingerprint_sha1: None,
             zip,
         };
-
+        if let Ok(bundle) = crate::bundle::extract(&certificate.zip) {
+            let meta = &bundle.meta;
+            if let Some(cn) = meta.subject_cn.clone() {
+                certificate.domain = cn;
+            }
+            certificate.subject_alt_names = meta
+                .dns_names
+                .iter()
+                .filter(|name| **name != certificate.domain)
+                .cloned()
+                .collect();
+            certificate.not_before = Some(meta.not_before);
+            certificate.not_after = Some(meta.not_after);
+        }
         certificates.push(certificate);
     }
     Ok(certificates)
@@ -290,6 +303,25 @@ mod tests {
         ] {
             assert!(bad.parse::<CertificateSpec>().is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn zip_directories_are_served_with_metadata_read_from_the_archives() {
+        let dir = std::env::temp_dir().join(format!("tco-zipdir-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let generated = build(&[CertificateSpec::new("src1")], None).unwrap();
+        std::fs::write(dir.join("upload01.zip"), &generated[0].zip).unwrap();
+        std::fs::write(dir.join("notes.txt"), b"ignored").unwrap();
+        let loaded = build(&[], Some(&dir)).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded[0].id, "upload01");
+        assert_eq!(loaded[0].domain, "src1.example.test");
+        assert_eq!(
+            loaded[0].not_after.map(|t| t.as_second()),
+            generated[0].not_after.map(|t| t.as_second())
+        );
+        assert_eq!(loaded[0].zip, generated[0].zip);
     }
 
     #[test]
