@@ -49,6 +49,8 @@ pub enum DownloadTrigger {
     DataDrift,
     SpecChanged,
     RefreshRequested(String),
+    /// The last attempt failed on credentials and the credentials Secret has changed since.
+    CredentialsChanged,
     RefreshDue,
 }
 
@@ -67,6 +69,9 @@ impl DownloadTrigger {
             }
             Self::SpecChanged => "the spec changed".into(),
             Self::RefreshRequested(at) => format!("a refresh was requested ({at})"),
+            Self::CredentialsChanged => {
+                "the credentials Secret changed after a credentials error".into()
+            }
             Self::RefreshDue => "the refresh interval elapsed".into(),
         }
     }
@@ -95,6 +100,8 @@ pub struct Observed<'a> {
     pub serving: Option<&'a Result<CertBundle, BundleError>>,
     /// The Secret the operator would write from `serving` (for drift checks), when `serving` is usable.
     pub desired_from_serving: Option<&'a Secret>,
+    /// The credentials Secret changed since the credentials error of the last attempt.
+    pub credentials_changed: bool,
     pub now: jiff::Timestamp,
 }
 
@@ -111,6 +118,7 @@ const CHECKS: &[Check] = &[
     check_data_drift,
     check_spec_changed,
     check_refresh_requested,
+    check_credentials_changed,
     check_refresh_due,
     check_metadata_drift,
 ];
@@ -204,6 +212,11 @@ fn check_refresh_requested(o: &Observed<'_>) -> Option<Decision> {
             .and_then(|s| s.last_refresh_request.as_ref());
     (handled != Some(requested))
         .then(|| Decision::Download(DownloadTrigger::RefreshRequested(requested.clone())))
+}
+
+fn check_credentials_changed(o: &Observed<'_>) -> Option<Decision> {
+    o.credentials_changed
+        .then_some(Decision::Download(DownloadTrigger::CredentialsChanged))
 }
 
 fn check_refresh_due(o: &Observed<'_>) -> Option<Decision> {
@@ -369,6 +382,7 @@ mod tests {
             existing,
             serving: existing.map(|_| &serving),
             desired_from_serving: desired,
+            credentials_changed: false,
             now: "2030-01-01T00:00:00Z".parse().unwrap(),
         })
     }
@@ -504,6 +518,26 @@ mod tests {
             decide_with(&requested, Some(&ours()), true, Some(&ours())),
             Decision::UpToDate
         );
+    }
+
+    #[test]
+    fn changed_credentials_after_a_credentials_error_are_tried_at_once() {
+        let serving: Result<CertBundle, BundleError> = Ok(sample_bundle());
+        let decide_changed = |changed| {
+            decide(&Observed {
+                cr: &cr(),
+                existing: Some(&ours()),
+                serving: Some(&serving),
+                desired_from_serving: Some(&ours()),
+                credentials_changed: changed,
+                now: "2030-01-01T00:00:00Z".parse().unwrap(),
+            })
+        };
+        assert_eq!(
+            decide_changed(true),
+            Decision::Download(DownloadTrigger::CredentialsChanged)
+        );
+        assert_eq!(decide_changed(false), Decision::UpToDate);
     }
 
     #[test]

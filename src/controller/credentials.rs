@@ -167,6 +167,26 @@ pub fn credentials_from_secret(
     })
 }
 
+/// The resourceVersion of the Secret `cr` takes its credentials from; `None` when there is none.
+pub async fn secret_version(
+    client: &kube::Client,
+    cr: &TencentCertificate,
+    defaults: &DefaultCredentials,
+) -> Option<String> {
+    let reference = match source_for(cr, defaults).ok()? {
+        CredentialsSource::Referenced(reference, _) | CredentialsSource::Default(reference) => {
+            reference
+        }
+    };
+    let api: Api<kube::core::PartialObjectMeta<Secret>> =
+        Api::namespaced(client.clone(), &reference.namespace);
+    api.get_opt(&reference.name)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|secret| secret.metadata.resource_version)
+}
+
 /// Reads the credentials for `cr`.
 pub async fn resolve(
     client: &kube::Client,

@@ -4,7 +4,8 @@
 pub mod credentials;
 pub mod reconcile;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
@@ -28,6 +29,9 @@ pub struct Context {
     pub tencent: crate::tencent::Client,
     pub defaults: DefaultCredentials,
     pub recorder: Recorder,
+    /// Per resource UID: the credentials Secret's resourceVersion when its last attempt failed on
+    /// credentials (`None`: the Secret was missing). A different version now means "try again at once".
+    credentials_at_failure: Mutex<HashMap<String, Option<String>>>,
 }
 
 impl Context {
@@ -45,7 +49,27 @@ impl Context {
             client,
             tencent,
             defaults,
+            credentials_at_failure: Mutex::new(HashMap::new()),
         }
+    }
+
+    fn credentials_failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<String>>> {
+        self.credentials_at_failure
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn remember_credentials_failure(&self, uid: &str, version: Option<String>) {
+        self.credentials_failures().insert(uid.to_string(), version);
+    }
+
+    pub(crate) fn forget_credentials_failure(&self, uid: &str) {
+        self.credentials_failures().remove(uid);
+    }
+
+    /// The credentials Secret's version at the last credentials failure, if one is remembered.
+    pub(crate) fn credentials_failure(&self, uid: &str) -> Option<Option<String>> {
+        self.credentials_failures().get(uid).cloned()
     }
 }
 

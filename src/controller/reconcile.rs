@@ -125,11 +125,19 @@ async fn reconcile_inner(
         .as_ref()
         .and_then(|b| b.as_ref().ok())
         .map(|b| secret::desired(&params, b));
+    let uid = cr.uid().unwrap_or_default();
+    let credentials_changed = match ctx.credentials_failure(&uid) {
+        Some(at_failure) => {
+            credentials::secret_version(&ctx.client, cr, &ctx.defaults).await != at_failure
+        }
+        None => false,
+    };
     let decision = policy::decide(&policy::Observed {
         cr,
         existing: existing.as_ref(),
         serving: serving_bundle.as_ref(),
         desired_from_serving: desired_from_serving.as_ref(),
+        credentials_changed,
         now,
     });
 
@@ -168,6 +176,7 @@ async fn reconcile_inner(
                 .await
             {
                 Ok(written) => {
+                    ctx.forget_credentials_failure(&uid);
                     attempt = Attempt::Succeeded;
                     serving = Some((cr.spec.certificate_id.clone(), written.bundle.meta.clone()));
                     next_sync = Some(now + status::refresh_delay(refresh, fastrand::f64()));
@@ -191,6 +200,13 @@ async fn reconcile_inner(
                 Err(err) => {
                     warn!(namespace, name = %cr.name_any(), reason = err.reason(), error = %err, "sync failed");
                     let class = err.class();
+                    if class == ErrorClass::Credentials {
+                        let version =
+                            credentials::secret_version(&ctx.client, cr, &ctx.defaults).await;
+                        ctx.remember_credentials_failure(&uid, version);
+                    } else {
+                        ctx.forget_credentials_failure(&uid);
+                    }
                     let delay = status::retry_delay(
                         class,
                         previous.failures.saturating_add(1),
