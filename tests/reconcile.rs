@@ -1,0 +1,647 @@
+//! Reconcile scenarios against an in-process fake Kubernetes API server and the Tencent API simulator,
+//! both over real HTTP. Each test drives `reconcile` directly, as the controller would, and checks what a
+//! user would see: the Secret, the status, the events, and the requests made.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fake_apiserver::FakeApiServer;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use tencent_cert_operator::controller::reconcile::reconcile;
+use tencent_cert_operator::controller::{Context, DefaultCredentials, NamespaceAllowList};
+use tencent_cert_operator::crd::{TencentCertificate, TencentCertificateStatus};
+use tencent_cert_operator::sim::{self, Account, CertificateSpec, SimConfig, SimHandle, catalog};
+use tencent_cert_operator::tencent::{self, ClientConfig};
+
+const NS: &str = "web";
+const SECRET_ID: &str = "AKIDreconcileTEST01";
+const SECRET_KEY: &str = "reconcile-test-secret-key";
+
+struct Harness {
+    api: FakeApiServer,
+    sim: SimHandle,
+    ctx: Arc<Context>,
+}
+
+async fn harness() -> Harness {
+    harness_with(DefaultCredentials::default()).await
+}
+
+async fn harness_with(defaults: DefaultCredentials) -> Harness {
+    let api = FakeApiServer::builder()
+        .status_subresource("tencentcert.io", "tencentcertificates")
+        .start()
+        .await;
+    let sim = sim::start(
+        SimConfig {
+            accounts: vec![Account {
+                secret_id: SECRET_ID.into(),
+                secret_key: SECRET_KEY.into(),
+                token: None,
+            }],
+            certificates: [
+                "aBcD1234:domain=shop.example.com,san=www.shop.example.com,with-root",
+                "eFgH5678:domain=new.example.com",
+                "noKey001:no-key",
+                "old00001:expired",
+            ]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect(),
+            ..SimConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let tencent = tencent::Client::new(ClientConfig {
+        endpoint: sim.endpoint(),
+        // Every download in these tests must reach the simulator, so counts are exact.
+        download_cache_ttl: Duration::ZERO,
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    let ctx = Arc::new(Context::new(api.client(), tencent, defaults));
+    let h = Harness { api, sim, ctx };
+    h.put_credentials("tencent", SECRET_KEY).await;
+    h
+}
+
+impl Harness {
+    fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.api.client(), NS)
+    }
+
+    fn crs(&self) -> Api<TencentCertificate> {
+        Api::namespaced(self.api.client(), NS)
+    }
+
+    async fn put_credentials(&self, name: &str, key: &str) {
+        let secret: Secret = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": NS},
+            "stringData": {},
+            "data": {
+                "secretId": base64(SECRET_ID),
+                "secretKey": base64(key),
+            }
+        }))
+        .unwrap();
+        self.secrets()
+            .patch(name, &PatchParams::apply("test").force(), &Patch::Apply(&secret))
+            .await
+            .unwrap();
+    }
+
+    async fn create(&self, name: &str, spec: Value) -> TencentCertificate {
+        let mut spec = spec;
+        if spec.get("credentialsRef").is_none() {
+            spec["credentialsRef"] = json!({"name": "tencent"});
+        }
+        let cr = TencentCertificate::new(name, serde_json::from_value(spec).unwrap());
+        let mut cr = cr;
+        cr.metadata.namespace = Some(NS.into());
+        self.crs().create(&PostParams::default(), &cr).await.unwrap()
+    }
+
+    async fn cr(&self, name: &str) -> TencentCertificate {
+        self.crs().get(name).await.unwrap()
+    }
+
+    async fn reconcile(&self, name: &str) -> TencentCertificate {
+        let cr = self.cr(name).await;
+        reconcile(Arc::new(cr), self.ctx.clone()).await.unwrap();
+        self.cr(name).await
+    }
+
+    async fn secret(&self, name: &str) -> Option<Secret> {
+        self.secrets().get_opt(name).await.unwrap()
+    }
+
+    async fn patch_spec(&self, name: &str, spec: Value) {
+        self.crs()
+            .patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": spec})))
+            .await
+            .unwrap();
+    }
+
+    /// Moves the planned refresh into the past, as time passing would.
+    async fn make_due(&self, name: &str) {
+        self.crs()
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"nextSyncTime": "2000-01-01T00:00:00Z"}})),
+            )
+            .await
+            .unwrap();
+    }
+
+    fn downloads(&self) -> u64 {
+        self.sim.stats().action_total("DownloadCertificate")
+    }
+
+    fn secret_writes(&self) -> u64 {
+        self.api.request_count("PATCH", "secrets")
+            + self.api.request_count("POST", "secrets")
+            + self.api.request_count("PUT", "secrets")
+            + self.api.request_count("DELETE", "secrets")
+    }
+
+    fn events(&self, reason: &str) -> Vec<Value> {
+        let mut events = self.api.objects("events.k8s.io", "v1", "events", Some(NS));
+        events.extend(self.api.objects("", "v1", "events", Some(NS)));
+        events
+            .into_iter()
+            .filter(|e| e["reason"] == reason)
+            .collect()
+    }
+
+    /// Replaces the certificate behind `id` in Tencent Cloud (renewal with the same id, or worse).
+    fn replace_certificate(&self, id: &str, spec: &str) {
+        let spec: CertificateSpec = format!("{id}:{spec}").parse().unwrap();
+        let mut built = catalog::build(&[spec], None).unwrap();
+        self.sim.state().put_certificate(built.remove(0));
+    }
+}
+
+fn base64(text: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+fn condition<'a>(cr: &'a TencentCertificate, type_: &str) -> &'a Condition {
+    cr.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+        .unwrap_or_else(|| panic!("no {type_} condition in {:?}", cr.status))
+}
+
+fn status(cr: &TencentCertificate) -> &TencentCertificateStatus {
+    cr.status.as_ref().unwrap()
+}
+
+fn seconds_until(time: &str) -> i64 {
+    time.parse::<jiff::Timestamp>().unwrap().as_second() - jiff::Timestamp::now().as_second()
+}
+
+fn data(secret: &Secret, key: &str) -> Vec<u8> {
+    secret.data.as_ref().unwrap()[key].0.clone()
+}
+
+#[tokio::test]
+async fn happy_path_writes_the_tls_secret_and_reports_ready() {
+    let h = harness().await;
+    let created = h.create("shop", json!({"certificateId": "aBcD1234", "secretName": "shop-tls",
+        "secretTemplate": {"labels": {"team": "web"}, "annotations": {"note": "hi"}}})).await;
+    let cr = h.reconcile("shop").await;
+
+    let secret = h.secret("shop-tls").await.expect("Secret written");
+    assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
+    let labels = secret.metadata.labels.as_ref().unwrap();
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "tencent-cert-operator");
+    assert_eq!(labels["tencentcert.io/certificate-name"], "shop");
+    assert_eq!(labels["team"], "web");
+    let annotations = secret.metadata.annotations.as_ref().unwrap();
+    assert_eq!(annotations["tencentcert.io/certificate-id"], "aBcD1234");
+    assert_eq!(annotations["note"], "hi");
+    let owner = &secret.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(owner.uid, created.metadata.uid.clone().unwrap());
+    assert_eq!(owner.kind, "TencentCertificate");
+    assert_eq!(owner.controller, Some(true));
+    let bundle = tencent_cert_operator::bundle::from_pem_entries(&[
+        ("tls.crt", &data(&secret, "tls.crt")),
+        ("tls.key", &data(&secret, "tls.key")),
+        ("ca.crt", &data(&secret, "ca.crt")),
+    ])
+    .unwrap();
+    assert_eq!(bundle.meta.subject_cn.as_deref(), Some("shop.example.com"));
+
+    let ready = condition(&cr, "Ready");
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "Ready"));
+    assert_eq!(ready.observed_generation, cr.metadata.generation);
+    assert_eq!(condition(&cr, "Synced").status, "True");
+    let s = status(&cr);
+    assert_eq!(s.certificate_id.as_deref(), Some("aBcD1234"));
+    assert_eq!(s.secret_name.as_deref(), Some("shop-tls"));
+    assert_eq!(s.dns_names, vec!["shop.example.com", "www.shop.example.com"]);
+    assert_eq!(s.fingerprint_sha256.as_deref(), Some(bundle.meta.fingerprint_sha256.as_str()));
+    assert_eq!(s.failures, 0);
+    assert!(s.not_after.is_some() && s.last_sync_time.is_some());
+    // Next refresh: the 1h interval ± 10 %.
+    let next = seconds_until(s.next_sync_time.as_deref().unwrap());
+    assert!((3230..=3970).contains(&next), "{next}");
+    assert_eq!(h.events("SecretCreated").len(), 1);
+}
+
+#[tokio::test]
+async fn nothing_is_written_when_nothing_changed() {
+    let h = harness().await;
+    h.create("shop", json!({"certificateId": "aBcD1234"})).await;
+    h.reconcile("shop").await;
+    let writes = h.secret_writes();
+    let status_writes = h.api.request_count("PATCH", "tencentcertificates");
+    // Up to date: no download, no write, no status patch.
+    h.reconcile("shop").await;
+    assert_eq!(h.downloads(), 1);
+    assert_eq!(h.secret_writes(), writes);
+    assert_eq!(h.api.request_count("PATCH", "tencentcertificates"), status_writes);
+    // Refresh due with identical content: one download, still no Secret write.
+    h.make_due("shop").await;
+    h.reconcile("shop").await;
+    assert_eq!(h.downloads(), 2);
+    assert_eq!(h.secret_writes(), writes);
+}
+
+#[tokio::test]
+async fn network_errors_back_off_keep_ready_and_reset_on_success() {
+    let h = harness().await;
+    h.create("shop", json!({"certificateId": "aBcD1234"})).await;
+    h.reconcile("shop").await;
+    h.sim.state().add_fault("aBcD1234=FailedOperation.NetworkError:3".parse().unwrap());
+    let mut delays = Vec::new();
+    for attempt in 1..=3 {
+        h.make_due("shop").await;
+        let cr = h.reconcile("shop").await;
+        let s = status(&cr);
+        assert_eq!(s.failures, attempt);
+        assert_eq!(condition(&cr, "Ready").status, "True", "a flaky API must not affect traffic");
+        let synced = condition(&cr, "Synced");
+        assert_eq!((synced.status.as_str(), synced.reason.as_str()), ("False", "NetworkError"));
+        delays.push(seconds_until(s.next_sync_time.as_deref().unwrap()));
+    }
+    // 5 s, 10 s, 20 s, each ± 20 %.
+    assert!((3..=6).contains(&delays[0]), "{delays:?}");
+    assert!((7..=12).contains(&delays[1]), "{delays:?}");
+    assert!((15..=24).contains(&delays[2]), "{delays:?}");
+    // One warning for the episode, not one per retry.
+    assert_eq!(h.events("NetworkError").len(), 1);
+    h.make_due("shop").await;
+    let cr = h.reconcile("shop").await;
+    assert_eq!(status(&cr).failures, 0);
+    assert_eq!(condition(&cr, "Synced").status, "True");
+    assert_eq!(h.events("Recovered").len(), 1);
+}
+
+#[tokio::test]
+async fn certificate_not_found_waits_for_the_refresh_interval() {
+    let h = harness().await;
+    h.create("shop", json!({"certificateId": "missing1", "refreshInterval": "30m"})).await;
+    let cr = h.reconcile("shop").await;
+    let ready = condition(&cr, "Ready");
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "CertificateNotFound"));
+    assert!(ready.message.contains("check the certificate ID"), "{}", ready.message);
+    let next = seconds_until(status(&cr).next_sync_time.as_deref().unwrap());
+    assert!((1610..=1990).contains(&next), "{next}");
+    // Reconciles triggered meanwhile (watch events, restarts) do not call Tencent again.
+    h.reconcile("shop").await;
+    h.reconcile("shop").await;
+    assert_eq!(h.downloads(), 1);
+    assert!(h.secret("shop").await.is_none());
+    // A spec change is acted upon at once.
+    h.patch_spec("shop", json!({"certificateId": "aBcD1234"})).await;
+    let cr = h.reconcile("shop").await;
+    assert_eq!(condition(&cr, "Ready").status, "True");
+}
+
+#[tokio::test]
+async fn auth_failure_is_fixed_by_correcting_the_credentials() {
+    let h = harness().await;
+    h.put_credentials("tencent", "wrong-key").await;
+    h.create("shop", json!({"certificateId": "aBcD1234"})).await;
+    let cr = h.reconcile("shop").await;
+    let ready = condition(&cr, "Ready");
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "AuthFailed"));
+    let next = seconds_until(status(&cr).next_sync_time.as_deref().unwrap());
+    assert!((265..=335).contains(&next), "credentials retry every 5 minutes: {next}");
+    // Unchanged credentials: no new attempt before then.
+    h.reconcile("shop").await;
+    assert_eq!(h.downloads(), 1);
+    // Fixed credentials: the next reconcile (the credentials watch triggers one) syncs at once.
+    h.put_credentials("tencent", SECRET_KEY).await;
+    let cr = h.reconcile("shop").await;
+    assert_eq!(condition(&cr, "Ready").status, "True");
+    assert_eq!(status(&cr).failures, 0);
+}
+
+#[tokio::test]
+async fn missing_credentials_secret_is_reported() {
+    let h = harness().await;
+    h.create("shop", json!({"certificateId": "aBcD1234", "credentialsRef": {"name": "nope"}})).await;
+    let cr = h.reconcile("shop").await;
+    let ready = condition(&cr, "Ready");
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "CredentialsNotFound"));
+    assert!(ready.message.contains("web/nope not found"), "{}", ready.message);
+    assert_eq!(h.downloads(), 0);
+}
+
+#[tokio::test]
+async fn default_credentials_serve_only_allowed_namespaces() {
+    let h = harness_with(DefaultCredentials {
+        secret: Some("web/tencent".parse().unwrap()),
+        namespaces: NamespaceAllowList::parse("web"),
+    })
+    .await;
+    let cr = TencentCertificate::new(
+        "shop",
+        serde_json::from_value(json!({"certificateId": "aBcD1234"})).unwrap(),
+    );
+    h.crs().create(&PostParams::default(), &cr).await.unwrap();
+    let cr = h.reconcile("shop").await;
+    assert_eq!(condition(&cr, "Ready").status, "True");
+}
+
+#[tokio::test]
+async fn key_missing_is_reported_without_hot_retries() {
+    let h = harness().await;
+    h.create("csr", json!({"certificateId": "noKey001"})).await;
+    let cr = h.reconcile("csr").await;
+    let ready = condition(&cr, "Ready");
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "KeyMissing"));
+    assert!(ready.message.contains("requested with your own CSR"), "{}", ready.message);
+    assert!(seconds_until(status(&cr).next_sync_time.as_deref().unwrap()) > 3000);
+    assert!(h.secret("csr").await.is_none());
+    h.reconcile("csr").await;
+    assert_eq!(h.downloads(), 1);
+}
+
+#[tokio::test]
+async fn a_foreign_secret_is_never_touched_unless_it_consents() {
+    let h = harness().await;
+    let foreign: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "shop", "namespace": NS, "labels": {"owner": "someone"}},
+        "type": "Opaque", "data": {"x": base64("y")}
+    }))
+    .unwrap();
+    h.secrets().create(&PostParams::default(), &foreign).await.unwrap();
+    let writes = h.secret_writes();
+    h.create("shop", json!({"certificateId": "aBcD1234"})).await;
+    let cr = h.reconcile("shop").await;
+    let ready = condition(&cr, "Ready");
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "SecretConflict"));
+    assert!(ready.message.contains("tencentcert.io/adopt"));
+    assert_eq!(h.secret_writes(), writes);
+    assert_eq!(h.downloads(), 0);
+    assert_eq!(h.secret("shop").await.unwrap().data, foreign.data);
+    assert_eq!(h.events("SecretConflict").len(), 1);
+    // The owner consents: the operator takes it over (re-creating it, as the type changes).
+    h.secrets()
+        .patch("shop", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"tencentcert.io/adopt": "true"}}})))
+        .await
+        .unwrap();
+    let cr = h.reconcile("shop").await;
+    assert_eq!(condition(&cr, "Ready").status, "True");
+    assert_eq!(h.secret("shop").await.unwrap().type_.as_deref(), Some("kubernetes.io/tls"));
+}
+
+#[tokio::test]
+async fn a_deleted_secret_is_recreated() {
+    let h = harness().await;
+    h.create("shop", json!({"certificateId": "aBcD1234"})).await;
+    h.reconcile("shop").await;
+    h.secrets().delete("shop", &DeleteParams::default()).await.unwrap();
+    let cr = h.reconcile("shop").await;
+    assert!(h.secret("shop").await.is_some());
+    assert_eq!(condition(&cr, "Ready").status, "True");
+    assert_eq!(h.downloads(), 2);
+}
+
+#[tokio::test]
+async fn edited_data_is_restored() {
+    let h = harness().await;
+    h.create("shop", json!({"certificateId": "aBcD1234"})).await;
+    h.reconcile("shop").await;
+    let original = h.secret("shop").await.unwrap();
+    h.secrets()
+        .patch("shop", &PatchParams::default(), &Patch::Merge(json!({"data": {"tls.crt": base64("garbage")}})))
+        .await
+        .unwrap();
+    h.reconcile("shop").await;
+    assert_eq!(h.secret("shop").await.unwrap().data, original.data);
+}
+
+#[tokio::test]
+async fn a_different_valid_certificate_put_in_the_secret_is_replaced() {
+    let h = harness().await;
+    h.create("shop", json!({"certificateId": "aBcD1234"})).await;
+    h.create("other", json!({"certificateId": "eFgH5678"})).await;
+    h.reconcile("shop").await;
+    h.reconcile("other").await;
+    let original = h.secret("shop").await.unwrap();
+    let other = h.secret("other").await.unwrap();
+    // Someone copies another valid certificate and key into our Secret.
+    h.secrets()
+        .patch("shop", &PatchParams::default(), &Patch::Merge(json!({"data": {
+            "tls.crt": base64(&String::from_utf8(data(&other, "tls.crt")).unwrap()),
+            "tls.key": base64(&String::from_utf8(data(&other, "tls.key")).unwrap()),
+        }})))
+        .await
+        .unwrap();
+    h.reconcile("shop").await;
+    assert_eq!(h.secret("shop").await.unwrap().data, original.data);
+}
+
+#[tokio::test]
+async fn label_drift_is_repaired_without_a_download() {
+    let h = harness().await;
+    h.create("shop", json!({"certificateId": "aBcD1234", "secretTemplate": {"labels": {"team": "web"}}})).await;
+    h.reconcile("shop").await;
+    h.secrets()
+        .patch("shop", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"team": null}, "annotations": {"tencentcert.io/not-after": null}}})))
+        .await
+        .unwrap();
+    h.reconcile("shop").await;
+    let secret = h.secret("shop").await.unwrap();
+    assert_eq!(secret.metadata.labels.as_ref().unwrap()["team"], "web");
+    assert!(secret.metadata.annotations.as_ref().unwrap().contains_key("tencentcert.io/not-after"));
+    assert_eq!(h.downloads(), 1);
+    assert_eq!(h.events("SecretRepaired").len(), 1);
+}
+
+#[tokio::test]
+async fn an_expired_certificate_never_replaces_a_valid_one() {
+    let h = harness().await;
+    h.create("shop", json!({"certificateId": "aBcD1234"})).await;
+    h.reconcile("shop").await;
+    let before = h.secret("shop").await.unwrap();
+    h.replace_certificate("aBcD1234", "domain=shop.example.com,expired");
+    h.make_due("shop").await;
+    let cr = h.reconcile("shop").await;
+    assert_eq!(h.secret("shop").await.unwrap().data, before.data);
+    assert_eq!(condition(&cr, "Ready").status, "True");
+    let synced = condition(&cr, "Synced");
+    assert_eq!((synced.status.as_str(), synced.reason.as_str()), ("False", "Expired"));
+    // And none is written where there was nothing.
+    h.create("old", json!({"certificateId": "old00001"})).await;
+    let cr = h.reconcile("old").await;
+    assert_eq!(condition(&cr, "Ready").reason, "Expired");
+    assert!(h.secret("old").await.is_none());
+}
+
+#[tokio::test]
+async fn a_renewal_behind_the_same_id_is_picked_up_at_refresh() {
+    let h = harness().await;
+    h.create("shop", json!({"certificateId": "aBcD1234"})).await;
+    let first = h.reconcile("shop").await;
+    h.replace_certificate("aBcD1234", "domain=shop.example.com");
+    h.make_due("shop").await;
+    let second = h.reconcile("shop").await;
+    assert_ne!(status(&first).fingerprint_sha256, status(&second).fingerprint_sha256);
+    let annotations = h.secret("shop").await.unwrap().metadata.annotations.unwrap();
+    assert_eq!(
+        Some(&annotations["tencentcert.io/fingerprint-sha256"]),
+        status(&second).fingerprint_sha256.as_ref()
+    );
+    assert_eq!(h.events("SecretUpdated").len(), 1);
+}
+
+#[tokio::test]
+async fn retain_and_delete_policies_control_the_owner_reference_and_gc() {
+    let h = harness().await;
+    h.create("kept", json!({"certificateId": "aBcD1234", "deletionPolicy": "Retain"})).await;
+    h.create("owned", json!({"certificateId": "eFgH5678"})).await;
+    h.reconcile("kept").await;
+    h.reconcile("owned").await;
+    assert!(h.secret("kept").await.unwrap().metadata.owner_references.unwrap_or_default().is_empty());
+    assert_eq!(h.secret("owned").await.unwrap().metadata.owner_references.unwrap().len(), 1);
+    // Switching a live resource from Delete to Retain drops the owner reference.
+    h.patch_spec("owned", json!({"deletionPolicy": "Retain"})).await;
+    h.reconcile("owned").await;
+    assert!(h.secret("owned").await.unwrap().metadata.owner_references.unwrap_or_default().is_empty());
+    // And back.
+    h.patch_spec("owned", json!({"deletionPolicy": "Delete"})).await;
+    h.reconcile("owned").await;
+    assert_eq!(h.secret("owned").await.unwrap().metadata.owner_references.unwrap().len(), 1);
+    // The garbage collector removes the owned Secret with its resource, and keeps the retained one.
+    h.crs().delete("kept", &DeleteParams::default()).await.unwrap();
+    h.crs().delete("owned", &DeleteParams::default()).await.unwrap();
+    h.api.wait_for_gc().await;
+    assert!(h.secret("kept").await.is_some());
+    assert!(h.secret("owned").await.is_none());
+}
+
+#[tokio::test]
+async fn a_certificate_id_change_brings_the_new_certificate() {
+    let h = harness().await;
+    h.create("shop", json!({"certificateId": "aBcD1234"})).await;
+    h.reconcile("shop").await;
+    h.patch_spec("shop", json!({"certificateId": "eFgH5678"})).await;
+    let cr = h.reconcile("shop").await;
+    assert_eq!(status(&cr).certificate_id.as_deref(), Some("eFgH5678"));
+    assert_eq!(status(&cr).dns_names, vec!["new.example.com"]);
+    let secret = h.secret("shop").await.unwrap();
+    assert_eq!(secret.metadata.annotations.unwrap()["tencentcert.io/certificate-id"], "eFgH5678");
+    // A change to an id that fails keeps serving the old certificate but is not Ready.
+    h.patch_spec("shop", json!({"certificateId": "missing1"})).await;
+    let cr = h.reconcile("shop").await;
+    let ready = condition(&cr, "Ready");
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "CertificateNotFound"));
+    assert!(ready.message.contains("still holds certificate eFgH5678"), "{}", ready.message);
+}
+
+#[tokio::test]
+async fn a_secret_name_change_moves_the_secret_per_deletion_policy() {
+    let h = harness().await;
+    h.create("shop", json!({"certificateId": "aBcD1234", "secretName": "first"})).await;
+    h.create("kept", json!({"certificateId": "eFgH5678", "secretName": "kept-first", "deletionPolicy": "Retain"})).await;
+    h.reconcile("shop").await;
+    h.reconcile("kept").await;
+    h.patch_spec("shop", json!({"secretName": "second"})).await;
+    h.patch_spec("kept", json!({"secretName": "kept-second"})).await;
+    h.reconcile("shop").await;
+    h.reconcile("kept").await;
+    assert!(h.secret("first").await.is_none());
+    assert!(h.secret("second").await.is_some());
+    assert!(h.secret("kept-first").await.is_some());
+    assert!(h.secret("kept-second").await.is_some());
+}
+
+#[tokio::test]
+async fn our_secret_of_the_wrong_type_is_recreated() {
+    let h = harness().await;
+    let opaque: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "shop", "namespace": NS, "labels": {"tencentcert.io/certificate-name": "shop"}},
+        "type": "Opaque", "data": {"x": base64("y")}
+    }))
+    .unwrap();
+    h.secrets().create(&PostParams::default(), &opaque).await.unwrap();
+    h.create("shop", json!({"certificateId": "aBcD1234"})).await;
+    let cr = h.reconcile("shop").await;
+    assert_eq!(condition(&cr, "Ready").status, "True");
+    let secret = h.secret("shop").await.unwrap();
+    assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
+    assert!(!secret.data.unwrap().contains_key("x"));
+    assert_eq!(h.events("SecretRecreated").len(), 1);
+}
+
+#[tokio::test]
+async fn a_refresh_request_forces_a_download_once() {
+    let h = harness().await;
+    h.create("shop", json!({"certificateId": "aBcD1234"})).await;
+    h.reconcile("shop").await;
+    let request = |value: &str| json!({"metadata": {"annotations": {"tencentcert.io/refresh-requested-at": value}}});
+    h.crs().patch("shop", &PatchParams::default(), &Patch::Merge(request("2026-11-27T10:00:00Z"))).await.unwrap();
+    let cr = h.reconcile("shop").await;
+    assert_eq!(h.downloads(), 2);
+    assert_eq!(status(&cr).last_refresh_request.as_deref(), Some("2026-11-27T10:00:00Z"));
+    h.reconcile("shop").await;
+    assert_eq!(h.downloads(), 2);
+    h.crs().patch("shop", &PatchParams::default(), &Patch::Merge(request("2026-11-27T11:00:00Z"))).await.unwrap();
+    h.reconcile("shop").await;
+    assert_eq!(h.downloads(), 3);
+}
+
+#[tokio::test]
+async fn include_ca_false_leaves_out_the_root() {
+    let h = harness().await;
+    h.create("shop", json!({"certificateId": "aBcD1234"})).await;
+    h.reconcile("shop").await;
+    assert!(h.secret("shop").await.unwrap().data.unwrap().contains_key("ca.crt"));
+    h.patch_spec("shop", json!({"includeCA": false})).await;
+    h.reconcile("shop").await;
+    assert!(!h.secret("shop").await.unwrap().data.unwrap().contains_key("ca.crt"));
+}
+
+#[tokio::test]
+async fn a_kubernetes_api_failure_is_an_error_and_leaves_no_half_written_state() {
+    let h = harness().await;
+    h.create("shop", json!({"certificateId": "aBcD1234"})).await;
+    h.api.fail_next("PATCH", "secrets", 500, 1);
+    let cr = h.reconcile("shop").await;
+    let synced = condition(&cr, "Synced");
+    assert_eq!((synced.status.as_str(), synced.reason.as_str()), ("False", "KubernetesError"));
+    assert!(h.secret("shop").await.is_none());
+    h.make_due("shop").await;
+    let cr = h.reconcile("shop").await;
+    assert_eq!(condition(&cr, "Ready").status, "True");
+}
+
+#[tokio::test]
+async fn no_secret_material_reaches_status_events_or_logs_of_the_store() {
+    let h = harness().await;
+    h.put_credentials("tencent", SECRET_KEY).await;
+    h.create("shop", json!({"certificateId": "aBcD1234"})).await;
+    h.create("bad", json!({"certificateId": "aBcD1234", "credentialsRef": {"name": "wrong"}})).await;
+    h.put_credentials("wrong", "wrong-secret-key-value").await;
+    h.reconcile("shop").await;
+    h.reconcile("bad").await;
+    let key_pem = String::from_utf8(data(&h.secret("shop").await.unwrap(), "tls.key")).unwrap();
+    let key_body: String = key_pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let mut visible = Vec::new();
+    for cr in h.api.objects("tencentcert.io", "v1alpha1", "tencentcertificates", Some(NS)) {
+        visible.push(cr.to_string());
+    }
+    for event in h.api.objects("events.k8s.io", "v1", "events", Some(NS)) {
+        visible.push(event.to_string());
+    }
+    assert!(visible.len() >= 3);
+    for text in &visible {
+        assert!(!text.contains(SECRET_KEY));
+        assert!(!text.contains("wrong-secret-key-value"));
+        assert!(!text.contains(&key_body[..40]));
+        assert!(!text.contains("PRIVATE KEY"));
+    }
+}
