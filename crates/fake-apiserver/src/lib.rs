@@ -1,0 +1,329 @@
+//! An in-process fake Kubernetes API server for tests.
+//!
+//! A real HTTP server on `127.0.0.1` speaking the Kubernetes REST API generically (any group, version and
+//! resource), so `kube::Client` and a real operator binary (through a kubeconfig) talk to it as to a
+//! cluster. It emulates what an operator notices: resourceVersions and optimistic concurrency, watches
+//! with history and `410 Expired`, selectors, the patch types, server-side apply with field ownership,
+//! status subresources, generation, finalizers, garbage collection, PartialObjectMetadata, validation of
+//! names/labels/Secrets, and Kubernetes `Status` errors. The store can be inspected without HTTP.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! let server = fake_apiserver::FakeApiServer::builder()
+//!     .status_subresource("tencentcert.io", "tencentcertificates")
+//!     .start()
+//!     .await;
+//! let client = server.client();
+//! # let _ = client;
+//! assert!(server.object("", "v1", "secrets", Some("default"), "tls").is_none());
+//! # }
+//! ```
+
+mod gc;
+mod negotiate;
+mod patch;
+mod paths;
+mod selectors;
+mod server;
+mod ssa;
+mod status;
+mod store;
+mod validation;
+mod watch;
+
+use std::path::Path;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::Notify;
+
+pub use status::ApiError;
+
+use server::{Fault, Shared};
+use store::{GcQueue, Op, ResKey, State};
+
+/// One request as the server received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub path: String,
+    /// The raw (still percent-encoded) query string, without `?`.
+    pub query: String,
+    pub content_type: Option<String>,
+    pub accept: Option<String>,
+    /// `""` for the core API, and for non-resource paths.
+    pub group: String,
+    /// `""` for non-resource paths (`/version`, discovery).
+    pub plural: String,
+    pub subresource: Option<String>,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    /// The request body as text (lossy for non-UTF-8 bytes).
+    pub body: String,
+}
+
+/// Options for [`FakeApiServer`].
+#[derive(Debug, Clone)]
+pub struct Builder {
+    status_subresources: Vec<(String, String)>,
+    garbage_collection: bool,
+    gc_delay: Duration,
+    history_limit: usize,
+    bookmark_interval: Duration,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self {
+            status_subresources: Vec::new(),
+            garbage_collection: true,
+            gc_delay: Duration::from_millis(20),
+            history_limit: 10_000,
+            bookmark_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Builder {
+    /// Gives a resource a `/status` subresource (built-in kinds that have one, and CRDs created through the
+    /// server that declare one, get it automatically).
+    pub fn status_subresource(mut self, group: &str, plural: &str) -> Self {
+        self.status_subresources
+            .push((group.to_string(), plural.to_string()));
+        self
+    }
+
+    /// Background garbage collection of dependents (on by default).
+    pub fn garbage_collection(mut self, enabled: bool) -> Self {
+        self.garbage_collection = enabled;
+        self
+    }
+
+    /// How long after an owner goes the GC acts (default 20 ms).
+    pub fn gc_delay(mut self, delay: Duration) -> Self {
+        self.gc_delay = delay;
+        self
+    }
+
+    /// Watch events retained for resuming watches (default 10 000); older resourceVersions get `410 Expired`.
+    pub fn history_limit(mut self, events: usize) -> Self {
+        self.history_limit = events;
+        self
+    }
+
+    /// Interval of BOOKMARK events on watches that allow them (default 10 s; the real server's is ~1 min).
+    pub fn bookmark_interval(mut self, interval: Duration) -> Self {
+        self.bookmark_interval = interval;
+        self
+    }
+
+    /// Binds `127.0.0.1` on a free port and starts serving on the current tokio runtime.
+    ///
+    /// # Panics
+    /// If no loopback port can be bound, which leaves a test nothing to run against.
+    pub async fn start(self) -> FakeApiServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0 for the fake API server");
+        let address = listener
+            .local_addr()
+            .expect("bound listener has an address");
+        let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+        let tracker = Arc::new(gc::GcTracker {
+            pending: Arc::new(AtomicUsize::new(0)),
+            idle: Notify::new(),
+        });
+        let (gc_tx, gc_rx) = tokio::sync::mpsc::unbounded_channel();
+        let queue = self.garbage_collection.then(|| GcQueue {
+            tx: gc_tx,
+            pending: tracker.pending.clone(),
+        });
+        let mut state = State::new(self.history_limit, queue);
+        for (group, plural) in &self.status_subresources {
+            state.set_status_subresource(group, plural);
+        }
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state),
+            log: Mutex::new(Vec::new()),
+            faults: Mutex::new(Vec::new()),
+            shutdown: shutdown_rx.clone(),
+            bookmark_interval: self.bookmark_interval.max(Duration::from_millis(10)),
+            address: address.to_string(),
+        });
+        if self.garbage_collection {
+            tokio::spawn(gc::run(
+                shared.clone(),
+                tracker.clone(),
+                gc_rx,
+                self.gc_delay,
+            ));
+        }
+        let app = server::router(shared.clone());
+        let mut stop = shutdown_rx;
+        tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                // Resolves when the server is dropped (the sender goes away).
+                let _ = stop.changed().await;
+            });
+            // An accept-loop failure ends the server; requests then fail with connection errors, which is
+            // what the test would see from a dead API server.
+            let _ = serve.await;
+        });
+        FakeApiServer {
+            shared,
+            url: format!("http://{address}"),
+            tracker,
+            _shutdown: shutdown_tx,
+        }
+    }
+}
+
+/// A running fake API server. Dropping it stops the server, its watches and its garbage collector.
+pub struct FakeApiServer {
+    shared: Arc<Shared>,
+    url: String,
+    tracker: Arc<gc::GcTracker>,
+    /// Dropped with the server: every shutdown receiver then wakes.
+    _shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl FakeApiServer {
+    /// A server with default options.
+    pub async fn start() -> FakeApiServer {
+        Builder::default().start().await
+    }
+
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// A `kube::Client` for this server, default namespace `default`. Call it inside a tokio runtime (the
+    /// client spawns its request buffer there).
+    pub fn client(&self) -> kube::Client {
+        let uri = self.url.parse().expect("the server URL is a valid URI");
+        let mut config = kube::Config::new(uri);
+        config.default_namespace = "default".to_string();
+        kube::Client::try_from(config).expect("a plain-HTTP kube client builds")
+    }
+
+    /// Writes a kubeconfig (context `fake`, namespace `default`, no credentials) pointing at [`Self::url`].
+    pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\n\
+             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\n\
+             current-context: fake\nusers:\n- name: fake\n  user: {{}}\npreferences: {{}}\n",
+            url = self.url
+        );
+        std::fs::write(path, text)
+    }
+
+    /// One stored object as the API would return it (`version` is not checked: objects are stored once per
+    /// resource, not per version).
+    pub fn object(
+        &self,
+        group: &str,
+        version: &str,
+        plural: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<Value> {
+        let _ = version;
+        let state = self.shared.state();
+        state
+            .get(
+                &ResKey::new(group, plural),
+                namespace.unwrap_or_default(),
+                name,
+            )
+            .map(State::render)
+    }
+
+    /// The objects of a resource in a namespace (`None`: all namespaces, or a cluster-scoped resource),
+    /// ordered by namespace and name.
+    pub fn objects(
+        &self,
+        group: &str,
+        version: &str,
+        plural: &str,
+        namespace: Option<&str>,
+    ) -> Vec<Value> {
+        let _ = version;
+        let state = self.shared.state();
+        state
+            .list(&ResKey::new(group, plural), namespace)
+            .into_iter()
+            .map(State::render)
+            .collect()
+    }
+
+    /// Stores an object without HTTP, through the same create path as a POST (validation, uid, generation,
+    /// resourceVersion, watch event; field manager `fake-apiserver`).
+    pub fn create(
+        &self,
+        group: &str,
+        version: &str,
+        plural: &str,
+        namespace: Option<&str>,
+        object: Value,
+    ) -> Result<Value, ApiError> {
+        let op = Op {
+            group: group.to_string(),
+            version: version.to_string(),
+            plural: plural.to_string(),
+            namespace: namespace.map(str::to_string),
+            manager: "fake-apiserver".to_string(),
+            ..Op::default()
+        };
+        let mut state = self.shared.state();
+        state.check_scope(&op, false)?;
+        state.create(&op, object)
+    }
+
+    /// The current global resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.shared.state().resource_version()
+    }
+
+    /// Requests with this HTTP method (case-insensitive) to this resource, subresources included.
+    pub fn request_count(&self, method: &str, plural: &str) -> u64 {
+        let log = self.shared.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.iter()
+            .filter(|r| r.method.eq_ignore_ascii_case(method) && r.plural == plural)
+            .count() as u64
+    }
+
+    /// Every request received so far, in order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared
+            .log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Answers the next `times` requests with this method to this resource (`"*"`: any resource) with a
+    /// Kubernetes `Status` error of HTTP `status` and its usual reason. Note that kube clients retry 429,
+    /// 503 and 504 by themselves (up to 15 times with backoff), so such faults are invisible to the
+    /// caller unless injected more often than that.
+    pub fn fail_next(&self, method: &str, plural: &str, status: u16, times: u32) {
+        let mut faults = self.shared.faults.lock().unwrap_or_else(|p| p.into_inner());
+        faults.push(Fault {
+            method: method.to_string(),
+            plural: plural.to_string(),
+            status,
+            remaining: times,
+        });
+    }
+
+    /// Waits until the garbage collector has no queued or running work (returns at once with GC off).
+    pub async fn wait_for_gc(&self) {
+        self.tracker.settled().await;
+    }
+}

@@ -1,0 +1,1379 @@
+//! The object store: objects, the global resourceVersion, the watch history and the write pipeline every
+//! verb goes through.
+//!
+//! One mutex guards all of it, so every write is linearizable and its watch event is queued to watchers
+//! while the lock is held: watchers see events in resourceVersion order with no gaps, as from etcd.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::paths;
+use crate::ssa::{self, Managed, Scope};
+use crate::status::{self, ApiError};
+use crate::validation;
+
+/// A resource: `(group, plural)`. Versions are not distinguished (no conversion is emulated).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ResKey {
+    pub group: String,
+    pub plural: String,
+}
+
+impl ResKey {
+    pub fn new(group: &str, plural: &str) -> Self {
+        Self {
+            group: group.to_string(),
+            plural: plural.to_string(),
+        }
+    }
+}
+
+/// What the server knows about a resource: learnt from the first objects written, from a CRD, or from
+/// the builder.
+#[derive(Debug, Clone)]
+pub struct ResourceInfo {
+    pub kind: Option<String>,
+    /// `apiVersion` of the objects (`v1`, `group/v1`).
+    pub api_version: String,
+    /// `None` until a request shows it (or a CRD or the built-in table says).
+    pub namespaced: Option<bool>,
+    pub status_subresource: bool,
+    /// Served from a CRD rather than built in (changes DELETE answers, PUT and strategic merge rules).
+    pub custom: bool,
+}
+
+/// A stored object: its JSON (with `metadata.resourceVersion`) and field ownership.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub value: Value,
+    pub managed: Managed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change, as kept in the history and sent to watchers.
+#[derive(Debug)]
+pub struct Event {
+    pub rv: u64,
+    pub kind: EventType,
+    pub res: ResKey,
+    /// The object after the change (for DELETED: its last state, with the deletion's resourceVersion).
+    pub object: Value,
+    /// The object before the change, so a selector-filtered watch can turn a change into ADDED/DELETED the
+    /// way the real watch cache does.
+    pub previous: Option<Value>,
+}
+
+/// Work for the garbage collector.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GcJob {
+    /// An object with this uid is gone: look at its dependents.
+    OwnerGone { uid: String },
+    /// A namespace is gone: delete what is in it.
+    NamespaceGone { namespace: String },
+    /// This object names owners: delete it or drop the dangling references if they do not exist.
+    CheckOwners {
+        res: ResKey,
+        namespace: String,
+        name: String,
+    },
+}
+
+/// The GC work queue. `pending` counts queued and in-progress jobs so tests can wait for GC to settle.
+#[derive(Clone)]
+pub struct GcQueue {
+    pub tx: UnboundedSender<GcJob>,
+    pub pending: Arc<AtomicUsize>,
+}
+
+/// A request's write parameters.
+#[derive(Debug, Clone, Default)]
+pub struct Op {
+    pub group: String,
+    pub version: String,
+    pub plural: String,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub subresource: Option<String>,
+    /// `fieldManager`, or the user-agent derived default the real server uses.
+    pub manager: String,
+    pub force: bool,
+    pub dry_run: bool,
+}
+
+impl Op {
+    fn res(&self) -> ResKey {
+        ResKey::new(&self.group, &self.plural)
+    }
+    fn ns_key(&self) -> String {
+        self.namespace.clone().unwrap_or_default()
+    }
+    fn name_str(&self) -> &str {
+        self.name.as_deref().unwrap_or_default()
+    }
+}
+
+/// DELETE options the fake honours.
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOpts {
+    pub precondition_uid: Option<String>,
+    pub precondition_rv: Option<String>,
+    pub orphan: bool,
+    pub dry_run: bool,
+}
+
+/// What a DELETE answers: the object (kept while finalizers run, or for custom resources) or a Status.
+pub enum Deleted {
+    Object(Value),
+    Status(Value),
+}
+
+pub struct State {
+    rv: u64,
+    resources: BTreeMap<ResKey, ResourceInfo>,
+    objects: BTreeMap<ResKey, BTreeMap<(String, String), Stored>>,
+    history: VecDeque<Arc<Event>>,
+    history_limit: usize,
+    /// Events at or below this resourceVersion have been dropped from the history.
+    compacted_rv: u64,
+    watchers: Vec<(ResKey, UnboundedSender<Arc<Event>>)>,
+    gc: Option<GcQueue>,
+}
+
+pub fn now() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+fn new_uid() -> String {
+    let n = fastrand::u128(..);
+    let h = format!("{n:032x}");
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
+}
+
+/// `metadata` of an object, created if missing or not a map.
+fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
+    if !obj.is_object() {
+        *obj = Value::Object(Map::new());
+    }
+    let map = obj.as_object_mut().expect("made an object above");
+    let meta = map
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !meta.is_object() {
+        *meta = Value::Object(Map::new());
+    }
+    meta.as_object_mut().expect("made an object above")
+}
+
+fn meta_str<'v>(obj: &'v Value, field: &str) -> Option<&'v str> {
+    obj.get("metadata")?.get(field)?.as_str()
+}
+
+fn owner_refs(obj: &Value) -> Vec<&Value> {
+    obj.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default()
+}
+
+fn finalizers_empty(obj: &Value) -> bool {
+    obj.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty)
+}
+
+/// Metadata only the server sets; copied from the stored object over whatever a write sent.
+const SERVER_METADATA: [&str; 6] = [
+    "uid",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "generation",
+    "namespace",
+];
+
+/// An apply conflict: 409 `Conflict` with the real message and one cause per field.
+fn apply_conflict(op: &Op, conflicts: &[ssa::Conflict]) -> ApiError {
+    let mut e = ApiError::new(409, "Conflict", ssa::conflict_message(conflicts));
+    let causes: Vec<Value> = conflicts
+        .iter()
+        .map(|c| {
+            let field: String = c.path.iter().map(|s| format!(".{s}")).collect();
+            json!({"reason": "FieldManagerConflict", "message": format!("conflict with \"{}\" using {}", c.manager, c.api_version), "field": field})
+        })
+        .collect();
+    e.details = Some(
+        json!({"name": op.name_str(), "group": op.group, "kind": op.plural, "causes": causes}),
+    );
+    e
+}
+
+/// The object without the fields that do not count for `metadata.generation`.
+fn spec_part(obj: &Value, status_subresource: bool) -> Value {
+    let mut v = obj.clone();
+    if let Some(m) = v.as_object_mut() {
+        m.remove("metadata");
+        // Without a status subresource the real server bumps generation for status changes too (CRDs).
+        if status_subresource {
+            m.remove("status");
+        }
+    }
+    v
+}
+
+impl State {
+    pub fn new(history_limit: usize, gc: Option<GcQueue>) -> Self {
+        Self {
+            rv: 1,
+            resources: BTreeMap::new(),
+            objects: BTreeMap::new(),
+            history: VecDeque::new(),
+            history_limit: history_limit.max(1),
+            compacted_rv: 0,
+            watchers: Vec::new(),
+            gc,
+        }
+    }
+
+    pub fn resource_version(&self) -> u64 {
+        self.rv
+    }
+
+    pub fn compacted_rv(&self) -> u64 {
+        self.compacted_rv
+    }
+
+    /// The resource's info, registered on first use.
+    pub fn info(&mut self, group: &str, version: &str, plural: &str) -> &mut ResourceInfo {
+        self.resources
+            .entry(ResKey::new(group, plural))
+            .or_insert_with(|| ResourceInfo {
+                kind: paths::builtin_kind(group, plural).map(str::to_string),
+                api_version: if group.is_empty() {
+                    version.to_string()
+                } else {
+                    format!("{group}/{version}")
+                },
+                namespaced: if paths::builtin_cluster_scoped(group, plural) {
+                    Some(false)
+                } else {
+                    paths::builtin_kind(group, plural).map(|_| true)
+                },
+                status_subresource: paths::builtin_status_subresource(group, plural),
+                custom: !paths::builtin_group(group),
+            })
+    }
+
+    pub fn resources(&self) -> impl Iterator<Item = (&ResKey, &ResourceInfo)> {
+        self.resources.iter()
+    }
+
+    pub fn set_status_subresource(&mut self, group: &str, plural: &str) {
+        let version = "v1";
+        self.info(group, version, plural).status_subresource = true;
+    }
+
+    /// Checks a request's namespace against the resource's scope, learning the scope on first sight.
+    /// Addressing a namespaced resource without a namespace (or the reverse) is a 404, as on the real server.
+    /// `all_namespaces_ok`: a collection read, where no namespace means "in all namespaces".
+    pub fn check_scope(&mut self, op: &Op, all_namespaces_ok: bool) -> Result<(), ApiError> {
+        let info = self.info(&op.group, &op.version, &op.plural);
+        let ok = match (info.namespaced, op.namespace.is_some()) {
+            (Some(namespaced), true) => namespaced,
+            (Some(namespaced), false) => !namespaced || all_namespaces_ok,
+            (None, true) => {
+                info.namespaced = Some(true);
+                true
+            }
+            (None, false) => {
+                if !all_namespaces_ok {
+                    info.namespaced = Some(false);
+                }
+                true
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            ))
+        }
+    }
+
+    fn scope_for(&self, op: &Op) -> Result<Scope, ApiError> {
+        let sub = self
+            .resources
+            .get(&op.res())
+            .is_some_and(|i| i.status_subresource);
+        match (op.subresource.as_deref(), sub) {
+            (None, true) => Ok(Scope::Main),
+            (None, false) => Ok(Scope::Whole),
+            (Some("status"), true) => Ok(Scope::Status),
+            _ => Err(ApiError::new(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+            )),
+        }
+    }
+
+    pub fn get(&self, res: &ResKey, namespace: &str, name: &str) -> Option<&Stored> {
+        self.objects
+            .get(res)?
+            .get(&(namespace.to_string(), name.to_string()))
+    }
+
+    /// Objects of a resource in one namespace (or all), ordered by namespace and name.
+    pub fn list(&self, res: &ResKey, namespace: Option<&str>) -> Vec<&Stored> {
+        let Some(objs) = self.objects.get(res) else {
+            return Vec::new();
+        };
+        objs.iter()
+            .filter(|((ns, _), _)| namespace.is_none_or(|n| n == ns))
+            .map(|(_, s)| s)
+            .collect()
+    }
+
+    /// The object as the API returns it (with `metadata.managedFields`).
+    pub fn render(stored: &Stored) -> Value {
+        let mut v = stored.value.clone();
+        let managed = stored.managed.render();
+        if managed.as_array().is_some_and(|a| !a.is_empty()) {
+            meta_mut(&mut v).insert("managedFields".into(), managed);
+        }
+        v
+    }
+
+    /// `kind` for lists and bookmarks of a resource.
+    pub fn kind_of(&self, res: &ResKey) -> Option<String> {
+        self.resources.get(res).and_then(|i| i.kind.clone())
+    }
+
+    pub fn api_version_of(&self, res: &ResKey, fallback: &str) -> String {
+        self.resources
+            .get(res)
+            .map_or_else(|| fallback.to_string(), |i| i.api_version.clone())
+    }
+
+    pub fn subscribe(&mut self, res: ResKey, tx: UnboundedSender<Arc<Event>>) {
+        self.watchers.retain(|(_, w)| !w.is_closed());
+        self.watchers.push((res, tx));
+    }
+
+    /// History events of a resource after `rv`.
+    pub fn events_since(&self, res: &ResKey, rv: u64) -> Vec<Arc<Event>> {
+        self.history
+            .iter()
+            .filter(|e| e.rv > rv && e.res == *res)
+            .cloned()
+            .collect()
+    }
+
+    fn emit(&mut self, kind: EventType, res: &ResKey, object: Value, previous: Option<Value>) {
+        let event = Arc::new(Event {
+            rv: self.rv,
+            kind,
+            res: res.clone(),
+            object,
+            previous,
+        });
+        self.history.push_back(event.clone());
+        while self.history.len() > self.history_limit {
+            if let Some(dropped) = self.history.pop_front() {
+                self.compacted_rv = dropped.rv;
+            }
+        }
+        self.watchers.retain(|(r, tx)| {
+            if r == res {
+                tx.send(event.clone()).is_ok()
+            } else {
+                !tx.is_closed()
+            }
+        });
+    }
+
+    fn enqueue_gc(&self, job: GcJob) {
+        if let Some(gc) = &self.gc {
+            gc.pending.fetch_add(1, Ordering::SeqCst);
+            if gc.tx.send(job).is_err() {
+                gc.pending.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    fn kind_for(&self, op: &Op, body: Option<&Value>) -> Result<String, ApiError> {
+        body.and_then(|b| b.get("kind"))
+            .and_then(Value::as_str)
+            .filter(|k| !k.is_empty())
+            .map(str::to_string)
+            .or_else(|| self.kind_of(&op.res()))
+            .or_else(|| paths::builtin_kind(&op.group, &op.plural).map(str::to_string))
+            .ok_or_else(|| ApiError::bad_request("Object 'Kind' is missing in the request body"))
+    }
+
+    fn vctx<'a>(op: &'a Op, kind: &'a str, name: &'a str) -> validation::Ctx<'a> {
+        validation::Ctx {
+            group: &op.group,
+            plural: &op.plural,
+            kind,
+            name,
+        }
+    }
+
+    // ---------------------------------------------------------------- create
+
+    pub fn create(&mut self, op: &Op, mut body: Value) -> Result<Value, ApiError> {
+        if !body.is_object() {
+            return Err(ApiError::bad_request(
+                "the request body must be a JSON object",
+            ));
+        }
+        let scope = self.scope_for(op)?;
+        if scope == Scope::Status {
+            return Err(ApiError::method_not_allowed("POST"));
+        }
+        let kind = self.kind_for(op, Some(&body))?;
+        let body_ns = meta_str(&body, "namespace")
+            .filter(|s| !s.is_empty())
+            .map(str::to_string);
+        if let (Some(b), Some(u)) = (&body_ns, &op.namespace)
+            && b != u
+        {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        if meta_str(&body, "resourceVersion").is_some_and(|rv| !rv.is_empty()) {
+            return Err(ApiError::internal(
+                "resourceVersion should not be set on objects to be created",
+            ));
+        }
+        let res = op.res();
+        let ns = op.ns_key();
+        let name = match meta_str(&body, "name").filter(|n| !n.is_empty()) {
+            Some(n) => n.to_string(),
+            None => match meta_str(&body, "generateName").filter(|n| !n.is_empty()) {
+                Some(prefix) => self.generate_name(&res, &ns, prefix),
+                None => {
+                    return Err(ApiError::invalid(
+                        &kind,
+                        &op.group,
+                        "",
+                        "metadata.name",
+                        "Required value: name or generateName is required",
+                    ));
+                }
+            },
+        };
+        if scope == Scope::Main
+            && let Some(m) = body.as_object_mut()
+        {
+            // With a status subresource, creates drop `status` (CRD and built-in strategies alike).
+            m.remove("status");
+        }
+        {
+            let meta = meta_mut(&mut body);
+            for f in SERVER_METADATA
+                .iter()
+                .chain(&["managedFields", "selfLink", "resourceVersion"])
+            {
+                meta.remove(*f);
+            }
+            meta.insert("name".into(), Value::String(name.clone()));
+            if let Some(ns) = &op.namespace {
+                meta.insert("namespace".into(), Value::String(ns.clone()));
+            }
+            meta.insert("uid".into(), Value::String(new_uid()));
+            meta.insert("creationTimestamp".into(), Value::String(now()));
+            meta.insert("generation".into(), json!(1));
+        }
+        let api_version = self.api_version_for(op, &body);
+        if let Some(m) = body.as_object_mut() {
+            m.insert("apiVersion".into(), Value::String(api_version.clone()));
+            m.insert("kind".into(), Value::String(kind.clone()));
+        }
+        if res == ResKey::new("", "secrets") {
+            validation::fold_string_data(&mut body);
+        }
+        validation::validate(&Self::vctx(op, &kind, &name), &body)?;
+        if self.get(&res, &ns, &name).is_some() {
+            return Err(ApiError::already_exists(&op.group, &op.plural, &name));
+        }
+        let mut managed = Managed::default();
+        managed.record_update(None, &body, &op.manager, "", scope, &api_version, &now());
+        self.insert_new(op, &kind, name, body, managed)
+    }
+
+    fn api_version_for(&self, op: &Op, body: &Value) -> String {
+        body.get("apiVersion")
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+            .unwrap_or_else(|| {
+                if op.group.is_empty() {
+                    op.version.clone()
+                } else {
+                    format!("{}/{}", op.group, op.version)
+                }
+            })
+    }
+
+    fn generate_name(&self, res: &ResKey, ns: &str, prefix: &str) -> String {
+        // The real suffix alphabet: no vowels (no words), no look-alike characters.
+        const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+        loop {
+            let suffix: String = (0..5)
+                .map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)
+                .collect();
+            let name = format!("{prefix}{suffix}");
+            if self.get(res, ns, &name).is_none() {
+                return name;
+            }
+        }
+    }
+
+    /// Stores a new object (create, or apply that creates) and announces it.
+    fn insert_new(
+        &mut self,
+        op: &Op,
+        kind: &str,
+        name: String,
+        mut body: Value,
+        managed: Managed,
+    ) -> Result<Value, ApiError> {
+        let res = op.res();
+        if res == ResKey::new("apiextensions.k8s.io", "customresourcedefinitions") {
+            self.accept_crd(&mut body);
+        }
+        if op.dry_run {
+            return Ok(Self::render(&Stored {
+                value: body,
+                managed,
+            }));
+        }
+        {
+            let api_version = body
+                .get("apiVersion")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let info = self.info(&op.group, &op.version, &op.plural);
+            if info.kind.is_none() {
+                info.kind = Some(kind.to_string());
+            }
+            if !api_version.is_empty() {
+                info.api_version = api_version;
+            }
+        }
+        self.rv += 1;
+        meta_mut(&mut body).insert("resourceVersion".into(), Value::String(self.rv.to_string()));
+        let stored = Stored {
+            value: body,
+            managed,
+        };
+        let rendered = Self::render(&stored);
+        if !owner_refs(&stored.value).is_empty() {
+            self.enqueue_gc(GcJob::CheckOwners {
+                res: res.clone(),
+                namespace: op.ns_key(),
+                name: name.clone(),
+            });
+        }
+        self.objects
+            .entry(res.clone())
+            .or_default()
+            .insert((op.ns_key(), name), stored);
+        self.emit(EventType::Added, &res, rendered.clone(), None);
+        Ok(rendered)
+    }
+
+    /// A CRD registers its resource, and is accepted at once (the real CRD controller sets these conditions
+    /// within moments; operators wait for `Established`).
+    fn accept_crd(&mut self, crd: &mut Value) {
+        let spec = crd.get("spec").cloned().unwrap_or_default();
+        let group = spec
+            .get("group")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let names = spec.get("names").cloned().unwrap_or_default();
+        let Some(plural) = names
+            .get("plural")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+        else {
+            return;
+        };
+        let established = crd
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|c| !c.is_empty());
+        let versions = spec
+            .get("versions")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let storage = versions
+            .iter()
+            .find(|v| v.get("storage") == Some(&Value::Bool(true)))
+            .or_else(|| versions.first())
+            .cloned()
+            .unwrap_or_default();
+        let version = storage
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("v1")
+            .to_string();
+        let info = self.info(&group, &version, &plural);
+        info.kind = names
+            .get("kind")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        info.api_version = format!("{group}/{version}");
+        info.namespaced = Some(spec.get("scope").and_then(Value::as_str) != Some("Cluster"));
+        info.status_subresource = storage.pointer("/subresources/status").is_some();
+        info.custom = true;
+        if established {
+            // Keep the conditions (and their timestamps) so re-applying a CRD stays a no-op.
+            return;
+        }
+        let now = now();
+        let condition = |t: &str, reason: &str| json!({"type": t, "status": "True", "reason": reason, "message": "", "lastTransitionTime": now});
+        if let Some(m) = crd.as_object_mut() {
+            m.insert(
+                "status".into(),
+                json!({
+                    "acceptedNames": names,
+                    "conditions": [condition("NamesAccepted", "NoConflicts"), condition("Established", "InitialNamesAccepted")],
+                    "storedVersions": [version],
+                }),
+            );
+        }
+    }
+
+    // ---------------------------------------------------------------- update paths
+
+    fn existing(&self, op: &Op) -> Result<&Stored, ApiError> {
+        self.get(&op.res(), &op.ns_key(), op.name_str())
+            .ok_or_else(|| ApiError::not_found(&op.group, &op.plural, op.name_str()))
+    }
+
+    fn check_identity(&self, op: &Op, body: &Value, old: &Stored) -> Result<(), ApiError> {
+        let name = op.name_str();
+        if let Some(body_name) = meta_str(body, "name")
+            && body_name != name
+        {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        if let Some(body_ns) = meta_str(body, "namespace").filter(|n| !n.is_empty())
+            && Some(body_ns) != op.namespace.as_deref()
+        {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        let old_uid = meta_str(&old.value, "uid").unwrap_or_default();
+        if let Some(uid) = meta_str(body, "uid").filter(|u| !u.is_empty())
+            && uid != old_uid
+        {
+            return Err(ApiError::conflict(
+                &op.group,
+                &op.plural,
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {old_uid}"
+                ),
+            ));
+        }
+        if let Some(rv) = meta_str(body, "resourceVersion").filter(|r| !r.is_empty())
+            && Some(rv) != meta_str(&old.value, "resourceVersion")
+        {
+            return Err(ApiError::stale(&op.group, &op.plural, name));
+        }
+        Ok(())
+    }
+
+    /// The new object for a write within `scope`: outside it the stored object wins.
+    fn scoped(old: &Value, new: Value, scope: Scope) -> Value {
+        match scope {
+            Scope::Whole => new,
+            Scope::Main => {
+                let mut out = new;
+                if let Some(m) = out.as_object_mut() {
+                    match old.get("status") {
+                        Some(s) => m.insert("status".into(), s.clone()),
+                        None => m.remove("status"),
+                    };
+                }
+                out
+            }
+            Scope::Status => {
+                // `/status` writes change only status; metadata (labels, annotations too) stays as stored.
+                let mut out = old.clone();
+                if let Some(m) = out.as_object_mut() {
+                    match new.get("status") {
+                        Some(s) if !s.is_null() => m.insert("status".into(), s.clone()),
+                        _ => m.remove("status"),
+                    };
+                }
+                out
+            }
+        }
+    }
+
+    pub fn replace(&mut self, op: &Op, body: Value) -> Result<Value, ApiError> {
+        if !body.is_object() {
+            return Err(ApiError::bad_request(
+                "the request body must be a JSON object",
+            ));
+        }
+        let scope = self.scope_for(op)?;
+        let old = self.existing(op)?.clone();
+        self.check_identity(op, &body, &old)?;
+        let custom = self.resources.get(&op.res()).is_some_and(|i| i.custom);
+        if custom && meta_str(&body, "resourceVersion").is_none_or(str::is_empty) {
+            let kind = self.kind_for(op, Some(&old.value))?;
+            return Err(ApiError::invalid(
+                &kind,
+                &op.group,
+                op.name_str(),
+                "metadata.resourceVersion",
+                "Invalid value: 0x0: must be specified for an update",
+            ));
+        }
+        let new = Self::scoped(&old.value, body, scope);
+        self.update(op, old, new, None, scope)
+    }
+
+    pub fn patch(
+        &mut self,
+        op: &Op,
+        kind: crate::patch::PatchKind,
+        body: &[u8],
+    ) -> Result<Value, ApiError> {
+        use crate::patch::PatchKind;
+        let scope = self.scope_for(op)?;
+        if kind == PatchKind::Apply {
+            return self.apply(op, body, scope);
+        }
+        if op.force {
+            return Err(ApiError::unprocessable(
+                "force: Forbidden: may not be specified for non-apply patch",
+            ));
+        }
+        let custom = self.resources.get(&op.res()).is_some_and(|i| i.custom);
+        if kind == PatchKind::Strategic && custom {
+            return Err(ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                "strategic merge patch is not supported for custom resources",
+            ));
+        }
+        let old = self.existing(op)?.clone();
+        let patched = match kind {
+            PatchKind::Json => crate::patch::json(&old.value, body)?,
+            _ => crate::patch::merge(&old.value, body)?,
+        };
+        self.check_identity(op, &patched, &old)?;
+        let new = Self::scoped(&old.value, patched, scope);
+        self.update(op, old, new, None, scope)
+    }
+
+    fn apply(&mut self, op: &Op, body: &[u8], scope: Scope) -> Result<Value, ApiError> {
+        if op.manager.is_empty() {
+            return Err(ApiError::unprocessable(
+                "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+            ));
+        }
+        let applied = crate::patch::apply_body(body)?;
+        let (Some(api_version), Some(kind)) = (
+            applied
+                .get("apiVersion")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty()),
+            applied
+                .get("kind")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty()),
+        ) else {
+            return Err(ApiError::bad_request(
+                "invalid object type: apply patches must set apiVersion and kind",
+            ));
+        };
+        let (api_version, kind) = (api_version.to_string(), kind.to_string());
+        // The config as owned fields: no server-maintained metadata, and only this scope's part.
+        let mut config = applied.clone();
+        {
+            let meta = meta_mut(&mut config);
+            for f in SERVER_METADATA.iter().chain(&[
+                "managedFields",
+                "selfLink",
+                "resourceVersion",
+                "name",
+            ]) {
+                meta.remove(*f);
+            }
+        }
+        let config = match scope {
+            Scope::Whole => config,
+            Scope::Main => {
+                let mut c = config;
+                if let Some(m) = c.as_object_mut() {
+                    m.remove("status");
+                }
+                c
+            }
+            Scope::Status => {
+                json!({ "status": config.get("status").cloned().unwrap_or(Value::Null) })
+            }
+        };
+        let now = now();
+        let subresource = op.subresource.clone().unwrap_or_default();
+        let req = ssa::Apply {
+            manager: &op.manager,
+            subresource: &subresource,
+            scope,
+            force: op.force,
+            api_version: &api_version,
+            now: &now,
+        };
+
+        let Some(old) = self.get(&op.res(), &op.ns_key(), op.name_str()).cloned() else {
+            if scope == Scope::Status {
+                return Err(ApiError::not_found(&op.group, &op.plural, op.name_str()));
+            }
+            // Apply creates: identity checks as for POST, then the config becomes the object.
+            let ns_mismatch = meta_str(&applied, "namespace")
+                .filter(|n| !n.is_empty())
+                .is_some_and(|n| Some(n) != op.namespace.as_deref());
+            let name_mismatch = meta_str(&applied, "name").is_some_and(|n| n != op.name_str());
+            if ns_mismatch || name_mismatch {
+                return Err(ApiError::bad_request(
+                    "the name or namespace of the applied object does not match the URL",
+                ));
+            }
+            let mut managed = Managed::default();
+            let mut obj = managed
+                .apply(&json!({}), &config, &req)
+                .map_err(|c| apply_conflict(op, &c))?;
+            if let Some(m) = obj.as_object_mut() {
+                m.insert("apiVersion".into(), Value::String(api_version.clone()));
+                m.insert("kind".into(), Value::String(kind.clone()));
+            }
+            let name = op.name_str().to_string();
+            let meta = meta_mut(&mut obj);
+            meta.insert("name".into(), Value::String(name.clone()));
+            if let Some(ns) = &op.namespace {
+                meta.insert("namespace".into(), Value::String(ns.clone()));
+            }
+            meta.insert("uid".into(), Value::String(new_uid()));
+            meta.insert("creationTimestamp".into(), Value::String(now.clone()));
+            meta.insert("generation".into(), json!(1));
+            if op.res() == ResKey::new("", "secrets") {
+                validation::fold_string_data(&mut obj);
+            }
+            validation::validate(&Self::vctx(op, &kind, &name), &obj)?;
+            return self.insert_new(op, &kind, name, obj, managed);
+        };
+        self.check_identity(op, &applied, &old)?;
+        let mut managed = old.managed.clone();
+        let new = managed
+            .apply(&old.value, &config, &req)
+            .map_err(|c| apply_conflict(op, &c))?;
+        self.update(op, old, new, Some(managed), scope)
+    }
+
+    /// The shared tail of every update: server metadata, validation, ownership, generation, no-op detection,
+    /// finalizer-driven deletion, and the write itself.
+    fn update(
+        &mut self,
+        op: &Op,
+        old: Stored,
+        mut new: Value,
+        applied: Option<Managed>,
+        scope: Scope,
+    ) -> Result<Value, ApiError> {
+        let res = op.res();
+        let name = op.name_str().to_string();
+        let kind = self.kind_for(op, Some(&old.value))?;
+        for f in ["apiVersion", "kind"] {
+            if let (Some(m), Some(v)) = (new.as_object_mut(), old.value.get(f)) {
+                m.insert(f.into(), v.clone());
+            }
+        }
+        {
+            let old_meta = old
+                .value
+                .get("metadata")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            let meta = meta_mut(&mut new);
+            for f in ["managedFields", "selfLink", "resourceVersion"] {
+                meta.remove(f);
+            }
+            meta.insert("name".into(), Value::String(name.clone()));
+            for f in SERVER_METADATA {
+                match old_meta.get(f) {
+                    Some(v) => meta.insert(f.into(), v.clone()),
+                    None => meta.remove(f),
+                };
+            }
+        }
+        if res == ResKey::new("", "secrets") {
+            validation::fold_string_data(&mut new);
+        }
+        let ctx = Self::vctx(op, &kind, &name);
+        validation::validate(&ctx, &new)?;
+        let mut old_cmp = old.value.clone();
+        meta_mut(&mut old_cmp).remove("resourceVersion");
+        validation::validate_update(&ctx, &old_cmp, &new)?;
+
+        let managed = match applied {
+            Some(m) => m,
+            None => {
+                let mut m = old.managed.clone();
+                let api_version = old
+                    .value
+                    .get("apiVersion")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                let sub = op.subresource.clone().unwrap_or_default();
+                m.record_update(
+                    Some(&old_cmp),
+                    &new,
+                    &op.manager,
+                    &sub,
+                    scope,
+                    &api_version,
+                    &now(),
+                );
+                m
+            }
+        };
+        if res == ResKey::new("apiextensions.k8s.io", "customresourcedefinitions") {
+            self.accept_crd(&mut new);
+        }
+        // The real server skips writes that change nothing: no new resourceVersion, no watch event.
+        if new == old_cmp && managed.same_fields(&old.managed) {
+            return Ok(Self::render(&old));
+        }
+        let status_sub = self
+            .resources
+            .get(&res)
+            .is_some_and(|i| i.status_subresource);
+        if spec_part(&new, status_sub) != spec_part(&old_cmp, status_sub) {
+            let generation = old
+                .value
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            meta_mut(&mut new).insert("generation".into(), json!(generation + 1));
+        }
+        if op.dry_run {
+            return Ok(Self::render(&Stored {
+                value: new,
+                managed,
+            }));
+        }
+        self.rv += 1;
+        meta_mut(&mut new).insert("resourceVersion".into(), Value::String(self.rv.to_string()));
+        let stored = Stored {
+            value: new,
+            managed,
+        };
+        let rendered = Self::render(&stored);
+        let previous = Self::render(&old);
+        let key = (op.ns_key(), name.clone());
+        if stored
+            .value
+            .pointer("/metadata/deletionTimestamp")
+            .is_some()
+            && finalizers_empty(&stored.value)
+        {
+            // The last finalizer is gone: the object goes now.
+            if let Some(objs) = self.objects.get_mut(&res) {
+                objs.remove(&key);
+            }
+            self.emit(EventType::Deleted, &res, rendered.clone(), Some(previous));
+            self.after_removal(&res, &stored.value, false);
+            return Ok(rendered);
+        }
+        if owner_refs(&stored.value) != owner_refs(&old.value)
+            && !owner_refs(&stored.value).is_empty()
+        {
+            self.enqueue_gc(GcJob::CheckOwners {
+                res: res.clone(),
+                namespace: op.ns_key(),
+                name: name.clone(),
+            });
+        }
+        self.objects
+            .entry(res.clone())
+            .or_default()
+            .insert(key, stored);
+        self.emit(EventType::Modified, &res, rendered.clone(), Some(previous));
+        Ok(rendered)
+    }
+
+    // ---------------------------------------------------------------- delete
+
+    pub fn delete(&mut self, op: &Op, opts: &DeleteOpts) -> Result<Deleted, ApiError> {
+        let res = op.res();
+        let name = op.name_str().to_string();
+        let old = self.existing(op)?.clone();
+        let uid = meta_str(&old.value, "uid").unwrap_or_default().to_string();
+        if let Some(p) = &opts.precondition_uid
+            && *p != uid
+        {
+            return Err(ApiError::conflict(
+                &op.group,
+                &op.plural,
+                &name,
+                &format!(
+                    "Precondition failed: UID in precondition: {p}, UID in object meta: {uid}"
+                ),
+            ));
+        }
+        if let Some(p) = &opts.precondition_rv
+            && Some(p.as_str()) != meta_str(&old.value, "resourceVersion")
+        {
+            let current = meta_str(&old.value, "resourceVersion").unwrap_or_default();
+            return Err(ApiError::conflict(
+                &op.group,
+                &op.plural,
+                &name,
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {p}, ResourceVersion in object meta: {current}"
+                ),
+            ));
+        }
+        if !finalizers_empty(&old.value) {
+            if old.value.pointer("/metadata/deletionTimestamp").is_some() || opts.dry_run {
+                return Ok(Deleted::Object(Self::render(&old)));
+            }
+            // Finalizers hold the object: it gets a deletionTimestamp (and, as on the real server, a new
+            // generation) and stays until they are removed.
+            let mut new = old.value.clone();
+            let generation = new
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            let meta = meta_mut(&mut new);
+            meta.insert("deletionTimestamp".into(), Value::String(now()));
+            meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+            meta.insert("generation".into(), json!(generation + 1));
+            self.rv += 1;
+            meta.insert("resourceVersion".into(), Value::String(self.rv.to_string()));
+            let stored = Stored {
+                value: new,
+                managed: old.managed.clone(),
+            };
+            let rendered = Self::render(&stored);
+            self.objects
+                .entry(res.clone())
+                .or_default()
+                .insert((op.ns_key(), name), stored);
+            self.emit(
+                EventType::Modified,
+                &res,
+                rendered.clone(),
+                Some(Self::render(&old)),
+            );
+            if opts.orphan {
+                self.orphan_dependents(&uid);
+            }
+            return Ok(Deleted::Object(rendered));
+        }
+        if opts.dry_run {
+            return Ok(Deleted::Object(Self::render(&old)));
+        }
+        if opts.orphan {
+            self.orphan_dependents(&uid);
+        }
+        let rendered = self.remove(&res, &op.ns_key(), &name, !opts.orphan);
+        let custom = self.resources.get(&res).is_some_and(|i| i.custom);
+        Ok(if custom {
+            Deleted::Object(rendered)
+        } else {
+            Deleted::Status(status::success(&op.group, &op.plural, &name, &uid))
+        })
+    }
+
+    /// Removes an object for good and announces it.
+    fn remove(&mut self, res: &ResKey, ns: &str, name: &str, cascade: bool) -> Value {
+        let Some(old) = self
+            .objects
+            .get_mut(res)
+            .and_then(|o| o.remove(&(ns.to_string(), name.to_string())))
+        else {
+            return Value::Null;
+        };
+        self.rv += 1;
+        let mut last = Self::render(&old);
+        meta_mut(&mut last).insert("resourceVersion".into(), Value::String(self.rv.to_string()));
+        self.emit(
+            EventType::Deleted,
+            res,
+            last.clone(),
+            Some(Self::render(&old)),
+        );
+        self.after_removal(res, &old.value, !cascade);
+        last
+    }
+
+    fn after_removal(&mut self, res: &ResKey, obj: &Value, orphaned: bool) {
+        if !orphaned && let Some(uid) = meta_str(obj, "uid") {
+            self.enqueue_gc(GcJob::OwnerGone {
+                uid: uid.to_string(),
+            });
+        }
+        if *res == ResKey::new("", "namespaces")
+            && let Some(ns) = meta_str(obj, "name")
+        {
+            self.enqueue_gc(GcJob::NamespaceGone {
+                namespace: ns.to_string(),
+            });
+        }
+    }
+
+    /// `propagationPolicy: Orphan`: dependents lose their reference to the owner instead of being deleted.
+    fn orphan_dependents(&mut self, owner_uid: &str) {
+        for (res, ns, name) in self.dependents_of(owner_uid) {
+            self.drop_owner_refs(&res, &ns, &name, &BTreeSet::from([owner_uid.to_string()]));
+        }
+    }
+
+    fn dependents_of(&self, owner_uid: &str) -> Vec<(ResKey, String, String)> {
+        let mut out = Vec::new();
+        for (res, objs) in &self.objects {
+            for ((ns, name), s) in objs {
+                if owner_refs(&s.value)
+                    .iter()
+                    .any(|r| r.get("uid").and_then(Value::as_str) == Some(owner_uid))
+                {
+                    out.push((res.clone(), ns.clone(), name.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    fn drop_owner_refs(&mut self, res: &ResKey, ns: &str, name: &str, uids: &BTreeSet<String>) {
+        let Some(old) = self.get(res, ns, name).cloned() else {
+            return;
+        };
+        let mut new = old.value.clone();
+        if let Some(refs) = new
+            .pointer_mut("/metadata/ownerReferences")
+            .and_then(Value::as_array_mut)
+        {
+            refs.retain(|r| {
+                r.get("uid")
+                    .and_then(Value::as_str)
+                    .is_none_or(|u| !uids.contains(u))
+            });
+            if refs.is_empty()
+                && let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut)
+            {
+                meta.remove("ownerReferences");
+            }
+        }
+        self.rv += 1;
+        meta_mut(&mut new).insert("resourceVersion".into(), Value::String(self.rv.to_string()));
+        let stored = Stored {
+            value: new,
+            managed: old.managed.clone(),
+        };
+        let rendered = Self::render(&stored);
+        self.objects
+            .entry(res.clone())
+            .or_default()
+            .insert((ns.to_string(), name.to_string()), stored);
+        self.emit(EventType::Modified, res, rendered, Some(Self::render(&old)));
+    }
+
+    // ---------------------------------------------------------------- garbage collection
+
+    /// One GC step, as the real garbage collector does it with background propagation.
+    pub fn collect(&mut self, job: GcJob) {
+        match job {
+            GcJob::OwnerGone { uid } => {
+                for (res, ns, name) in self.dependents_of(&uid) {
+                    self.check_owners(&res, &ns, &name);
+                }
+            }
+            GcJob::CheckOwners {
+                res,
+                namespace,
+                name,
+            } => self.check_owners(&res, &namespace, &name),
+            GcJob::NamespaceGone { namespace } => {
+                let victims: Vec<(ResKey, String)> = self
+                    .objects
+                    .iter()
+                    .flat_map(|(res, objs)| {
+                        objs.keys()
+                            .filter(|(ns, _)| *ns == namespace)
+                            .map(|(_, n)| (res.clone(), n.clone()))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                for (res, name) in victims {
+                    self.gc_delete(&res, &namespace, &name);
+                }
+            }
+        }
+    }
+
+    /// Whether an owner reference resolves: the uid exists, with the referenced name, and (for a namespaced
+    /// dependent) either cluster-scoped or in the dependent's namespace: the real GC looks owners up in the
+    /// dependent's namespace, so a cross-namespace owner counts as absent.
+    fn owner_exists(&self, reference: &Value, dependent_ns: &str) -> bool {
+        let uid = reference
+            .get("uid")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let name = reference
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        self.objects
+            .values()
+            .flat_map(|o| o.iter())
+            .any(|((ns, n), s)| {
+                meta_str(&s.value, "uid") == Some(uid)
+                    && n == name
+                    && (ns.is_empty() || ns == dependent_ns)
+            })
+    }
+
+    fn check_owners(&mut self, res: &ResKey, ns: &str, name: &str) {
+        let Some(obj) = self.get(res, ns, name) else {
+            return;
+        };
+        let refs = owner_refs(&obj.value);
+        if refs.is_empty() {
+            return;
+        }
+        let dangling: BTreeSet<String> = refs
+            .iter()
+            .filter(|r| !self.owner_exists(r, ns))
+            .filter_map(|r| r.get("uid").and_then(Value::as_str).map(str::to_string))
+            .collect();
+        if dangling.is_empty() {
+            return;
+        }
+        if dangling.len() < refs.len() {
+            self.drop_owner_refs(res, ns, name, &dangling);
+        } else {
+            self.gc_delete(res, ns, name);
+        }
+    }
+
+    /// A delete issued by the GC: like an API DELETE, finalizers hold the object.
+    fn gc_delete(&mut self, res: &ResKey, ns: &str, name: &str) {
+        let op = Op {
+            group: res.group.clone(),
+            plural: res.plural.clone(),
+            namespace: (!ns.is_empty()).then(|| ns.to_string()),
+            name: Some(name.to_string()),
+            manager: "generic-garbage-collector".into(),
+            ..Op::default()
+        };
+        // Errors cannot happen without preconditions on an object just looked up; nothing to report them to.
+        let _ = self.delete(&op, &DeleteOpts::default());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(plural: &str, name: &str) -> Op {
+        Op {
+            version: "v1".into(),
+            plural: plural.into(),
+            namespace: Some("ns".into()),
+            name: Some(name.into()),
+            manager: "test".into(),
+            ..Op::default()
+        }
+    }
+
+    #[test]
+    fn writes_bump_the_global_resource_version_and_noops_do_not() {
+        let mut s = State::new(100, None);
+        let created = s
+            .create(
+                &op("configmaps", ""),
+                json!({"metadata": {"name": "a"}, "data": {"k": "v"}}),
+            )
+            .unwrap();
+        assert_eq!(created["metadata"]["resourceVersion"], "2");
+        assert_eq!(created["kind"], "ConfigMap");
+        let same = s
+            .patch(
+                &op("configmaps", "a"),
+                crate::patch::PatchKind::Merge,
+                br#"{"data":{"k":"v"}}"#,
+            )
+            .unwrap();
+        assert_eq!(same["metadata"]["resourceVersion"], "2");
+        let changed = s
+            .patch(
+                &op("configmaps", "a"),
+                crate::patch::PatchKind::Merge,
+                br#"{"data":{"k":"w"}}"#,
+            )
+            .unwrap();
+        assert_eq!(changed["metadata"]["resourceVersion"], "3");
+        assert_eq!(changed["metadata"]["generation"], 2);
+        assert_eq!(s.events_since(&ResKey::new("", "configmaps"), 0).len(), 2);
+    }
+
+    #[test]
+    fn history_compaction_is_tracked() {
+        let mut s = State::new(2, None);
+        for n in ["a", "b", "c"] {
+            s.create(&op("configmaps", ""), json!({"metadata": {"name": n}}))
+                .unwrap();
+        }
+        assert_eq!(s.compacted_rv(), 2);
+        assert_eq!(s.events_since(&ResKey::new("", "configmaps"), 2).len(), 2);
+    }
+}
