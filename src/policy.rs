@@ -89,6 +89,8 @@ pub enum Decision {
     Download(DownloadTrigger),
     /// Data is right, labels/annotations/owner references drifted: re-apply from the Secret's own data.
     RepairMetadata,
+    /// The last attempt failed and its retry time has not come: do nothing (no hot loop).
+    AwaitingRetry,
     UpToDate,
 }
 
@@ -107,18 +109,20 @@ pub struct Observed<'a> {
 
 type Check = fn(&Observed<'_>) -> Option<Decision>;
 
-/// The checks, in order: safety first, then reasons to download, then cheap repairs.
+/// The checks, in order: safety first; then what a user changed (acted upon at once, even during a
+/// backoff); then the backoff gate; then what drifted; then cheap repairs.
 const CHECKS: &[Check] = &[
     check_conflict,
+    check_spec_changed,
+    check_refresh_requested,
+    check_credentials_changed,
+    check_awaiting_retry,
     check_missing,
     check_adoption,
     check_type,
     check_data,
     check_certificate_id,
     check_data_drift,
-    check_spec_changed,
-    check_refresh_requested,
-    check_credentials_changed,
     check_refresh_due,
     check_metadata_drift,
 ];
@@ -139,6 +143,25 @@ fn check_conflict(o: &Observed<'_>) -> Option<Decision> {
             o.cr.secret_name()
         ))
     })
+}
+
+/// After a failed attempt nothing is downloaded before its retry time, whatever else is wrong: a missing
+/// Secret must not turn a permanent error into a loop. A conflict is exempt, so resolving it acts at once.
+fn check_awaiting_retry(o: &Observed<'_>) -> Option<Decision> {
+    let status = o.cr.status.as_ref()?;
+    let synced = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == crate::status::CONDITION_SYNCED)?;
+    if synced.status != "False" || synced.reason == crate::error::REASON_SECRET_CONFLICT {
+        return None;
+    }
+    let next = status
+        .next_sync_time
+        .as_deref()?
+        .parse::<jiff::Timestamp>()
+        .ok()?;
+    (next > o.now).then_some(Decision::AwaitingRetry)
 }
 
 fn check_missing(o: &Observed<'_>) -> Option<Decision> {
@@ -538,6 +561,50 @@ mod tests {
             Decision::Download(DownloadTrigger::CredentialsChanged)
         );
         assert_eq!(decide_changed(false), Decision::UpToDate);
+    }
+
+    fn failed(mut cr: TencentCertificate, reason: &str, next: &str) -> TencentCertificate {
+        let status = cr.status.as_mut().unwrap();
+        status.next_sync_time = Some(next.into());
+        status.conditions = vec![k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+            type_: "Synced".into(),
+            status: "False".into(),
+            reason: reason.into(),
+            message: String::new(),
+            observed_generation: Some(1),
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2030-01-01T00:00:00Z".parse().unwrap(),
+            ),
+        }];
+        cr
+    }
+
+    #[test]
+    fn after_a_failure_nothing_is_downloaded_before_the_retry_time() {
+        let waiting = failed(cr(), "CertificateNotFound", "2030-01-01T01:00:00Z");
+        assert_eq!(
+            decide_with(&waiting, None, true, None),
+            Decision::AwaitingRetry
+        );
+        // Once the time has come, the missing Secret is downloaded.
+        let due = failed(cr(), "CertificateNotFound", "2029-12-31T23:00:00Z");
+        assert_eq!(
+            decide_with(&due, None, true, None),
+            Decision::Download(DownloadTrigger::SecretMissing)
+        );
+        // A spec change is acted upon at once.
+        let mut edited = waiting.clone();
+        edited.metadata.generation = Some(2);
+        assert_eq!(
+            decide_with(&edited, None, true, None),
+            Decision::Download(DownloadTrigger::SpecChanged)
+        );
+        // A conflict that went away is acted upon at once.
+        let conflict = failed(cr(), "SecretConflict", "2030-01-01T01:00:00Z");
+        assert_eq!(
+            decide_with(&conflict, None, true, None),
+            Decision::Download(DownloadTrigger::SecretMissing)
+        );
     }
 
     #[test]

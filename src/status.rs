@@ -106,7 +106,14 @@ fn ready_condition(input: &StatusInput<'_>) -> (bool, String, String) {
     }
     let failure = match &input.attempt {
         Attempt::Failed { reason, message } => Some((reason.clone(), message.clone())),
-        _ => None,
+        Attempt::Succeeded => None,
+        // Nothing attempted (waiting for a retry, or up to date): the last failure still stands.
+        Attempt::NotNeeded => input
+            .previous
+            .conditions
+            .iter()
+            .find(|c| c.type_ == CONDITION_SYNCED && c.status == "False")
+            .map(|c| (c.reason.clone(), c.message.clone())),
     };
     match (input.serving, failure) {
         (Some(serving), failure) if serving.certificate_id == input.spec_certificate_id => {
@@ -424,6 +431,27 @@ mod tests {
             ("False", "CertificateNotFound")
         );
         assert!(ready.message.contains("still holds certificate OlD00001"));
+    }
+
+    #[test]
+    fn a_reconcile_that_attempts_nothing_keeps_the_last_failure_in_ready() {
+        let failed = Attempt::Failed {
+            reason: "AuthFailed".into(),
+            message: "bad key".into(),
+        };
+        let first = compute(&input(&TencentCertificateStatus::default(), None, failed));
+        let mut idle = input(&first, None, Attempt::NotNeeded);
+        idle.next_sync = None;
+        let second = compute(&idle);
+        let ready = cond(&second, "Ready");
+        assert_eq!(
+            (ready.reason.as_str(), ready.message.as_str()),
+            ("AuthFailed", "bad key")
+        );
+        assert_eq!(
+            second, first,
+            "an idle reconcile must not change the status"
+        );
     }
 
     #[test]

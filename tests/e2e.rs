@@ -58,10 +58,13 @@ async fn simulator() -> SimHandle {
                 secret_key: SECRET_KEY.into(),
                 token: None,
             }],
-            certificates: ["e2eShop1:domain=shop.e2e.test", "e2eNew01:domain=new.e2e.test"]
-                .iter()
-                .map(|s| s.parse().unwrap())
-                .collect(),
+            certificates: [
+                "e2eShop1:domain=shop.e2e.test",
+                "e2eNew01:domain=new.e2e.test",
+            ]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect(),
             ..SimConfig::default()
         },
         "127.0.0.1:0".parse().unwrap(),
@@ -106,10 +109,19 @@ fn ready(cr: &TencentCertificate) -> Option<(String, String)> {
 
 async fn wait_ready(crs: &Api<TencentCertificate>, name: &str, status: &str, reason: &str) {
     let want = Some((status.to_string(), reason.to_string()));
-    eventually(&format!("{name} Ready={status} ({reason})"), || async {
-        crs.get_opt(name).await.ok().flatten().and_then(|cr| ready(&cr)) == want
-    })
-    .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut last = None;
+    while tokio::time::Instant::now() < deadline {
+        last = crs.get_opt(name).await.ok().flatten();
+        if last.as_ref().and_then(ready) == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!(
+        "timed out after {WAIT:?} waiting for {name} Ready={status} ({reason}); last status: {:#?}",
+        last.and_then(|cr| cr.status)
+    );
 }
 
 fn credentials_secret(name: &str, namespace: &str, key: &str) -> Secret {
@@ -136,7 +148,10 @@ async fn scenarios(cluster: &Cluster, namespace: &str) {
         .args(["run", "--namespace", namespace])
         .env("KUBECONFIG", &cluster.kubeconfig)
         .env("TENCENTCLOUD_ENDPOINT", sim.endpoint())
-        .env("RUST_LOG", "info")
+        .env(
+            "RUST_LOG",
+            std::env::var("E2E_OPERATOR_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdout(Stdio::null())
         .stderr(log)
         .kill_on_drop(true)
@@ -147,15 +162,23 @@ async fn scenarios(cluster: &Cluster, namespace: &str) {
     let crs: Api<TencentCertificate> = Api::namespaced(cluster.client.clone(), namespace);
     let apply = PatchParams::apply("e2e-test").force();
     secrets
-        .patch("tencent", &apply, &Patch::Apply(credentials_secret("tencent", namespace, SECRET_KEY)))
+        .patch(
+            "tencent",
+            &apply,
+            &Patch::Apply(credentials_secret("tencent", namespace, SECRET_KEY)),
+        )
         .await
         .unwrap();
 
     // CR → Secret → Ready.
     crs.create(
         &PostParams::default(),
-        &certificate("shop", namespace, json!({"certificateId": "e2eShop1", "credentialsRef": {"name": "tencent"},
-            "secretTemplate": {"labels": {"team": "web"}}})),
+        &certificate(
+            "shop",
+            namespace,
+            json!({"certificateId": "e2eShop1", "credentialsRef": {"name": "tencent"},
+            "secretTemplate": {"labels": {"team": "web"}}}),
+        ),
     )
     .await
     .unwrap();
@@ -164,19 +187,45 @@ async fn scenarios(cluster: &Cluster, namespace: &str) {
     assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
     let original_data = secret.data.clone();
     if cluster.real
-        && let Some(out) = kubectl(&cluster.kubeconfig, &["-n", namespace, "wait", "--for=condition=Ready", "tcert/shop", "--timeout=30s"])
+        && let Some(out) = kubectl(
+            &cluster.kubeconfig,
+            &[
+                "-n",
+                namespace,
+                "wait",
+                "--for=condition=Ready",
+                "tcert/shop",
+                "--timeout=30s",
+            ],
+        )
     {
-        assert!(out.status.success(), "kubectl wait: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "kubectl wait: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     // Drift repair: a deleted Secret comes back, a removed label is restored — through the watches.
-    secrets.delete("shop", &DeleteParams::default()).await.unwrap();
+    secrets
+        .delete("shop", &DeleteParams::default())
+        .await
+        .unwrap();
     eventually("the deleted Secret is re-created", || async {
-        secrets.get_opt("shop").await.ok().flatten().is_some_and(|s| s.data == original_data)
+        secrets
+            .get_opt("shop")
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.data == original_data)
     })
     .await;
     secrets
-        .patch("shop", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"team": null}}})))
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"team": null}}})),
+        )
         .await
         .unwrap();
     eventually("the removed label is restored", || async {
@@ -195,7 +244,10 @@ async fn scenarios(cluster: &Cluster, namespace: &str) {
         "metadata": {"name": "taken", "namespace": namespace}, "type": "Opaque", "data": {"x": "eQ=="}
     }))
     .unwrap();
-    secrets.create(&PostParams::default(), &foreign).await.unwrap();
+    secrets
+        .create(&PostParams::default(), &foreign)
+        .await
+        .unwrap();
     crs.create(
         &PostParams::default(),
         &certificate("conflict", namespace, json!({"certificateId": "e2eShop1", "secretName": "taken", "credentialsRef": {"name": "tencent"}})),
@@ -207,18 +259,30 @@ async fn scenarios(cluster: &Cluster, namespace: &str) {
 
     // Bad credentials are reported, and fixing them syncs at once (not after the 5-minute retry).
     secrets
-        .patch("bad", &apply, &Patch::Apply(credentials_secret("bad", namespace, "wrong-key")))
+        .patch(
+            "bad",
+            &apply,
+            &Patch::Apply(credentials_secret("bad", namespace, "wrong-key")),
+        )
         .await
         .unwrap();
     crs.create(
         &PostParams::default(),
-        &certificate("creds", namespace, json!({"certificateId": "e2eNew01", "credentialsRef": {"name": "bad"}})),
+        &certificate(
+            "creds",
+            namespace,
+            json!({"certificateId": "e2eNew01", "credentialsRef": {"name": "bad"}}),
+        ),
     )
     .await
     .unwrap();
     wait_ready(&crs, "creds", "False", "AuthFailed").await;
     secrets
-        .patch("bad", &apply, &Patch::Apply(credentials_secret("bad", namespace, SECRET_KEY)))
+        .patch(
+            "bad",
+            &apply,
+            &Patch::Apply(credentials_secret("bad", namespace, SECRET_KEY)),
+        )
         .await
         .unwrap();
     wait_ready(&crs, "creds", "True", "Ready").await;
@@ -226,7 +290,10 @@ async fn scenarios(cluster: &Cluster, namespace: &str) {
     if cluster.real
         && let Some(out) = kubectl(&cluster.kubeconfig, &["-n", namespace, "get", "tcert"])
     {
-        eprintln!("kubectl get tcert:\n{}", String::from_utf8_lossy(&out.stdout));
+        eprintln!(
+            "kubectl get tcert:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
 
     // Garbage collection: deleting the resource deletes its Secret (deletionPolicy Delete).
@@ -239,7 +306,9 @@ async fn scenarios(cluster: &Cluster, namespace: &str) {
     // Graceful shutdown on SIGTERM.
     #[cfg(unix)]
     if let Some(pid) = operator.id() {
-        let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
         let exit = tokio::time::timeout(Duration::from_secs(15), operator.wait())
             .await
             .expect("the operator stops within 15s of SIGTERM")
@@ -248,8 +317,14 @@ async fn scenarios(cluster: &Cluster, namespace: &str) {
     }
     let _ = operator.kill().await;
     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-    assert!(!log.contains(SECRET_KEY), "the SecretKey appeared in the operator's log");
-    assert!(!log.contains("PRIVATE KEY"), "key material appeared in the operator's log");
+    assert!(
+        !log.contains(SECRET_KEY),
+        "the SecretKey appeared in the operator's log"
+    );
+    assert!(
+        !log.contains("PRIVATE KEY"),
+        "key material appeared in the operator's log"
+    );
     let _ = std::fs::remove_file(&log_path);
 }
 
@@ -258,23 +333,49 @@ async fn e2e_against_kubeconfig_cluster() {
     let cluster = match kubeconfig_cluster().await {
         Ok(cluster) => cluster,
         Err(why) => {
-            eprintln!("SKIPPED e2e_against_kubeconfig_cluster: {why}. Set KUBECONFIG to a disposable cluster to run it.");
+            eprintln!(
+                "SKIPPED e2e_against_kubeconfig_cluster: {why}. Set KUBECONFIG to a disposable cluster to run it."
+            );
             return;
         }
     };
     let crd = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/tencentcertificate.yaml");
-    let out = kubectl(&cluster.kubeconfig, &["apply", "-f", crd]).expect("kubectl is needed for the cluster e2e");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = kubectl(&cluster.kubeconfig, &["wait", "--for=condition=Established", "crd/tencentcertificates.tencentcert.io", "--timeout=60s"]).unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = kubectl(&cluster.kubeconfig, &["apply", "-f", crd])
+        .expect("kubectl is needed for the cluster e2e");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = kubectl(
+        &cluster.kubeconfig,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/tencentcertificates.tencentcert.io",
+            "--timeout=60s",
+        ],
+    )
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let namespace = format!("tco-e2e-{}", std::process::id());
     let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
     namespaces
-        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": namespace}})).unwrap(),
+        )
         .await
         .unwrap();
     scenarios(&cluster, &namespace).await;
-    namespaces.delete(&namespace, &DeleteParams::default()).await.unwrap();
+    namespaces
+        .delete(&namespace, &DeleteParams::default())
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -283,7 +384,8 @@ async fn e2e_against_fake_apiserver() {
         .status_subresource("tencentcert.io", "tencentcertificates")
         .start()
         .await;
-    let kubeconfig = std::env::temp_dir().join(format!("tco-e2e-kubeconfig-{}", std::process::id()));
+    let kubeconfig =
+        std::env::temp_dir().join(format!("tco-e2e-kubeconfig-{}", std::process::id()));
     api.write_kubeconfig(&kubeconfig).unwrap();
     let cluster = Cluster {
         client: api.client(),

@@ -91,7 +91,11 @@ impl Harness {
         }))
         .unwrap();
         self.secrets()
-            .patch(name, &PatchParams::apply("test").force(), &Patch::Apply(&secret))
+            .patch(
+                name,
+                &PatchParams::apply("test").force(),
+                &Patch::Apply(&secret),
+            )
             .await
             .unwrap();
     }
@@ -104,7 +108,10 @@ impl Harness {
         let cr = TencentCertificate::new(name, serde_json::from_value(spec).unwrap());
         let mut cr = cr;
         cr.metadata.namespace = Some(NS.into());
-        self.crs().create(&PostParams::default(), &cr).await.unwrap()
+        self.crs()
+            .create(&PostParams::default(), &cr)
+            .await
+            .unwrap()
     }
 
     async fn cr(&self, name: &str) -> TencentCertificate {
@@ -123,7 +130,11 @@ impl Harness {
 
     async fn patch_spec(&self, name: &str, spec: Value) {
         self.crs()
-            .patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": spec})))
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": spec})),
+            )
             .await
             .unwrap();
     }
@@ -195,14 +206,22 @@ fn data(secret: &Secret, key: &str) -> Vec<u8> {
 #[tokio::test]
 async fn happy_path_writes_the_tls_secret_and_reports_ready() {
     let h = harness().await;
-    let created = h.create("shop", json!({"certificateId": "aBcD1234", "secretName": "shop-tls",
-        "secretTemplate": {"labels": {"team": "web"}, "annotations": {"note": "hi"}}})).await;
+    let created = h
+        .create(
+            "shop",
+            json!({"certificateId": "aBcD1234", "secretName": "shop-tls",
+        "secretTemplate": {"labels": {"team": "web"}, "annotations": {"note": "hi"}}}),
+        )
+        .await;
     let cr = h.reconcile("shop").await;
 
     let secret = h.secret("shop-tls").await.expect("Secret written");
     assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
     let labels = secret.metadata.labels.as_ref().unwrap();
-    assert_eq!(labels["app.kubernetes.io/managed-by"], "tencent-cert-operator");
+    assert_eq!(
+        labels["app.kubernetes.io/managed-by"],
+        "tencent-cert-operator"
+    );
     assert_eq!(labels["tencentcert.io/certificate-name"], "shop");
     assert_eq!(labels["team"], "web");
     let annotations = secret.metadata.annotations.as_ref().unwrap();
@@ -221,14 +240,23 @@ async fn happy_path_writes_the_tls_secret_and_reports_ready() {
     assert_eq!(bundle.meta.subject_cn.as_deref(), Some("shop.example.com"));
 
     let ready = condition(&cr, "Ready");
-    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "Ready"));
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("True", "Ready")
+    );
     assert_eq!(ready.observed_generation, cr.metadata.generation);
     assert_eq!(condition(&cr, "Synced").status, "True");
     let s = status(&cr);
     assert_eq!(s.certificate_id.as_deref(), Some("aBcD1234"));
     assert_eq!(s.secret_name.as_deref(), Some("shop-tls"));
-    assert_eq!(s.dns_names, vec!["shop.example.com", "www.shop.example.com"]);
-    assert_eq!(s.fingerprint_sha256.as_deref(), Some(bundle.meta.fingerprint_sha256.as_str()));
+    assert_eq!(
+        s.dns_names,
+        vec!["shop.example.com", "www.shop.example.com"]
+    );
+    assert_eq!(
+        s.fingerprint_sha256.as_deref(),
+        Some(bundle.meta.fingerprint_sha256.as_str())
+    );
     assert_eq!(s.failures, 0);
     assert!(s.not_after.is_some() && s.last_sync_time.is_some());
     // Next refresh: the 1h interval ± 10 %.
@@ -248,7 +276,10 @@ async fn nothing_is_written_when_nothing_changed() {
     h.reconcile("shop").await;
     assert_eq!(h.downloads(), 1);
     assert_eq!(h.secret_writes(), writes);
-    assert_eq!(h.api.request_count("PATCH", "tencentcertificates"), status_writes);
+    assert_eq!(
+        h.api.request_count("PATCH", "tencentcertificates"),
+        status_writes
+    );
     // Refresh due with identical content: one download, still no Secret write.
     h.make_due("shop").await;
     h.reconcile("shop").await;
@@ -261,16 +292,25 @@ async fn network_errors_back_off_keep_ready_and_reset_on_success() {
     let h = harness().await;
     h.create("shop", json!({"certificateId": "aBcD1234"})).await;
     h.reconcile("shop").await;
-    h.sim.state().add_fault("aBcD1234=FailedOperation.NetworkError:3".parse().unwrap());
+    h.sim
+        .state()
+        .add_fault("aBcD1234=FailedOperation.NetworkError:3".parse().unwrap());
     let mut delays = Vec::new();
     for attempt in 1..=3 {
         h.make_due("shop").await;
         let cr = h.reconcile("shop").await;
         let s = status(&cr);
         assert_eq!(s.failures, attempt);
-        assert_eq!(condition(&cr, "Ready").status, "True", "a flaky API must not affect traffic");
+        assert_eq!(
+            condition(&cr, "Ready").status,
+            "True",
+            "a flaky API must not affect traffic"
+        );
         let synced = condition(&cr, "Synced");
-        assert_eq!((synced.status.as_str(), synced.reason.as_str()), ("False", "NetworkError"));
+        assert_eq!(
+            (synced.status.as_str(), synced.reason.as_str()),
+            ("False", "NetworkError")
+        );
         delays.push(seconds_until(s.next_sync_time.as_deref().unwrap()));
     }
     // 5 s, 10 s, 20 s, each ± 20 %.
@@ -289,11 +329,22 @@ async fn network_errors_back_off_keep_ready_and_reset_on_success() {
 #[tokio::test]
 async fn certificate_not_found_waits_for_the_refresh_interval() {
     let h = harness().await;
-    h.create("shop", json!({"certificateId": "missing1", "refreshInterval": "30m"})).await;
+    h.create(
+        "shop",
+        json!({"certificateId": "missing1", "refreshInterval": "30m"}),
+    )
+    .await;
     let cr = h.reconcile("shop").await;
     let ready = condition(&cr, "Ready");
-    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "CertificateNotFound"));
-    assert!(ready.message.contains("check the certificate ID"), "{}", ready.message);
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "CertificateNotFound")
+    );
+    assert!(
+        ready.message.contains("check the certificate ID"),
+        "{}",
+        ready.message
+    );
     let next = seconds_until(status(&cr).next_sync_time.as_deref().unwrap());
     assert!((1610..=1990).contains(&next), "{next}");
     // Reconciles triggered meanwhile (watch events, restarts) do not call Tencent again.
@@ -302,7 +353,8 @@ async fn certificate_not_found_waits_for_the_refresh_interval() {
     assert_eq!(h.downloads(), 1);
     assert!(h.secret("shop").await.is_none());
     // A spec change is acted upon at once.
-    h.patch_spec("shop", json!({"certificateId": "aBcD1234"})).await;
+    h.patch_spec("shop", json!({"certificateId": "aBcD1234"}))
+        .await;
     let cr = h.reconcile("shop").await;
     assert_eq!(condition(&cr, "Ready").status, "True");
 }
@@ -314,12 +366,19 @@ async fn auth_failure_is_fixed_by_correcting_the_credentials() {
     h.create("shop", json!({"certificateId": "aBcD1234"})).await;
     let cr = h.reconcile("shop").await;
     let ready = condition(&cr, "Ready");
-    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "AuthFailed"));
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "AuthFailed")
+    );
     let next = seconds_until(status(&cr).next_sync_time.as_deref().unwrap());
-    assert!((265..=335).contains(&next), "credentials retry every 5 minutes: {next}");
-    // Unchanged credentials: no new attempt before then.
-    h.reconcile("shop").await;
+    assert!(
+        (265..=335).contains(&next),
+        "credentials retry every 5 minutes: {next}"
+    );
+    // Unchanged credentials: no new attempt before then, and the status keeps saying why.
+    let idle = h.reconcile("shop").await;
     assert_eq!(h.downloads(), 1);
+    assert_eq!(idle.status, cr.status);
     // Fixed credentials: the next reconcile (the credentials watch triggers one) syncs at once.
     h.put_credentials("tencent", SECRET_KEY).await;
     let cr = h.reconcile("shop").await;
@@ -330,11 +389,22 @@ async fn auth_failure_is_fixed_by_correcting_the_credentials() {
 #[tokio::test]
 async fn missing_credentials_secret_is_reported() {
     let h = harness().await;
-    h.create("shop", json!({"certificateId": "aBcD1234", "credentialsRef": {"name": "nope"}})).await;
+    h.create(
+        "shop",
+        json!({"certificateId": "aBcD1234", "credentialsRef": {"name": "nope"}}),
+    )
+    .await;
     let cr = h.reconcile("shop").await;
     let ready = condition(&cr, "Ready");
-    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "CredentialsNotFound"));
-    assert!(ready.message.contains("web/nope not found"), "{}", ready.message);
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "CredentialsNotFound")
+    );
+    assert!(
+        ready.message.contains("web/nope not found"),
+        "{}",
+        ready.message
+    );
     assert_eq!(h.downloads(), 0);
 }
 
@@ -360,12 +430,20 @@ async fn key_missing_is_reported_without_hot_retries() {
     h.create("csr", json!({"certificateId": "noKey001"})).await;
     let cr = h.reconcile("csr").await;
     let ready = condition(&cr, "Ready");
-    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "KeyMissing"));
-    assert!(ready.message.contains("requested with your own CSR"), "{}", ready.message);
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "KeyMissing")
+    );
+    assert!(
+        ready.message.contains("requested with your own CSR"),
+        "{}",
+        ready.message
+    );
     assert!(seconds_until(status(&cr).next_sync_time.as_deref().unwrap()) > 3000);
     assert!(h.secret("csr").await.is_none());
-    h.reconcile("csr").await;
+    let idle = h.reconcile("csr").await;
     assert_eq!(h.downloads(), 1);
+    assert_eq!(idle.status, cr.status);
 }
 
 #[tokio::test]
@@ -376,12 +454,18 @@ async fn a_foreign_secret_is_never_touched_unless_it_consents() {
         "type": "Opaque", "data": {"x": base64("y")}
     }))
     .unwrap();
-    h.secrets().create(&PostParams::default(), &foreign).await.unwrap();
+    h.secrets()
+        .create(&PostParams::default(), &foreign)
+        .await
+        .unwrap();
     let writes = h.secret_writes();
     h.create("shop", json!({"certificateId": "aBcD1234"})).await;
     let cr = h.reconcile("shop").await;
     let ready = condition(&cr, "Ready");
-    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "SecretConflict"));
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "SecretConflict")
+    );
     assert!(ready.message.contains("tencentcert.io/adopt"));
     assert_eq!(h.secret_writes(), writes);
     assert_eq!(h.downloads(), 0);
@@ -389,12 +473,19 @@ async fn a_foreign_secret_is_never_touched_unless_it_consents() {
     assert_eq!(h.events("SecretConflict").len(), 1);
     // The owner consents: the operator takes it over (re-creating it, as the type changes).
     h.secrets()
-        .patch("shop", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {"tencentcert.io/adopt": "true"}}})))
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"tencentcert.io/adopt": "true"}}})),
+        )
         .await
         .unwrap();
     let cr = h.reconcile("shop").await;
     assert_eq!(condition(&cr, "Ready").status, "True");
-    assert_eq!(h.secret("shop").await.unwrap().type_.as_deref(), Some("kubernetes.io/tls"));
+    assert_eq!(
+        h.secret("shop").await.unwrap().type_.as_deref(),
+        Some("kubernetes.io/tls")
+    );
 }
 
 #[tokio::test]
@@ -402,7 +493,10 @@ async fn a_deleted_secret_is_recreated() {
     let h = harness().await;
     h.create("shop", json!({"certificateId": "aBcD1234"})).await;
     h.reconcile("shop").await;
-    h.secrets().delete("shop", &DeleteParams::default()).await.unwrap();
+    h.secrets()
+        .delete("shop", &DeleteParams::default())
+        .await
+        .unwrap();
     let cr = h.reconcile("shop").await;
     assert!(h.secret("shop").await.is_some());
     assert_eq!(condition(&cr, "Ready").status, "True");
@@ -416,7 +510,11 @@ async fn edited_data_is_restored() {
     h.reconcile("shop").await;
     let original = h.secret("shop").await.unwrap();
     h.secrets()
-        .patch("shop", &PatchParams::default(), &Patch::Merge(json!({"data": {"tls.crt": base64("garbage")}})))
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"tls.crt": base64("garbage")}})),
+        )
         .await
         .unwrap();
     h.reconcile("shop").await;
@@ -427,17 +525,22 @@ async fn edited_data_is_restored() {
 async fn a_different_valid_certificate_put_in_the_secret_is_replaced() {
     let h = harness().await;
     h.create("shop", json!({"certificateId": "aBcD1234"})).await;
-    h.create("other", json!({"certificateId": "eFgH5678"})).await;
+    h.create("other", json!({"certificateId": "eFgH5678"}))
+        .await;
     h.reconcile("shop").await;
     h.reconcile("other").await;
     let original = h.secret("shop").await.unwrap();
     let other = h.secret("other").await.unwrap();
     // Someone copies another valid certificate and key into our Secret.
     h.secrets()
-        .patch("shop", &PatchParams::default(), &Patch::Merge(json!({"data": {
-            "tls.crt": base64(&String::from_utf8(data(&other, "tls.crt")).unwrap()),
-            "tls.key": base64(&String::from_utf8(data(&other, "tls.key")).unwrap()),
-        }})))
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {
+                "tls.crt": base64(&String::from_utf8(data(&other, "tls.crt")).unwrap()),
+                "tls.key": base64(&String::from_utf8(data(&other, "tls.key")).unwrap()),
+            }})),
+        )
         .await
         .unwrap();
     h.reconcile("shop").await;
@@ -447,7 +550,11 @@ async fn a_different_valid_certificate_put_in_the_secret_is_replaced() {
 #[tokio::test]
 async fn label_drift_is_repaired_without_a_download() {
     let h = harness().await;
-    h.create("shop", json!({"certificateId": "aBcD1234", "secretTemplate": {"labels": {"team": "web"}}})).await;
+    h.create(
+        "shop",
+        json!({"certificateId": "aBcD1234", "secretTemplate": {"labels": {"team": "web"}}}),
+    )
+    .await;
     h.reconcile("shop").await;
     h.secrets()
         .patch("shop", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"team": null}, "annotations": {"tencentcert.io/not-after": null}}})))
@@ -456,7 +563,14 @@ async fn label_drift_is_repaired_without_a_download() {
     h.reconcile("shop").await;
     let secret = h.secret("shop").await.unwrap();
     assert_eq!(secret.metadata.labels.as_ref().unwrap()["team"], "web");
-    assert!(secret.metadata.annotations.as_ref().unwrap().contains_key("tencentcert.io/not-after"));
+    assert!(
+        secret
+            .metadata
+            .annotations
+            .as_ref()
+            .unwrap()
+            .contains_key("tencentcert.io/not-after")
+    );
     assert_eq!(h.downloads(), 1);
     assert_eq!(h.events("SecretRepaired").len(), 1);
 }
@@ -473,7 +587,10 @@ async fn an_expired_certificate_never_replaces_a_valid_one() {
     assert_eq!(h.secret("shop").await.unwrap().data, before.data);
     assert_eq!(condition(&cr, "Ready").status, "True");
     let synced = condition(&cr, "Synced");
-    assert_eq!((synced.status.as_str(), synced.reason.as_str()), ("False", "Expired"));
+    assert_eq!(
+        (synced.status.as_str(), synced.reason.as_str()),
+        ("False", "Expired")
+    );
     // And none is written where there was nothing.
     h.create("old", json!({"certificateId": "old00001"})).await;
     let cr = h.reconcile("old").await;
@@ -489,8 +606,17 @@ async fn a_renewal_behind_the_same_id_is_picked_up_at_refresh() {
     h.replace_certificate("aBcD1234", "domain=shop.example.com");
     h.make_due("shop").await;
     let second = h.reconcile("shop").await;
-    assert_ne!(status(&first).fingerprint_sha256, status(&second).fingerprint_sha256);
-    let annotations = h.secret("shop").await.unwrap().metadata.annotations.unwrap();
+    assert_ne!(
+        status(&first).fingerprint_sha256,
+        status(&second).fingerprint_sha256
+    );
+    let annotations = h
+        .secret("shop")
+        .await
+        .unwrap()
+        .metadata
+        .annotations
+        .unwrap();
     assert_eq!(
         Some(&annotations["tencentcert.io/fingerprint-sha256"]),
         status(&second).fingerprint_sha256.as_ref()
@@ -501,23 +627,70 @@ async fn a_renewal_behind_the_same_id_is_picked_up_at_refresh() {
 #[tokio::test]
 async fn retain_and_delete_policies_control_the_owner_reference_and_gc() {
     let h = harness().await;
-    h.create("kept", json!({"certificateId": "aBcD1234", "deletionPolicy": "Retain"})).await;
-    h.create("owned", json!({"certificateId": "eFgH5678"})).await;
+    h.create(
+        "kept",
+        json!({"certificateId": "aBcD1234", "deletionPolicy": "Retain"}),
+    )
+    .await;
+    h.create("owned", json!({"certificateId": "eFgH5678"}))
+        .await;
     h.reconcile("kept").await;
     h.reconcile("owned").await;
-    assert!(h.secret("kept").await.unwrap().metadata.owner_references.unwrap_or_default().is_empty());
-    assert_eq!(h.secret("owned").await.unwrap().metadata.owner_references.unwrap().len(), 1);
+    assert!(
+        h.secret("kept")
+            .await
+            .unwrap()
+            .metadata
+            .owner_references
+            .unwrap_or_default()
+            .is_empty()
+    );
+    assert_eq!(
+        h.secret("owned")
+            .await
+            .unwrap()
+            .metadata
+            .owner_references
+            .unwrap()
+            .len(),
+        1
+    );
     // Switching a live resource from Delete to Retain drops the owner reference.
-    h.patch_spec("owned", json!({"deletionPolicy": "Retain"})).await;
+    h.patch_spec("owned", json!({"deletionPolicy": "Retain"}))
+        .await;
     h.reconcile("owned").await;
-    assert!(h.secret("owned").await.unwrap().metadata.owner_references.unwrap_or_default().is_empty());
+    assert!(
+        h.secret("owned")
+            .await
+            .unwrap()
+            .metadata
+            .owner_references
+            .unwrap_or_default()
+            .is_empty()
+    );
     // And back.
-    h.patch_spec("owned", json!({"deletionPolicy": "Delete"})).await;
+    h.patch_spec("owned", json!({"deletionPolicy": "Delete"}))
+        .await;
     h.reconcile("owned").await;
-    assert_eq!(h.secret("owned").await.unwrap().metadata.owner_references.unwrap().len(), 1);
+    assert_eq!(
+        h.secret("owned")
+            .await
+            .unwrap()
+            .metadata
+            .owner_references
+            .unwrap()
+            .len(),
+        1
+    );
     // The garbage collector removes the owned Secret with its resource, and keeps the retained one.
-    h.crs().delete("kept", &DeleteParams::default()).await.unwrap();
-    h.crs().delete("owned", &DeleteParams::default()).await.unwrap();
+    h.crs()
+        .delete("kept", &DeleteParams::default())
+        .await
+        .unwrap();
+    h.crs()
+        .delete("owned", &DeleteParams::default())
+        .await
+        .unwrap();
     h.api.wait_for_gc().await;
     assert!(h.secret("kept").await.is_some());
     assert!(h.secret("owned").await.is_none());
@@ -528,29 +701,46 @@ async fn a_certificate_id_change_brings_the_new_certificate() {
     let h = harness().await;
     h.create("shop", json!({"certificateId": "aBcD1234"})).await;
     h.reconcile("shop").await;
-    h.patch_spec("shop", json!({"certificateId": "eFgH5678"})).await;
+    h.patch_spec("shop", json!({"certificateId": "eFgH5678"}))
+        .await;
     let cr = h.reconcile("shop").await;
     assert_eq!(status(&cr).certificate_id.as_deref(), Some("eFgH5678"));
     assert_eq!(status(&cr).dns_names, vec!["new.example.com"]);
     let secret = h.secret("shop").await.unwrap();
-    assert_eq!(secret.metadata.annotations.unwrap()["tencentcert.io/certificate-id"], "eFgH5678");
+    assert_eq!(
+        secret.metadata.annotations.unwrap()["tencentcert.io/certificate-id"],
+        "eFgH5678"
+    );
     // A change to an id that fails keeps serving the old certificate but is not Ready.
-    h.patch_spec("shop", json!({"certificateId": "missing1"})).await;
+    h.patch_spec("shop", json!({"certificateId": "missing1"}))
+        .await;
     let cr = h.reconcile("shop").await;
     let ready = condition(&cr, "Ready");
-    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "CertificateNotFound"));
-    assert!(ready.message.contains("still holds certificate eFgH5678"), "{}", ready.message);
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "CertificateNotFound")
+    );
+    assert!(
+        ready.message.contains("still holds certificate eFgH5678"),
+        "{}",
+        ready.message
+    );
 }
 
 #[tokio::test]
 async fn a_secret_name_change_moves_the_secret_per_deletion_policy() {
     let h = harness().await;
-    h.create("shop", json!({"certificateId": "aBcD1234", "secretName": "first"})).await;
+    h.create(
+        "shop",
+        json!({"certificateId": "aBcD1234", "secretName": "first"}),
+    )
+    .await;
     h.create("kept", json!({"certificateId": "eFgH5678", "secretName": "kept-first", "deletionPolicy": "Retain"})).await;
     h.reconcile("shop").await;
     h.reconcile("kept").await;
     h.patch_spec("shop", json!({"secretName": "second"})).await;
-    h.patch_spec("kept", json!({"secretName": "kept-second"})).await;
+    h.patch_spec("kept", json!({"secretName": "kept-second"}))
+        .await;
     h.reconcile("shop").await;
     h.reconcile("kept").await;
     assert!(h.secret("first").await.is_none());
@@ -567,7 +757,10 @@ async fn our_secret_of_the_wrong_type_is_recreated() {
         "type": "Opaque", "data": {"x": base64("y")}
     }))
     .unwrap();
-    h.secrets().create(&PostParams::default(), &opaque).await.unwrap();
+    h.secrets()
+        .create(&PostParams::default(), &opaque)
+        .await
+        .unwrap();
     h.create("shop", json!({"certificateId": "aBcD1234"})).await;
     let cr = h.reconcile("shop").await;
     assert_eq!(condition(&cr, "Ready").status, "True");
@@ -583,13 +776,30 @@ async fn a_refresh_request_forces_a_download_once() {
     h.create("shop", json!({"certificateId": "aBcD1234"})).await;
     h.reconcile("shop").await;
     let request = |value: &str| json!({"metadata": {"annotations": {"tencentcert.io/refresh-requested-at": value}}});
-    h.crs().patch("shop", &PatchParams::default(), &Patch::Merge(request("2026-11-27T10:00:00Z"))).await.unwrap();
+    h.crs()
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(request("2026-11-27T10:00:00Z")),
+        )
+        .await
+        .unwrap();
     let cr = h.reconcile("shop").await;
     assert_eq!(h.downloads(), 2);
-    assert_eq!(status(&cr).last_refresh_request.as_deref(), Some("2026-11-27T10:00:00Z"));
+    assert_eq!(
+        status(&cr).last_refresh_request.as_deref(),
+        Some("2026-11-27T10:00:00Z")
+    );
     h.reconcile("shop").await;
     assert_eq!(h.downloads(), 2);
-    h.crs().patch("shop", &PatchParams::default(), &Patch::Merge(request("2026-11-27T11:00:00Z"))).await.unwrap();
+    h.crs()
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(request("2026-11-27T11:00:00Z")),
+        )
+        .await
+        .unwrap();
     h.reconcile("shop").await;
     assert_eq!(h.downloads(), 3);
 }
@@ -599,10 +809,24 @@ async fn include_ca_false_leaves_out_the_root() {
     let h = harness().await;
     h.create("shop", json!({"certificateId": "aBcD1234"})).await;
     h.reconcile("shop").await;
-    assert!(h.secret("shop").await.unwrap().data.unwrap().contains_key("ca.crt"));
+    assert!(
+        h.secret("shop")
+            .await
+            .unwrap()
+            .data
+            .unwrap()
+            .contains_key("ca.crt")
+    );
     h.patch_spec("shop", json!({"includeCA": false})).await;
     h.reconcile("shop").await;
-    assert!(!h.secret("shop").await.unwrap().data.unwrap().contains_key("ca.crt"));
+    assert!(
+        !h.secret("shop")
+            .await
+            .unwrap()
+            .data
+            .unwrap()
+            .contains_key("ca.crt")
+    );
 }
 
 #[tokio::test]
@@ -612,7 +836,10 @@ async fn a_kubernetes_api_failure_is_an_error_and_leaves_no_half_written_state()
     h.api.fail_next("PATCH", "secrets", 500, 1);
     let cr = h.reconcile("shop").await;
     let synced = condition(&cr, "Synced");
-    assert_eq!((synced.status.as_str(), synced.reason.as_str()), ("False", "KubernetesError"));
+    assert_eq!(
+        (synced.status.as_str(), synced.reason.as_str()),
+        ("False", "KubernetesError")
+    );
     assert!(h.secret("shop").await.is_none());
     h.make_due("shop").await;
     let cr = h.reconcile("shop").await;
@@ -624,14 +851,26 @@ async fn no_secret_material_reaches_status_events_or_logs_of_the_store() {
     let h = harness().await;
     h.put_credentials("tencent", SECRET_KEY).await;
     h.create("shop", json!({"certificateId": "aBcD1234"})).await;
-    h.create("bad", json!({"certificateId": "aBcD1234", "credentialsRef": {"name": "wrong"}})).await;
+    h.create(
+        "bad",
+        json!({"certificateId": "aBcD1234", "credentialsRef": {"name": "wrong"}}),
+    )
+    .await;
     h.put_credentials("wrong", "wrong-secret-key-value").await;
     h.reconcile("shop").await;
     h.reconcile("bad").await;
     let key_pem = String::from_utf8(data(&h.secret("shop").await.unwrap(), "tls.key")).unwrap();
-    let key_body: String = key_pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let key_body: String = key_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
     let mut visible = Vec::new();
-    for cr in h.api.objects("tencentcert.io", "v1alpha1", "tencentcertificates", Some(NS)) {
+    for cr in h.api.objects(
+        "tencentcert.io",
+        "v1alpha1",
+        "tencentcertificates",
+        Some(NS),
+    ) {
         visible.push(cr.to_string());
     }
     for event in h.api.objects("events.k8s.io", "v1", "events", Some(NS)) {

@@ -159,7 +159,7 @@ async fn reconcile_inner(
             conflict = Some(message.clone());
             serving = None;
         }
-        Decision::UpToDate => {}
+        Decision::UpToDate | Decision::AwaitingRetry => {}
         Decision::RepairMetadata => {
             if let Some(desired) = &desired_from_serving {
                 apply_secret(&secrets, desired).await?;
