@@ -6,6 +6,7 @@ pub mod crd;
 pub mod error;
 pub mod fetch;
 pub mod policy;
+pub mod renewal;
 pub mod secret;
 pub mod sim;
 pub mod status;

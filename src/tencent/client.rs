@@ -17,10 +17,15 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use super::coalesce::Coalescer;
 use super::credentials::Credentials;
 use super::error::TencentError;
 use super::limiter::{LimiterConfig, RateLimiter};
+use super::list::{
+    self, ACTION_DESCRIBE_CERTIFICATES, CertificateFilter, CertificateSummary, PageStep, Pager,
+};
 use super::sign::{self, RequestToSign};
+use crate::renewal::{self, LinkInfo, Resolution};
 
 pub const DEFAULT_ENDPOINT: &str = "https://ssl.tencentcloudapi.com";
 pub const API_VERSION: &str = "2019-12-05";
@@ -46,6 +51,10 @@ pub struct ClientConfig {
     pub download_cache_ttl: Duration,
     /// `X-TC-Language`: the language of Tencent's error messages.
     pub language: String,
+    /// How long a certificate list scan serves later callers with the same credentials and filter.
+    pub list_cache_ttl: Duration,
+    /// Certificates per `DescribeCertificates` page (1..=1000).
+    pub list_page_size: u32,
 }
 
 impl Default for ClientConfig {
@@ -56,6 +65,8 @@ impl Default for ClientConfig {
             limiter: LimiterConfig::default(),
             download_cache_ttl: Duration::from_secs(10),
             language: "en-US".to_string(),
+            list_cache_ttl: Duration::from_secs(60),
+            list_page_size: list::DEFAULT_PAGE_SIZE,
         }
     }
 }
@@ -92,6 +103,9 @@ pub struct CertificateExtra {
     pub origin_certificate_id: Option<String>,
     pub replaced_by: Option<String>,
     pub replaced_for: Option<String>,
+    /// The next certificate of a subscription service (`ServiceRenewCertificateId`).
+    pub service_renew_certificate_id: Option<String>,
+    pub service_origin_certificate_id: Option<String>,
     #[serde(rename = "SMCert")]
     pub sm_cert: Option<i64>,
 }
@@ -122,6 +136,10 @@ pub struct CertificateDetail {
     pub renewable: Option<bool>,
     pub deployable: Option<bool>,
     pub encrypt_algorithm: Option<String>,
+    /// The certificate that hosting swapped in for this one, when Tencent reports it.
+    pub hosting_renew_cert_id: Option<String>,
+    /// -1 not hosted, 0 hosting, 5 replacing resources, 10 done.
+    pub hosting_status: Option<i64>,
     pub extra: CertificateExtra,
     pub request_id: String,
 }
@@ -149,6 +167,9 @@ struct RawDetail {
     renew_able: Option<bool>,
     deployable: Option<bool>,
     encrypt_algorithm: Option<String>,
+    // Read leniently: added to the API later, their types vary between answers.
+    hosting_renew_cert_id: Option<Value>,
+    hosting_status: Option<Value>,
     certificate_extra: Option<CertificateExtra>,
 }
 
@@ -171,6 +192,16 @@ struct DownloadKey {
 
 type SharedDownload = Shared<BoxFuture<'static, Result<Arc<Download>, TencentError>>>;
 
+/// One list scan is shared by callers with the same credentials and (normalized) filter.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct ListKey {
+    credentials: [u8; 32],
+    filter: CertificateFilter,
+}
+
+/// A finished list scan, shared by all its callers.
+pub type CertificateList = Arc<[CertificateSummary]>;
+
 struct Inner {
     http: reqwest::Client,
     endpoint: reqwest::Url,
@@ -179,6 +210,7 @@ struct Inner {
     limiter: RateLimiter,
     in_flight: Mutex<HashMap<DownloadKey, SharedDownload>>,
     cache: Mutex<HashMap<DownloadKey, (Instant, Arc<Download>)>>,
+    lists: Coalescer<ListKey, CertificateList>,
 }
 
 /// Cheap to clone; clones share the connection pool, limiter, coalescing map and cache.
@@ -236,6 +268,7 @@ impl Client {
                 endpoint,
                 host,
                 limiter: RateLimiter::new(config.limiter),
+                lists: Coalescer::new(config.list_cache_ttl),
                 config,
                 in_flight: Mutex::new(HashMap::new()),
                 cache: Mutex::new(HashMap::new()),
@@ -347,6 +380,89 @@ impl Client {
             )
             .await?;
         decode_detail(certificate_id, response)
+    }
+
+    /// Every certificate matching `filter`, read page by page (`DescribeCertificates`). Callers with the
+    /// same credentials and filter share one scan while it runs and its result for `list_cache_ttl`.
+    pub async fn describe_certificates(
+        &self,
+        credentials: &Credentials,
+        filter: &CertificateFilter,
+    ) -> Result<CertificateList, TencentError> {
+        self.describe_certificates_within(credentials, filter, self.inner.config.list_cache_ttl)
+            .await
+    }
+
+    /// Like [`Client::describe_certificates`], accepting a cached scan only if younger than `max_age`
+    /// (`Duration::ZERO` forces a new scan, still shared with one already running).
+    pub async fn describe_certificates_within(
+        &self,
+        credentials: &Credentials,
+        filter: &CertificateFilter,
+        max_age: Duration,
+    ) -> Result<CertificateList, TencentError> {
+        let key = ListKey {
+            credentials: credentials.fingerprint(),
+            filter: filter.normalized(),
+        };
+        let client = self.clone();
+        let credentials = credentials.clone();
+        let filter = key.filter.clone();
+        self.inner
+            .lists
+            .get(key, max_age, move || {
+                async move { client.scan_certificates(&credentials, &filter).await }.boxed()
+            })
+            .await
+    }
+
+    /// One paginated scan; each page goes through the limiter and `call` like any other request.
+    async fn scan_certificates(
+        &self,
+        credentials: &Credentials,
+        filter: &CertificateFilter,
+    ) -> Result<CertificateList, TencentError> {
+        let mut pager = Pager::new(self.inner.config.list_page_size, list::MAX_PAGES);
+        let mut step = pager.first();
+        while let PageStep::Next { offset } = step {
+            let params = filter.page_params(offset, pager.page_size())?;
+            let response = self
+                .call(credentials, ACTION_DESCRIBE_CERTIFICATES, &params)
+                .await?;
+            let page = list::decode_page(&response)?;
+            if page.skipped > 0 {
+                tracing::warn!(
+                    skipped = page.skipped,
+                    request_id = %page.request_id,
+                    "DescribeCertificates returned items without a CertificateId; they are ignored"
+                );
+            }
+            step = pager.record(page)?;
+        }
+        Ok(pager.into_certificates().into())
+    }
+
+    /// Follows renewal links from `start` with `DescribeCertificateDetail` lookups (see
+    /// [`crate::renewal::follow`] for the rules). A linked certificate that does not exist ends the walk
+    /// (`Stop::NotFound`); a missing `start` and every other error are returned as errors.
+    pub async fn resolve_renewals(
+        &self,
+        credentials: &Credentials,
+        start: &str,
+        now: jiff::Timestamp,
+    ) -> Result<Resolution, TencentError> {
+        renewal::follow_renewals_with(start, renewal::MAX_DEPTH, now, |id| async move {
+            match self.describe_certificate_detail(credentials, &id).await {
+                Ok(detail) => Ok(Some(LinkInfo::from(&detail))),
+                Err(err)
+                    if id != start && err.code() == Some("FailedOperation.CertificateNotFound") =>
+                {
+                    Ok(None)
+                }
+                Err(err) => Err(err),
+            }
+        })
+        .await
     }
 
     /// One API call: rate limited, signed per attempt, retried only on throttling and (once) on an expired
@@ -573,6 +689,8 @@ fn decode_detail(certificate_id: &str, response: Value) -> Result<CertificateDet
         renewable: raw.renew_able,
         deployable: raw.deployable,
         encrypt_algorithm: raw.encrypt_algorithm,
+        hosting_renew_cert_id: list::text(raw.hosting_renew_cert_id.as_ref()),
+        hosting_status: list::text(raw.hosting_status.as_ref()).and_then(|s| s.parse().ok()),
         extra: raw.certificate_extra.unwrap_or_default(),
         request_id,
     })

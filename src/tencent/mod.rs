@@ -1,11 +1,16 @@
 //! The Tencent Cloud side: TC3 signing, credentials, errors, rate limiting and the SSL API client.
 
 pub mod client;
+mod coalesce;
 pub mod credentials;
 pub mod error;
 pub mod limiter;
+pub mod list;
 pub mod sign;
 
-pub use client::{CertificateDetail, Client, ClientConfig, Download};
+pub use client::{
+    CertificateDetail, CertificateExtra, CertificateList, Client, ClientConfig, Download,
+};
 pub use credentials::Credentials;
 pub use error::{ErrorClass, TencentError};
+pub use list::{CertificateFilter, CertificateSummary, Tag};
