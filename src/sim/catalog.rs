@@ -6,14 +6,22 @@ use std::str::FromStr;
 
 use super::layout::{self, LayoutOptions, ZipLayout, ZipParts};
 use super::pki::{KeyKind, LeafSpec, Pki, PkiError};
-use super::state::SimCertificate;
+use super::state::{SimCertificate, SimLinks};
 use crate::tencent::client::STATUS_ISSUED;
+
+/// Validity of a generated certificate unless `valid-days` says otherwise (Tencent's free certificates).
+pub const DEFAULT_VALID_DAYS: i64 = 90;
 
 /// One generated certificate. CLI form: `ID[:OPTION,…]` with options
 /// `domain=D` (default `<id>.example.test`), `san=A+B` (more DNS names), `key=rsa2048|rsa4096|p256|p384`
 /// (default p256), `no-key` (requested with the user's own CSR: the ZIP has no private key), `expired`,
+/// `future` (valid from 10 days ahead), `valid-days=N` (default 90),
 /// `status=N` (Tencent status code; default 1, issued), `layout=folders|folders-root|flat`
-/// (default `folders-root`, what DownloadCertificate returns today), `with-root` (bundle the root CA too).
+/// (default `folders-root`, what DownloadCertificate returns today), `with-root` (bundle the root CA too),
+/// renewal links `renewed-by=ID` (`RenewOrder`), `replaced-by=ID` (`ReplacedBy`, a reissue),
+/// `hosting-renew=ID` (`HostingRenewCertId`), `service-renew=ID` (`ServiceRenewCertificateId`), and list
+/// attributes `project=N`, `tag=KEY=VALUE` (repeatable), `alias=TEXT`, `from=BRAND` (default `trustasia`;
+/// `upload` marks an uploaded certificate).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertificateSpec {
     pub id: String,
@@ -22,9 +30,18 @@ pub struct CertificateSpec {
     pub key: KeyKind,
     pub include_key: bool,
     pub expired: bool,
+    /// Valid from 10 days in the future.
+    pub not_yet_valid: bool,
+    pub valid_days: i64,
     pub status: i64,
     pub layout: ZipLayout,
     pub include_root: bool,
+    /// Forward links only; the backward ones are derived when certificates are stored.
+    pub links: SimLinks,
+    pub project_id: u64,
+    pub tags: Vec<(String, String)>,
+    pub alias: Option<String>,
+    pub from: Option<String>,
 }
 
 impl CertificateSpec {
@@ -37,9 +54,16 @@ impl CertificateSpec {
             key: KeyKind::EcdsaP256,
             include_key: true,
             expired: false,
+            not_yet_valid: false,
+            valid_days: DEFAULT_VALID_DAYS,
             status: STATUS_ISSUED,
             layout: ZipLayout::ServerFoldersWithRoot,
             include_root: false,
+            links: SimLinks::default(),
+            project_id: 0,
+            tags: Vec::new(),
+            alias: None,
+            from: None,
         }
     }
 
@@ -47,6 +71,149 @@ impl CertificateSpec {
         self.domain
             .clone()
             .unwrap_or_else(|| format!("{}.example.test", self.id.to_ascii_lowercase()))
+    }
+}
+
+fn link_target(value: &str) -> Result<Option<String>, String> {
+    if is_valid_certificate_id(value) {
+        Ok(Some(value.to_string()))
+    } else {
+        Err(format!("link target {value:?} is not a certificate id"))
+    }
+}
+
+impl CertificateSpec {
+    /// Applies one `name[=value]` option of the CLI form (also used by the JSON form of the control API).
+    pub fn apply_option(&mut self, name: &str, value: Option<&str>) -> Result<(), String> {
+        match (name, value) {
+            ("domain", Some(domain)) if !domain.is_empty() => {
+                self.domain = Some(domain.to_string())
+            }
+            ("san", Some(names)) => {
+                self.extra_names = names
+                    .split('+')
+                    .filter(|n| !n.is_empty())
+                    .map(String::from)
+                    .collect()
+            }
+            ("key", Some(kind)) => {
+                self.key = match kind {
+                    "rsa2048" => KeyKind::Rsa2048,
+                    "rsa4096" => KeyKind::Rsa4096,
+                    "p256" => KeyKind::EcdsaP256,
+                    "p384" => KeyKind::EcdsaP384,
+                    other => return Err(format!("unknown key kind {other:?}")),
+                }
+            }
+            ("no-key", None) => self.include_key = false,
+            ("expired", None) => self.expired = true,
+            ("future", None) => self.not_yet_valid = true,
+            ("with-root", None) => self.include_root = true,
+            ("valid-days", Some(days)) => {
+                self.valid_days = days
+                    .parse()
+                    .ok()
+                    .filter(|d| (1..=3650).contains(d))
+                    .ok_or_else(|| format!("bad valid-days {days:?} (1..=3650)"))?
+            }
+            ("status", Some(status)) => {
+                self.status = status
+                    .parse()
+                    .map_err(|_| format!("bad status {status:?}"))?
+            }
+            ("layout", Some(layout)) => {
+                self.layout = match layout {
+                    "folders" => ZipLayout::ServerFolders,
+                    "folders-root" => ZipLayout::ServerFoldersWithRoot,
+                    "flat" => ZipLayout::FlatNginx,
+                    other => return Err(format!("unknown layout {other:?}")),
+                }
+            }
+            ("renewed-by", Some(id)) => self.links.renew_order = link_target(id)?,
+            ("replaced-by", Some(id)) => self.links.replaced_by = link_target(id)?,
+            ("hosting-renew", Some(id)) => self.links.hosting_renew_cert_id = link_target(id)?,
+            ("service-renew", Some(id)) => {
+                self.links.service_renew_certificate_id = link_target(id)?
+            }
+            ("project", Some(project)) => {
+                self.project_id = project
+                    .parse()
+                    .map_err(|_| format!("bad project id {project:?}"))?
+            }
+            ("tag", Some(tag)) => match tag.split_once('=') {
+                Some((key, value)) if !key.is_empty() => {
+                    self.tags.push((key.to_string(), value.to_string()))
+                }
+                _ => return Err(format!("expected tag=KEY=VALUE, got tag={tag}")),
+            },
+            ("alias", Some(alias)) => self.alias = Some(alias.to_string()),
+            ("from", Some(from)) if !from.is_empty() => self.from = Some(from.to_string()),
+            _ => {
+                let option = match value {
+                    Some(value) => format!("{name}={value}"),
+                    None => name.to_string(),
+                };
+                return Err(format!("unknown certificate option {option:?}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The JSON form used by `POST /_sim/certificates`: either the CLI string, or an object with `id` and
+    /// the CLI options as keys: `{"id": "new1", "domain": "shop.example.com", "san": ["www.shop.example.com"],
+    /// "status": 0, "no-key": true, "renewed-by": "new2", "tag": {"env": "prod"}}`.
+    pub fn from_json(value: &serde_json::Value) -> Result<Self, String> {
+        use serde_json::Value;
+        let object = match value {
+            Value::String(text) => return text.parse(),
+            Value::Object(object) => object,
+            _ => return Err("expected a certificate spec: a string or an object".to_string()),
+        };
+        let id = object
+            .get("id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| "the spec has no \"id\" string".to_string())?;
+        if !is_valid_certificate_id(id) {
+            return Err(format!(
+                "certificate id {id:?} must be 1-32 ASCII letters and digits"
+            ));
+        }
+        let mut spec = CertificateSpec::new(id);
+        for (name, value) in object.iter().filter(|(name, _)| *name != "id") {
+            match (name.as_str(), value) {
+                (_, Value::Bool(true)) => spec.apply_option(name, None)?,
+                // A flag set to false is the default; still refuse names that are not flags.
+                (_, Value::Bool(false)) => spec.clone().apply_option(name, None)?,
+                (_, Value::String(text)) => spec.apply_option(name, Some(text))?,
+                (_, Value::Number(number)) => spec.apply_option(name, Some(&number.to_string()))?,
+                ("san", Value::Array(names)) => {
+                    let names: Option<Vec<&str>> = names.iter().map(Value::as_str).collect();
+                    let names = names.ok_or_else(|| "san must list strings".to_string())?;
+                    spec.apply_option("san", Some(&names.join("+")))?
+                }
+                ("tag", Value::Object(tags)) => {
+                    for (key, value) in tags {
+                        let value = value
+                            .as_str()
+                            .ok_or_else(|| format!("tag {key:?} must have a string value"))?;
+                        spec.apply_option("tag", Some(&format!("{key}={value}")))?
+                    }
+                }
+                _ => return Err(format!("option {name:?} has an unsupported value {value}")),
+            }
+        }
+        Ok(spec)
+    }
+
+    /// The validity window at `now`.
+    pub fn validity(&self, now: jiff::Timestamp) -> (jiff::Timestamp, jiff::Timestamp) {
+        if self.expired {
+            (now - days(100), now - days(10))
+        } else if self.not_yet_valid {
+            (now + days(10), now + days(10 + self.valid_days))
+        } else {
+            (now - days(1), now + days(self.valid_days))
+        }
     }
 }
 
@@ -74,44 +241,8 @@ impl FromStr for CertificateSpec {
                 Some((name, value)) => (name, Some(value)),
                 None => (option, None),
             };
-            match (name, value) {
-                ("domain", Some(domain)) if !domain.is_empty() => {
-                    spec.domain = Some(domain.to_string())
-                }
-                ("san", Some(names)) => {
-                    spec.extra_names = names
-                        .split('+')
-                        .filter(|n| !n.is_empty())
-                        .map(String::from)
-                        .collect()
-                }
-                ("key", Some(kind)) => {
-                    spec.key = match kind {
-                        "rsa2048" => KeyKind::Rsa2048,
-                        "rsa4096" => KeyKind::Rsa4096,
-                        "p256" => KeyKind::EcdsaP256,
-                        "p384" => KeyKind::EcdsaP384,
-                        other => return Err(format!("unknown key kind {other:?} in {text:?}")),
-                    }
-                }
-                ("no-key", None) => spec.include_key = false,
-                ("expired", None) => spec.expired = true,
-                ("with-root", None) => spec.include_root = true,
-                ("status", Some(status)) => {
-                    spec.status = status
-                        .parse()
-                        .map_err(|_| format!("bad status {status:?} in {text:?}"))?
-                }
-                ("layout", Some(layout)) => {
-                    spec.layout = match layout {
-                        "folders" => ZipLayout::ServerFolders,
-                        "folders-root" => ZipLayout::ServerFoldersWithRoot,
-                        "flat" => ZipLayout::FlatNginx,
-                        other => return Err(format!("unknown layout {other:?} in {text:?}")),
-                    }
-                }
-                _ => return Err(format!("unknown certificate option {option:?} in {text:?}")),
-            }
+            spec.apply_option(name, value)
+                .map_err(|why| format!("{why} in {text:?}"))?;
         }
         Ok(spec)
     }
@@ -150,13 +281,29 @@ pub fn build(
     specs: &[CertificateSpec],
     zip_dir: Option<&Path>,
 ) -> Result<Vec<SimCertificate>, CatalogError> {
-    let mut certificates = Vec::new();
-    if !specs.is_empty() {
-        let pki = Pki::generate(KeyKind::EcdsaP256)?;
-        for spec in specs {
-            certificates.push(generate(&pki, spec)?);
-        }
+    if specs.is_empty() {
+        return finish(Vec::new(), zip_dir);
     }
+    build_with(&Pki::generate(KeyKind::EcdsaP256)?, specs, zip_dir)
+}
+
+/// Like [`build`], with the CA the caller keeps (to issue renewals later under the same root).
+pub fn build_with(
+    pki: &Pki,
+    specs: &[CertificateSpec],
+    zip_dir: Option<&Path>,
+) -> Result<Vec<SimCertificate>, CatalogError> {
+    let certificates = specs
+        .iter()
+        .map(|spec| generate(pki, spec))
+        .collect::<Result<Vec<_>, _>>()?;
+    finish(certificates, zip_dir)
+}
+
+fn finish(
+    mut certificates: Vec<SimCertificate>,
+    zip_dir: Option<&Path>,
+) -> Result<Vec<SimCertificate>, CatalogError> {
     if let Some(dir) = zip_dir {
         certificates.extend(load_zip_dir(dir)?);
     }
@@ -169,14 +316,27 @@ pub fn build(
     Ok(certificates)
 }
 
-fn generate(pki: &Pki, spec: &CertificateSpec) -> Result<SimCertificate, CatalogError> {
-    let domain = spec.domain();
+/// Now, in whole seconds: X.509 and Tencent's times have no fractions, so the metadata the simulator
+/// reports equals the dates in the certificate it serves.
+pub(crate) fn now_seconds() -> jiff::Timestamp {
     let now = jiff::Timestamp::now();
-    let (not_before, not_after) = if spec.expired {
-        (now - days(100), now - days(10))
-    } else {
-        (now - days(1), now + days(90))
-    };
+    jiff::Timestamp::from_second(now.as_second()).unwrap_or(now)
+}
+
+/// Generates one certificate with the validity its spec asks for.
+pub fn generate(pki: &Pki, spec: &CertificateSpec) -> Result<SimCertificate, CatalogError> {
+    let (not_before, not_after) = spec.validity(now_seconds());
+    generate_between(pki, spec, not_before, not_after)
+}
+
+/// Generates one certificate valid from `not_before` to `not_after`.
+pub fn generate_between(
+    pki: &Pki,
+    spec: &CertificateSpec,
+    not_before: jiff::Timestamp,
+    not_after: jiff::Timestamp,
+) -> Result<SimCertificate, CatalogError> {
+    let domain = spec.domain();
     let mut domains = vec![domain.clone()];
     domains.extend(spec.extra_names.iter().cloned());
     let leaf = pki.issue_leaf(&LeafSpec {
@@ -207,9 +367,15 @@ fn generate(pki: &Pki, spec: &CertificateSpec) -> Result<SimCertificate, Catalog
         status: spec.status,
         not_before: Some(not_before),
         not_after: Some(not_after),
-        from: "trustasia".to_string(),
+        from: spec.from.clone().unwrap_or_else(|| "trustasia".to_string()),
         fingerprint_sha1: Some(sha1_hex(&leaf.cert_der)),
         zip,
+        links: spec.links.clone(),
+        project_id: spec.project_id,
+        tags: spec.tags.clone(),
+        alias: spec.alias.clone().unwrap_or_default(),
+        inserted_at: jiff::Timestamp::now(),
+        spec: Some(spec.clone()),
     })
 }
 
@@ -244,6 +410,12 @@ fn load_zip_dir(dir: &Path) -> Result<Vec<SimCertificate>, CatalogError> {
             from: "upload".to_string(),
             fingerprint_sha1: None,
             zip,
+            links: SimLinks::default(),
+            project_id: 0,
+            tags: Vec::new(),
+            alias: String::new(),
+            inserted_at: jiff::Timestamp::now(),
+            spec: None,
         };
         if let Ok(bundle) = crate::bundle::extract(&certificate.zip) {
             let meta = &bundle.meta;
@@ -290,6 +462,71 @@ mod tests {
     }
 
     #[test]
+    fn renewal_links_and_list_attributes_parse() {
+        let spec: CertificateSpec =
+            "old1:renewed-by=new1,replaced-by=re1,hosting-renew=host1,service-renew=svc1,project=7,tag=env=prod,tag=team=web,alias=shop,from=upload,future,valid-days=30"
+                .parse()
+                .unwrap();
+        assert_eq!(spec.links.renew_order.as_deref(), Some("new1"));
+        assert_eq!(spec.links.replaced_by.as_deref(), Some("re1"));
+        assert_eq!(spec.links.hosting_renew_cert_id.as_deref(), Some("host1"));
+        assert_eq!(
+            spec.links.service_renew_certificate_id.as_deref(),
+            Some("svc1")
+        );
+        assert_eq!(spec.project_id, 7);
+        assert_eq!(
+            spec.tags,
+            vec![
+                ("env".to_string(), "prod".to_string()),
+                ("team".to_string(), "web".to_string())
+            ]
+        );
+        assert_eq!(spec.alias.as_deref(), Some("shop"));
+        assert_eq!(spec.from.as_deref(), Some("upload"));
+        let now = now_seconds();
+        let (not_before, not_after) = spec.validity(now);
+        assert_eq!(not_before, now + days(10));
+        assert_eq!(not_after, now + days(40));
+    }
+
+    #[test]
+    fn json_specs_use_the_cli_option_names() {
+        use serde_json::json;
+        let from_object = CertificateSpec::from_json(&json!({
+            "id": "new1",
+            "domain": "shop.example.com",
+            "san": ["www.shop.example.com", "api.shop.example.com"],
+            "status": 0,
+            "no-key": true,
+            "expired": false,
+            "renewed-by": "new2",
+            "tag": {"env": "prod"},
+        }))
+        .unwrap();
+        let from_text: CertificateSpec =
+            "new1:domain=shop.example.com,san=www.shop.example.com+api.shop.example.com,status=0,no-key,renewed-by=new2,tag=env=prod"
+                .parse()
+                .unwrap();
+        assert_eq!(from_object, from_text);
+        assert_eq!(
+            CertificateSpec::from_json(&json!("new1:status=0")).unwrap(),
+            "new1:status=0".parse::<CertificateSpec>().unwrap()
+        );
+        for bad in [
+            json!({"domain": "x.test"}),
+            json!({"id": "bad id"}),
+            json!({"id": "a1", "frobnicate": true}),
+            json!({"id": "a1", "frobnicate": false}),
+            json!({"id": "a1", "san": [1]}),
+            json!({"id": "a1", "key": ["p256"]}),
+            json!(42),
+        ] {
+            assert!(CertificateSpec::from_json(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn bad_certificate_specs_are_rejected() {
         for bad in [
             "",
@@ -300,6 +537,12 @@ mod tests {
             "abc:status=x",
             "abc:frobnicate",
             "abc:domain=",
+            "abc:renewed-by=bad+id",
+            "abc:replaced-by=",
+            "abc:valid-days=0",
+            "abc:project=x",
+            "abc:tag=novalue",
+            "abc:tag==v",
         ] {
             assert!(bad.parse::<CertificateSpec>().is_err(), "{bad:?}");
         }

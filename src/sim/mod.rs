@@ -2,13 +2,25 @@
 //! does, serves generated certificates as Tencent-shaped ZIPs, rate-limits, and injects faults. Used by the
 //! test suite (in-process, random port), by demos and by benchmarks (`tencent-cert-operator sim`).
 //!
+//! API actions: `DownloadCertificate`, `DescribeCertificateDetail`, `DescribeCertificates` (filters and
+//! pagination, see [`listing`]). Faults and latencies name a certificate id, `*`, or — for the list — the
+//! action name `DescribeCertificates`.
+//!
 //! Control endpoints (JSON): `GET /_sim/stats`, `POST /_sim/stats/reset`, `POST /_sim/faults`
 //! (`{"certificate_id","code","remaining","probability"}`), `DELETE /_sim/faults`, `POST /_sim/latency`
-//! (`{"certificate_id","millis"}`), `GET /_sim/certificates`.
+//! (`{"certificate_id","millis"}`), `GET /_sim/certificates`, and to change certificates while running
+//! (each answers with the certificate as a `DescribeCertificates` item; 404 unknown id, 409 id taken,
+//! 400 bad request): `POST /_sim/certificates` (a spec: the CLI string or an object, see
+//! [`CertificateSpec::from_json`]), `POST /_sim/certificates/{id}/renew` (optional
+//! `{"new_id","status","link":"renew|reissue|hosting|service","valid_days"}`),
+//! `POST /_sim/certificates/{id}/expire`, `POST /_sim/certificates/{id}/status` (`{"status": N}`).
+//! [`SimState`] has the same operations for in-process tests.
 
 pub mod auth;
 pub mod catalog;
 pub mod layout;
+pub mod listing;
+pub mod manage;
 pub mod pki;
 pub mod server;
 pub mod state;
@@ -22,7 +34,8 @@ use tokio::task::JoinHandle;
 
 pub use auth::Account;
 pub use catalog::CertificateSpec;
-pub use state::{Fault, Latency, SimCertificate, SimState, Stats};
+pub use manage::{ControlError, RenewLink, RenewRequest};
+pub use state::{Fault, Latency, SimCertificate, SimLinks, SimState, Stats};
 
 #[derive(Debug, Clone, Default)]
 pub struct SimConfig {
@@ -105,11 +118,16 @@ pub async fn start(config: SimConfig, listen: SocketAddr) -> Result<SimHandle, S
         latencies,
         clock_offset,
     } = config;
-    // Key generation is CPU work (RSA especially): keep it off the async workers.
-    let catalog =
-        tokio::task::spawn_blocking(move || catalog::build(&certificates, zip_dir.as_deref()))
-            .await
-            .map_err(|e| SimError::Join(e.to_string()))??;
+    // Key generation is CPU work (RSA especially): keep it off the async workers. The CA is kept to issue
+    // renewals made through the control API under the same root.
+    let (pki, catalog) = tokio::task::spawn_blocking(move || {
+        let pki =
+            pki::Pki::generate(pki::KeyKind::EcdsaP256).map_err(catalog::CatalogError::from)?;
+        let catalog = catalog::build_with(&pki, &certificates, zip_dir.as_deref())?;
+        Ok::<_, catalog::CatalogError>((pki, catalog))
+    })
+    .await
+    .map_err(|e| SimError::Join(e.to_string()))??;
     let state = Arc::new(SimState::new(
         accounts,
         catalog,
@@ -118,6 +136,7 @@ pub async fn start(config: SimConfig, listen: SocketAddr) -> Result<SimHandle, S
         rate_limit,
         clock_offset,
     ));
+    state.set_pki(Arc::new(pki));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| SimError::Bind {

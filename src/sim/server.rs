@@ -6,15 +6,19 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, Uri};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::routing::{get, post};
 use base64::Engine;
 use serde_json::{Value, json};
 
 use super::auth::{self, IncomingRequest};
+use super::catalog::CertificateSpec;
+use super::listing::{self, ListQuery};
+use super::manage::{ControlError, RenewRequest};
 use super::state::{Fault, Latency, SimCertificate, SimState, Stats};
 use crate::tencent::client::{ACTION_DESCRIBE_DETAIL, ACTION_DOWNLOAD, STATUS_ISSUED};
+use crate::tencent::list::ACTION_DESCRIBE_CERTIFICATES;
 
 pub fn router(state: Arc<SimState>) -> Router {
     Router::new()
@@ -24,7 +28,13 @@ pub fn router(state: Arc<SimState>) -> Router {
         .route("/_sim/stats/reset", post(reset_stats))
         .route("/_sim/faults", post(add_fault).delete(clear_faults))
         .route("/_sim/latency", post(add_latency))
-        .route("/_sim/certificates", get(list_certificates))
+        .route(
+            "/_sim/certificates",
+            get(list_certificates).post(add_certificate),
+        )
+        .route("/_sim/certificates/{id}/renew", post(renew_certificate))
+        .route("/_sim/certificates/{id}/expire", post(expire_certificate))
+        .route("/_sim/certificates/{id}/status", post(set_status))
         .with_state(state)
 }
 
@@ -105,6 +115,9 @@ async fn api(
             "Your current request times equals to `limit`, please retry later.",
         );
     }
+    if action == ACTION_DESCRIBE_CERTIFICATES {
+        return describe_certificates(&state, &params).await;
+    }
     if action != ACTION_DOWNLOAD && action != ACTION_DESCRIBE_DETAIL {
         state.record(action, "InvalidAction", None);
         return error_response(
@@ -165,6 +178,29 @@ async fn api(
     }
 }
 
+/// `DescribeCertificates`. Faults and latencies registered for `*` or for the action name apply.
+async fn describe_certificates(state: &SimState, params: &Value) -> Json<Value> {
+    let action = ACTION_DESCRIBE_CERTIFICATES;
+    let query = match ListQuery::parse(params) {
+        Ok(query) => query,
+        Err((code, message)) => {
+            state.record(action, code, None);
+            return error_response(code, &message);
+        }
+    };
+    let delay = state.latency_for(action);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    if let Some(code) = state.take_fault(action) {
+        state.record(action, &code, None);
+        return error_response(&code, "Injected by the simulator.");
+    }
+    let (total, certificates) = listing::describe_certificates(state, &query);
+    state.record(action, "Success", None);
+    success_response(json!({ "TotalCount": total, "Certificates": certificates }))
+}
+
 fn download(certificate: &SimCertificate) -> Result<Value, (&'static str, &'static str)> {
     if certificate.status != STATUS_ISSUED {
         return Err((
@@ -179,7 +215,7 @@ fn download(certificate: &SimCertificate) -> Result<Value, (&'static str, &'stat
 }
 
 /// Tencent's `YYYY-MM-DD HH:MM:SS` in UTC+8.
-fn tencent_time(timestamp: Option<jiff::Timestamp>) -> Value {
+pub(super) fn tencent_time(timestamp: Option<jiff::Timestamp>) -> Value {
     timestamp
         .map(|t| {
             let beijing = t.to_zoned(jiff::tz::Offset::constant(8).to_time_zone());
@@ -188,7 +224,7 @@ fn tencent_time(timestamp: Option<jiff::Timestamp>) -> Value {
         .unwrap_or(Value::Null)
 }
 
-fn status_name(status: i64) -> &'static str {
+pub(super) fn status_name(status: i64) -> &'static str {
     match status {
         0 => "审核中",
         1 => "已通过",
@@ -213,15 +249,35 @@ fn detail(certificate: &SimCertificate) -> Value {
         "CertBeginTime": tencent_time(certificate.not_before),
         "CertEndTime": tencent_time(certificate.not_after),
         "CertFingerprint": certificate.fingerprint_sha1,
+        "InsertTime": tencent_time(Some(certificate.inserted_at)),
+        "ProjectId": certificate.project_id.to_string(),
+        "Alias": certificate.alias,
         "RenewAble": false,
         "Deployable": true,
-        "CertificateExtra": {
-            "RenewOrder": null,
-            "OriginCertificateId": null,
-            "ReplacedBy": null,
-            "ReplacedFor": null,
-            "SMCert": 0,
-        },
+        "HostingStatus": if certificate.links.hosting_renew_cert_id.is_some() { 10 } else { -1 },
+        "HostingRenewCertId": certificate.links.hosting_renew_cert_id,
+        "Tags": certificate
+            .tags
+            .iter()
+            .map(|(key, value)| json!({"TagKey": key, "TagValue": value}))
+            .collect::<Vec<_>>(),
+        "CertificateExtra": certificate_extra(certificate),
+    })
+}
+
+/// `CertificateExtra`, with the renewal and reissue links.
+pub(super) fn certificate_extra(certificate: &SimCertificate) -> Value {
+    let links = &certificate.links;
+    json!({
+        "DomainNumber": (1 + certificate.subject_alt_names.len()).to_string(),
+        "RenewOrder": links.renew_order,
+        "OriginCertificateId": links.origin_certificate_id,
+        "ReplacedBy": links.replaced_by,
+        "ReplacedFor": links.replaced_for,
+        "ServiceRenewCertificateId": links.service_renew_certificate_id,
+        "ServiceOriginCertificateId": links.service_origin_certificate_id,
+        "SMCert": 0,
+        "CompanyType": 0,
     })
 }
 
@@ -254,6 +310,109 @@ async fn add_latency(
 
 async fn list_certificates(State(state): State<Arc<SimState>>) -> Json<Value> {
     Json(json!({ "CertificateIds": state.certificate_ids() }))
+}
+
+type ControlAnswer = (StatusCode, Json<Value>);
+
+/// Runs a certificate change on a blocking thread (generation is CPU work) and answers with the changed
+/// certificate as a `DescribeCertificates` item.
+async fn control(
+    state: Arc<SimState>,
+    change: impl FnOnce(&SimState) -> Result<SimCertificate, ControlError> + Send + 'static,
+) -> ControlAnswer {
+    let done = tokio::task::spawn_blocking(move || {
+        change(&state).map(|certificate| listing::item(&certificate))
+    })
+    .await;
+    let failure = |status: StatusCode, message: String| (status, Json(json!({ "error": message })));
+    match done {
+        Ok(Ok(item)) => (StatusCode::OK, Json(item)),
+        Ok(Err(err @ ControlError::NotFound(_))) => failure(StatusCode::NOT_FOUND, err.to_string()),
+        Ok(Err(err @ ControlError::Duplicate(_))) => failure(StatusCode::CONFLICT, err.to_string()),
+        Ok(Err(err @ ControlError::Invalid(_))) => {
+            failure(StatusCode::BAD_REQUEST, err.to_string())
+        }
+        Ok(Err(err @ ControlError::Catalog(_))) => {
+            failure(StatusCode::INTERNAL_SERVER_ERROR, err.to_string())
+        }
+        Err(join) => failure(StatusCode::INTERNAL_SERVER_ERROR, join.to_string()),
+    }
+}
+
+fn json_body(body: &Bytes) -> Result<Option<Value>, ControlAnswer> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(body).map(Some).map_err(|e| {
+        (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": format!("the body is not JSON: {e}") })),
+        )
+    })
+}
+
+fn bad_request(message: String) -> ControlAnswer {
+    (StatusCode::BAD_REQUEST, Json(json!({ "error": message })))
+}
+
+/// `POST /_sim/certificates`: a spec as a CLI string or an object (see `CertificateSpec::from_json`).
+async fn add_certificate(State(state): State<Arc<SimState>>, body: Bytes) -> ControlAnswer {
+    let spec = match json_body(&body) {
+        Ok(Some(value)) => CertificateSpec::from_json(&value),
+        Ok(None) => Err("a certificate spec is required".to_string()),
+        Err(answer) => return answer,
+    };
+    match spec {
+        Ok(spec) => control(state, move |state| state.add_certificate(&spec)).await,
+        Err(message) => bad_request(message),
+    }
+}
+
+/// `POST /_sim/certificates/{id}/renew` with an optional `RenewRequest` body.
+async fn renew_certificate(
+    State(state): State<Arc<SimState>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ControlAnswer {
+    let request = match json_body(&body) {
+        Ok(None) => RenewRequest::default(),
+        Ok(Some(value)) => match serde_json::from_value(value) {
+            Ok(request) => request,
+            Err(e) => return bad_request(format!("bad renew request: {e}")),
+        },
+        Err(answer) => return answer,
+    };
+    control(state, move |state| state.renew_certificate(&id, &request)).await
+}
+
+/// `POST /_sim/certificates/{id}/expire`.
+async fn expire_certificate(
+    State(state): State<Arc<SimState>>,
+    Path(id): Path<String>,
+) -> ControlAnswer {
+    control(state, move |state| state.expire_certificate(&id)).await
+}
+
+/// `POST /_sim/certificates/{id}/status` with `{"status": N}`.
+async fn set_status(
+    State(state): State<Arc<SimState>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ControlAnswer {
+    let status = match json_body(&body) {
+        Ok(Some(value)) => value.get("status").and_then(Value::as_i64),
+        Ok(None) => None,
+        Err(answer) => return answer,
+    };
+    match status {
+        Some(status) => {
+            control(state, move |state| {
+                state.set_certificate_status(&id, status)
+            })
+            .await
+        }
+        None => bad_request("expected {\"status\": N}".to_string()),
+    }
 }
 
 #[cfg(test)]

@@ -2,12 +2,34 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
-use std::sync::{Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use super::auth::Account;
+use super::catalog::CertificateSpec;
+use super::manage::relink;
+use super::pki::Pki;
+
+/// Renewal and reissue links between certificates, as `CertificateExtra` (and the list's
+/// `HasRenewOrder`/`HostingRenewCertId`) report them. Forward links come from specs and control calls;
+/// the backward ones (`origin_certificate_id`, `replaced_for`, `service_origin_certificate_id`) are
+/// derived from them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SimLinks {
+    /// `RenewOrder`: the renewal certificate.
+    pub renew_order: Option<String>,
+    /// `ReplacedBy`: the reissued certificate.
+    pub replaced_by: Option<String>,
+    /// `HostingRenewCertId`: the certificate hosting swapped in.
+    pub hosting_renew_cert_id: Option<String>,
+    /// `ServiceRenewCertificateId`: the next certificate of a subscription service.
+    pub service_renew_certificate_id: Option<String>,
+    pub origin_certificate_id: Option<String>,
+    pub replaced_for: Option<String>,
+    pub service_origin_certificate_id: Option<String>,
+}
 
 /// A certificate the simulator serves.
 #[derive(Clone)]
@@ -27,6 +49,15 @@ pub struct SimCertificate {
     pub fingerprint_sha1: Option<String>,
     /// The archive `DownloadCertificate` returns.
     pub zip: Vec<u8>,
+    pub links: SimLinks,
+    pub project_id: u64,
+    pub tags: Vec<(String, String)>,
+    /// The user's note (`Alias`).
+    pub alias: String,
+    /// Creation time: the list's default order is newest first.
+    pub inserted_at: jiff::Timestamp,
+    /// How it was generated, so it can be renewed or expired while running (`None` for `--zip-dir`).
+    pub spec: Option<CertificateSpec>,
 }
 
 impl std::fmt::Debug for SimCertificate {
@@ -35,6 +66,7 @@ impl std::fmt::Debug for SimCertificate {
             .field("id", &self.id)
             .field("domain", &self.domain)
             .field("status", &self.status)
+            .field("links", &self.links)
             .field("zip", &format_args!("<{} bytes>", self.zip.len()))
             .finish_non_exhaustive()
     }
@@ -183,7 +215,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug)]
 pub struct SimState {
     pub(crate) accounts: HashMap<String, Account>,
-    certificates: RwLock<HashMap<String, SimCertificate>>,
+    pub(super) certificates: RwLock<HashMap<String, SimCertificate>>,
+    /// The CA that issues certificates added while running (created on first use if `start` did not).
+    pub(super) pki: OnceLock<Arc<Pki>>,
     faults: Mutex<Vec<Fault>>,
     latencies: Mutex<Vec<Latency>>,
     stats: Mutex<Stats>,
@@ -203,17 +237,18 @@ impl SimState {
         rate_limit: Option<f64>,
         clock_offset: i64,
     ) -> Self {
+        let mut certificates: HashMap<String, SimCertificate> = certificates
+            .into_iter()
+            .map(|c| (c.id.clone(), c))
+            .collect();
+        relink(&mut certificates);
         Self {
             accounts: accounts
                 .into_iter()
                 .map(|a| (a.secret_id.clone(), a))
                 .collect(),
-            certificates: RwLock::new(
-                certificates
-                    .into_iter()
-                    .map(|c| (c.id.clone(), c))
-                    .collect(),
-            ),
+            certificates: RwLock::new(certificates),
+            pki: OnceLock::new(),
             faults: Mutex::new(faults),
             latencies: Mutex::new(latencies),
             stats: Mutex::new(Stats::default()),
@@ -245,10 +280,22 @@ impl SimState {
 
     /// Adds or replaces a certificate while running.
     pub fn put_certificate(&self, certificate: SimCertificate) {
-        self.certificates
+        let mut certificates = self
+            .certificates
             .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        certificates.insert(certificate.id.clone(), certificate);
+        relink(&mut certificates);
+    }
+
+    /// Every certificate, in no particular order.
+    pub fn certificates(&self) -> Vec<SimCertificate> {
+        self.certificates
+            .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(certificate.id.clone(), certificate);
+            .values()
+            .cloned()
+            .collect()
     }
 
     pub fn add_fault(&self, fault: Fault) {
