@@ -1,25 +1,23 @@
 //! The Tencent Cloud SSL API client: one per operator, shared by all reconciles.
 //!
 //! Each attempt is signed afresh, right before sending. Calls pass through the per-action rate limiter;
-//! concurrent downloads of one certificate with one credential set share a single HTTP request, and a
-//! short-lived cache serves bursts. Shared results are keyed by a digest of the *whole* credential set, so a
+//! concurrent downloads of one certificate with one credential set share a single HTTP request, and so do
+//! concurrent scans of the certificate list with one credential set and filter; a short-lived cache serves
+//! bursts (see `coalesce`). Shared results are keyed by a digest of the *whole* credential set, so a
 //! caller holding someone else's SecretId with the wrong key never receives their certificate.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use futures::FutureExt;
-use futures::future::{BoxFuture, Shared};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::time::Instant;
 
 use super::coalesce::Coalescer;
 use super::credentials::Credentials;
-use super::error::TencentError;
+use super::error::{TencentError, reason};
 use super::limiter::{LimiterConfig, RateLimiter};
 use super::list::{
     self, ACTION_DESCRIBE_CERTIFICATES, CertificateFilter, CertificateSummary, PageStep, Pager,
@@ -190,8 +188,6 @@ struct DownloadKey {
     certificate_id: String,
 }
 
-type SharedDownload = Shared<BoxFuture<'static, Result<Arc<Download>, TencentError>>>;
-
 /// One list scan is shared by callers with the same credentials and (normalized) filter.
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct ListKey {
@@ -208,12 +204,11 @@ struct Inner {
     host: String,
     config: ClientConfig,
     limiter: RateLimiter,
-    in_flight: Mutex<HashMap<DownloadKey, SharedDownload>>,
-    cache: Mutex<HashMap<DownloadKey, (Instant, Arc<Download>)>>,
+    downloads: Coalescer<DownloadKey, Arc<Download>>,
     lists: Coalescer<ListKey, CertificateList>,
 }
 
-/// Cheap to clone; clones share the connection pool, limiter, coalescing map and cache.
+/// Cheap to clone; clones share the connection pool, limiter, and the coalescing maps and caches.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -225,13 +220,6 @@ impl fmt::Debug for Client {
             .field("endpoint", &self.inner.endpoint.as_str())
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A poisoned lock means a panic elsewhere mid-update; the maps stay consistent enough to keep serving.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Client {
@@ -268,10 +256,9 @@ impl Client {
                 endpoint,
                 host,
                 limiter: RateLimiter::new(config.limiter),
+                downloads: Coalescer::new(config.download_cache_ttl),
                 lists: Coalescer::new(config.list_cache_ttl),
                 config,
-                in_flight: Mutex::new(HashMap::new()),
-                cache: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -310,45 +297,21 @@ impl Client {
             credentials: credentials.fingerprint(),
             certificate_id: certificate_id.to_string(),
         };
-        if let Some((fetched_at, download)) = lock(&self.inner.cache).get(&key)
-            && fetched_at.elapsed() < max_age
-        {
-            return Ok(download.clone());
-        }
-        let shared = {
-            let mut in_flight = lock(&self.inner.in_flight);
-            match in_flight.get(&key) {
-                Some(shared) => shared.clone(),
-                None => {
-                    let shared = self.clone().download_once(key.clone(), credentials.clone());
-                    in_flight.insert(key, shared.clone());
-                    shared
+        let client = self.clone();
+        let credentials = credentials.clone();
+        let certificate_id = certificate_id.to_string();
+        self.inner
+            .downloads
+            .get(key, max_age, move || {
+                async move {
+                    client
+                        .fetch_download(&credentials, &certificate_id)
+                        .await
+                        .map(Arc::new)
                 }
-            }
-        };
-        shared.await
-    }
-
-    fn download_once(self, key: DownloadKey, credentials: Credentials) -> SharedDownload {
-        async move {
-            let result = self
-                .fetch_download(&credentials, &key.certificate_id)
-                .await
-                .map(Arc::new);
-            if let Ok(download) = &result {
-                let now = Instant::now();
-                let ttl = self.inner.config.download_cache_ttl;
-                let mut cache = lock(&self.inner.cache);
-                cache.retain(|_, (at, _)| now.saturating_duration_since(*at) < ttl);
-                if !ttl.is_zero() {
-                    cache.insert(key.clone(), (now, download.clone()));
-                }
-            }
-            lock(&self.inner.in_flight).remove(&key);
-            result
-        }
-        .boxed()
-        .shared()
+                .boxed()
+            })
+            .await
     }
 
     async fn fetch_download(
@@ -454,9 +417,7 @@ impl Client {
         renewal::follow_renewals_with(start, renewal::MAX_DEPTH, now, |id| async move {
             match self.describe_certificate_detail(credentials, &id).await {
                 Ok(detail) => Ok(Some(LinkInfo::from(&detail))),
-                Err(err)
-                    if id != start && err.code() == Some("FailedOperation.CertificateNotFound") =>
-                {
+                Err(err) if id != start && err.reason() == reason::CERTIFICATE_NOT_FOUND => {
                     Ok(None)
                 }
                 Err(err) => Err(err),
