@@ -31,7 +31,14 @@ async fn the_official_python_sdk_talks_to_the_simulator() {
                 secret_key: "sdk-crosscheck-key".into(),
                 token: None,
             }],
-            certificates: vec!["sdkCheck1:domain=shop.example.com".parse().unwrap()],
+            certificates: [
+                "sdkCheck1:domain=shop.example.com,san=www.shop.example.com,tag=env=prod,renewed-by=sdkCheck2",
+                "sdkCheck2:domain=shop.example.com,status=0,tag=env=prod",
+                "sdkCheck3:domain=dev.example.com,tag=env=dev",
+            ]
+            .iter()
+            .map(|spec| spec.parse().unwrap())
+            .collect(),
             ..SimConfig::default()
         },
         "127.0.0.1:0".parse().unwrap(),
@@ -68,7 +75,20 @@ async fn the_official_python_sdk_talks_to_the_simulator() {
         answer["missing_code"],
         "FailedOperation.CertificateNotFound"
     );
+    // DescribeCertificates with the SDK's own encoding of the filters (status list, Tags objects).
+    assert_eq!(answer["list_total"], 1);
+    assert_eq!(answer["list_ids"], serde_json::json!(["sdkCheck1"]));
+    assert_eq!(
+        answer["list_names"],
+        serde_json::json!([["shop.example.com", "www.shop.example.com"]])
+    );
+    assert_eq!(
+        answer["list_renew_orders"],
+        serde_json::json!(["sdkCheck2"])
+    );
+    assert_eq!(answer["list_end_times"][0], answer["cert_end_time"]);
     let stats = sim.stats();
     assert_eq!(stats.count("DownloadCertificate", "Success"), 1);
     assert_eq!(stats.count("DescribeCertificateDetail", "Success"), 1);
+    assert_eq!(stats.count("DescribeCertificates", "Success"), 1);
 }

@@ -35,6 +35,16 @@ def main():
     detail_request.CertificateId = certificate_id
     detail = ok.DescribeCertificateDetail(detail_request)
 
+    listing = models.DescribeCertificatesRequest()
+    listing.Limit = 10
+    listing.CertificateType = "SVR"
+    listing.CertificateStatus = [1]
+    tag = models.Tags()
+    tag.TagKey = "env"
+    tag.TagValue = "prod"
+    listing.Tags = [tag]
+    listed = ok.DescribeCertificates(listing)
+
     try:
         client(endpoint, secret_id, "wrong-" + secret_key).DownloadCertificate(download)
         wrong_key_code = None
@@ -59,6 +69,11 @@ def main():
         "cert_end_time": detail.CertEndTime,
         "wrong_key_code": wrong_key_code,
         "missing_code": missing_code,
+        "list_total": listed.TotalCount,
+        "list_ids": [item.CertificateId for item in listed.Certificates],
+        "list_names": [item.SubjectAltName for item in listed.Certificates],
+        "list_renew_orders": [item.HasRenewOrder for item in listed.Certificates],
+        "list_end_times": [item.CertEndTime for item in listed.Certificates],
     }))
 
 
