@@ -747,6 +747,30 @@ mod tests {
     }
 
     #[test]
+    fn detail_hosting_and_service_links_are_read_leniently() {
+        let response = json!({
+            "CertificateId": "aBcD1234",
+            "Status": 1,
+            "HostingRenewCertId": "hOst5678",
+            "HostingStatus": "10",
+            "CertificateExtra": {"ServiceRenewCertificateId": "sVc56789", "ReplacedBy": "rEis0001"},
+            "RequestId": "r-3"
+        });
+        let detail = decode_detail("aBcD1234", response).unwrap();
+        assert_eq!(detail.hosting_renew_cert_id.as_deref(), Some("hOst5678"));
+        assert_eq!(detail.hosting_status, Some(10));
+        assert_eq!(
+            detail.extra.service_renew_certificate_id.as_deref(),
+            Some("sVc56789")
+        );
+        let absent =
+            json!({"Status": 1, "HostingRenewCertId": "", "HostingStatus": -1, "RequestId": "r"});
+        let detail = decode_detail("aBcD1234", absent).unwrap();
+        assert_eq!(detail.hosting_renew_cert_id, None);
+        assert_eq!(detail.hosting_status, Some(-1));
+    }
+
+    #[test]
     fn endpoints_are_validated_and_host_includes_non_default_port() {
         let client = Client::new(ClientConfig {
             endpoint: "http://127.0.0.1:9000".into(),
