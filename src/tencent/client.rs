@@ -302,15 +302,20 @@ impl Client {
         let certificate_id = certificate_id.to_string();
         self.inner
             .downloads
-            .get(key, max_age, move || {
-                async move {
-                    client
-                        .fetch_download(&credentials, &certificate_id)
-                        .await
-                        .map(Arc::new)
-                }
-                .boxed()
-            })
+            .get(
+                key,
+                max_age,
+                move || {
+                    async move {
+                        client
+                            .fetch_download(&credentials, &certificate_id)
+                            .await
+                            .map(Arc::new)
+                    }
+                    .boxed()
+                },
+                |_| {},
+            )
             .await
     }
 
@@ -373,9 +378,14 @@ impl Client {
         let filter = key.filter.clone();
         self.inner
             .lists
-            .get(key, max_age, move || {
-                async move { client.scan_certificates(&credentials, &filter).await }.boxed()
-            })
+            .get(
+                key,
+                max_age,
+                move || {
+                    async move { client.scan_certificates(&credentials, &filter).await }.boxed()
+                },
+                |_| {},
+            )
             .await
     }
 

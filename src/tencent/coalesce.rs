@@ -62,14 +62,17 @@ where
     }
 
     /// The cached value if younger than `max_age`, else the in-flight fetch for `key`, else a new fetch
-    /// made by `fetch` and shared with every caller that arrives before it completes.
+    /// made by `fetch` and shared with every caller that arrives before it completes. `coalesced` hears
+    /// `"cache"` or `"in_flight"` when the caller is served without a fetch of its own.
     pub(crate) async fn get(
         &self,
         key: K,
         max_age: Duration,
         fetch: impl FnOnce() -> BoxFuture<'static, Result<V, TencentError>>,
+        coalesced: impl FnOnce(&'static str),
     ) -> Result<V, TencentError> {
         if let Some(value) = self.cached(&key, max_age) {
+            coalesced("cache");
             return Ok(value);
         }
         let shared = {
@@ -78,10 +81,17 @@ where
             // in-flight map, so a caller that just missed the fetch finds the result here instead of
             // starting a second one.
             if let Some(value) = self.cached(&key, max_age) {
+                drop(in_flight);
+                coalesced("cache");
                 return Ok(value);
             }
             match in_flight.get(&key) {
-                Some(shared) => shared.clone(),
+                Some(shared) => {
+                    let shared = shared.clone();
+                    drop(in_flight);
+                    coalesced("in_flight");
+                    shared
+                }
                 None => {
                     let shared = self.start(key.clone(), fetch());
                     in_flight.insert(key, shared.clone());
@@ -120,98 +130,131 @@ mod tests {
 
     use super::*;
 
-    fn counting_fetch(
-        calls: &Arc<AtomicUsize>,
-        delay: Duration,
-        outcome: Result<u32, TencentError>,
-    ) -> impl FnOnce() -> BoxFuture<'static, Result<u32, TencentError>> + use<> {
-        let calls = calls.clone();
-        move || {
-            async move {
-                calls.fetch_add(1, Ordering::SeqCst);
-                tokio::time::sleep(delay).await;
-                outcome
-            }
-            .boxed()
+    /// Counts fetches and records how callers were served without one.
+    #[derive(Default)]
+    struct Probe {
+        fetches: Arc<AtomicUsize>,
+        coalesced: Mutex<Vec<&'static str>>,
+    }
+
+    impl Probe {
+        async fn get(
+            &self,
+            coalescer: &Coalescer<&'static str, u32>,
+            key: &'static str,
+            max_age: Duration,
+            delay: Duration,
+            outcome: Result<u32, TencentError>,
+        ) -> Result<u32, TencentError> {
+            let fetches = self.fetches.clone();
+            let fetch = move || {
+                async move {
+                    fetches.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(delay).await;
+                    outcome
+                }
+                .boxed()
+            };
+            coalescer
+                .get(key, max_age, fetch, |source| {
+                    lock(&self.coalesced).push(source)
+                })
+                .await
+        }
+
+        fn fetches(&self) -> usize {
+            self.fetches.load(Ordering::SeqCst)
+        }
+
+        fn take_coalesced(&self) -> Vec<&'static str> {
+            std::mem::take(&mut *lock(&self.coalesced))
         }
     }
 
     #[tokio::test(start_paused = true)]
     async fn concurrent_callers_share_one_fetch_and_later_ones_the_cache() {
-        let coalescer = Coalescer::<&str, u32>::new(Duration::from_secs(60));
-        let calls = Arc::new(AtomicUsize::new(0));
-        let results = futures::future::join_all((0..20).map(|_| {
-            coalescer.get(
-                "k",
-                coalescer.ttl(),
-                counting_fetch(&calls, Duration::from_millis(100), Ok(7)),
-            )
-        }))
+        let coalescer = Coalescer::new(Duration::from_secs(60));
+        let ttl = coalescer.ttl();
+        let probe = Probe::default();
+        let slow = Duration::from_millis(100);
+        let results = futures::future::join_all(
+            (0..20).map(|_| probe.get(&coalescer, "k", ttl, slow, Ok(7))),
+        )
         .await;
         assert!(results.iter().all(|r| r == &Ok(7)));
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-        let cached = coalescer
-            .get(
-                "k",
-                coalescer.ttl(),
-                counting_fetch(&calls, Duration::ZERO, Ok(8)),
-            )
-            .await;
-        assert_eq!((cached, calls.load(Ordering::SeqCst)), (Ok(7), 1));
+        assert_eq!(probe.fetches(), 1);
+        assert_eq!(probe.take_coalesced(), vec!["in_flight"; 19]);
+
+        let cached = probe.get(&coalescer, "k", ttl, Duration::ZERO, Ok(8)).await;
+        assert_eq!((cached, probe.fetches()), (Ok(7), 1));
+        assert_eq!(probe.take_coalesced(), ["cache"]);
+
         // Another key, or a caller that wants fresher data, fetches.
-        coalescer
-            .get(
-                "other",
-                coalescer.ttl(),
-                counting_fetch(&calls, Duration::ZERO, Ok(1)),
-            )
-            .await
-            .unwrap();
-        let fresh = coalescer
-            .get(
-                "k",
-                Duration::ZERO,
-                counting_fetch(&calls, Duration::ZERO, Ok(9)),
-            )
+        let other = probe
+            .get(&coalescer, "other", ttl, Duration::ZERO, Ok(1))
             .await;
-        assert_eq!((fresh, calls.load(Ordering::SeqCst)), (Ok(9), 3));
+        assert_eq!(other, Ok(1));
+        let fresh = probe
+            .get(&coalescer, "k", Duration::ZERO, Duration::ZERO, Ok(9))
+            .await;
+        assert_eq!((fresh, probe.fetches()), (Ok(9), 3));
+        assert!(probe.take_coalesced().is_empty());
+
         // The cache expires.
         tokio::time::advance(Duration::from_secs(61)).await;
-        let expired = coalescer
-            .get(
-                "k",
-                coalescer.ttl(),
-                counting_fetch(&calls, Duration::ZERO, Ok(10)),
-            )
+        let expired = probe
+            .get(&coalescer, "k", ttl, Duration::ZERO, Ok(10))
             .await;
-        assert_eq!(expired, Ok(10));
+        assert_eq!((expired, probe.fetches()), (Ok(10), 4));
     }
 
     #[tokio::test(start_paused = true)]
     async fn failures_are_shared_but_not_cached() {
-        let coalescer = Coalescer::<&str, u32>::new(Duration::from_secs(60));
-        let calls = Arc::new(AtomicUsize::new(0));
+        let coalescer = Coalescer::new(Duration::from_secs(60));
+        let ttl = coalescer.ttl();
+        let probe = Probe::default();
         let failure = TencentError::Malformed {
             action: "A".into(),
             detail: "x".into(),
         };
         let results = futures::future::join_all((0..5).map(|_| {
-            coalescer.get(
+            probe.get(
+                &coalescer,
                 "k",
-                coalescer.ttl(),
-                counting_fetch(&calls, Duration::from_millis(10), Err(failure.clone())),
+                ttl,
+                Duration::from_millis(10),
+                Err(failure.clone()),
             )
         }))
         .await;
         assert!(results.iter().all(|r| r == &Err(failure.clone())));
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-        let retried = coalescer
+        assert_eq!(probe.fetches(), 1);
+        let retried = probe.get(&coalescer, "k", ttl, Duration::ZERO, Ok(3)).await;
+        assert_eq!((retried, probe.fetches()), (Ok(3), 2));
+    }
+
+    #[tokio::test]
+    async fn a_zero_ttl_shares_in_flight_fetches_but_caches_nothing() {
+        let coalescer = Coalescer::new(Duration::ZERO);
+        let probe = Probe::default();
+        let first = probe
             .get(
+                &coalescer,
                 "k",
-                coalescer.ttl(),
-                counting_fetch(&calls, Duration::ZERO, Ok(3)),
+                Duration::from_secs(60),
+                Duration::ZERO,
+                Ok(1),
             )
             .await;
-        assert_eq!((retried, calls.load(Ordering::SeqCst)), (Ok(3), 2));
+        let second = probe
+            .get(
+                &coalescer,
+                "k",
+                Duration::from_secs(60),
+                Duration::ZERO,
+                Ok(2),
+            )
+            .await;
+        assert_eq!((first, second, probe.fetches()), (Ok(1), Ok(2), 2));
     }
 }
