@@ -531,7 +531,15 @@ impl State {
             return Err(ApiError::already_exists(&op.group, &op.plural, &name));
         }
         let mut managed = Managed::default();
-        managed.record_update(None, &body, &op.manager, "", scope, &api_version, &now());
+        let now = now();
+        let write = ssa::Update {
+            manager: &op.manager,
+            subresource: "",
+            scope,
+            api_version: &api_version,
+            now: &now,
+        };
+        managed.record_update(None, &body, &write);
         self.insert_new(op, &kind, name, body, managed)
     }
 
@@ -973,15 +981,15 @@ impl State {
                     .unwrap_or_default()
                     .to_string();
                 let sub = op.subresource.clone().unwrap_or_default();
-                m.record_update(
-                    Some(&old_cmp),
-                    &new,
-                    &op.manager,
-                    &sub,
+                let now = now();
+                let write = ssa::Update {
+                    manager: &op.manager,
+                    subresource: &sub,
                     scope,
-                    &api_version,
-                    &now(),
-                );
+                    api_version: &api_version,
+                    now: &now,
+                };
+                m.record_update(Some(&old_cmp), &new, &write);
                 m
             }
         };
