@@ -409,3 +409,59 @@ async fn without_garbage_collection_or_with_orphan_propagation_dependents_stay()
         "orphaning removes the reference"
     );
 }
+
+#[tokio::test]
+async fn kube_runtime_finalizer_helper_adds_and_removes_its_finalizer() {
+    use kube::runtime::controller::Action;
+    use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+    use std::sync::Arc;
+
+    let server = FakeApiServer::builder()
+        .status_subresource("tencentcert.io", "tencentcertificates")
+        .start()
+        .await;
+    let certs: Api<TencentCertificate> = Api::default_namespaced(server.client());
+    certs
+        .create(&PostParams::default(), &certificate("f", "id"))
+        .await
+        .unwrap();
+    let name = "tencentcert.io/cleanup";
+    // An infallible reconciler that reports which branch ran.
+    let run = |obj: TencentCertificate| {
+        let certs = certs.clone();
+        async move {
+            let mut seen = None;
+            finalizer(&certs, name, Arc::new(obj), |event| {
+                seen = Some(matches!(event, Finalizer::Cleanup(_)));
+                async { Ok::<_, std::convert::Infallible>(Action::await_change()) }
+            })
+            .await
+            .unwrap();
+            seen
+        }
+    };
+
+    // First pass adds the finalizer (JSON patch: test-for-null, then add) without reconciling.
+    assert_eq!(run(certs.get("f").await.unwrap()).await, None);
+    assert_eq!(
+        certs.get("f").await.unwrap().finalizers(),
+        [name.to_string()]
+    );
+    assert_eq!(
+        run(certs.get("f").await.unwrap()).await,
+        Some(false),
+        "then it reconciles"
+    );
+
+    certs.delete("f", &DeleteParams::default()).await.unwrap();
+    assert_eq!(
+        run(certs.get("f").await.unwrap()).await,
+        Some(true),
+        "deletion runs cleanup"
+    );
+    assert_eq!(
+        api_code(certs.get("f").await).0,
+        404,
+        "removing the last finalizer completes the deletion"
+    );
+}

@@ -309,3 +309,22 @@ async fn bookmarks_carry_the_latest_resource_version_and_timeouts_end_watches() 
         .unwrap();
     assert!(events.is_empty(), "{events:?}");
 }
+
+#[tokio::test]
+async fn dropping_the_server_ends_watches_and_refuses_requests() {
+    let server = FakeApiServer::start().await;
+    let cms: Api<ConfigMap> = Api::default_namespaced(server.client());
+    let stream = cms.watch(&WatchParams::default(), "0").await.unwrap();
+    drop(server);
+    let ended = within("the watch to end", stream.collect::<Vec<_>>()).await;
+    assert!(
+        ended.iter().all(|e| e.is_err()),
+        "no events after the drop: {ended:?}"
+    );
+    let after = within(
+        "a request to the dropped server",
+        cms.list(&Default::default()),
+    )
+    .await;
+    assert!(after.is_err(), "the server no longer answers");
+}
