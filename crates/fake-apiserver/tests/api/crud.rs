@@ -433,6 +433,19 @@ async fn malformed_requests_get_status_errors_not_crashes() {
         let (code, reason, _) = api_code(client.request::<Value>(request).await);
         assert_eq!(code, want, "{what} ({reason})");
     }
+    // An absurd watch timeout is capped, not a clock overflow: the watch starts normally.
+    let huge = send(
+        "GET",
+        "/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds=18446744073709551615",
+        "",
+        "",
+    );
+    let response = client
+        .send(huge.map(kube::client::Body::from))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), http::StatusCode::OK);
+    drop(response);
     // Still serving.
     assert_eq!(client.apiserver_version().await.unwrap().major, "1");
 }
