@@ -175,7 +175,7 @@ async fn a_crd_created_through_the_server_registers_its_resource() {
     // The resource is namespaced, as the CRD says: a cluster-scoped address is not found.
     let cluster: Api<TencentCertificate> = Api::all(server.client());
     assert_eq!(api_code(cluster.get("c").await).0, 404);
-    // Re-creating the same CRD conflicts; re-applying it is a no-op write.
+    // Re-creating the same CRD conflicts, as for any object.
     assert_eq!(
         api_code(
             crds.create(&PostParams::default(), &TencentCertificate::crd())
