@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use super::credentials::Credentials;
 use super::error::TencentError;
 use super::limiter::{LimiterConfig, RateLimiter};
+use super::observer::{NoObserver, Observer};
 use super::sign::{self, RequestToSign};
 
 pub const DEFAULT_ENDPOINT: &str = "https://ssl.tencentcloudapi.com";
@@ -177,6 +178,7 @@ struct Inner {
     host: String,
     config: ClientConfig,
     limiter: RateLimiter,
+    observer: Arc<dyn Observer>,
     in_flight: Mutex<HashMap<DownloadKey, SharedDownload>>,
     cache: Mutex<HashMap<DownloadKey, (Instant, Arc<Download>)>>,
 }
@@ -204,6 +206,14 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Client {
     pub fn new(config: ClientConfig) -> Result<Self, ClientBuildError> {
+        Self::with_observer(config, Arc::new(NoObserver))
+    }
+
+    /// A client that reports requests, limiter waits and coalesced downloads to `observer`.
+    pub fn with_observer(
+        config: ClientConfig,
+        observer: Arc<dyn Observer>,
+    ) -> Result<Self, ClientBuildError> {
         let invalid = |why: &str| ClientBuildError::InvalidEndpoint {
             endpoint: config.endpoint.clone(),
             why: why.to_string(),
@@ -236,6 +246,7 @@ impl Client {
                 endpoint,
                 host,
                 limiter: RateLimiter::new(config.limiter),
+                observer,
                 config,
                 in_flight: Mutex::new(HashMap::new()),
                 cache: Mutex::new(HashMap::new()),
@@ -280,12 +291,16 @@ impl Client {
         if let Some((fetched_at, download)) = lock(&self.inner.cache).get(&key)
             && fetched_at.elapsed() < max_age
         {
+            self.inner.observer.coalesced("cache");
             return Ok(download.clone());
         }
         let shared = {
             let mut in_flight = lock(&self.inner.in_flight);
             match in_flight.get(&key) {
-                Some(shared) => shared.clone(),
+                Some(shared) => {
+                    self.inner.observer.coalesced("in_flight");
+                    shared.clone()
+                }
                 None => {
                     let shared = self.clone().download_once(key.clone(), credentials.clone());
                     in_flight.insert(key, shared.clone());
@@ -364,8 +379,18 @@ impl Client {
         let mut rate_limit_retries = 0;
         let mut resigned = false;
         loop {
-            self.inner.limiter.acquire(action).await;
-            match self.send_once(credentials, action, &body).await {
+            let waited = self.inner.limiter.acquire(action).await;
+            self.inner.observer.rate_limited_wait(
+                action,
+                waited,
+                self.inner.limiter.current_rate(action),
+            );
+            let started = Instant::now();
+            let result = self.send_once(credentials, action, &body).await;
+            self.inner
+                .observer
+                .request(action, &response_code(&result), started.elapsed());
+            match result {
                 Err(err) if err.is_rate_limited() => {
                     self.inner.limiter.on_rate_limited(action);
                     if rate_limit_retries >= RATE_LIMIT_RETRIES {
@@ -453,6 +478,18 @@ impl Client {
             bytes.extend_from_slice(&chunk);
         }
         parse_envelope(action, &bytes)
+    }
+}
+
+/// The label a response gets in metrics.
+fn response_code(result: &Result<Value, TencentError>) -> String {
+    match result {
+        Ok(_) => "Success".to_string(),
+        Err(TencentError::Api { code, .. }) => code.clone(),
+        Err(TencentError::Timeout { .. }) => "Timeout".to_string(),
+        Err(TencentError::Connect { .. }) => "ConnectionError".to_string(),
+        Err(TencentError::HttpStatus { status, .. }) => format!("HTTP{status}"),
+        Err(_) => "InvalidResponse".to_string(),
     }
 }
 

@@ -4,8 +4,10 @@ pub mod client;
 pub mod credentials;
 pub mod error;
 pub mod limiter;
+pub mod observer;
 pub mod sign;
 
 pub use client::{CertificateDetail, Client, ClientConfig, Download};
 pub use credentials::Credentials;
 pub use error::{ErrorClass, TencentError};
+pub use observer::Observer;
