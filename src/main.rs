@@ -44,6 +44,14 @@ enum Command {
     Version,
 }
 
+/// Where the Tencent Cloud SSL API is.
+#[derive(Args)]
+struct TencentArgs {
+    /// Tencent Cloud SSL API endpoint (https://ssl.intl.tencentcloudapi.com for the international site).
+    #[arg(long, env = "TENCENTCLOUD_ENDPOINT", default_value = tencent::client::DEFAULT_ENDPOINT)]
+    tencent_endpoint: String,
+}
+
 #[derive(Args)]
 struct RunArgs {
     /// Namespace to watch (repeatable, or comma-separated in the env var); all namespaces when absent.
@@ -59,9 +67,8 @@ struct RunArgs {
         default_value = ""
     )]
     default_credentials_namespaces: String,
-    /// Tencent Cloud SSL API endpoint.
-    #[arg(long, env = "TENCENTCLOUD_ENDPOINT", default_value = tencent::client::DEFAULT_ENDPOINT)]
-    tencent_endpoint: String,
+    #[command(flatten)]
+    tencent: TencentArgs,
     /// Requests per second per Tencent API action (Tencent documents 10/s).
     #[arg(long, env = "OPERATOR_RATE_LIMIT", default_value_t = 10.0)]
     rate_limit: f64,
@@ -106,9 +113,8 @@ struct FetchArgs {
     /// The Tencent Cloud SSL certificate ID.
     #[arg(long)]
     certificate_id: String,
-    /// Tencent Cloud SSL API endpoint.
-    #[arg(long, env = "TENCENTCLOUD_ENDPOINT", default_value = tencent::client::DEFAULT_ENDPOINT)]
-    tencent_endpoint: String,
+    #[command(flatten)]
+    tencent: TencentArgs,
     /// Namespace of the printed Secret.
     #[arg(long, default_value = "default")]
     namespace: String,
@@ -134,7 +140,7 @@ async fn run_fetch(args: FetchArgs) -> ExitCode {
     let result = async {
         let credentials = tencent::Credentials::from_env().map_err(FetchError::from)?;
         let client = tencent::Client::new(ClientConfig {
-            endpoint: args.tencent_endpoint.clone(),
+            endpoint: args.tencent.tencent_endpoint.clone(),
             ..ClientConfig::default()
         })
         .map_err(|e| FetchError::Output(e.to_string()))?;
@@ -270,32 +276,19 @@ async fn run_sim(args: SimArgs) -> ExitCode {
 const DEMO_SECRET_ID: &str = "AKIDdemoTENCENTcertOPERATOR";
 const DEMO_SECRET_KEY: &str = "demo-secret-key-for-the-embedded-simulator";
 
-async fn start_demo_simulator() -> Result<sim::SimHandle, sim::SimError> {
-    let certificates = [
-        "demo0001:domain=shop.demo.test,san=www.shop.demo.test",
-        "demo0002:domain=api.demo.test,key=rsa2048",
-        "demoNoKey1:domain=csr.demo.test,no-key",
-        "demoOld001:domain=old.demo.test,expired",
-    ]
-    .iter()
-    .filter_map(|spec| spec.parse().ok())
-    .collect();
-    sim::start(
-        SimConfig {
-            accounts: vec![Account {
-                secret_id: DEMO_SECRET_ID.into(),
-                secret_key: DEMO_SECRET_KEY.into(),
-                token: None,
-            }],
-            certificates,
-            rate_limit: Some(10.0),
-            ..SimConfig::default()
-        },
-        "127.0.0.1:0"
-            .parse()
-            .map_err(|_| sim::SimError::Join("bad address".into()))?,
-    )
-    .await
+async fn start_demo_simulator() -> Result<sim::SimHandle, String> {
+    let mut config = SimConfig::single_account(
+        DEMO_SECRET_ID,
+        DEMO_SECRET_KEY,
+        &[
+            "demo0001:domain=shop.demo.test,san=www.shop.demo.test",
+            "demo0002:domain=api.demo.test,key=rsa2048",
+            "demoNoKey1:domain=csr.demo.test,no-key",
+            "demoOld001:domain=old.demo.test,expired",
+        ],
+    )?;
+    config.rate_limit = Some(10.0);
+    sim::start_local(config).await.map_err(|e| e.to_string())
 }
 
 /// Connects and checks the cluster: one clear line instead of a stack of retries when it is not there.
@@ -337,7 +330,7 @@ async fn run_operator(args: RunArgs) -> ExitCode {
         eprintln!("error: {message}");
         return ExitCode::FAILURE;
     }
-    let mut endpoint = args.tencent_endpoint.clone();
+    let mut endpoint = args.tencent.tencent_endpoint.clone();
     let _demo = if args.demo {
         match start_demo_simulator().await {
             Ok(handle) => {

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tencent_cert_operator::crd::TencentCertificate;
-use tencent_cert_operator::sim::{self, Account, SimConfig, SimHandle};
+use tencent_cert_operator::sim::{self, SimConfig, SimHandle};
 
 const SECRET_ID: &str = "AKIDendTOendTEST001";
 const SECRET_KEY: &str = "end-to-end-secret-key";
@@ -51,23 +51,16 @@ async fn kubeconfig_cluster() -> Result<Cluster, String> {
 }
 
 async fn simulator() -> SimHandle {
-    sim::start(
-        SimConfig {
-            accounts: vec![Account {
-                secret_id: SECRET_ID.into(),
-                secret_key: SECRET_KEY.into(),
-                token: None,
-            }],
-            certificates: [
+    sim::start_local(
+        SimConfig::single_account(
+            SECRET_ID,
+            SECRET_KEY,
+            &[
                 "e2eShop1:domain=shop.e2e.test",
                 "e2eNew01:domain=new.e2e.test",
-            ]
-            .iter()
-            .map(|s| s.parse().unwrap())
-            .collect(),
-            ..SimConfig::default()
-        },
-        "127.0.0.1:0".parse().unwrap(),
+            ],
+        )
+        .unwrap(),
     )
     .await
     .unwrap()
@@ -594,38 +587,33 @@ async fn e2e_against_kubeconfig_cluster() {
         .unwrap();
 }
 
-#[tokio::test]
-async fn e2e_against_fake_apiserver() {
+/// The fake API server, reached by the binary through a generated kubeconfig.
+async fn fake_cluster(label: &str) -> (FakeApiServer, Cluster) {
     let api = FakeApiServer::builder()
         .status_subresource("tencentcert.io", "tencentcertificates")
         .start()
         .await;
     let kubeconfig =
-        std::env::temp_dir().join(format!("tco-e2e-kubeconfig-{}", std::process::id()));
+        std::env::temp_dir().join(format!("tco-e2e-{label}-kubeconfig-{}", std::process::id()));
     api.write_kubeconfig(&kubeconfig).unwrap();
     let cluster = Cluster {
         client: api.client(),
-        kubeconfig: kubeconfig.clone(),
+        kubeconfig,
         real: false,
     };
+    (api, cluster)
+}
+
+#[tokio::test]
+async fn e2e_against_fake_apiserver() {
+    let (_api, cluster) = fake_cluster("main").await;
     scenarios(&cluster, "e2e").await;
-    let _ = std::fs::remove_file(kubeconfig);
+    let _ = std::fs::remove_file(&cluster.kubeconfig);
 }
 
 #[tokio::test]
 async fn e2e_leader_handover_against_fake_apiserver() {
-    let api = FakeApiServer::builder()
-        .status_subresource("tencentcert.io", "tencentcertificates")
-        .start()
-        .await;
-    let kubeconfig =
-        std::env::temp_dir().join(format!("tco-e2e-ha-kubeconfig-{}", std::process::id()));
-    api.write_kubeconfig(&kubeconfig).unwrap();
-    let cluster = Cluster {
-        client: api.client(),
-        kubeconfig: kubeconfig.clone(),
-        real: false,
-    };
+    let (_api, cluster) = fake_cluster("ha").await;
     leader_handover(&cluster, "ha").await;
-    let _ = std::fs::remove_file(kubeconfig);
+    let _ = std::fs::remove_file(&cluster.kubeconfig);
 }
