@@ -5,9 +5,16 @@ pub mod controller;
 pub mod crd;
 pub mod error;
 pub mod fetch;
+pub mod leader;
 pub mod policy;
 pub mod renewal;
 pub mod secret;
 pub mod sim;
 pub mod status;
+pub mod telemetry;
 pub mod tencent;
+
+/// The git commit the binary was built from (`unknown` outside a git checkout).
+pub const GIT_COMMIT: &str = env!("TCO_GIT_COMMIT");
+/// The target triple the binary was built for.
+pub const BUILD_TARGET: &str = env!("TCO_BUILD_TARGET");

@@ -13,7 +13,9 @@ use tencent_cert_operator::controller::{
     self, Context, DefaultCredentials, NamespaceAllowList, SecretRef,
 };
 use tencent_cert_operator::crd::{self, TencentCertificate};
+use tencent_cert_operator::leader::{self, LeaderElection};
 use tencent_cert_operator::sim::{self, Account, CertificateSpec, Fault, Latency, SimConfig};
+use tencent_cert_operator::telemetry::{self, LogFormat, Metrics, Readiness};
 use tencent_cert_operator::tencent::{self, ClientConfig};
 
 #[derive(Parser)]
@@ -42,6 +44,14 @@ enum Command {
     Version,
 }
 
+/// Where the Tencent Cloud SSL API is.
+#[derive(Args)]
+struct TencentArgs {
+    /// Tencent Cloud SSL API endpoint (https://ssl.intl.tencentcloudapi.com for the international site).
+    #[arg(long, env = "TENCENTCLOUD_ENDPOINT", default_value = tencent::client::DEFAULT_ENDPOINT)]
+    tencent_endpoint: String,
+}
+
 #[derive(Args)]
 struct RunArgs {
     /// Namespace to watch (repeatable, or comma-separated in the env var); all namespaces when absent.
@@ -57,9 +67,8 @@ struct RunArgs {
         default_value = ""
     )]
     default_credentials_namespaces: String,
-    /// Tencent Cloud SSL API endpoint.
-    #[arg(long, env = "TENCENTCLOUD_ENDPOINT", default_value = tencent::client::DEFAULT_ENDPOINT)]
-    tencent_endpoint: String,
+    #[command(flatten)]
+    tencent: TencentArgs,
     /// Requests per second per Tencent API action (Tencent documents 10/s).
     #[arg(long, env = "OPERATOR_RATE_LIMIT", default_value_t = 10.0)]
     rate_limit: f64,
@@ -69,6 +78,34 @@ struct RunArgs {
     /// Embed the Tencent API simulator with demo credentials and certificates (no Tencent account needed).
     #[arg(long)]
     demo: bool,
+    /// Address of the /metrics, /healthz and /readyz server.
+    #[arg(long, env = "OPERATOR_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Log format (the level comes from RUST_LOG, default info).
+    #[arg(long, env = "OPERATOR_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Run several replicas with one leader, elected over a coordination.k8s.io Lease.
+    #[arg(long, env = "OPERATOR_LEADER_ELECT")]
+    leader_elect: bool,
+    /// Namespace of the leader Lease (default: POD_NAMESPACE, else "default").
+    #[arg(long, env = "OPERATOR_LEADER_ELECTION_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+    /// Name of the leader Lease.
+    #[arg(
+        long,
+        env = "OPERATOR_LEADER_ELECTION_LEASE_NAME",
+        default_value = "tencent-cert-operator"
+    )]
+    leader_election_lease_name: String,
+    /// Seconds a Lease stays valid without renewal (how long a dead leader can block a standby).
+    #[arg(long, env = "OPERATOR_LEASE_DURATION", default_value_t = 15)]
+    lease_duration: u64,
+    /// Seconds before expiry at which the leader renews its Lease.
+    #[arg(long, env = "OPERATOR_LEASE_RENEW_GRACE", default_value_t = 5)]
+    lease_renew_grace: u64,
+    /// Seconds to let in-flight reconciles finish after SIGTERM before exiting anyway.
+    #[arg(long, env = "OPERATOR_SHUTDOWN_GRACE", default_value_t = 20)]
+    shutdown_grace: u64,
 }
 
 #[derive(Args)]
@@ -76,9 +113,8 @@ struct FetchArgs {
     /// The Tencent Cloud SSL certificate ID.
     #[arg(long)]
     certificate_id: String,
-    /// Tencent Cloud SSL API endpoint.
-    #[arg(long, env = "TENCENTCLOUD_ENDPOINT", default_value = tencent::client::DEFAULT_ENDPOINT)]
-    tencent_endpoint: String,
+    #[command(flatten)]
+    tencent: TencentArgs,
     /// Namespace of the printed Secret.
     #[arg(long, default_value = "default")]
     namespace: String,
@@ -104,7 +140,7 @@ async fn run_fetch(args: FetchArgs) -> ExitCode {
     let result = async {
         let credentials = tencent::Credentials::from_env().map_err(FetchError::from)?;
         let client = tencent::Client::new(ClientConfig {
-            endpoint: args.tencent_endpoint.clone(),
+            endpoint: args.tencent.tencent_endpoint.clone(),
             ..ClientConfig::default()
         })
         .map_err(|e| FetchError::Output(e.to_string()))?;
@@ -177,15 +213,6 @@ struct SimArgs {
     clock_offset: i64,
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -249,32 +276,19 @@ async fn run_sim(args: SimArgs) -> ExitCode {
 const DEMO_SECRET_ID: &str = "AKIDdemoTENCENTcertOPERATOR";
 const DEMO_SECRET_KEY: &str = "demo-secret-key-for-the-embedded-simulator";
 
-async fn start_demo_simulator() -> Result<sim::SimHandle, sim::SimError> {
-    let certificates = [
-        "demo0001:domain=shop.demo.test,san=www.shop.demo.test",
-        "demo0002:domain=api.demo.test,key=rsa2048",
-        "demoNoKey1:domain=csr.demo.test,no-key",
-        "demoOld001:domain=old.demo.test,expired",
-    ]
-    .iter()
-    .filter_map(|spec| spec.parse().ok())
-    .collect();
-    sim::start(
-        SimConfig {
-            accounts: vec![Account {
-                secret_id: DEMO_SECRET_ID.into(),
-                secret_key: DEMO_SECRET_KEY.into(),
-                token: None,
-            }],
-            certificates,
-            rate_limit: Some(10.0),
-            ..SimConfig::default()
-        },
-        "127.0.0.1:0"
-            .parse()
-            .map_err(|_| sim::SimError::Join("bad address".into()))?,
-    )
-    .await
+async fn start_demo_simulator() -> Result<sim::SimHandle, String> {
+    let mut config = SimConfig::single_account(
+        DEMO_SECRET_ID,
+        DEMO_SECRET_KEY,
+        &[
+            "demo0001:domain=shop.demo.test,san=www.shop.demo.test",
+            "demo0002:domain=api.demo.test,key=rsa2048",
+            "demoNoKey1:domain=csr.demo.test,no-key",
+            "demoOld001:domain=old.demo.test,expired",
+        ],
+    )?;
+    config.rate_limit = Some(10.0);
+    sim::start_local(config).await.map_err(|e| e.to_string())
 }
 
 /// Connects and checks the cluster: one clear line instead of a stack of retries when it is not there.
@@ -316,7 +330,7 @@ async fn run_operator(args: RunArgs) -> ExitCode {
         eprintln!("error: {message}");
         return ExitCode::FAILURE;
     }
-    let mut endpoint = args.tencent_endpoint.clone();
+    let mut endpoint = args.tencent.tencent_endpoint.clone();
     let _demo = if args.demo {
         match start_demo_simulator().await {
             Ok(handle) => {
@@ -336,11 +350,15 @@ async fn run_operator(args: RunArgs) -> ExitCode {
     } else {
         None
     };
-    let tencent = match tencent::Client::new(ClientConfig {
-        endpoint,
-        limiter: tencent::limiter::LimiterConfig::per_second(args.rate_limit),
-        ..ClientConfig::default()
-    }) {
+    let metrics = Arc::new(Metrics::new());
+    let tencent = match tencent::Client::with_observer(
+        ClientConfig {
+            endpoint,
+            limiter: tencent::limiter::LimiterConfig::per_second(args.rate_limit),
+            ..ClientConfig::default()
+        },
+        metrics.clone(),
+    ) {
         Ok(client) => client,
         Err(err) => {
             eprintln!("error: {err}");
@@ -348,22 +366,93 @@ async fn run_operator(args: RunArgs) -> ExitCode {
         }
     };
     let defaults = DefaultCredentials {
-        secret: args.default_credentials,
+        secret: args.default_credentials.clone(),
         namespaces: NamespaceAllowList::parse(&args.default_credentials_namespaces),
     };
-    let ctx = Arc::new(Context::new(client, tencent, defaults));
-    tracing::info!(namespaces = ?args.namespaces, "tencent-cert-operator running");
-    controller::run(
-        ctx,
-        controller::RunOptions {
-            namespaces: args.namespaces,
-            concurrency: args.concurrency.max(1),
-        },
-        shutdown_signal(),
-    )
-    .await;
-    tracing::info!("stopped");
-    ExitCode::SUCCESS
+    let ctx =
+        Arc::new(Context::new(client.clone(), tencent, defaults).with_metrics(metrics.clone()));
+    let readiness = Arc::new(Readiness::default());
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+
+    let listener = match telemetry::bind(args.metrics_addr).await {
+        Ok(listener) => listener,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let server = tokio::spawn(telemetry::serve(
+        listener,
+        metrics.clone(),
+        readiness.clone(),
+        leader::shutdown_requested(stopped.clone()),
+    ));
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested: finishing in-flight reconciles");
+        let _ = stop.send(true);
+    });
+
+    let options = controller::RunOptions {
+        namespaces: args.namespaces.clone(),
+        concurrency: args.concurrency.max(1),
+    };
+    let work = move |until: futures::future::BoxFuture<'static, ()>| {
+        use futures::FutureExt;
+        controller::run(ctx.clone(), options.clone(), until).boxed()
+    };
+    tracing::info!(namespaces = ?args.namespaces, leader_elect = args.leader_elect, "tencent-cert-operator running");
+    let running = async {
+        if args.leader_elect {
+            let election = LeaderElection {
+                lease_name: args.leader_election_lease_name.clone(),
+                namespace: args
+                    .leader_election_namespace
+                    .clone()
+                    .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                    .unwrap_or_else(|| "default".to_string()),
+                identity: std::env::var("POD_NAME").unwrap_or_else(|_| {
+                    format!(
+                        "tencent-cert-operator-{}-{:08x}",
+                        std::process::id(),
+                        fastrand::u32(..)
+                    )
+                }),
+                lease_duration: Duration::from_secs(args.lease_duration),
+                renew_grace: Duration::from_secs(args.lease_renew_grace),
+            };
+            leader::run_while_leading(client, election, stopped.clone(), readiness, metrics, work)
+                .await
+                .map_err(|e| e.to_string())
+        } else {
+            leader::run_unelected(stopped.clone(), readiness, metrics, work).await;
+            Ok(())
+        }
+    };
+    // After SIGTERM, in-flight reconciles get a bounded time to finish.
+    let grace = Duration::from_secs(args.shutdown_grace);
+    let outcome = tokio::select! {
+        outcome = running => outcome,
+        _ = async {
+            leader::shutdown_requested(stopped.clone()).await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(?grace, "in-flight reconciles did not finish in time; exiting");
+            Ok(())
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+    match outcome {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            tracing::error!(error = %message, "stopped on an error");
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[tokio::main]
@@ -371,7 +460,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => {
-            init_logging();
+            telemetry::init_logging(args.log_format);
             run_operator(*args).await
         }
         Command::Fetch(args) => run_fetch(*args).await,
@@ -387,15 +476,15 @@ async fn main() -> ExitCode {
         },
         Command::Version => {
             println!(
-                "tencent-cert-operator {} ({}-{})",
+                "tencent-cert-operator {} (commit {}, target {})",
                 env!("CARGO_PKG_VERSION"),
-                std::env::consts::ARCH,
-                std::env::consts::OS
+                tencent_cert_operator::GIT_COMMIT,
+                tencent_cert_operator::BUILD_TARGET
             );
             ExitCode::SUCCESS
         }
         Command::Sim(args) => {
-            init_logging();
+            telemetry::init_logging(LogFormat::Text);
             run_sim(*args).await
         }
     }

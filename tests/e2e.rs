@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tencent_cert_operator::crd::TencentCertificate;
-use tencent_cert_operator::sim::{self, Account, SimConfig, SimHandle};
+use tencent_cert_operator::sim::{self, SimConfig, SimHandle};
 
 const SECRET_ID: &str = "AKIDendTOendTEST001";
 const SECRET_KEY: &str = "end-to-end-secret-key";
@@ -51,23 +51,16 @@ async fn kubeconfig_cluster() -> Result<Cluster, String> {
 }
 
 async fn simulator() -> SimHandle {
-    sim::start(
-        SimConfig {
-            accounts: vec![Account {
-                secret_id: SECRET_ID.into(),
-                secret_key: SECRET_KEY.into(),
-                token: None,
-            }],
-            certificates: [
+    sim::start_local(
+        SimConfig::single_account(
+            SECRET_ID,
+            SECRET_KEY,
+            &[
                 "e2eShop1:domain=shop.e2e.test",
                 "e2eNew01:domain=new.e2e.test",
-            ]
-            .iter()
-            .map(|s| s.parse().unwrap())
-            .collect(),
-            ..SimConfig::default()
-        },
-        "127.0.0.1:0".parse().unwrap(),
+            ],
+        )
+        .unwrap(),
     )
     .await
     .unwrap()
@@ -139,24 +132,80 @@ fn certificate(name: &str, namespace: &str, spec: serde_json::Value) -> TencentC
     cr
 }
 
-/// The scenarios, against whatever API `cluster` points at.
-async fn scenarios(cluster: &Cluster, namespace: &str) {
-    let sim = simulator().await;
-    let log_path = std::env::temp_dir().join(format!("tco-e2e-{namespace}.log"));
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `tencent-cert-operator run` with its log in a file; returns the process and the log path.
+fn start_operator(
+    cluster: &Cluster,
+    sim: &SimHandle,
+    label: &str,
+    metrics_port: u16,
+    extra: &[&str],
+) -> (tokio::process::Child, PathBuf) {
+    let log_path = std::env::temp_dir().join(format!("tco-e2e-{label}-{}.log", std::process::id()));
     let log = std::fs::File::create(&log_path).unwrap();
-    let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_tencent-cert-operator"))
-        .args(["run", "--namespace", namespace])
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tencent-cert-operator"))
+        .arg("run")
+        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+        .args(extra)
         .env("KUBECONFIG", &cluster.kubeconfig)
         .env("TENCENTCLOUD_ENDPOINT", sim.endpoint())
+        // Debug level: the secrecy checks then cover the most verbose logs too.
         .env(
             "RUST_LOG",
-            std::env::var("E2E_OPERATOR_LOG").unwrap_or_else(|_| "info".into()),
+            std::env::var("E2E_OPERATOR_LOG")
+                .unwrap_or_else(|_| "debug,hyper=info,h2=info,rustls=info,tower=info".into()),
         )
         .stdout(Stdio::null())
         .stderr(log)
         .kill_on_drop(true)
         .spawn()
         .unwrap();
+    (child, log_path)
+}
+
+async fn scrape(port: u16, path: &str) -> Option<(u16, String)> {
+    let response = reqwest::get(format!("http://127.0.0.1:{port}{path}"))
+        .await
+        .ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.text().await.ok()?))
+}
+
+fn assert_log_has_no_secrets(log_path: &Path) {
+    let log = std::fs::read_to_string(log_path).unwrap_or_default();
+    assert!(!log.is_empty(), "empty operator log {}", log_path.display());
+    assert!(
+        !log.contains(SECRET_KEY),
+        "the SecretKey appeared in the operator's log"
+    );
+    assert!(
+        !log.contains("wrong-key"),
+        "a SecretKey appeared in the operator's log"
+    );
+    assert!(
+        !log.contains("PRIVATE KEY"),
+        "key material appeared in the operator's log"
+    );
+}
+
+/// The scenarios, against whatever API `cluster` points at.
+async fn scenarios(cluster: &Cluster, namespace: &str) {
+    let sim = simulator().await;
+    let metrics_port = free_port();
+    let (mut operator, log_path) = start_operator(
+        cluster,
+        &sim,
+        namespace,
+        metrics_port,
+        &["--namespace", namespace],
+    );
 
     let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), namespace);
     let crs: Api<TencentCertificate> = Api::namespaced(cluster.client.clone(), namespace);
@@ -205,6 +254,41 @@ async fn scenarios(cluster: &Cluster, namespace: &str) {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+
+    // Health, readiness and metrics of the running operator.
+    assert_eq!(
+        scrape(metrics_port, "/healthz").await.map(|r| r.0),
+        Some(200)
+    );
+    assert_eq!(
+        scrape(metrics_port, "/readyz").await.map(|r| r.0),
+        Some(200)
+    );
+    let ready_series = format!(
+        "tencentcert_certificate_ready{{namespace=\"{namespace}\",name=\"shop\",certificate_id=\"e2eShop1\"}} 1"
+    );
+    let (_, metrics) = scrape(metrics_port, "/metrics").await.unwrap();
+    for expected in [
+        ready_series.as_str(),
+        "tencentcert_tencent_requests_total{action=\"DownloadCertificate\",code=\"Success\"}",
+        "tencentcert_certificate_expiration_timestamp_seconds{",
+        "tencentcert_secret_writes_total{operation=\"create\"}",
+        "tencentcert_reconciles_total{result=\"synced\"",
+        "tencentcert_leader 1",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "{expected} missing from /metrics:\n{metrics}"
+        );
+    }
+    eprintln!(
+        "/metrics excerpt:\n{}",
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("tencentcert_") && !l.contains("_bucket"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 
     // Drift repair: a deleted Secret comes back, a removed label is restored — through the watches.
     secrets
@@ -296,36 +380,148 @@ async fn scenarios(cluster: &Cluster, namespace: &str) {
         );
     }
 
-    // Garbage collection: deleting the resource deletes its Secret (deletionPolicy Delete).
+    // Garbage collection: deleting the resource deletes its Secret (deletionPolicy Delete), and its
+    // metric series go too.
     crs.delete("shop", &DeleteParams::default()).await.unwrap();
     eventually("the garbage collector deletes the owned Secret", || async {
         secrets.get_opt("shop").await.ok().flatten().is_none()
     })
     .await;
+    eventually("the deleted resource's series leave /metrics", || async {
+        scrape(metrics_port, "/metrics")
+            .await
+            .is_some_and(|(_, m)| !m.contains("name=\"shop\""))
+    })
+    .await;
 
-    // Graceful shutdown on SIGTERM.
+    // Graceful shutdown on SIGTERM: exit 0, promptly.
     #[cfg(unix)]
     if let Some(pid) = operator.id() {
+        let signalled = std::time::Instant::now();
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &pid.to_string()])
             .status();
-        let exit = tokio::time::timeout(Duration::from_secs(15), operator.wait())
+        let exit = tokio::time::timeout(Duration::from_secs(25), operator.wait())
             .await
-            .expect("the operator stops within 15s of SIGTERM")
+            .expect("the operator stops within its shutdown grace after SIGTERM")
             .unwrap();
+        eprintln!("SIGTERM → exit {exit:?} in {:?}", signalled.elapsed());
         assert!(exit.success(), "exit status {exit:?}");
     }
     let _ = operator.kill().await;
-    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-    assert!(
-        !log.contains(SECRET_KEY),
-        "the SecretKey appeared in the operator's log"
-    );
-    assert!(
-        !log.contains("PRIVATE KEY"),
-        "key material appeared in the operator's log"
-    );
+    assert_log_has_no_secrets(&log_path);
     let _ = std::fs::remove_file(&log_path);
+}
+
+async fn leader_of(ports: &[u16]) -> Option<usize> {
+    for (index, port) in ports.iter().enumerate() {
+        if let Some((_, metrics)) = scrape(*port, "/metrics").await
+            && metrics.lines().any(|l| l == "tencentcert_leader 1")
+        {
+            return Some(index);
+        }
+    }
+    None
+}
+
+/// Two replicas with leader election: one reconciles; killing it hands over within the lease duration.
+async fn leader_handover(cluster: &Cluster, namespace: &str) {
+    let sim = simulator().await;
+    let ports = [free_port(), free_port()];
+    let election = [
+        "--namespace",
+        namespace,
+        "--leader-elect",
+        "--leader-election-namespace",
+        namespace,
+        "--lease-duration",
+        "4",
+        "--lease-renew-grace",
+        "1",
+    ];
+    let mut first = start_operator(
+        cluster,
+        &sim,
+        &format!("{namespace}-a"),
+        ports[0],
+        &election,
+    );
+    let mut second = start_operator(
+        cluster,
+        &sim,
+        &format!("{namespace}-b"),
+        ports[1],
+        &election,
+    );
+    let mut leader = None;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while leader.is_none() && tokio::time::Instant::now() < deadline {
+        leader = leader_of(&ports).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let leader = leader.expect("one replica leads");
+    // Both are ready: one leading, one standing by.
+    for port in ports {
+        eventually("both replicas are ready", || async {
+            scrape(port, "/readyz").await.map(|r| r.0) == Some(200)
+        })
+        .await;
+    }
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), namespace);
+    let crs: Api<TencentCertificate> = Api::namespaced(cluster.client.clone(), namespace);
+    secrets
+        .patch(
+            "tencent",
+            &PatchParams::apply("e2e-test").force(),
+            &Patch::Apply(credentials_secret("tencent", namespace, SECRET_KEY)),
+        )
+        .await
+        .unwrap();
+    crs.create(
+        &PostParams::default(),
+        &certificate(
+            "before",
+            namespace,
+            json!({"certificateId": "e2eShop1", "credentialsRef": {"name": "tencent"}}),
+        ),
+    )
+    .await
+    .unwrap();
+    wait_ready(&crs, "before", "True", "Ready").await;
+    // Kill the leader outright (no Lease release).
+    let (dead, standby) = if leader == 0 {
+        (&mut first, &mut second)
+    } else {
+        (&mut second, &mut first)
+    };
+    dead.0.kill().await.unwrap();
+    let killed = std::time::Instant::now();
+    let standby_port = ports[1 - leader];
+    eventually("the standby takes over", || async {
+        scrape(standby_port, "/metrics")
+            .await
+            .is_some_and(|(_, m)| m.lines().any(|l| l == "tencentcert_leader 1"))
+    })
+    .await;
+    let took = killed.elapsed();
+    eprintln!("leader killed; standby took over after {took:?} (lease duration 4s)");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    crs.create(
+        &PostParams::default(),
+        &certificate(
+            "after",
+            namespace,
+            json!({"certificateId": "e2eNew01", "credentialsRef": {"name": "tencent"}}),
+        ),
+    )
+    .await
+    .unwrap();
+    wait_ready(&crs, "after", "True", "Ready").await;
+    let _ = standby.0.kill().await;
+    for log in [&first.1, &second.1] {
+        assert_log_has_no_secrets(log);
+        let _ = std::fs::remove_file(log);
+    }
 }
 
 #[tokio::test]
@@ -372,26 +568,52 @@ async fn e2e_against_kubeconfig_cluster() {
         .await
         .unwrap();
     scenarios(&cluster, &namespace).await;
+    let elected = format!("{namespace}-ha");
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": elected}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    leader_handover(&cluster, &elected).await;
+    namespaces
+        .delete(&elected, &DeleteParams::default())
+        .await
+        .unwrap();
     namespaces
         .delete(&namespace, &DeleteParams::default())
         .await
         .unwrap();
 }
 
-#[tokio::test]
-async fn e2e_against_fake_apiserver() {
+/// The fake API server, reached by the binary through a generated kubeconfig.
+async fn fake_cluster(label: &str) -> (FakeApiServer, Cluster) {
     let api = FakeApiServer::builder()
         .status_subresource("tencentcert.io", "tencentcertificates")
         .start()
         .await;
     let kubeconfig =
-        std::env::temp_dir().join(format!("tco-e2e-kubeconfig-{}", std::process::id()));
+        std::env::temp_dir().join(format!("tco-e2e-{label}-kubeconfig-{}", std::process::id()));
     api.write_kubeconfig(&kubeconfig).unwrap();
     let cluster = Cluster {
         client: api.client(),
-        kubeconfig: kubeconfig.clone(),
+        kubeconfig,
         real: false,
     };
+    (api, cluster)
+}
+
+#[tokio::test]
+async fn e2e_against_fake_apiserver() {
+    let (_api, cluster) = fake_cluster("main").await;
     scenarios(&cluster, "e2e").await;
-    let _ = std::fs::remove_file(kubeconfig);
+    let _ = std::fs::remove_file(&cluster.kubeconfig);
+}
+
+#[tokio::test]
+async fn e2e_leader_handover_against_fake_apiserver() {
+    let (_api, cluster) = fake_cluster("ha").await;
+    leader_handover(&cluster, "ha").await;
+    let _ = std::fs::remove_file(&cluster.kubeconfig);
 }

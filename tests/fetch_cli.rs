@@ -5,36 +5,26 @@ use std::process::Output;
 
 use k8s_openapi::api::core::v1::Secret;
 use tencent_cert_operator::bundle;
-use tencent_cert_operator::sim::{self, Account, SimConfig, SimHandle};
+use tencent_cert_operator::sim::{self, SimConfig, SimHandle};
 
 const SECRET_ID: &str = "AKIDfetchCLItest";
 const SECRET_KEY: &str = "fetch-cli-secret-key";
 
 async fn simulator() -> SimHandle {
-    sim::start(
-        SimConfig {
-            accounts: vec![Account {
-                secret_id: SECRET_ID.into(),
-                secret_key: SECRET_KEY.into(),
-                token: None,
-            }],
-            certificates: [
-                "shop0001:domain=shop.example.com,san=www.shop.example.com,with-root",
-                "rsa00001:key=rsa2048",
-                "nokey001:no-key",
-                "pending1:status=0",
-                "flaky001",
-            ]
-            .iter()
-            .map(|s| s.parse().unwrap())
-            .collect(),
-            faults: vec!["flaky001=FailedOperation.NetworkError".parse().unwrap()],
-            ..SimConfig::default()
-        },
-        "127.0.0.1:0".parse().unwrap(),
+    let mut config = SimConfig::single_account(
+        SECRET_ID,
+        SECRET_KEY,
+        &[
+            "shop0001:domain=shop.example.com,san=www.shop.example.com,with-root",
+            "rsa00001:key=rsa2048",
+            "nokey001:no-key",
+            "pending1:status=0",
+            "flaky001",
+        ],
     )
-    .await
-    .unwrap()
+    .unwrap();
+    config.faults = vec!["flaky001=FailedOperation.NetworkError".parse().unwrap()];
+    sim::start_local(config).await.unwrap()
 }
 
 async fn fetch(sim: &SimHandle, key: Option<&str>, args: &[&str]) -> Output {

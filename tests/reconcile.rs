@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tencent_cert_operator::controller::reconcile::reconcile;
 use tencent_cert_operator::controller::{Context, DefaultCredentials, NamespaceAllowList};
 use tencent_cert_operator::crd::{TencentCertificate, TencentCertificateStatus};
-use tencent_cert_operator::sim::{self, Account, CertificateSpec, SimConfig, SimHandle, catalog};
+use tencent_cert_operator::sim::{self, CertificateSpec, SimConfig, SimHandle, catalog};
 use tencent_cert_operator::tencent::{self, ClientConfig};
 
 const NS: &str = "web";
@@ -35,25 +35,18 @@ async fn harness_with(defaults: DefaultCredentials) -> Harness {
         .status_subresource("tencentcert.io", "tencentcertificates")
         .start()
         .await;
-    let sim = sim::start(
-        SimConfig {
-            accounts: vec![Account {
-                secret_id: SECRET_ID.into(),
-                secret_key: SECRET_KEY.into(),
-                token: None,
-            }],
-            certificates: [
+    let sim = sim::start_local(
+        SimConfig::single_account(
+            SECRET_ID,
+            SECRET_KEY,
+            &[
                 "aBcD1234:domain=shop.example.com,san=www.shop.example.com,with-root",
                 "eFgH5678:domain=new.example.com",
                 "noKey001:no-key",
                 "old00001:expired",
-            ]
-            .iter()
-            .map(|s| s.parse().unwrap())
-            .collect(),
-            ..SimConfig::default()
-        },
-        "127.0.0.1:0".parse().unwrap(),
+            ],
+        )
+        .unwrap(),
     )
     .await
     .unwrap();

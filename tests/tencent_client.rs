@@ -519,3 +519,65 @@ async fn no_error_or_debug_output_contains_the_secret_key() {
         }
     }
 }
+
+/// Records what the client reports, as the operator's metrics would.
+#[derive(Default)]
+struct Recorder {
+    requests: std::sync::Mutex<Vec<(String, String)>>,
+    coalesced: std::sync::Mutex<Vec<String>>,
+}
+
+impl tencent_cert_operator::tencent::Observer for Recorder {
+    fn request(&self, action: &str, code: &str, _took: Duration) {
+        self.requests
+            .lock()
+            .unwrap()
+            .push((action.to_string(), code.to_string()));
+    }
+
+    fn coalesced(&self, source: &str) {
+        self.coalesced.lock().unwrap().push(source.to_string());
+    }
+}
+
+#[tokio::test]
+async fn the_observer_hears_requests_and_coalesced_downloads() {
+    let sim = start(SimConfig {
+        accounts: vec![account()],
+        certificates: specs(&["watch001"]),
+        latencies: vec![Latency {
+            certificate_id: "watch001".into(),
+            millis: 200,
+        }],
+        ..SimConfig::default()
+    })
+    .await;
+    let recorder = Arc::new(Recorder::default());
+    let client = Client::with_observer(
+        ClientConfig {
+            endpoint: sim.endpoint(),
+            download_cache_ttl: Duration::from_secs(30),
+            ..ClientConfig::default()
+        },
+        recorder.clone(),
+    )
+    .unwrap();
+    let creds = credentials();
+    let results =
+        futures::future::join_all((0..10).map(|_| client.download_certificate(&creds, "watch001")))
+            .await;
+    assert!(results.iter().all(Result::is_ok));
+    client
+        .download_certificate(&creds, "watch001")
+        .await
+        .unwrap();
+    let mut coalesced = recorder.coalesced.lock().unwrap().clone();
+    coalesced.sort();
+    let mut expected = vec!["in_flight".to_string(); 9];
+    expected.insert(0, "cache".to_string());
+    assert_eq!(coalesced, expected);
+    assert_eq!(
+        *recorder.requests.lock().unwrap(),
+        [("DownloadCertificate".to_string(), "Success".to_string())]
+    );
+}

@@ -29,6 +29,7 @@ pub struct Context {
     pub tencent: crate::tencent::Client,
     pub defaults: DefaultCredentials,
     pub recorder: Recorder,
+    pub metrics: Arc<crate::telemetry::Metrics>,
     /// Per resource UID: the credentials Secret's resourceVersion when its last attempt failed on
     /// credentials (`None`: the Secret was missing). A different version now means "try again at once".
     credentials_at_failure: Mutex<HashMap<String, Option<String>>>,
@@ -49,8 +50,15 @@ impl Context {
             client,
             tencent,
             defaults,
+            metrics: Arc::new(crate::telemetry::Metrics::new()),
             credentials_at_failure: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Reports into `metrics` (shared with the telemetry server) instead of a private registry.
+    pub fn with_metrics(mut self, metrics: Arc<crate::telemetry::Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     fn credentials_failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<String>>> {
@@ -159,13 +167,23 @@ async fn run_scope(
         controller =
             controller.watches_stream(by_name, move |secret| users_of(&store, &defaults, &secret));
     }
+    let metrics = ctx.metrics.clone();
     controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => debug!(object = %object, "reconciled"),
-                Err(err) => warn!(error = %err, "controller error"),
+        .for_each(|result| {
+            let metrics = metrics.clone();
+            async move {
+                match result {
+                    Ok((object, _)) => debug!(object = %object, "reconciled"),
+                    // A deleted resource: no reconcile runs any more, so its series go here.
+                    Err(kube_controller::Error::ObjectNotFound(object)) => {
+                        let namespace = object.namespace.clone().unwrap_or_default();
+                        metrics.forget_certificate(&namespace, &object.name);
+                        debug!(object = %object, "resource deleted");
+                    }
+                    Err(err) => warn!(error = %err, "controller error"),
+                }
             }
         })
         .await;

@@ -89,27 +89,48 @@ pub async fn reconcile(
         name = %name,
         certificate_id = %cr.spec.certificate_id
     );
+    let started = std::time::Instant::now();
     let result = reconcile_inner(&cr, &ctx, &namespace)
         .instrument(span)
         .await;
-    if let Err(err) = &result {
-        warn!(namespace = %namespace, name = %name, error = %err, "reconcile failed");
+    match result {
+        Ok(outcome) => {
+            ctx.metrics
+                .reconciled(outcome.result, &outcome.reason, started.elapsed());
+            Ok(outcome.action)
+        }
+        Err(err) => {
+            warn!(namespace = %namespace, name = %name, error = %err, "reconcile failed");
+            ctx.metrics.reconciled(
+                "error",
+                crate::error::REASON_KUBERNETES_ERROR,
+                started.elapsed(),
+            );
+            Err(err)
+        }
     }
-    result
+}
+
+/// What one reconcile did, for metrics.
+struct Outcome {
+    action: Action,
+    /// `synced`, `unchanged`, `repaired` or `failed`.
+    result: &'static str,
+    reason: String,
 }
 
 async fn reconcile_inner(
     cr: &TencentCertificate,
     ctx: &Context,
     namespace: &str,
-) -> Result<Action, ReconcileError> {
+) -> Result<Outcome, ReconcileError> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
     let secret_name = cr.secret_name();
     let previous = cr.status.clone().unwrap_or_default();
     let now = jiff::Timestamp::now();
     let refresh = crd::refresh_interval(&cr.spec);
 
-    release_renamed_secret(cr, &secrets, &previous, &secret_name).await?;
+    release_renamed_secret(cr, ctx, &secrets, &previous, &secret_name).await?;
 
     let existing = secrets
         .get_opt(&secret_name)
@@ -163,6 +184,7 @@ async fn reconcile_inner(
         Decision::RepairMetadata => {
             if let Some(desired) = &desired_from_serving {
                 apply_secret(&secrets, desired).await?;
+                ctx.metrics.secret_written("repair");
                 note = Some((
                     "SecretRepaired",
                     format!("restored the labels, annotations and owner of Secret {secret_name}"),
@@ -246,7 +268,32 @@ async fn reconcile_inner(
         patch_status(ctx, cr, namespace, &new_status).await?;
     }
     publish_events(ctx, cr, &previous, &new_status, note).await;
-    Ok(Action::requeue(requeue_after(&new_status, now, refresh)))
+    let ready = new_status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == status::CONDITION_READY && c.status == "True");
+    ctx.metrics.set_certificate(
+        namespace,
+        &cr.name_any(),
+        &cr.spec.certificate_id,
+        new_status
+            .not_after
+            .as_deref()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok()),
+        ready,
+    );
+    let (result, reason) = match (&decision, &attempt) {
+        (Decision::Conflict(_), _) => ("failed", crate::error::REASON_SECRET_CONFLICT.to_string()),
+        (_, Attempt::Failed { reason, .. }) => ("failed", reason.clone()),
+        (_, Attempt::Succeeded) => ("synced", String::new()),
+        (Decision::RepairMetadata, _) => ("repaired", String::new()),
+        _ => ("unchanged", String::new()),
+    };
+    Ok(Outcome {
+        action: Action::requeue(requeue_after(&new_status, now, refresh)),
+        result,
+        reason,
+    })
 }
 
 /// When to look again: at the planned sync, or when the certificate expires if that comes first.
@@ -269,6 +316,7 @@ fn requeue_after(
 /// With `deletionPolicy: Delete`, a Secret left behind by a `secretName` change is deleted (if ours).
 async fn release_renamed_secret(
     cr: &TencentCertificate,
+    ctx: &Context,
     secrets: &Api<Secret>,
     previous: &TencentCertificateStatus,
     secret_name: &str,
@@ -296,6 +344,7 @@ async fn release_renamed_secret(
             "deleting the Secret left behind by a secretName change"
         );
         delete_exact(secrets, &old).await?;
+        ctx.metrics.secret_written("delete");
     }
     Ok(())
 }
@@ -378,6 +427,14 @@ async fn download_and_write(
             Some("SecretCreated")
         }
     };
+    if let Some(event) = wrote {
+        let operation = match event {
+            "SecretCreated" => "create",
+            "SecretRecreated" => "recreate",
+            _ => "update",
+        };
+        ctx.metrics.secret_written(operation);
+    }
     Ok(Written { bundle, wrote })
 }
 

@@ -51,6 +51,28 @@ pub struct SimConfig {
     pub clock_offset: i64,
 }
 
+impl SimConfig {
+    /// One account (permanent credentials) serving certificates given in `--certificate` form.
+    pub fn single_account(
+        secret_id: &str,
+        secret_key: &str,
+        certificates: &[&str],
+    ) -> Result<Self, String> {
+        Ok(Self {
+            accounts: vec![Account {
+                secret_id: secret_id.to_string(),
+                secret_key: secret_key.to_string(),
+                token: None,
+            }],
+            certificates: certificates
+                .iter()
+                .map(|spec| spec.parse())
+                .collect::<Result<_, _>>()?,
+            ..Self::default()
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
     #[error("cannot listen on {addr}: {source}")]
@@ -105,6 +127,11 @@ impl Drop for SimHandle {
             let _ = shutdown.send(());
         }
     }
+}
+
+/// Starts the simulator on a free loopback port.
+pub async fn start_local(config: SimConfig) -> Result<SimHandle, SimError> {
+    start(config, SocketAddr::from(([127, 0, 0, 1], 0))).await
 }
 
 /// Generates the certificates, binds `listen` (port 0 picks a free port) and starts serving.

@@ -14,6 +14,7 @@ use base64::Engine;
 use futures::FutureExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio::time::Instant;
 
 use super::coalesce::Coalescer;
 use super::credentials::Credentials;
@@ -22,6 +23,7 @@ use super::limiter::{LimiterConfig, RateLimiter};
 use super::list::{
     self, ACTION_DESCRIBE_CERTIFICATES, CertificateFilter, CertificateSummary, PageStep, Pager,
 };
+use super::observer::{NoObserver, Observer};
 use super::sign::{self, RequestToSign};
 use crate::renewal::{self, LinkInfo, Resolution};
 
@@ -204,6 +206,7 @@ struct Inner {
     host: String,
     config: ClientConfig,
     limiter: RateLimiter,
+    observer: Arc<dyn Observer>,
     downloads: Coalescer<DownloadKey, Arc<Download>>,
     lists: Coalescer<ListKey, CertificateList>,
 }
@@ -224,6 +227,14 @@ impl fmt::Debug for Client {
 
 impl Client {
     pub fn new(config: ClientConfig) -> Result<Self, ClientBuildError> {
+        Self::with_observer(config, Arc::new(NoObserver))
+    }
+
+    /// A client that reports requests, limiter waits and coalesced downloads to `observer`.
+    pub fn with_observer(
+        config: ClientConfig,
+        observer: Arc<dyn Observer>,
+    ) -> Result<Self, ClientBuildError> {
         let invalid = |why: &str| ClientBuildError::InvalidEndpoint {
             endpoint: config.endpoint.clone(),
             why: why.to_string(),
@@ -256,6 +267,7 @@ impl Client {
                 endpoint,
                 host,
                 limiter: RateLimiter::new(config.limiter),
+                observer,
                 downloads: Coalescer::new(config.download_cache_ttl),
                 lists: Coalescer::new(config.list_cache_ttl),
                 config,
@@ -314,7 +326,7 @@ impl Client {
                     }
                     .boxed()
                 },
-                |_| {},
+                |source| self.inner.observer.coalesced(source),
             )
             .await
     }
@@ -451,8 +463,18 @@ impl Client {
         let mut rate_limit_retries = 0;
         let mut resigned = false;
         loop {
-            self.inner.limiter.acquire(action).await;
-            match self.send_once(credentials, action, &body).await {
+            let waited = self.inner.limiter.acquire(action).await;
+            self.inner.observer.rate_limited_wait(
+                action,
+                waited,
+                self.inner.limiter.current_rate(action),
+            );
+            let started = Instant::now();
+            let result = self.send_once(credentials, action, &body).await;
+            self.inner
+                .observer
+                .request(action, &response_code(&result), started.elapsed());
+            match result {
                 Err(err) if err.is_rate_limited() => {
                     self.inner.limiter.on_rate_limited(action);
                     if rate_limit_retries >= RATE_LIMIT_RETRIES {
@@ -540,6 +562,18 @@ impl Client {
             bytes.extend_from_slice(&chunk);
         }
         parse_envelope(action, &bytes)
+    }
+}
+
+/// The label a response gets in metrics.
+fn response_code(result: &Result<Value, TencentError>) -> String {
+    match result {
+        Ok(_) => "Success".to_string(),
+        Err(TencentError::Api { code, .. }) => code.clone(),
+        Err(TencentError::Timeout { .. }) => "Timeout".to_string(),
+        Err(TencentError::Connect { .. }) => "ConnectionError".to_string(),
+        Err(TencentError::HttpStatus { status, .. }) => format!("HTTP{status}"),
+        Err(_) => "InvalidResponse".to_string(),
     }
 }
 

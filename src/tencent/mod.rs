@@ -6,6 +6,7 @@ pub mod credentials;
 pub mod error;
 pub mod limiter;
 pub mod list;
+pub mod observer;
 pub mod sign;
 
 pub use client::{
@@ -14,3 +15,4 @@ pub use client::{
 pub use credentials::Credentials;
 pub use error::{ErrorClass, TencentError};
 pub use list::{CertificateFilter, CertificateSummary, Tag};
+pub use observer::Observer;

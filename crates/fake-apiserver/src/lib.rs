@@ -7,6 +7,18 @@
 //! status subresources, generation, finalizers, garbage collection, PartialObjectMetadata, validation of
 //! names/labels/Secrets, and Kubernetes `Status` errors. The store can be inspected without HTTP.
 //!
+//! Not emulated (only a real cluster shows these): authentication/RBAC and admission webhooks; OpenAPI/CRD
+//! schema validation, defaulting and pruning; version conversion (objects are stored once per resource);
+//! namespace existence (objects may be created in any namespace) and namespace termination phases;
+//! `listType=map|set` list merging in SSA and strategic merge patch (lists are atomic); foreground deletion
+//! (treated as background); consistent-snapshot list pagination and `resourceVersionMatch=Exact` on old
+//! versions (lists always serve the latest state); watch-cache lag, API priority and fairness (429s come
+//! only from `fail_next`); protobuf, CBOR, Table output, server-side `kubectl` printing.
+//!
+//! The server runs on the caller's tokio runtime: a test that blocks its thread (e.g. waiting on a child
+//! process with `std::process`) starves it on a current-thread runtime; use `tokio::process` or
+//! `#[tokio::test(flavor = "multi_thread")]`.
+//!
 //! ```no_run
 //! # async fn demo() {
 //! let server = fake_apiserver::FakeApiServer::builder()

@@ -158,6 +158,15 @@ fn overlaps(a: &[String], b: &[String]) -> bool {
     a.starts_with(b) || b.starts_with(a)
 }
 
+/// An applied empty map over an existing map only asserts the map exists; it neither replaces nor
+/// conflicts with the entries other managers own inside it.
+fn map_presence(applied: &Value, live: &Value, path: &[String]) -> bool {
+    get(applied, path)
+        .and_then(Value::as_object)
+        .is_some_and(Map::is_empty)
+        && get(live, path).is_none_or(Value::is_object)
+}
+
 /// Merges `applied` into `target`: maps recursively, everything else replaced; nulls mean "not set".
 pub fn deep_merge(target: &mut Value, applied: &Value) {
     match (target, applied) {
@@ -184,6 +193,16 @@ pub fn deep_merge(target: &mut Value, applied: &Value) {
         }
         (target, applied) => *target = applied.clone(),
     }
+}
+
+/// Who makes a non-apply write, for [`Managed::record_update`].
+#[derive(Clone, Copy)]
+pub struct Update<'a> {
+    pub manager: &'a str,
+    pub subresource: &'a str,
+    pub scope: Scope,
+    pub api_version: &'a str,
+    pub now: &'a str,
 }
 
 /// One apply request.
@@ -218,7 +237,10 @@ impl Managed {
                 continue;
             }
             for owned in &entry.fields {
-                let Some(p) = new_set.iter().find(|p| overlaps(p, owned)) else {
+                let Some(p) = new_set
+                    .iter()
+                    .find(|p| overlaps(p, owned) && !map_presence(applied, live, p))
+                else {
                     continue;
                 };
                 // Compare at the deeper of the two paths: that is where the values can differ.
@@ -250,6 +272,13 @@ impl Managed {
             .map(|e| e.fields.clone())
             .unwrap_or_default();
         for dropped in previous.difference(&new_set) {
+            // Owning a map (an applied `{}`) is owning its presence: children others set stay.
+            if get(&out, dropped)
+                .and_then(Value::as_object)
+                .is_some_and(|m| !m.is_empty())
+            {
+                continue;
+            }
             let shared = self
                 .entries
                 .iter()
@@ -264,16 +293,14 @@ impl Managed {
     }
 
     /// Ownership after a non-apply write by `manager` turned `old` (None on create) into `new`.
-    pub fn record_update(
-        &mut self,
-        old: Option<&Value>,
-        new: &Value,
-        manager: &str,
-        subresource: &str,
-        scope: Scope,
-        api_version: &str,
-        now: &str,
-    ) {
+    pub fn record_update(&mut self, old: Option<&Value>, new: &Value, write: &Update) {
+        let Update {
+            manager,
+            subresource,
+            scope,
+            api_version,
+            now,
+        } = *write;
         let new_leaves = leaves(new, scope);
         let old_leaves = old.map(|o| leaves(o, scope)).unwrap_or_default();
         let changed: BTreeSet<FieldPath> = new_leaves
@@ -436,6 +463,16 @@ mod tests {
         s.split('.').map(str::to_string).collect()
     }
 
+    fn upd(manager: &str) -> Update<'_> {
+        Update {
+            manager,
+            subresource: "",
+            scope: Scope::Whole,
+            api_version: "v1",
+            now: "t",
+        }
+    }
+
     fn req(manager: &str, force: bool) -> Apply<'_> {
         Apply {
             manager,
@@ -481,7 +518,7 @@ mod tests {
                 &req("x", false),
             )
             .unwrap();
-        m.record_update(Some(&live), &live, "y", "", Scope::Whole, "v1", "t");
+        m.record_update(Some(&live), &live, &upd("y"));
         let live = m
             .apply(&live, &json!({"data": {"a": "1"}}), &req("x", false))
             .unwrap();
@@ -526,6 +563,28 @@ mod tests {
     }
 
     #[test]
+    fn an_applied_empty_map_neither_conflicts_nor_wipes() {
+        let mut m = Managed::default();
+        let live = m
+            .apply(
+                &json!({}),
+                &json!({"metadata": {"labels": {"a": "1"}}}),
+                &req("x", false),
+            )
+            .unwrap();
+        let edited = json!({"metadata": {"labels": {"a": "1", "user": "u"}}});
+        m.record_update(Some(&live), &edited, &upd("editor"));
+        let out = m
+            .apply(
+                &edited,
+                &json!({"metadata": {"labels": {}}}),
+                &req("x", false),
+            )
+            .unwrap();
+        assert_eq!(out, json!({"metadata": {"labels": {"user": "u"}}}));
+    }
+
+    #[test]
     fn updates_take_changed_fields_only() {
         let mut m = Managed::default();
         let live = m
@@ -536,7 +595,7 @@ mod tests {
             )
             .unwrap();
         let edited = json!({"spec": {"a": 2, "b": 1}});
-        m.record_update(Some(&live), &edited, "editor", "", Scope::Whole, "v1", "t");
+        m.record_update(Some(&live), &edited, &upd("editor"));
         assert_eq!(m.owners(&p("spec.a")), vec!["editor".to_string()]);
         assert_eq!(m.owners(&p("spec.b")), vec!["x".to_string()]);
         let rendered = m.render();

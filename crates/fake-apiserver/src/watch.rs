@@ -165,7 +165,8 @@ pub fn start(
     });
     let running = Running {
         shutdown: shared.shutdown.clone(),
-        deadline: Instant::now() + spec.timeout,
+        // A huge timeoutSeconds must not overflow the clock: cap it at a week, far beyond any test.
+        deadline: Instant::now() + spec.timeout.min(Duration::from_secs(7 * 24 * 3600)),
         shared,
         spec,
         queue,

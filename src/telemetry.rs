@@ -1,0 +1,684 @@
+//! Logs, Prometheus metrics and the `/metrics`, `/healthz`, `/readyz` server.
+//!
+//! Every metric family is registered at start-up, so it is exposed (as `# HELP`/`# TYPE`) before the first
+//! resource exists and `absent()` alerts work. Per-resource series are removed when the resource goes away.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs to stderr with a `RUST_LOG`-style filter (default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // Start-up: a second initialisation (tests) is harmless, so its error is ignored.
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReconcileLabels {
+    result: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    action: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ActionLabels {
+    action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CertificateLabels {
+    namespace: String,
+    name: String,
+    certificate_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+    commit: String,
+}
+
+fn seconds_histogram() -> Histogram {
+    // 5 ms … ~41 s.
+    Histogram::new(exponential_buckets(0.005, 2.0, 14))
+}
+
+/// The operator's metrics. Cheap to share; every method is infallible.
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<ReconcileLabels, Counter>,
+    reconcile_duration: Histogram,
+    tencent_requests: Family<RequestLabels, Counter>,
+    tencent_request_duration: Family<ActionLabels, Histogram, fn() -> Histogram>,
+    limiter_wait: Family<ActionLabels, Histogram, fn() -> Histogram>,
+    limiter_rate: Family<ActionLabels, Gauge<f64, AtomicU64>>,
+    coalesced_downloads: Family<SourceLabels, Counter>,
+    secret_writes: Family<OperationLabels, Counter>,
+    certificate_expiration: Family<CertificateLabels, Gauge<f64, AtomicU64>>,
+    certificate_ready: Family<CertificateLabels, Gauge>,
+    leader: Gauge,
+    /// (exposed name, type, help) of every family, to describe families that have no series yet.
+    descriptors: Vec<(String, &'static str, &'static str)>,
+    /// (namespace, name) → the certificate id its series carry, to remove them when either changes.
+    series: Mutex<HashMap<(String, String), String>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Every family as exposed: (name, type, help). Kept beside the registrations below; a test checks both agree.
+const FAMILIES: &[(&str, &str, &str)] = &[
+    (
+        "tencentcert_reconciles_total",
+        "counter",
+        "Reconciles by result (synced, unchanged, repaired, failed, error) and condition reason.",
+    ),
+    (
+        "tencentcert_reconcile_duration_seconds",
+        "histogram",
+        "Time taken by one reconcile.",
+    ),
+    (
+        "tencentcert_tencent_requests_total",
+        "counter",
+        "Tencent Cloud API requests by action and response code (Success, an API error code, or a transport failure).",
+    ),
+    (
+        "tencentcert_tencent_request_duration_seconds",
+        "histogram",
+        "Tencent Cloud API request latency by action.",
+    ),
+    (
+        "tencentcert_rate_limiter_wait_seconds",
+        "histogram",
+        "Time requests waited for the client-side rate limiter, by action.",
+    ),
+    (
+        "tencentcert_rate_limiter_rate",
+        "gauge",
+        "Current client-side request rate per second by action (lowered after Tencent throttles).",
+    ),
+    (
+        "tencentcert_coalesced_downloads_total",
+        "counter",
+        "Downloads served without a request of their own, from a request in flight or the short cache.",
+    ),
+    (
+        "tencentcert_secret_writes_total",
+        "counter",
+        "Writes to TLS Secrets by operation (create, update, recreate, repair, delete).",
+    ),
+    (
+        "tencentcert_certificate_expiration_timestamp_seconds",
+        "gauge",
+        "notAfter of the certificate in each TencentCertificate's Secret, as a Unix timestamp.",
+    ),
+    (
+        "tencentcert_certificate_ready",
+        "gauge",
+        "1 when the TencentCertificate is Ready, else 0.",
+    ),
+    (
+        "tencentcert_leader",
+        "gauge",
+        "1 while this instance reconciles (leads, or runs without leader election).",
+    ),
+    (
+        "tencentcert_build_info",
+        "gauge",
+        "Version and git commit of the running operator.",
+    ),
+];
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("tencentcert");
+        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        registry.register(
+            "reconciles",
+            "Reconciles by result (synced, unchanged, repaired, failed, error) and condition reason",
+            reconciles.clone(),
+        );
+        let reconcile_duration = seconds_histogram();
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time taken by one reconcile",
+            reconcile_duration.clone(),
+        );
+        let tencent_requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "tencent_requests",
+            "Tencent Cloud API requests by action and response code (Success, an API error code, or a transport failure)",
+            tencent_requests.clone(),
+        );
+        let tencent_request_duration =
+            Family::<ActionLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                seconds_histogram,
+            );
+        registry.register(
+            "tencent_request_duration_seconds",
+            "Tencent Cloud API request latency by action",
+            tencent_request_duration.clone(),
+        );
+        let limiter_wait =
+            Family::<ActionLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                seconds_histogram,
+            );
+        registry.register(
+            "rate_limiter_wait_seconds",
+            "Time requests waited for the client-side rate limiter, by action",
+            limiter_wait.clone(),
+        );
+        let limiter_rate = Family::<ActionLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "rate_limiter_rate",
+            "Current client-side request rate per second by action (lowered after Tencent throttles)",
+            limiter_rate.clone(),
+        );
+        let coalesced_downloads = Family::<SourceLabels, Counter>::default();
+        registry.register(
+            "coalesced_downloads",
+            "Downloads served without a request of their own, from a request in flight or the short cache",
+            coalesced_downloads.clone(),
+        );
+        let secret_writes = Family::<OperationLabels, Counter>::default();
+        registry.register(
+            "secret_writes",
+            "Writes to TLS Secrets by operation (create, update, recreate, repair, delete)",
+            secret_writes.clone(),
+        );
+        let certificate_expiration = Family::<CertificateLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "certificate_expiration_timestamp_seconds",
+            "notAfter of the certificate in each TencentCertificate's Secret, as a Unix timestamp",
+            certificate_expiration.clone(),
+        );
+        let certificate_ready = Family::<CertificateLabels, Gauge>::default();
+        registry.register(
+            "certificate_ready",
+            "1 when the TencentCertificate is Ready, else 0",
+            certificate_ready.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this instance reconciles (leads, or runs without leader election)",
+            leader.clone(),
+        );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                commit: crate::GIT_COMMIT.to_string(),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "Version and git commit of the running operator",
+            build_info,
+        );
+        // Label sets known in advance start at 0, so their series exist (and `absent()` means "down").
+        for result in ["synced", "unchanged", "repaired"] {
+            reconciles
+                .get_or_create(&ReconcileLabels {
+                    result: result.to_string(),
+                    reason: String::new(),
+                })
+                .inc_by(0);
+        }
+        for operation in ["create", "update", "recreate", "repair", "delete"] {
+            secret_writes
+                .get_or_create(&OperationLabels {
+                    operation: operation.to_string(),
+                })
+                .inc_by(0);
+        }
+        for source in ["in_flight", "cache"] {
+            coalesced_downloads
+                .get_or_create(&SourceLabels {
+                    source: source.to_string(),
+                })
+                .inc_by(0);
+        }
+        tencent_requests
+            .get_or_create(&RequestLabels {
+                action: crate::tencent::client::ACTION_DOWNLOAD.to_string(),
+                code: "Success".to_string(),
+            })
+            .inc_by(0);
+        Self {
+            registry,
+            reconciles,
+            reconcile_duration,
+            tencent_requests,
+            tencent_request_duration,
+            limiter_wait,
+            limiter_rate,
+            coalesced_downloads,
+            secret_writes,
+            certificate_expiration,
+            certificate_ready,
+            leader,
+            descriptors: FAMILIES
+                .iter()
+                .map(|(name, kind, help)| (name.to_string(), *kind, *help))
+                .collect(),
+            series: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The Prometheus text exposition. Families without series yet (per-resource gauges before the first
+    /// resource) are still described, which the encoder alone would skip.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry);
+        for (name, kind, help) in &self.descriptors {
+            if !text.contains(&format!("# TYPE {name} ")) {
+                text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            }
+        }
+        text
+    }
+
+    pub fn reconciled(&self, result: &str, reason: &str, took: Duration) {
+        self.reconciles
+            .get_or_create(&ReconcileLabels {
+                result: result.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
+        self.reconcile_duration.observe(took.as_secs_f64());
+    }
+
+    pub fn secret_written(&self, operation: &str) {
+        self.secret_writes
+            .get_or_create(&OperationLabels {
+                operation: operation.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    fn series_lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), String>> {
+        self.series
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Sets a resource's per-certificate gauges; series under an older certificate id are removed.
+    pub fn set_certificate(
+        &self,
+        namespace: &str,
+        name: &str,
+        certificate_id: &str,
+        not_after: Option<jiff::Timestamp>,
+        ready: bool,
+    ) {
+        let key = (namespace.to_string(), name.to_string());
+        let labels = CertificateLabels {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            certificate_id: certificate_id.to_string(),
+        };
+        let previous = self.series_lock().insert(key, certificate_id.to_string());
+        if let Some(previous) = previous.filter(|p| p != certificate_id) {
+            self.remove_series(namespace, name, &previous);
+        }
+        match not_after {
+            Some(t) => {
+                self.certificate_expiration
+                    .get_or_create(&labels)
+                    .set(t.as_second() as f64);
+            }
+            None => {
+                self.certificate_expiration.remove(&labels);
+            }
+        }
+        self.certificate_ready
+            .get_or_create(&labels)
+            .set(i64::from(ready));
+    }
+
+    /// The resource is gone: drop its series (no stale alerts).
+    pub fn forget_certificate(&self, namespace: &str, name: &str) {
+        let previous = self
+            .series_lock()
+            .remove(&(namespace.to_string(), name.to_string()));
+        if let Some(certificate_id) = previous {
+            self.remove_series(namespace, name, &certificate_id);
+        }
+    }
+
+    fn remove_series(&self, namespace: &str, name: &str, certificate_id: &str) {
+        let labels = CertificateLabels {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            certificate_id: certificate_id.to_string(),
+        };
+        self.certificate_expiration.remove(&labels);
+        self.certificate_ready.remove(&labels);
+    }
+}
+
+impl crate::tencent::Observer for Metrics {
+    fn request(&self, action: &str, code: &str, took: Duration) {
+        self.tencent_requests
+            .get_or_create(&RequestLabels {
+                action: action.to_string(),
+                code: code.to_string(),
+            })
+            .inc();
+        self.tencent_request_duration
+            .get_or_create(&ActionLabels {
+                action: action.to_string(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    fn rate_limited_wait(&self, action: &str, waited: Duration, current_rate: f64) {
+        let labels = ActionLabels {
+            action: action.to_string(),
+        };
+        self.limiter_wait
+            .get_or_create(&labels)
+            .observe(waited.as_secs_f64());
+        self.limiter_rate.get_or_create(&labels).set(current_rate);
+    }
+
+    fn coalesced(&self, source: &str) {
+        self.coalesced_downloads
+            .get_or_create(&SourceLabels {
+                source: source.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// What `/readyz` reports: watches started, and with leader election, leading or standing by healthily.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    ready: AtomicBool,
+}
+
+impl Readiness {
+    pub fn set(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+#[derive(Clone)]
+struct ServerState {
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+}
+
+pub fn router(metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> Router {
+    Router::new()
+        .route("/metrics", get(render_metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .with_state(ServerState { metrics, readiness })
+}
+
+async fn render_metrics(State(state): State<ServerState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+}
+
+async fn ready(State(state): State<ServerState>) -> impl IntoResponse {
+    if state.readiness.is_ready() {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+/// Serves the telemetry endpoints until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(metrics, readiness))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Binds the telemetry address, with the address in the error.
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} for metrics and health: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tencent::Observer;
+
+    /// The golden list: every family, with its type, as a scraper sees it.
+    const GOLDEN: &[(&str, &str)] = &[
+        ("tencentcert_reconciles_total", "counter"),
+        ("tencentcert_reconcile_duration_seconds", "histogram"),
+        ("tencentcert_tencent_requests_total", "counter"),
+        ("tencentcert_tencent_request_duration_seconds", "histogram"),
+        ("tencentcert_rate_limiter_wait_seconds", "histogram"),
+        ("tencentcert_rate_limiter_rate", "gauge"),
+        ("tencentcert_coalesced_downloads_total", "counter"),
+        ("tencentcert_secret_writes_total", "counter"),
+        (
+            "tencentcert_certificate_expiration_timestamp_seconds",
+            "gauge",
+        ),
+        ("tencentcert_certificate_ready", "gauge"),
+        ("tencentcert_leader", "gauge"),
+        ("tencentcert_build_info", "gauge"),
+    ];
+
+    fn exposed_families(text: &str) -> Vec<(String, String)> {
+        let mut families: Vec<(String, String)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_once(' '))
+            .map(|(name, kind)| (name.to_string(), kind.to_string()))
+            .collect();
+        families.sort();
+        families
+    }
+
+    fn golden() -> Vec<(String, String)> {
+        let mut golden: Vec<(String, String)> = GOLDEN
+            .iter()
+            .map(|(n, k)| (n.to_string(), k.to_string()))
+            .collect();
+        golden.sort();
+        golden
+    }
+
+    #[test]
+    fn every_family_is_exposed_before_anything_happened() {
+        let text = Metrics::new().render();
+        assert_eq!(exposed_families(&text), golden(), "{text}");
+        assert!(text.contains("tencentcert_build_info{version=\""), "{text}");
+        // Known label sets start at zero.
+        assert!(
+            text.contains("tencentcert_secret_writes_total{operation=\"create\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tencentcert_reconciles_total{result=\"synced\",reason=\"\"} 0"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn every_family_is_exposed_once_after_a_simulated_sync() {
+        let m = Metrics::new();
+        m.reconciled("synced", "", Duration::from_millis(20));
+        m.set_certificate(
+            "web",
+            "shop",
+            "aBcD1234",
+            Some("2027-01-01T00:00:00Z".parse().unwrap()),
+            true,
+        );
+        m.rate_limited_wait("DownloadCertificate", Duration::ZERO, 10.0);
+        assert_eq!(exposed_families(&m.render()), golden());
+    }
+
+    #[test]
+    fn observations_appear_with_their_labels() {
+        let m = Metrics::new();
+        m.reconciled("synced", "", Duration::from_millis(20));
+        m.request("DownloadCertificate", "Success", Duration::from_millis(30));
+        m.request(
+            "DownloadCertificate",
+            "FailedOperation.NetworkError",
+            Duration::from_millis(30),
+        );
+        m.rate_limited_wait("DownloadCertificate", Duration::from_millis(100), 5.0);
+        m.coalesced("in_flight");
+        m.secret_written("create");
+        m.set_certificate(
+            "web",
+            "shop",
+            "aBcD1234",
+            Some("2027-01-01T00:00:00Z".parse().unwrap()),
+            true,
+        );
+        let text = m.render();
+        for line in [
+            "tencentcert_reconciles_total{result=\"synced\",reason=\"\"} 1",
+            "tencentcert_tencent_requests_total{action=\"DownloadCertificate\",code=\"Success\"} 1",
+            "tencentcert_tencent_requests_total{action=\"DownloadCertificate\",code=\"FailedOperation.NetworkError\"} 1",
+            "tencentcert_rate_limiter_rate{action=\"DownloadCertificate\"} 5.0",
+            "tencentcert_coalesced_downloads_total{source=\"in_flight\"} 1",
+            "tencentcert_secret_writes_total{operation=\"create\"} 1",
+            "tencentcert_certificate_expiration_timestamp_seconds{namespace=\"web\",name=\"shop\",certificate_id=\"aBcD1234\"} 1798761600.0",
+            "tencentcert_certificate_ready{namespace=\"web\",name=\"shop\",certificate_id=\"aBcD1234\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn per_certificate_series_follow_the_resource() {
+        let m = Metrics::new();
+        let expiry = Some("2027-01-01T00:00:00Z".parse().unwrap());
+        m.set_certificate("web", "shop", "OlD00001", expiry, true);
+        // A new certificate id replaces the old series instead of leaving it behind.
+        m.set_certificate("web", "shop", "NeW00001", expiry, false);
+        let text = m.render();
+        assert!(!text.contains("OlD00001"), "{text}");
+        assert!(text.contains(
+            "certificate_ready{namespace=\"web\",name=\"shop\",certificate_id=\"NeW00001\"} 0"
+        ));
+        // Deleting the resource removes its series; the families stay.
+        m.forget_certificate("web", "shop");
+        let text = m.render();
+        assert!(!text.contains("NeW00001"), "{text}");
+        assert!(text.contains("# TYPE tencentcert_certificate_ready gauge"));
+        // No expiry (no usable Secret): no expiration series, still a ready series.
+        m.set_certificate("web", "csr", "noKey001", None, false);
+        let text = m.render();
+        assert!(!text.contains("expiration_timestamp_seconds{namespace=\"web\",name=\"csr\""));
+        assert!(text.contains(
+            "certificate_ready{namespace=\"web\",name=\"csr\",certificate_id=\"noKey001\"} 0"
+        ));
+    }
+
+    #[tokio::test]
+    async fn health_and_readiness_endpoints_answer() {
+        let metrics = Arc::new(Metrics::new());
+        let readiness = Arc::new(Readiness::default());
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, metrics, readiness.clone(), async {
+            let _ = stopped.await;
+        }));
+        let http = reqwest::Client::new();
+        let get = |path: &str| http.get(format!("http://{addr}{path}")).send();
+        assert_eq!(get("/healthz").await.unwrap().status(), 200);
+        assert_eq!(get("/readyz").await.unwrap().status(), 503);
+        readiness.set(true);
+        assert_eq!(get("/readyz").await.unwrap().status(), 200);
+        let metrics = get("/metrics").await.unwrap();
+        assert!(
+            metrics.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain")
+        );
+        assert!(metrics.text().await.unwrap().contains("tencentcert_leader"));
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+    }
+}
