@@ -28,11 +28,20 @@ pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
     doc = "A kubernetes.io/tls Secret kept in sync with a Tencent Cloud SSL certificate.",
     // The name is also the value of the Secret's tencentcert.io/certificate-name label.
     validation = kube::core::Rule::new("self.metadata.name.size() <= 63").message("the name must be at most 63 characters: it is used as a label value on the Secret"),
+    validation = kube::core::Rule::new("has(self.spec.certificateId) != has(self.spec.domain)").message("set exactly one of spec.certificateId and spec.domain"),
+    validation = kube::core::Rule::new("!has(self.spec.selector) || has(self.spec.domain)").message("spec.selector applies only with spec.domain"),
     printcolumn(
         name = "Certificate ID",
         type_ = "string",
-        json_path = ".spec.certificateId"
+        json_path = ".status.certificateId"
     ),
+    printcolumn(
+        name = "Requested",
+        type_ = "string",
+        json_path = ".spec.certificateId",
+        priority = "1"
+    ),
+    printcolumn(name = "Domain", type_ = "string", json_path = ".spec.domain", priority = "1"),
     printcolumn(name = "Secret", type_ = "string", json_path = ".status.secretName"),
     printcolumn(
         name = "Ready",
@@ -54,9 +63,31 @@ pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TencentCertificateSpec {
-    /// The Tencent Cloud SSL certificate ID, as shown in the SSL console (e.g. `aBcD1234`).
+    /// The Tencent Cloud SSL certificate ID, as shown in the SSL console (e.g. `aBcD1234`). Exactly one of
+    /// `certificateId` and `domain`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 32), regex(pattern = "^[A-Za-z0-9]+$"))]
-    pub certificate_id: String,
+    pub certificate_id: Option<String>,
+
+    /// Instead of an ID: use the newest issued certificate whose names cover this domain (`shop.example.com`
+    /// or `*.example.com`, matched as browsers do).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(
+            pattern = r"^(\*\.)?[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)+$"
+        )
+    )]
+    pub domain: Option<String>,
+
+    /// Narrows the certificates `domain` picks from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<CertificateSelector>,
+
+    /// Follow Tencent's renewal and reissue links from `certificateId` to the newest issued certificate (a
+    /// renewal gets a new ID in Tencent Cloud).
+    #[serde(default = "default_true")]
+    pub follow_renewals: bool,
 
     /// The Secret to write in this namespace. Defaults to the TencentCertificate's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -97,6 +128,21 @@ fn default_refresh_interval() -> String {
 
 fn default_true() -> bool {
     true
+}
+
+/// Which certificates `domain` may pick.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateSelector {
+    /// Tencent Cloud project ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_id: Option<u64>,
+    /// Tags the certificate must carry (all of them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// Origin or brand as Tencent reports it (`trustasia`, `upload`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
@@ -172,6 +218,13 @@ pub struct TencentCertificateStatus {
     /// The certificate ID last synced into the Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_id: Option<String>,
+    /// The certificate the spec resolves to: the newest renewal of `certificateId`, or the certificate
+    /// selected for `domain`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_certificate_id: Option<String>,
+    /// The renewal links followed from `certificateId` to `resolvedCertificateId`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub renewal_chain: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -198,7 +251,58 @@ pub struct TencentCertificateStatus {
     pub last_refresh_request: Option<String>,
 }
 
+/// What the spec asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target<'a> {
+    Certificate {
+        id: &'a str,
+        follow_renewals: bool,
+    },
+    Domain {
+        domain: &'a str,
+        selector: Option<&'a CertificateSelector>,
+    },
+    /// Neither or both set (the CRD's validation prevents this; old objects may still have it).
+    Invalid,
+}
+
+impl TencentCertificateSpec {
+    pub fn target(&self) -> Target<'_> {
+        match (&self.certificate_id, &self.domain) {
+            (Some(id), None) => Target::Certificate {
+                id,
+                follow_renewals: self.follow_renewals,
+            },
+            (None, Some(domain)) => Target::Domain {
+                domain,
+                selector: self.selector.as_ref(),
+            },
+            _ => Target::Invalid,
+        }
+    }
+
+    /// A short description for messages: the certificate ID or `domain D`.
+    pub fn describe_target(&self) -> String {
+        match self.target() {
+            Target::Certificate { id, .. } => id.to_string(),
+            Target::Domain { domain, .. } => format!("domain {domain}"),
+            Target::Invalid => "nothing (set exactly one of certificateId and domain)".to_string(),
+        }
+    }
+}
+
 impl TencentCertificate {
+    /// The certificate the Secret should hold: the resolved one while the spec is unchanged since it was
+    /// resolved, else the spec's ID (`None` for a domain not resolved yet).
+    pub fn expected_certificate_id(&self) -> Option<String> {
+        let status = self.status.as_ref();
+        let current = status.is_some_and(|s| s.observed_generation == self.metadata.generation);
+        if current && let Some(resolved) = status.and_then(|s| s.resolved_certificate_id.clone()) {
+            return Some(resolved);
+        }
+        self.spec.certificate_id.clone()
+    }
+
     /// The Secret this resource writes.
     pub fn secret_name(&self) -> String {
         self.spec
@@ -340,6 +444,8 @@ mod tests {
             columns,
             [
                 "Certificate ID",
+                "Requested",
+                "Domain",
                 "Secret",
                 "Ready",
                 "Reason",
@@ -365,7 +471,17 @@ mod tests {
             schema["openAPIV3Schema"]["x-kubernetes-validations"][0]["rule"],
             "self.metadata.name.size() <= 63"
         );
-        assert_eq!(spec["required"], serde_json::json!(["certificateId"]));
+        // certificateId or domain: exactly one, enforced by a CEL rule rather than `required`.
+        assert_eq!(spec.get("required"), None);
+        let root_rules: Vec<&str> = schema["openAPIV3Schema"]["x-kubernetes-validations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["rule"].as_str().unwrap())
+            .collect();
+        assert!(root_rules.contains(&"has(self.spec.certificateId) != has(self.spec.domain)"));
+        assert!(root_rules.contains(&"!has(self.spec.selector) || has(self.spec.domain)"));
+        assert_eq!(spec["properties"]["followRenewals"]["default"], true);
         assert_eq!(
             spec["properties"]["deletionPolicy"]["enum"],
             serde_json::json!(["Delete", "Retain"])

@@ -21,6 +21,17 @@ pub enum SyncError {
     },
     #[error("{0}")]
     SecretConflict(String),
+    #[error(
+        "no issued, currently valid server certificate covers {domain} among the {searched} listed with these credentials{}; check the domain, the selector, and that the certificate is issued in Tencent Cloud",
+        .selector.as_ref().map(|s| format!(" and selector {s}")).unwrap_or_default()
+    )]
+    NoMatchingCertificate {
+        domain: String,
+        searched: usize,
+        selector: Option<String>,
+    },
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
     #[error("Kubernetes API error while {action}: {source}")]
     Kube {
         action: &'static str,
@@ -39,6 +50,8 @@ pub const REASON_CREDENTIALS_NOT_FOUND: &str = "CredentialsNotFound";
 pub const REASON_EXPIRED: &str = "Expired";
 pub const REASON_SECRET_CONFLICT: &str = "SecretConflict";
 pub const REASON_KUBERNETES_ERROR: &str = "KubernetesError";
+pub const REASON_NO_MATCHING_CERTIFICATE: &str = "NoMatchingCertificate";
+pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
 
 impl SyncError {
     pub fn kube(action: &'static str) -> impl FnOnce(kube::Error) -> Self {
@@ -52,6 +65,8 @@ impl SyncError {
             Self::Bundle(err) => err.reason(),
             Self::Expired { .. } => REASON_EXPIRED,
             Self::SecretConflict(_) => REASON_SECRET_CONFLICT,
+            Self::NoMatchingCertificate { .. } => REASON_NO_MATCHING_CERTIFICATE,
+            Self::InvalidSpec(_) => REASON_INVALID_SPEC,
             Self::Kube { .. } => REASON_KUBERNETES_ERROR,
         }
     }
@@ -60,9 +75,11 @@ impl SyncError {
         match self {
             Self::CredentialsNotFound(_) => ErrorClass::Credentials,
             Self::Tencent { err } => err.class(),
-            Self::Bundle(_) | Self::Expired { .. } | Self::SecretConflict(_) => {
-                ErrorClass::Permanent
-            }
+            Self::Bundle(_)
+            | Self::Expired { .. }
+            | Self::SecretConflict(_)
+            | Self::NoMatchingCertificate { .. }
+            | Self::InvalidSpec(_) => ErrorClass::Permanent,
             // Conflicts, timeouts and 5xx from the apiserver pass; RBAC errors need a human but retrying
             // with backoff is harmless.
             Self::Kube { .. } => ErrorClass::Transient,

@@ -202,8 +202,9 @@ fn serving_certificate_id(existing: &Secret) -> Option<&str> {
 }
 
 fn check_certificate_id(o: &Observed<'_>) -> Option<Decision> {
+    let expected = o.cr.expected_certificate_id()?;
     let serving = serving_certificate_id(o.existing?).unwrap_or("");
-    (serving != o.cr.spec.certificate_id).then(|| {
+    (serving != expected).then(|| {
         Decision::Download(DownloadTrigger::CertificateIdChanged {
             serving: serving.to_string(),
         })
@@ -491,7 +492,7 @@ mod tests {
     #[test]
     fn a_changed_certificate_id_is_downloaded() {
         let mut changed = cr();
-        changed.spec.certificate_id = "NeW12345".into();
+        changed.spec.certificate_id = Some("NeW12345".into());
         assert_eq!(
             decide_with(&changed, Some(&ours()), true, None),
             Decision::Download(DownloadTrigger::CertificateIdChanged {

@@ -47,7 +47,12 @@ pub struct Serving<'a> {
 pub struct StatusInput<'a> {
     pub previous: &'a TencentCertificateStatus,
     pub generation: Option<i64>,
+    /// The certificate the Secret should hold (the resolved one after a sync; else the spec's).
     pub spec_certificate_id: &'a str,
+    /// What this sync resolved the spec to (ID and renewal chain); `None` keeps the previous values.
+    pub resolved: Option<(&'a str, &'a [String])>,
+    /// Something to add to the Synced message (e.g. a renewal not issued yet).
+    pub note: Option<&'a str>,
     pub secret_name: &'a str,
     pub serving: Option<Serving<'a>>,
     pub attempt: Attempt,
@@ -181,10 +186,16 @@ pub fn compute(input: &StatusInput<'_>) -> TencentCertificateStatus {
         (Attempt::Succeeded, None) => Some((
             true,
             REASON_SYNCED.to_string(),
-            format!(
-                "downloaded certificate {} from Tencent Cloud",
-                input.spec_certificate_id
-            ),
+            match input.note {
+                Some(note) => format!(
+                    "downloaded certificate {} from Tencent Cloud; {note}",
+                    input.spec_certificate_id
+                ),
+                None => format!(
+                    "downloaded certificate {} from Tencent Cloud",
+                    input.spec_certificate_id
+                ),
+            },
         )),
         (Attempt::Failed { reason, message }, None) => {
             Some((false, reason.clone(), message.clone()))
@@ -229,6 +240,15 @@ pub fn compute(input: &StatusInput<'_>) -> TencentCertificateStatus {
             .map(|s| s.meta.dns_names.clone())
             .unwrap_or_default(),
         issuer: serving.and_then(|s| s.meta.issuer_cn.clone()),
+        resolved_certificate_id: match input.resolved {
+            Some((id, _)) => Some(id.to_string()),
+            None => previous.resolved_certificate_id.clone(),
+        },
+        renewal_chain: match input.resolved {
+            Some((_, chain)) if chain.len() > 1 => chain.to_vec(),
+            Some(_) => Vec::new(),
+            None => previous.renewal_chain.clone(),
+        },
         last_sync_time: if input.attempt == Attempt::Succeeded {
             Some(format_time(input.now))
         } else {
@@ -307,6 +327,8 @@ mod tests {
             previous,
             generation: Some(3),
             spec_certificate_id: "aBcD1234",
+            resolved: None,
+            note: None,
             secret_name: "shop-tls",
             serving,
             attempt,

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use tencent_cert_operator::controller::reconcile::reconcile;
 use tencent_cert_operator::controller::{Context, DefaultCredentials, NamespaceAllowList};
 use tencent_cert_operator::crd::{TencentCertificate, TencentCertificateStatus};
+use tencent_cert_operator::sim::manage::{RenewLink, RenewRequest};
 use tencent_cert_operator::sim::{self, CertificateSpec, SimConfig, SimHandle, catalog};
 use tencent_cert_operator::tencent::{self, ClientConfig};
 
@@ -31,6 +32,10 @@ async fn harness() -> Harness {
 }
 
 async fn harness_with(defaults: DefaultCredentials) -> Harness {
+    harness_configured(defaults, Duration::ZERO).await
+}
+
+async fn harness_configured(defaults: DefaultCredentials, download_cache_ttl: Duration) -> Harness {
     let api = FakeApiServer::builder()
         .status_subresource("tencentcert.io", "tencentcertificates")
         .start()
@@ -52,8 +57,8 @@ async fn harness_with(defaults: DefaultCredentials) -> Harness {
     .unwrap();
     let tencent = tencent::Client::new(ClientConfig {
         endpoint: sim.endpoint(),
-        // Every download in these tests must reach the simulator, so counts are exact.
-        download_cache_ttl: Duration::ZERO,
+        // Zero in most tests: every download reaches the simulator, so counts are exact.
+        download_cache_ttl,
         ..ClientConfig::default()
     })
     .unwrap();
@@ -146,6 +151,11 @@ impl Harness {
 
     fn downloads(&self) -> u64 {
         self.sim.stats().action_total("DownloadCertificate")
+    }
+
+    /// Every request Tencent received (downloads, renewal lookups, lists).
+    fn tencent_requests(&self) -> u64 {
+        self.sim.stats().requests
     }
 
     fn secret_writes(&self) -> u64 {
@@ -283,7 +293,12 @@ async fn nothing_is_written_when_nothing_changed() {
 #[tokio::test]
 async fn network_errors_back_off_keep_ready_and_reset_on_success() {
     let h = harness().await;
-    h.create("shop", json!({"certificateId": "aBcD1234"})).await;
+    // Renewal lookups off: the injected faults hit the downloads.
+    h.create(
+        "shop",
+        json!({"certificateId": "aBcD1234", "followRenewals": false}),
+    )
+    .await;
     h.reconcile("shop").await;
     h.sim
         .state()
@@ -341,9 +356,10 @@ async fn certificate_not_found_waits_for_the_refresh_interval() {
     let next = seconds_until(status(&cr).next_sync_time.as_deref().unwrap());
     assert!((1610..=1990).contains(&next), "{next}");
     // Reconciles triggered meanwhile (watch events, restarts) do not call Tencent again.
+    let requests = h.tencent_requests();
     h.reconcile("shop").await;
     h.reconcile("shop").await;
-    assert_eq!(h.downloads(), 1);
+    assert_eq!(h.tencent_requests(), requests);
     assert!(h.secret("shop").await.is_none());
     // A spec change is acted upon at once.
     h.patch_spec("shop", json!({"certificateId": "aBcD1234"}))
@@ -875,5 +891,205 @@ async fn no_secret_material_reaches_status_events_or_logs_of_the_store() {
         assert!(!text.contains("wrong-secret-key-value"));
         assert!(!text.contains(&key_body[..40]));
         assert!(!text.contains("PRIVATE KEY"));
+    }
+}
+
+fn renew(h: &Harness, id: &str, new_id: &str, status: Option<i64>) {
+    h.sim
+        .state()
+        .renew_certificate(
+            id,
+            &RenewRequest {
+                new_id: Some(new_id.into()),
+                status,
+                link: RenewLink::default(),
+                valid_days: None,
+            },
+        )
+        .unwrap();
+}
+
+fn add(h: &Harness, spec: &str) {
+    h.sim
+        .state()
+        .add_certificate(&spec.parse().unwrap())
+        .unwrap();
+}
+
+fn serving_id(secret: &Secret) -> String {
+    secret.metadata.annotations.as_ref().unwrap()["tencentcert.io/certificate-id"].clone()
+}
+
+#[tokio::test]
+async fn a_renewal_with_a_new_id_is_followed_without_editing_the_resource() {
+    let h = harness().await;
+    h.create("shop", json!({"certificateId": "aBcD1234"})).await;
+    h.reconcile("shop").await;
+    assert_eq!(serving_id(&h.secret("shop").await.unwrap()), "aBcD1234");
+    renew(&h, "aBcD1234", "rEnEw001", None);
+    h.make_due("shop").await;
+    let cr = h.reconcile("shop").await;
+    assert_eq!(serving_id(&h.secret("shop").await.unwrap()), "rEnEw001");
+    let s = status(&cr);
+    assert_eq!(s.resolved_certificate_id.as_deref(), Some("rEnEw001"));
+    assert_eq!(s.certificate_id.as_deref(), Some("rEnEw001"));
+    assert_eq!(s.renewal_chain, vec!["aBcD1234", "rEnEw001"]);
+    let ready = condition(&cr, "Ready");
+    assert_eq!(ready.status, "True");
+    assert!(
+        ready.message.contains("certificate rEnEw001"),
+        "{}",
+        ready.message
+    );
+    assert_eq!(h.events("Renewed").len(), 1);
+    // Later refreshes stay on the renewal without announcing it again.
+    h.make_due("shop").await;
+    h.reconcile("shop").await;
+    h.reconcile("shop").await;
+    assert_eq!(serving_id(&h.secret("shop").await.unwrap()), "rEnEw001");
+    assert_eq!(h.events("Renewed").len(), 1);
+}
+
+#[tokio::test]
+async fn a_renewal_not_issued_yet_keeps_the_current_certificate() {
+    let h = harness().await;
+    h.create("shop", json!({"certificateId": "aBcD1234"})).await;
+    h.reconcile("shop").await;
+    renew(&h, "aBcD1234", "rEnEw001", None);
+    renew(&h, "rEnEw001", "pEnDiNg1", Some(0));
+    h.make_due("shop").await;
+    let cr = h.reconcile("shop").await;
+    assert_eq!(serving_id(&h.secret("shop").await.unwrap()), "rEnEw001");
+    assert_eq!(condition(&cr, "Ready").status, "True");
+    let synced = condition(&cr, "Synced");
+    assert!(
+        synced
+            .message
+            .contains("renewal pEnDiNg1 is not issued yet"),
+        "{}",
+        synced.message
+    );
+    // Once issued, the next refresh switches.
+    h.sim.state().set_certificate_status("pEnDiNg1", 1).unwrap();
+    h.make_due("shop").await;
+    h.reconcile("shop").await;
+    assert_eq!(serving_id(&h.secret("shop").await.unwrap()), "pEnDiNg1");
+    assert_eq!(h.events("Renewed").len(), 2);
+}
+
+#[tokio::test]
+async fn without_follow_renewals_the_spec_id_is_kept() {
+    let h = harness().await;
+    h.create(
+        "pinned",
+        json!({"certificateId": "aBcD1234", "followRenewals": false}),
+    )
+    .await;
+    renew(&h, "aBcD1234", "rEnEw001", None);
+    h.reconcile("pinned").await;
+    assert_eq!(serving_id(&h.secret("pinned").await.unwrap()), "aBcD1234");
+}
+
+#[tokio::test]
+async fn a_domain_picks_the_latest_matching_certificate_and_moves_to_a_newer_one() {
+    let h = harness().await;
+    add(&h, "dom00030:domain=shop.test,valid-days=30");
+    add(
+        &h,
+        "dom00060:domain=www.shop.test,san=shop.test,valid-days=60",
+    );
+    add(&h, "dom00045:domain=shop.test,valid-days=45");
+    add(&h, "wild0200:domain=*.shop.test,valid-days=200");
+    add(&h, "other999:domain=other.test,valid-days=300");
+    h.create("bydomain", json!({"domain": "shop.test"})).await;
+    let cr = h.reconcile("bydomain").await;
+    // The wildcard does not cover the bare domain; the longest-lived exact match wins.
+    assert_eq!(serving_id(&h.secret("bydomain").await.unwrap()), "dom00060");
+    assert_eq!(
+        status(&cr).resolved_certificate_id.as_deref(),
+        Some("dom00060")
+    );
+    assert_eq!(condition(&cr, "Ready").status, "True");
+    // A newer certificate appears in Tencent Cloud: the next refresh moves to it (an explicit refresh
+    // here; a scheduled one comes at least a minute later, past the 60 s list cache).
+    add(&h, "dom00090:domain=shop.test,valid-days=90");
+    h.crs()
+        .patch(
+            "bydomain",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"tencentcert.io/refresh-requested-at": "now"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    h.reconcile("bydomain").await;
+    assert_eq!(serving_id(&h.secret("bydomain").await.unwrap()), "dom00090");
+    assert_eq!(h.events("Renewed").len(), 1);
+    // A wildcard domain is served by the wildcard certificate.
+    h.create("wild", json!({"domain": "*.shop.test"})).await;
+    h.reconcile("wild").await;
+    assert_eq!(serving_id(&h.secret("wild").await.unwrap()), "wild0200");
+}
+
+#[tokio::test]
+async fn no_matching_certificate_says_what_was_searched() {
+    let h = harness().await;
+    h.create("nothing", json!({"domain": "nowhere.test"})).await;
+    let cr = h.reconcile("nothing").await;
+    let ready = condition(&cr, "Ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "NoMatchingCertificate")
+    );
+    assert!(
+        ready.message.contains("covers nowhere.test"),
+        "{}",
+        ready.message
+    );
+    assert!(h.secret("nothing").await.is_none());
+}
+
+#[tokio::test]
+async fn two_hundred_domain_resources_share_one_list_scan() {
+    let h = harness_configured(DefaultCredentials::default(), Duration::from_secs(30)).await;
+    for i in 0..3 {
+        add(&h, &format!("many{i:04}:domain=d{i}.many.test"));
+    }
+    for i in 0..200 {
+        h.create(
+            &format!("r{i:03}"),
+            json!({"domain": format!("d{}.many.test", i % 3)}),
+        )
+        .await;
+    }
+    let lists_before = h.sim.stats().action_total("DescribeCertificates");
+    let crs: Vec<TencentCertificate> = futures::future::join_all((0..200).map(|i| {
+        let h = &h;
+        async move { h.cr(&format!("r{i:03}")).await }
+    }))
+    .await;
+    futures::future::join_all(
+        crs.into_iter()
+            .map(|cr| reconcile(Arc::new(cr), h.ctx.clone())),
+    )
+    .await
+    .into_iter()
+    .for_each(|r| {
+        r.unwrap();
+    });
+    let lists = h.sim.stats().action_total("DescribeCertificates") - lists_before;
+    let downloads = h.downloads();
+    eprintln!(
+        "200 domain resources: {lists} DescribeCertificates request(s), {downloads} downloads"
+    );
+    assert_eq!(lists, 1, "one paginated scan per credentials per window");
+    assert!(
+        downloads <= 3 * 2,
+        "downloads of 3 certificates are shared: {downloads}"
+    );
+    for i in [0, 1, 2, 199] {
+        let cr = h.cr(&format!("r{i:03}")).await;
+        assert_eq!(condition(&cr, "Ready").status, "True");
     }
 }

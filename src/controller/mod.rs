@@ -3,6 +3,7 @@
 
 pub mod credentials;
 pub mod reconcile;
+pub mod target;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -11,7 +11,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, info, warn};
 
-use super::{Context, credentials};
+use super::{Context, credentials, target};
 use crate::bundle::{self, BundleError, CertBundle, CertMetadata};
 use crate::crd::{self, DeletionPolicy, TencentCertificate, TencentCertificateStatus};
 use crate::error::SyncError;
@@ -45,13 +45,17 @@ pub fn read_secret_bundle(secret: &Secret) -> Option<Result<CertBundle, BundleEr
     Some(bundle::from_pem_entries(&entries))
 }
 
-pub fn secret_params(cr: &TencentCertificate, namespace: &str) -> SecretParams {
+pub fn secret_params(
+    cr: &TencentCertificate,
+    namespace: &str,
+    certificate_id: &str,
+) -> SecretParams {
     let template = cr.spec.secret_template.clone().unwrap_or_default();
     SecretParams {
         namespace: namespace.to_string(),
         name: cr.secret_name(),
         certificate_name: cr.name_any(),
-        certificate_id: cr.spec.certificate_id.clone(),
+        certificate_id: certificate_id.to_string(),
         owner: match cr.spec.deletion_policy {
             DeletionPolicy::Delete => cr.controller_owner_ref(&()),
             DeletionPolicy::Retain => None,
@@ -74,6 +78,7 @@ fn serving_certificate_id(existing: &Secret) -> Option<String> {
 /// What a successful write left in the Secret.
 struct Written {
     bundle: CertBundle,
+    resolved: target::Resolved,
     wrote: Option<&'static str>,
 }
 
@@ -87,7 +92,7 @@ pub async fn reconcile(
         "reconcile",
         namespace = %namespace,
         name = %name,
-        certificate_id = %cr.spec.certificate_id
+        target = %cr.spec.describe_target()
     );
     let started = std::time::Instant::now();
     let result = reconcile_inner(&cr, &ctx, &namespace)
@@ -141,11 +146,17 @@ async fn reconcile_inner(
         .as_ref()
         .filter(|_| ownership == Ownership::Ours)
         .and_then(read_secret_bundle);
-    let params = secret_params(cr, namespace);
+    let expected_id = cr.expected_certificate_id();
+    // Metadata repairs re-apply what the Secret holds, under the certificate ID it holds.
+    let serving_id = existing
+        .as_ref()
+        .and_then(serving_certificate_id)
+        .or_else(|| expected_id.clone())
+        .unwrap_or_default();
     let desired_from_serving = serving_bundle
         .as_ref()
         .and_then(|b| b.as_ref().ok())
-        .map(|b| secret::desired(&params, b));
+        .map(|b| secret::desired(&secret_params(cr, namespace, &serving_id), b));
     let uid = cr.uid().unwrap_or_default();
     let credentials_changed = match ctx.credentials_failure(&uid) {
         Some(at_failure) => {
@@ -174,6 +185,7 @@ async fn reconcile_inner(
     let mut next_sync = None;
     let mut refresh_request = None;
     let mut note = None;
+    let mut resolved: Option<target::Resolved> = None;
 
     match &decision {
         Decision::Conflict(message) => {
@@ -194,20 +206,28 @@ async fn reconcile_inner(
         Decision::Download(trigger) => {
             info!(namespace, name = %cr.name_any(), trigger = %trigger.describe(), "downloading certificate");
             refresh_request = cr.annotations().get(REFRESH_REQUESTED_ANNOTATION).cloned();
-            match download_and_write(cr, ctx, &secrets, &params, existing.as_ref(), trigger, now)
-                .await
+            match download_and_write(
+                cr,
+                ctx,
+                &secrets,
+                namespace,
+                existing.as_ref(),
+                trigger,
+                now,
+            )
+            .await
             {
                 Ok(written) => {
                     ctx.forget_credentials_failure(&uid);
                     attempt = Attempt::Succeeded;
-                    serving = Some((cr.spec.certificate_id.clone(), written.bundle.meta.clone()));
+                    serving = Some((written.resolved.id.clone(), written.bundle.meta.clone()));
                     next_sync = Some(now + status::refresh_delay(refresh, fastrand::f64()));
                     if let Some(verb) = written.wrote {
                         note = Some((
                             verb,
                             format!(
                                 "wrote Secret {secret_name} with certificate {} ({}), valid until {}",
-                                cr.spec.certificate_id,
+                                written.resolved.id,
                                 written
                                     .bundle
                                     .meta
@@ -218,6 +238,7 @@ async fn reconcile_inner(
                             ),
                         ));
                     }
+                    resolved = Some(written.resolved);
                 }
                 Err(err) => {
                     warn!(namespace, name = %cr.name_any(), reason = err.reason(), error = %err, "sync failed");
@@ -249,10 +270,20 @@ async fn reconcile_inner(
         next_sync = Some(now + delay);
     }
 
+    // The certificate the Secret should hold now.
+    let expected = resolved
+        .as_ref()
+        .map(|r| r.id.clone())
+        .or(expected_id)
+        .unwrap_or_else(|| cr.spec.describe_target());
     let new_status = status::compute(&StatusInput {
         previous: &previous,
         generation: cr.metadata.generation,
-        spec_certificate_id: &cr.spec.certificate_id,
+        spec_certificate_id: &expected,
+        resolved: resolved
+            .as_ref()
+            .map(|r| (r.id.as_str(), r.chain.as_slice())),
+        note: resolved.as_ref().and_then(|r| r.note.as_deref()),
         secret_name: &secret_name,
         serving: serving.as_ref().map(|(id, meta)| Serving {
             certificate_id: id,
@@ -267,7 +298,24 @@ async fn reconcile_inner(
     if cr.status.as_ref() != Some(&new_status) {
         patch_status(ctx, cr, namespace, &new_status).await?;
     }
-    publish_events(ctx, cr, &previous, &new_status, note).await;
+    let renewed = match (
+        &previous.resolved_certificate_id,
+        &new_status.resolved_certificate_id,
+    ) {
+        (Some(old), Some(new)) if old != new => Some((
+            new.clone(),
+            format!(
+                "now serving certificate {new} instead of {old} ({})",
+                if new_status.renewal_chain.is_empty() {
+                    "selected for the domain".to_string()
+                } else {
+                    format!("renewal chain {}", new_status.renewal_chain.join(" → "))
+                }
+            ),
+        )),
+        _ => None,
+    };
+    publish_events(ctx, cr, &previous, &new_status, note, renewed).await;
     let ready = new_status
         .conditions
         .iter()
@@ -275,7 +323,7 @@ async fn reconcile_inner(
     ctx.metrics.set_certificate(
         namespace,
         &cr.name_any(),
-        &cr.spec.certificate_id,
+        &expected,
         new_status
             .not_after
             .as_deref()
@@ -378,13 +426,21 @@ async fn download_and_write(
     cr: &TencentCertificate,
     ctx: &Context,
     secrets: &Api<Secret>,
-    params: &SecretParams,
+    namespace: &str,
     existing: Option<&Secret>,
     trigger: &DownloadTrigger,
     now: jiff::Timestamp,
 ) -> Result<Written, SyncError> {
     let credentials = credentials::resolve(&ctx.client, cr, &ctx.defaults).await?;
-    let certificate_id = &cr.spec.certificate_id;
+    let resolved = target::resolve(
+        cr,
+        &ctx.tencent,
+        &credentials,
+        now,
+        !trigger.accepts_cached(),
+    )
+    .await?;
+    let certificate_id = &resolved.id;
     let download = if trigger.accepts_cached() {
         ctx.tencent
             .download_certificate(&credentials, certificate_id)
@@ -402,7 +458,8 @@ async fn download_and_write(
             not_after: status::format_time(bundle.meta.not_after),
         });
     }
-    let desired = secret::desired(params, &bundle);
+    let params = secret_params(cr, namespace, certificate_id);
+    let desired = secret::desired(&params, &bundle);
     let wrote = match existing {
         Some(existing)
             if secret::data_matches(existing, &desired)
@@ -435,7 +492,11 @@ async fn download_and_write(
         };
         ctx.metrics.secret_written(operation);
     }
-    Ok(Written { bundle, wrote })
+    Ok(Written {
+        bundle,
+        resolved,
+        wrote,
+    })
 }
 
 async fn patch_status(
@@ -477,6 +538,7 @@ async fn publish_events(
     previous: &TencentCertificateStatus,
     current: &TencentCertificateStatus,
     note: Option<(&'static str, String)>,
+    renewed: Option<(String, String)>,
 ) {
     let mut events = Vec::new();
     if let Some((reason, message)) = note {
@@ -485,6 +547,17 @@ async fn publish_events(
             reason: reason.to_string(),
             note: Some(message),
             action: "WriteSecret".to_string(),
+            secondary: None,
+        });
+    }
+    if let Some((new_id, message)) = renewed {
+        events.push(Event {
+            type_: EventType::Normal,
+            reason: "Renewed".to_string(),
+            note: Some(message),
+            // The recorder folds events with the same reason and action into one series (keeping the first
+            // note); the new ID in the action keeps each renewal its own event.
+            action: format!("FollowRenewalTo{new_id}"),
             secondary: None,
         });
     }

@@ -1,0 +1,186 @@
+//! Which certificate to download: the spec's ID or its newest renewal, or the newest certificate covering
+//! the spec's domain.
+
+use crate::crd::{CertificateSelector, Target, TencentCertificate};
+use crate::error::SyncError;
+use crate::renewal::{self, Stop};
+use crate::tencent::error::reason;
+use crate::tencent::list::{CertificateFilter, Tag};
+use crate::tencent::{Client, Credentials};
+
+/// The certificate chosen for this sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub id: String,
+    /// Renewal links followed, spec ID first (just the ID when nothing was followed).
+    pub chain: Vec<String>,
+    /// Something the user should know even though the sync goes on (e.g. a renewal not issued yet).
+    pub note: Option<String>,
+}
+
+/// The filter for domain selection. It has no per-domain search key, so every resource with the same
+/// credentials and selector shares one paginated scan per cache window.
+pub fn domain_filter(selector: Option<&CertificateSelector>) -> CertificateFilter {
+    let mut filter = CertificateFilter::issued_server_certificates();
+    if let Some(selector) = selector {
+        filter.project_id = selector.project_id;
+        filter.tags = selector
+            .tags
+            .iter()
+            .map(|(key, value)| Tag::new(key, value))
+            .collect();
+    }
+    filter.normalized()
+}
+
+fn describe_stop(resolution: &renewal::Resolution) -> Option<String> {
+    let serving = resolution.certificate_id();
+    match &resolution.stop {
+        Stop::End | Stop::Unfinished { .. } => None,
+        Stop::NotIssued { id, status } => Some(format!(
+            "renewal {id} is not issued yet (status {}); keeping {serving} until it is",
+            status.map_or_else(|| "unknown".to_string(), |s| s.to_string())
+        )),
+        Stop::NotYetValid { id, .. } => Some(format!(
+            "renewal {id} is not valid yet; keeping {serving} until it is"
+        )),
+        Stop::NotFound { id } => Some(format!(
+            "renewal link to {id} leads to no visible certificate; keeping {serving}"
+        )),
+        Stop::NotNewer { id } => Some(format!(
+            "link to {id} points to an older certificate; keeping {serving}"
+        )),
+        Stop::Loop { id } => Some(format!(
+            "renewal links loop back to {id}; keeping {serving}"
+        )),
+        Stop::DepthLimit { next } => Some(format!(
+            "more than {} renewal links; stopped before {next}",
+            renewal::MAX_DEPTH
+        )),
+    }
+}
+
+/// Resolves the spec to one certificate ID. `fresh` skips the shared list cache (an explicit refresh).
+pub async fn resolve(
+    cr: &TencentCertificate,
+    client: &Client,
+    credentials: &Credentials,
+    now: jiff::Timestamp,
+    fresh: bool,
+) -> Result<Resolved, SyncError> {
+    match cr.spec.target() {
+        Target::Certificate {
+            id,
+            follow_renewals: false,
+        } => Ok(Resolved {
+            id: id.to_string(),
+            chain: vec![id.to_string()],
+            note: None,
+        }),
+        Target::Certificate {
+            id,
+            follow_renewals: true,
+        } => match client.resolve_renewals(credentials, id, now).await {
+            Ok(resolution) => Ok(Resolved {
+                id: resolution.certificate_id().to_string(),
+                note: describe_stop(&resolution),
+                chain: resolution.chain,
+            }),
+            // The certificate itself is gone: the download would say the same; say it once.
+            Err(err) if err.reason() == reason::CERTIFICATE_NOT_FOUND => Err(err.into()),
+            // Following needs ssl:DescribeCertificateDetail; without it (or while Tencent is flaky) keep
+            // serving what was resolved before rather than failing the sync.
+            Err(err) => {
+                let fallback = cr
+                    .expected_certificate_id()
+                    .unwrap_or_else(|| id.to_string());
+                Ok(Resolved {
+                    note: Some(format!(
+                        "renewal links not followed ({}: {err}); grant ssl:DescribeCertificateDetail or set followRenewals: false",
+                        err.reason()
+                    )),
+                    chain: vec![fallback.clone()],
+                    id: fallback,
+                })
+            }
+        },
+        Target::Domain { domain, selector } => {
+            let filter = domain_filter(selector);
+            let list = if fresh {
+                client
+                    .describe_certificates_within(credentials, &filter, std::time::Duration::ZERO)
+                    .await?
+            } else {
+                client.describe_certificates(credentials, &filter).await?
+            };
+            let wanted_from = selector.and_then(|s| s.from.as_deref());
+            let candidates: Vec<_> = list
+                .iter()
+                .filter(|c| wanted_from.is_none_or(|from| c.from.as_deref() == Some(from)))
+                .cloned()
+                .collect();
+            match renewal::select_by_domain(domain, &candidates, now) {
+                Some(chosen) => Ok(Resolved {
+                    id: chosen.certificate_id.clone(),
+                    chain: vec![chosen.certificate_id.clone()],
+                    note: None,
+                }),
+                None => Err(SyncError::NoMatchingCertificate {
+                    domain: domain.to_string(),
+                    searched: list.len(),
+                    selector: selector.map(|s| format!("{s:?}")),
+                }),
+            }
+        }
+        Target::Invalid => Err(SyncError::InvalidSpec(
+            "set exactly one of spec.certificateId and spec.domain".to_string(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn domain_filters_do_not_depend_on_the_domain() {
+        let plain = domain_filter(None);
+        assert_eq!(plain.search_key, None);
+        assert_eq!(plain.certificate_type.as_deref(), Some("SVR"));
+        assert_eq!(plain.certificate_status, vec![1]);
+        let selector = CertificateSelector {
+            project_id: Some(7),
+            tags: BTreeMap::from([("team".to_string(), "web".to_string())]),
+            from: None,
+        };
+        let narrowed = domain_filter(Some(&selector));
+        assert_eq!(narrowed.project_id, Some(7));
+        assert_eq!(narrowed.tags, vec![Tag::new("team", "web")]);
+    }
+
+    #[test]
+    fn stops_are_explained_unless_the_chain_simply_ended() {
+        let resolution = |stop| renewal::Resolution {
+            start: "A".into(),
+            resolved: Some("B".into()),
+            chain: vec!["A".into(), "B".into(), "C".into()],
+            stop,
+        };
+        assert_eq!(describe_stop(&resolution(Stop::End)), None);
+        let pending = describe_stop(&resolution(Stop::NotIssued {
+            id: "C".into(),
+            status: Some(0),
+        }))
+        .unwrap();
+        assert!(
+            pending.contains("renewal C is not issued yet (status 0); keeping B"),
+            "{pending}"
+        );
+        assert!(
+            describe_stop(&resolution(Stop::Loop { id: "A".into() }))
+                .unwrap()
+                .contains("loop")
+        );
+    }
+}
