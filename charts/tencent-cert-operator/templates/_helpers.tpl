@@ -35,7 +35,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "tencent-cert-operator.labels" -}}
 helm.sh/chart: {{ include "tencent-cert-operator.chart" . }}
 {{ include "tencent-cert-operator.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | toString | trunc 63 | trimSuffix "-" | trimSuffix "." | trimSuffix "_" | quote }}
 app.kubernetes.io/component: operator
 app.kubernetes.io/part-of: tencent-cert-operator
 app.kubernetes.io/managed-by: {{ .Release.Service }}
@@ -91,32 +91,6 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s/%s" .Release.Namespace (include "tencent-cert-operator.createdCredentialsName" .) }}
 {{- else if $c.existingSecret.name }}
 {{- printf "%s/%s" (default .Release.Namespace $c.existingSecret.namespace) $c.existingSecret.name }}
-{{- end }}
-{{- end }}
-
-{{/*
-Checks across values that values.schema.json cannot express. Included by the Deployment, so that any
-rendering fails early with one clear message.
-*/}}
-{{- define "tencent-cert-operator.validate" -}}
-{{- $c := .Values.defaultCredentials }}
-{{- if and (include "tencent-cert-operator.createsCredentials" .) $c.existingSecret.name }}
-{{- fail "defaultCredentials: set either existingSecret.name or secretId/secretKey, not both" }}
-{{- end }}
-{{- if and (include "tencent-cert-operator.createsCredentials" .) (not (and $c.secretId $c.secretKey)) }}
-{{- fail "defaultCredentials: secretId and secretKey are both required to create the credentials Secret" }}
-{{- end }}
-{{- if and $c.existingSecret.namespace (not $c.existingSecret.name) }}
-{{- fail "defaultCredentials.existingSecret.namespace is set but existingSecret.name is empty" }}
-{{- end }}
-{{- if and (include "tencent-cert-operator.defaultCredentials" .) (not $c.allowedNamespaces) }}
-{{- fail "defaultCredentials.allowedNamespaces must list the namespaces allowed to use the default credentials (or [\"*\"]); empty allows none" }}
-{{- end }}
-{{- if and $c.allowedNamespaces (not (include "tencent-cert-operator.defaultCredentials" .)) }}
-{{- fail "defaultCredentials.allowedNamespaces is set but no default credentials are configured (existingSecret.name or secretId/secretKey)" }}
-{{- end }}
-{{- if and .Values.podDisruptionBudget.enabled (lt (int .Values.replicaCount) 2) }}
-{{- fail "podDisruptionBudget.enabled needs replicaCount > 1: with one pod a PodDisruptionBudget either blocks node drains or protects nothing" }}
 {{- end }}
 {{- end }}
 
