@@ -36,7 +36,8 @@ OPERATOR_CALLS = {
     ("events.k8s.io", "events"): {"create", "patch"},
 }
 CREDENTIALS_CALLS = {("", "secrets"): {"get", "list", "watch"}}
-LEASE_CALLS = {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
+# kube-lease-manager: get and create the Lease, then patch it (strategic merge, server-side apply).
+LEASE_CALLS = {("coordination.k8s.io", "leases"): {"get", "create", "patch"}}
 
 
 class Failures:
@@ -165,7 +166,7 @@ def check_rbac(f, docs, values, release_ns, sa_name, credentials, lease):
     if lease:
         lease_ns, lease_name = lease
         f.check(authz.allowed("create", "coordination.k8s.io", "leases", lease_ns), f"allowed: create leases in {lease_ns}")
-        for verb in ("get", "update"):
+        for verb in ("get", "patch"):
             f.check(authz.allowed(verb, "coordination.k8s.io", "leases", lease_ns, lease_name), f"allowed: {verb} lease {lease_ns}/{lease_name}")
 
     # Nothing else is granted: every rule bound to the operator is one of its calls, in the right place.
@@ -214,6 +215,8 @@ def check_rbac(f, docs, values, release_ns, sa_name, credentials, lease):
     if lease:
         denied += [
             ("get", "coordination.k8s.io", "leases", lease[0], lease[1] + "-other"),
+            ("patch", "coordination.k8s.io", "leases", lease[0], lease[1] + "-other"),
+            ("list", "coordination.k8s.io", "leases", lease[0], None),
             ("create", "coordination.k8s.io", "leases", "default" if lease[0] != "default" else "kube-public", None),
         ]
     else:
