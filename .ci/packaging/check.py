@@ -11,6 +11,9 @@
                                                  rest into DIR/core-*.yaml; prints the counts.
   check.py compare CHART.yaml KUSTOMIZE.yaml      the kustomize output defines every chart object, identically
                                                  (Helm's own labels aside), and nothing else but a Namespace.
+  check.py env RENDERED.yaml                      the operator container's environment as NAME=VALUE lines
+                                                 (downward-API fields filled in as the kubelet would), then a
+                                                 line "ARGS <args>".
 
 Each prints what it checked and exits 1 on any failure.
 """
@@ -513,6 +516,19 @@ def cmd_compare(chart_path, kustomize_path):
     f.finish("compare")
 
 
+def cmd_env(rendered_path, release_ns="tencent-cert-operator"):
+    (deployment,) = [d for d in load_docs(rendered_path) if d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    fields = {"metadata.name": f"{deployment['metadata']['name']}-5d8f7c9b6-x2x7q", "metadata.namespace": release_ns}
+    for var in container.get("env", []):
+        if "value" in var:
+            value = var["value"]
+        else:
+            value = fields[var["valueFrom"]["fieldRef"]["fieldPath"]]
+        print(f"{var['name']}={value}")
+    print("ARGS " + " ".join(container.get("args", [])))
+
+
 def main(argv):
     if len(argv) < 2:
         print(__doc__)
@@ -523,6 +539,7 @@ def main(argv):
         "crd-schema": cmd_crd_schema,
         "split": cmd_split,
         "compare": cmd_compare,
+        "env": cmd_env,
     }
     commands[argv[1]](*argv[2:])
     return 0
