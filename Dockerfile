@@ -1,8 +1,10 @@
 # The operator image: a release build of tencent-cert-operator on distroless (glibc, CA certificates, no shell).
-#   docker build -t tencent-cert-operator:dev .
+#   docker build -t tencent-cert-operator:dev --build-arg TCO_GIT_COMMIT="$(git rev-parse --short=12 HEAD)" .
 # It runs as the distroless "nonroot" user 65532, which the Helm chart's securityContext expects.
 
 FROM rust:1-bookworm AS build
+# The build context has no .git: build.rs takes the commit (for `version` and the build_info metric) from here.
+ARG TCO_GIT_COMMIT=unknown
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bin tencent-cert-operator \
