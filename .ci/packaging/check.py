@@ -1,0 +1,549 @@
+#!/usr/bin/env python3
+"""Structural checks behind .ci/packaging-checks. Run with the packaging venv's Python (needs PyYAML).
+
+  check.py rendered VALUES_FILE|- RENDERED.yaml   Deployment, RBAC (a small RBAC authorizer), Service,
+                                                 ServiceMonitor, PDB and credentials handling agree with the
+                                                 values, and the operator gets exactly what it calls.
+  check.py kv-output KV_OUTPUT RENDERED.yaml KIND...   kubernetes-validate judged every object, and only
+                                                 the listed kinds (custom resources) went unvalidated.
+  check.py crd-schema CRD.yaml OUT.json           the CRD's openAPIV3Schema as a strict JSON Schema for CRs.
+  check.py split RENDERED.yaml DIR GROUP          custom resources of API group GROUP into DIR/cr-*.yaml, the
+                                                 rest into DIR/core-*.yaml; prints the counts.
+  check.py compare CHART.yaml KUSTOMIZE.yaml      the kustomize output defines every chart object, identically
+                                                 (Helm's own labels aside), and nothing else but a Namespace.
+  check.py env RENDERED.yaml                      the operator container's environment as NAME=VALUE lines
+                                                 (downward-API fields filled in as the kubelet would), then a
+                                                 line "ARGS <args>".
+
+Each prints what it checked and exits 1 on any failure.
+"""
+
+import base64
+import copy
+import json
+import os
+import re
+import sys
+
+import yaml
+
+CHART = os.path.join(os.path.dirname(__file__), "..", "..", "charts", "tencent-cert-operator")
+GROUP = "tencentcert.io"
+
+# What the operator calls (README "RBAC"): (API group, resource) -> verbs.
+OPERATOR_CALLS = {
+    (GROUP, "tencentcertificates"): {"get", "list", "watch"},
+    (GROUP, "tencentcertificates/status"): {"patch"},
+    (GROUP, "tencentcertificates/finalizers"): {"update"},
+    ("", "secrets"): {"get", "list", "watch", "create", "patch", "delete"},
+    ("events.k8s.io", "events"): {"create", "patch"},
+}
+CREDENTIALS_CALLS = {("", "secrets"): {"get", "list", "watch"}}
+# kube-lease-manager: get and create the Lease, then patch it (strategic merge, server-side apply).
+LEASE_CALLS = {("coordination.k8s.io", "leases"): {"get", "create", "patch"}}
+
+
+class Failures:
+    def __init__(self):
+        self.items = []
+        self.checked = 0
+
+    def check(self, ok, what):
+        self.checked += 1
+        if not ok:
+            self.items.append(what)
+            print(f"  FAIL {what}")
+        return ok
+
+    def finish(self, label):
+        if self.items:
+            print(f"  {label}: {len(self.items)} of {self.checked} checks failed")
+            sys.exit(1)
+        print(f"  {label}: {self.checked} checks passed")
+
+
+def load_docs(path):
+    with open(path) as handle:
+        return [doc for doc in yaml.safe_load_all(handle) if doc]
+
+
+def deep_merge(base, override):
+    """Helm's coalescing for our purposes: maps merge, everything else replaces, null deletes."""
+    for key, value in override.items():
+        if value is None:
+            base.pop(key, None)
+        elif isinstance(value, dict) and isinstance(base.get(key), dict):
+            deep_merge(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+def values_for(path):
+    with open(os.path.join(CHART, "values.yaml")) as handle:
+        values = yaml.safe_load(handle)
+    if path != "-":
+        with open(path) as handle:
+            deep_merge(values, yaml.safe_load(handle) or {})
+    return values
+
+
+def key(obj):
+    meta = obj.get("metadata", {})
+    return (obj.get("kind"), meta.get("namespace", ""), meta.get("name"))
+
+
+def fullname(values, release):
+    if values.get("fullnameOverride"):
+        return values["fullnameOverride"][:63].rstrip("-")
+    name = values.get("nameOverride") or "tencent-cert-operator"
+    return (release if name in release else f"{release}-{name}")[:63].rstrip("-")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# RBAC: which requests a ServiceAccount may make, evaluated as the API server's RBAC authorizer does.
+
+
+class Authorizer:
+    def __init__(self, docs, namespace, name):
+        roles = {}
+        for doc in docs:
+            if doc["kind"] in ("Role", "ClusterRole"):
+                roles[(doc["kind"], doc["metadata"].get("namespace"), doc["metadata"]["name"])] = doc.get("rules") or []
+        self.grants = []  # (namespace or None for every namespace, rule, binding)
+        self.dangling = []
+        for doc in docs:
+            if doc["kind"] not in ("RoleBinding", "ClusterRoleBinding"):
+                continue
+            if not any(
+                s.get("kind") == "ServiceAccount" and s.get("name") == name and s.get("namespace") == namespace
+                for s in doc.get("subjects") or []
+            ):
+                continue
+            ref = doc["roleRef"]
+            scope = doc["metadata"].get("namespace") if doc["kind"] == "RoleBinding" else None
+            role_ns = scope if ref["kind"] == "Role" else None
+            rules = roles.get((ref["kind"], role_ns, ref["name"]))
+            if rules is None:
+                self.dangling.append(f"{doc['kind']} {doc['metadata']['name']} -> {ref['kind']} {ref['name']}")
+                continue
+            for rule in rules:
+                self.grants.append((scope, rule, doc["metadata"]["name"]))
+
+    def allowed(self, verb, group, resource, namespace=None, name=None):
+        """namespace None: a request across all namespaces (or for a cluster-scoped object)."""
+        for scope, rule, _ in self.grants:
+            if scope is not None and scope != namespace:
+                continue
+            if group not in rule.get("apiGroups", []) or resource not in rule.get("resources", []):
+                continue
+            if verb not in rule.get("verbs", []):
+                continue
+            names = rule.get("resourceNames")
+            if names and name not in names:
+                continue
+            return True
+        return False
+
+
+def check_rbac(f, docs, values, release_ns, sa_name, credentials, lease):
+    watched = values["watchNamespaces"]
+    authz = Authorizer(docs, release_ns, sa_name)
+    f.check(not authz.dangling, f"bindings refer to rendered roles (dangling: {authz.dangling})")
+    for doc in docs:
+        for rule in doc.get("rules") or []:
+            for field in ("apiGroups", "resources", "verbs", "resourceNames"):
+                f.check("*" not in (rule.get(field) or []), f"{doc['kind']} {doc['metadata']['name']}: no '*' in {field}")
+
+    # Everything the operator calls is allowed.
+    scopes = watched or [None, "web", "kube-system"]
+    for scope in scopes:
+        for (group, resource), verbs in OPERATOR_CALLS.items():
+            for verb in sorted(verbs):
+                where = scope or "all namespaces"
+                f.check(authz.allowed(verb, group, resource, scope), f"allowed: {verb} {group or 'core'}/{resource} in {where}")
+    if credentials:
+        cred_ns, cred_name = credentials
+        for verb in ("get", "list", "watch"):
+            f.check(authz.allowed(verb, "", "secrets", cred_ns, cred_name), f"allowed: {verb} secret {cred_ns}/{cred_name} (default credentials)")
+    if lease:
+        lease_ns, lease_name = lease
+        f.check(authz.allowed("create", "coordination.k8s.io", "leases", lease_ns), f"allowed: create leases in {lease_ns}")
+        for verb in ("get", "patch"):
+            f.check(authz.allowed(verb, "coordination.k8s.io", "leases", lease_ns, lease_name), f"allowed: {verb} lease {lease_ns}/{lease_name}")
+
+    # Nothing else is granted: every rule bound to the operator is one of its calls, in the right place.
+    for scope, rule, binding in authz.grants:
+        names = rule.get("resourceNames")
+        for group in rule.get("apiGroups", []):
+            for resource in rule.get("resources", []):
+                for verb in rule.get("verbs", []):
+                    what = f"granted by {binding}: {verb} {group or 'core'}/{resource} in {scope or 'all namespaces'}" + (f" names {names}" if names else "")
+                    if (group, resource) in LEASE_CALLS:
+                        ok = lease is not None and scope == lease[0] and verb in LEASE_CALLS[(group, resource)] and (verb == "create" or names == [lease[1]])
+                    elif scope is None or scope in watched:
+                        ok = (scope is None) == (not watched) and verb in OPERATOR_CALLS.get((group, resource), set())
+                    else:
+                        ok = (
+                            credentials is not None
+                            and scope == credentials[0]
+                            and names == [credentials[1]]
+                            and verb in CREDENTIALS_CALLS.get((group, resource), set())
+                        )
+                    f.check(ok, f"needed: {what}")
+
+    # Spot checks of what must be refused.
+    denied = [
+        ("get", "", "configmaps", "web", None),
+        ("list", "", "pods", None, None),
+        ("update", "", "secrets", "web", None),
+        ("deletecollection", "", "secrets", "web", None),
+        ("create", GROUP, "tencentcertificates", "web", None),
+        ("delete", GROUP, "tencentcertificates", "web", None),
+        ("update", GROUP, "tencentcertificates/status", "web", None),
+        ("list", "", "namespaces", None, None),
+    ]
+    if watched:
+        denied += [
+            ("list", "", "secrets", None, None),
+            ("get", "", "secrets", "kube-system", "anything"),
+            ("list", GROUP, "tencentcertificates", None, None),
+            ("create", "events.k8s.io", "events", "kube-system", None),
+        ]
+        if credentials and credentials[0] not in watched:
+            denied += [
+                ("list", "", "secrets", credentials[0], None),
+                ("get", "", "secrets", credentials[0], credentials[1] + "-other"),
+            ]
+    if lease:
+        denied += [
+            ("get", "coordination.k8s.io", "leases", lease[0], lease[1] + "-other"),
+            ("patch", "coordination.k8s.io", "leases", lease[0], lease[1] + "-other"),
+            ("list", "coordination.k8s.io", "leases", lease[0], None),
+            ("create", "coordination.k8s.io", "leases", "default" if lease[0] != "default" else "kube-public", None),
+        ]
+    else:
+        denied += [("create", "coordination.k8s.io", "leases", release_ns, None)]
+    for verb, group, resource, namespace, name in denied:
+        where = namespace or "all namespaces"
+        f.check(not authz.allowed(verb, group, resource, namespace, name), f"denied: {verb} {group or 'core'}/{resource} in {where}" + (f" name {name}" if name else ""))
+    return authz
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+def cmd_rendered(values_path, rendered_path, release="tencent-cert-operator", release_ns="tencent-cert-operator"):
+    values = values_for(values_path)
+    docs = load_docs(rendered_path)
+    f = Failures()
+    by_kind = {}
+    for doc in docs:
+        by_kind.setdefault(doc["kind"], []).append(doc)
+    full = fullname(values, release)
+    leader = bool(values["leaderElection"].get("enabled")) or values["replicaCount"] > 1
+    creds = values["defaultCredentials"]
+    created_credentials = bool(creds.get("secretId") or creds.get("secretKey") or creds.get("token"))
+    credentials = None
+    if created_credentials:
+        credentials = (release_ns, f"{full}-default-credentials")
+    elif creds["existingSecret"].get("name"):
+        credentials = (creds["existingSecret"].get("namespace") or release_ns, creds["existingSecret"]["name"])
+    lease = (values["leaderElection"].get("namespace") or release_ns, values["leaderElection"]["leaseName"]) if leader else None
+
+    # The Deployment.
+    deployments = by_kind.get("Deployment", [])
+    if not f.check(len(deployments) == 1, "one Deployment"):
+        f.finish("rendered")
+    deployment = deployments[0]
+    pod = deployment["spec"]["template"]
+    spec = pod["spec"]
+    containers = spec["containers"]
+    f.check(len(containers) == 1, "one container")
+    container = containers[0]
+    f.check(container.get("args") == ["run"], "container args are [run]")
+    f.check(deployment["spec"]["replicas"] == values["replicaCount"], "replicas from replicaCount")
+    strategy = deployment["spec"].get("strategy", {}).get("type")
+    f.check(strategy == ("RollingUpdate" if leader else "Recreate"), f"strategy {strategy} fits leader election {leader}")
+    labels = pod["metadata"]["labels"]
+    f.check(
+        all(labels.get(k) == v for k, v in deployment["spec"]["selector"]["matchLabels"].items()),
+        "Deployment selector matches its pod labels",
+    )
+    env = {e["name"]: e for e in container.get("env", [])}
+    names = [e["name"] for e in container.get("env", [])]
+    f.check(len(names) == len(set(names)), f"no duplicate env vars ({names})")
+
+    def env_value(name):
+        return env.get(name, {}).get("value")
+
+    def env_field(name):
+        return env.get(name, {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+
+    f.check(env_field("POD_NAME") == "metadata.name", "POD_NAME from the downward API")
+    f.check(env_field("POD_NAMESPACE") == "metadata.namespace", "POD_NAMESPACE from the downward API")
+    f.check(env_value("RUST_LOG") == values["logLevel"], "RUST_LOG = logLevel")
+    f.check(env_value("OPERATOR_LOG_FORMAT") == values["logFormat"], "OPERATOR_LOG_FORMAT = logFormat")
+    f.check(env_value("OPERATOR_METRICS_ADDR") == f"0.0.0.0:{values['metrics']['port']}", "OPERATOR_METRICS_ADDR on metrics.port")
+    f.check(env_value("TENCENTCLOUD_ENDPOINT") == values["tencentEndpoint"], "TENCENTCLOUD_ENDPOINT = tencentEndpoint")
+    f.check(float(env_value("OPERATOR_RATE_LIMIT")) == float(values["rateLimit"]), "OPERATOR_RATE_LIMIT = rateLimit")
+    f.check(int(env_value("OPERATOR_CONCURRENCY")) == values["concurrency"], "OPERATOR_CONCURRENCY = concurrency")
+    watched = values["watchNamespaces"]
+    f.check(env_value("OPERATOR_NAMESPACES") == (",".join(watched) if watched else None), "OPERATOR_NAMESPACES = watchNamespaces (absent: all)")
+    f.check(
+        env_value("OPERATOR_DEFAULT_CREDENTIALS") == ("/".join(credentials) if credentials else None),
+        "OPERATOR_DEFAULT_CREDENTIALS names the default credentials Secret",
+    )
+    f.check(
+        env_value("OPERATOR_DEFAULT_CREDENTIALS_NAMESPACES") == (",".join(creds["allowedNamespaces"]) if credentials else None),
+        "OPERATOR_DEFAULT_CREDENTIALS_NAMESPACES = allowedNamespaces",
+    )
+    f.check(env_value("OPERATOR_LEADER_ELECT") == ("true" if leader else None), f"OPERATOR_LEADER_ELECT set iff leader election ({leader})")
+    if leader:
+        if values["leaderElection"].get("namespace"):
+            f.check(env_value("OPERATOR_LEADER_ELECTION_NAMESPACE") == lease[0], "Lease namespace from values")
+        else:
+            f.check(env_field("OPERATOR_LEADER_ELECTION_NAMESPACE") == "metadata.namespace", "Lease namespace: the pod's own")
+        f.check(env_value("OPERATOR_LEADER_ELECTION_LEASE_NAME") == lease[1], "Lease name from values")
+    for extra in values.get("extraEnv") or []:
+        f.check(extra["name"] in env, f"extraEnv {extra['name']} passed")
+
+    # Security: the Pod Security Standard "restricted", and the nonroot user of the distroless image.
+    pod_sc = spec.get("securityContext", {})
+    sc = container.get("securityContext", {})
+
+    def effective(field):
+        return sc.get(field, pod_sc.get(field))
+
+    f.check(effective("runAsNonRoot") is True, "runAsNonRoot")
+    f.check(effective("runAsUser") == 65532, "runAsUser 65532")
+    f.check(sc.get("allowPrivilegeEscalation") is False, "allowPrivilegeEscalation false")
+    f.check(sc.get("readOnlyRootFilesystem") is True, "readOnlyRootFilesystem")
+    f.check("ALL" in sc.get("capabilities", {}).get("drop", []), "capabilities drop ALL")
+    f.check((effective("seccompProfile") or {}).get("type") == "RuntimeDefault", "seccompProfile RuntimeDefault")
+    f.check(spec.get("serviceAccountName") == (values["serviceAccount"].get("name") or full), "serviceAccountName")
+    f.check(spec.get("automountServiceAccountToken") is not False, "service account token mounted")
+    ports = {p["name"]: p for p in container.get("ports", [])}
+    f.check(ports.get("metrics", {}).get("containerPort") == values["metrics"]["port"], "container port 'metrics' = metrics.port")
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        get = container.get(probe, {}).get("httpGet", {})
+        f.check(get.get("path") == path and get.get("port") == "metrics", f"{probe} GET {path} on port metrics")
+    resources = container.get("resources", {})
+    f.check(bool(resources.get("requests")) and bool(resources.get("limits", {}).get("memory")), "resource requests and a memory limit")
+
+    # The ServiceAccount.
+    accounts = [d["metadata"]["name"] for d in by_kind.get("ServiceAccount", [])]
+    if values["serviceAccount"]["create"]:
+        f.check(accounts == [spec["serviceAccountName"]], f"ServiceAccount {spec['serviceAccountName']} rendered")
+
+    # RBAC.
+    if values["rbac"]["create"]:
+        check_rbac(f, docs, values, release_ns, spec["serviceAccountName"], credentials, lease)
+        aggregated = [d for d in by_kind.get("ClusterRole", []) if any(k.startswith("rbac.authorization.k8s.io/aggregate-to-") for k in d["metadata"].get("labels", {}))]
+        f.check(len(aggregated) == (2 if values["rbac"]["aggregateToDefaultRoles"] else 0), "aggregated ClusterRoles for view/edit/admin as configured")
+        for role in aggregated:
+            f.check(all(r.get("apiGroups") == [GROUP] for r in role["rules"]), f"aggregated {role['metadata']['name']} is about TencentCertificates only")
+    else:
+        f.check(not any(k in by_kind for k in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding")), "no RBAC with rbac.create=false")
+
+    # The metrics Service and what points at the pods.
+    services = by_kind.get("Service", [])
+    if values["metrics"]["service"]["enabled"]:
+        if f.check(len(services) == 1, "one metrics Service"):
+            service = services[0]
+            f.check(all(labels.get(k) == v for k, v in service["spec"]["selector"].items()), "Service selects the operator pods")
+            port = service["spec"]["ports"][0]
+            f.check(port["name"] == "metrics" and port["targetPort"] == "metrics", "Service port 'metrics' -> container port 'metrics'")
+            for monitor in by_kind.get("ServiceMonitor", []):
+                selector = monitor["spec"]["selector"]["matchLabels"]
+                f.check(all(service["metadata"]["labels"].get(k) == v for k, v in selector.items()), "ServiceMonitor selects the metrics Service")
+                f.check(release_ns in monitor["spec"]["namespaceSelector"]["matchNames"], "ServiceMonitor looks in the release namespace")
+                f.check([e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"], "ServiceMonitor scrapes port 'metrics'")
+    else:
+        f.check(not services, "no Service with metrics.service.enabled=false")
+    f.check(len(by_kind.get("ServiceMonitor", [])) == (1 if values["serviceMonitor"]["enabled"] else 0), "ServiceMonitor as configured")
+    pdbs = by_kind.get("PodDisruptionBudget", [])
+    if f.check(len(pdbs) == (1 if values["podDisruptionBudget"]["enabled"] else 0), "PodDisruptionBudget as configured") and pdbs:
+        selector = pdbs[0]["spec"]["selector"]["matchLabels"]
+        f.check(all(labels.get(k) == v for k, v in selector.items()), "PodDisruptionBudget selects the operator pods")
+
+    # Credentials: only in the Secret the chart creates, never in any other object.
+    secrets = by_kind.get("Secret", [])
+    f.check(len(secrets) == (1 if created_credentials else 0), "a credentials Secret only when created from values")
+    secret_values = [v for v in (creds.get("secretId"), creds.get("secretKey"), creds.get("token")) if v]
+    for doc in docs:
+        if doc["kind"] == "Secret":
+            continue
+        text = yaml.safe_dump(doc)
+        for value in secret_values:
+            leaked = value in text or base64.b64encode(value.encode()).decode() in text
+            f.check(not leaked, f"{doc['kind']} {doc['metadata']['name']} holds no credential value")
+    for secret in secrets:
+        f.check(secret["metadata"]["labels"].get("tencentcert.io/credentials") == "true", "credentials Secret labelled tencentcert.io/credentials")
+        data = {k: base64.b64decode(v).decode() for k, v in secret.get("data", {}).items()}
+        expected = {k: creds[k] for k in ("secretId", "secretKey", "token") if creds.get(k)}
+        f.check(data == expected, "credentials Secret holds exactly secretId, secretKey (and token)")
+
+    # Every namespaced object names its namespace (so `helm template | kubectl apply` lands where intended).
+    for doc in docs:
+        if doc["kind"] in ("Deployment", "Service", "ServiceAccount", "Secret", "PodDisruptionBudget", "Role", "RoleBinding", "ServiceMonitor"):
+            f.check(bool(doc["metadata"].get("namespace")), f"{doc['kind']} {doc['metadata']['name']} has a namespace")
+    f.finish("rendered")
+
+
+def cmd_kv_output(output_path, rendered_path, *allowed_kinds):
+    f = Failures()
+    docs = load_docs(rendered_path)
+    with open(output_path) as handle:
+        lines = [line.rstrip("\n") for line in handle if line.strip()]
+    passed = [line for line in lines if line.startswith("INFO - passed for resource ")]
+    unvalidated = [line for line in lines if line.startswith("WARN - Couldn't find schema for kind ")]
+    other = [line for line in lines if line not in passed and line not in unvalidated]
+    f.check(not other, f"no errors or other warnings: {other}")
+    for line in unvalidated:
+        kind = re.match(r"WARN - Couldn't find schema for kind (\S+) ", line).group(1)
+        f.check(kind in allowed_kinds, f"{kind} may go without a schema (allowed: {', '.join(allowed_kinds) or 'none'})")
+    f.check(len(passed) + len(unvalidated) == len(docs), f"every object judged: {len(passed)} passed + {len(unvalidated)} without schema = {len(docs)} objects")
+    f.finish("kubernetes-validate")
+
+
+def openapi_to_jsonschema(node):
+    """A CRD schema node -> JSON Schema: nullable allows null, and objects with properties refuse unknown
+    fields (the API server prunes them, and kubectl's default strict field validation refuses them)."""
+    out = {}
+    for k, v in node.items():
+        if k == "nullable" or k.startswith("x-kubernetes-"):
+            continue
+        if k == "properties":
+            out[k] = {name: openapi_to_jsonschema(child) for name, child in v.items()}
+        elif k in ("items", "additionalProperties", "not") and isinstance(v, dict):
+            out[k] = openapi_to_jsonschema(v)
+        elif k in ("allOf", "anyOf", "oneOf"):
+            out[k] = [openapi_to_jsonschema(child) for child in v]
+        else:
+            out[k] = v
+    if "properties" in node:
+        if "additionalProperties" not in node and not node.get("x-kubernetes-preserve-unknown-fields"):
+            out["additionalProperties"] = False
+    if node.get("nullable") and "type" in out:
+        out["type"] = [out["type"], "null"]
+    return out
+
+
+def cmd_crd_schema(crd_path, out_path):
+    f = Failures()
+    (crd,) = [d for d in load_docs(crd_path) if d.get("kind") == "CustomResourceDefinition"]
+    spec = crd["spec"]
+    (version,) = [v for v in spec["versions"] if v.get("storage")]
+    source = version["schema"]["openAPIV3Schema"]
+    schema = openapi_to_jsonschema(source)
+    schema["$schema"] = "http://json-schema.org/draft-07/schema#"
+    schema.setdefault("properties", {})
+    schema["properties"]["apiVersion"] = {"const": f"{spec['group']}/{version['name']}"}
+    schema["properties"]["kind"] = {"const": spec["names"]["kind"]}
+    metadata = {
+        "type": "object",
+        "required": ["name"],
+        "properties": {
+            "name": {"type": "string", "maxLength": 253, "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"},
+            "namespace": {"type": "string", "maxLength": 63, "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
+        },
+    }
+    # CEL rules: the ones with a JSON Schema equivalent are enforced; the rest are listed as unchecked.
+    unchecked = []
+    for rule in source.get("x-kubernetes-validations", []):
+        size = re.fullmatch(r"self\.metadata\.name\.size\(\) <= (\d+)", rule["rule"])
+        if size:
+            metadata["properties"]["name"]["maxLength"] = int(size.group(1))
+        else:
+            unchecked.append(rule["rule"])
+
+    def collect(node, path):
+        if isinstance(node, dict):
+            for rule in node.get("x-kubernetes-validations", []) if path else []:
+                unchecked.append(f"{path}: {rule['rule']}")
+            for name, child in (node.get("properties") or {}).items():
+                collect(child, f"{path}.{name}")
+            if isinstance(node.get("items"), dict):
+                collect(node["items"], f"{path}[]")
+
+    collect(source, "")
+    schema["properties"]["metadata"] = metadata
+    schema["required"] = sorted(set(schema.get("required", [])) | {"apiVersion", "kind", "metadata"})
+    with open(out_path, "w") as handle:
+        json.dump(schema, handle, indent=1, sort_keys=True)
+    f.check(schema["properties"]["spec"].get("additionalProperties") is False, "spec refuses unknown fields")
+    print(f"  wrote {out_path} (schema of {spec['names']['kind']} {version['name']})")
+    for rule in unchecked:
+        print(f"  note: CEL rule not checked offline (the API server checks it): {rule}")
+    f.finish("crd-schema")
+
+
+def cmd_split(rendered_path, out_dir, group):
+    os.makedirs(out_dir, exist_ok=True)
+    counts = {"cr": 0, "core": 0}
+    for index, doc in enumerate(load_docs(rendered_path)):
+        kind = "cr" if doc.get("apiVersion", "").split("/")[0] == group else "core"
+        counts[kind] += 1
+        name = f"{kind}-{index:03d}-{doc.get('kind', 'x').lower()}-{doc.get('metadata', {}).get('name', 'x')}.yaml"
+        with open(os.path.join(out_dir, name), "w") as handle:
+            yaml.safe_dump(doc, handle, sort_keys=False)
+    print(f"{counts['cr']} {counts['core']}")
+
+
+def strip_helm_labels(doc):
+    doc = copy.deepcopy(doc)
+    for meta in (doc.get("metadata", {}), doc.get("spec", {}).get("template", {}).get("metadata", {})):
+        labels = meta.get("labels")
+        if labels:
+            labels.pop("helm.sh/chart", None)
+            if labels.get("app.kubernetes.io/managed-by") == "Helm":
+                labels.pop("app.kubernetes.io/managed-by")
+    return doc
+
+
+def cmd_compare(chart_path, kustomize_path):
+    f = Failures()
+    chart = {key(d): strip_helm_labels(d) for d in load_docs(chart_path)}
+    built = {key(d): d for d in load_docs(kustomize_path)}
+    for k, doc in sorted(chart.items(), key=lambda item: [str(x) for x in item[0]]):
+        label = f"{k[0]} {k[1] + '/' if k[1] else ''}{k[2]}"
+        if f.check(k in built, f"{label} in deploy/"):
+            f.check(built[k] == doc, f"{label} identical in deploy/ and the chart")
+    extra = [k for k in built if k not in chart and k[0] != "Namespace"]
+    f.check(not extra, f"deploy/ has nothing the chart does not render (extra: {extra})")
+    f.check(any(k[0] == "Namespace" for k in built), "deploy/ creates its Namespace")
+    f.finish("compare")
+
+
+def cmd_env(rendered_path, release_ns="tencent-cert-operator"):
+    (deployment,) = [d for d in load_docs(rendered_path) if d["kind"] == "Deployment"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    fields = {"metadata.name": f"{deployment['metadata']['name']}-5d8f7c9b6-x2x7q", "metadata.namespace": release_ns}
+    for var in container.get("env", []):
+        if "value" in var:
+            value = var["value"]
+        else:
+            value = fields[var["valueFrom"]["fieldRef"]["fieldPath"]]
+        print(f"{var['name']}={value}")
+    print("ARGS " + " ".join(container.get("args", [])))
+
+
+def main(argv):
+    if len(argv) < 2:
+        print(__doc__)
+        return 2
+    commands = {
+        "rendered": cmd_rendered,
+        "kv-output": cmd_kv_output,
+        "crd-schema": cmd_crd_schema,
+        "split": cmd_split,
+        "compare": cmd_compare,
+        "env": cmd_env,
+    }
+    commands[argv[1]](*argv[2:])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
