@@ -193,7 +193,7 @@ struct SimArgs {
     /// Require this session token (X-TC-Token), as for temporary credentials.
     #[arg(long, env = "SIM_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// A certificate to generate: ID[:domain=D,san=A+B,key=rsa2048|rsa4096|p256|p384,no-key,expired,status=N,layout=folders|folders-root|flat,with-root]
+    /// A certificate to generate: ID[:domain=D,san=A+B,key=rsa2048|rsa4096|p256|p384,no-key,expired,future,valid-days=N,status=N,layout=folders|folders-root|flat,with-root,renewed-by=ID,replaced-by=ID,hosting-renew=ID,service-renew=ID,project=N,tag=K=V,alias=A,from=BRAND]
     #[arg(long = "certificate", value_name = "ID[:OPTIONS]")]
     certificates: Vec<CertificateSpec>,
     /// Also serve every <id>.zip in this directory as certificate <id>.
