@@ -617,3 +617,65 @@ async fn e2e_leader_handover_against_fake_apiserver() {
     leader_handover(&cluster, "ha").await;
     let _ = std::fs::remove_file(&cluster.kubeconfig);
 }
+
+/// The README's demo: `run --demo` with the manifests of `examples/demo/`, exactly as a newcomer applies them.
+#[tokio::test]
+async fn e2e_demo_with_the_example_manifests_against_fake_apiserver() {
+    let (_api, cluster) = fake_cluster("demo").await;
+    let port = free_port();
+    let log_path = std::env::temp_dir().join(format!("tco-e2e-demo-{}.log", std::process::id()));
+    let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_tencent-cert-operator"))
+        .args([
+            "run",
+            "--demo",
+            "--metrics-addr",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/demo");
+    for file in ["credentials.yaml", "certificates.yaml"] {
+        let text = std::fs::read_to_string(format!("{demo}/{file}")).unwrap();
+        for document in text.split("\n---").filter(|d| d.contains("kind:")) {
+            let object: serde_json::Value = serde_saphyr::from_str(document).unwrap();
+            let name = object["metadata"]["name"].as_str().unwrap().to_string();
+            match object["kind"].as_str() {
+                Some("Secret") => {
+                    let secret: Secret = serde_json::from_value(object).unwrap();
+                    Api::<Secret>::namespaced(cluster.client.clone(), "default")
+                        .patch(
+                            &name,
+                            &PatchParams::apply("kubectl").force(),
+                            &Patch::Apply(&secret),
+                        )
+                        .await
+                        .unwrap();
+                }
+                Some("TencentCertificate") => {
+                    let cr: TencentCertificate = serde_json::from_value(object).unwrap();
+                    Api::<TencentCertificate>::namespaced(cluster.client.clone(), "default")
+                        .create(&PostParams::default(), &cr)
+                        .await
+                        .unwrap();
+                }
+                other => panic!("unexpected kind {other:?} in {file}"),
+            }
+        }
+    }
+    let crs: Api<TencentCertificate> = Api::namespaced(cluster.client.clone(), "default");
+    wait_ready(&crs, "demo-shop", "True", "Ready").await;
+    wait_ready(&crs, "demo-api", "True", "Ready").await;
+    wait_ready(&crs, "demo-no-key", "False", "KeyMissing").await;
+    wait_ready(&crs, "demo-expired", "False", "Expired").await;
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), "default");
+    assert!(secrets.get_opt("demo-shop").await.unwrap().is_some());
+    assert!(secrets.get_opt("demo-expired").await.unwrap().is_none());
+    let _ = operator.kill().await;
+    let _ = std::fs::remove_file(&log_path);
+    let _ = std::fs::remove_file(&cluster.kubeconfig);
+}
