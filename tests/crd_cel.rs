@@ -1,0 +1,105 @@
+//! The CRD's CEL rules, evaluated offline with kube's client-side CEL validator against the generated
+//! schema: an invalid expression would make the API server refuse the CRD, and a wrong one would let bad
+//! resources in or keep good ones out.
+
+use kube::CustomResourceExt;
+use kube::core::cel::Validator;
+use serde_json::{Value, json};
+use tencent_cert_operator::crd::TencentCertificate;
+
+fn schema() -> Value {
+    let crd = TencentCertificate::crd();
+    serde_json::to_value(
+        crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .and_then(|s| s.open_api_v3_schema.as_ref())
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+fn object(name: &str, spec: Value) -> Value {
+    json!({
+        "apiVersion": "tencentcert.io/v1alpha1",
+        "kind": "TencentCertificate",
+        "metadata": {"name": name, "namespace": "web"},
+        "spec": spec,
+    })
+}
+
+fn errors(name: &str, spec: Value) -> Vec<String> {
+    match Validator::new().validate(&schema(), &object(name, spec), None) {
+        Ok(()) => Vec::new(),
+        Err(errors) => vec![format!("{errors:?}")],
+    }
+}
+
+#[test]
+fn valid_resources_pass_every_rule() {
+    for spec in [
+        json!({"certificateId": "aBcD1234", "refreshInterval": "1h"}),
+        json!({"certificateId": "aBcD1234", "refreshInterval": "1m"}),
+        json!({"certificateId": "aBcD1234", "refreshInterval": "90m"}),
+        json!({"domain": "shop.example.com", "refreshInterval": "1h"}),
+        json!({"domain": "*.example.com", "selector": {"projectId": 3}, "refreshInterval": "2h"}),
+    ] {
+        assert_eq!(errors("shop", spec.clone()), Vec::<String>::new(), "{spec}");
+    }
+}
+
+#[test]
+fn exactly_one_of_certificate_id_and_domain_is_enforced() {
+    let both = errors(
+        "shop",
+        json!({"certificateId": "aBcD1234", "domain": "a.example.com", "refreshInterval": "1h"}),
+    );
+    assert!(both.iter().any(|e| e.contains("exactly one")), "{both:?}");
+    let neither = errors("shop", json!({"refreshInterval": "1h"}));
+    assert!(
+        neither.iter().any(|e| e.contains("exactly one")),
+        "{neither:?}"
+    );
+}
+
+#[test]
+fn a_selector_needs_a_domain() {
+    let errs = errors(
+        "shop",
+        json!({"certificateId": "aBcD1234", "selector": {"projectId": 1}, "refreshInterval": "1h"}),
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("selector applies only with")),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn refresh_intervals_under_a_minute_are_refused() {
+    let errs = errors(
+        "shop",
+        json!({"certificateId": "aBcD1234", "refreshInterval": "30s"}),
+    );
+    assert!(errs.iter().any(|e| e.contains("at least 1m")), "{errs:?}");
+}
+
+#[test]
+fn names_longer_than_a_label_value_are_refused() {
+    let long = "a".repeat(64);
+    let errs = errors(
+        &long,
+        json!({"certificateId": "aBcD1234", "refreshInterval": "1h"}),
+    );
+    assert!(
+        errs.iter().any(|e| e.contains("at most 63 characters")),
+        "{errs:?}"
+    );
+    assert_eq!(
+        errors(
+            &"a".repeat(63),
+            json!({"certificateId": "aBcD1234", "refreshInterval": "1h"})
+        ),
+        Vec::<String>::new()
+    );
+}
