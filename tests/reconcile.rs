@@ -194,6 +194,23 @@ fn condition<'a>(cr: &'a TencentCertificate, type_: &str) -> &'a Condition {
         .unwrap_or_else(|| panic!("no {type_} condition in {:?}", cr.status))
 }
 
+/// The condition, after checking its status and reason.
+fn expect_condition<'a>(
+    cr: &'a TencentCertificate,
+    type_: &str,
+    status: &str,
+    reason: &str,
+) -> &'a Condition {
+    let found = condition(cr, type_);
+    assert_eq!(
+        (found.status.as_str(), found.reason.as_str()),
+        (status, reason),
+        "{type_}: {}",
+        found.message
+    );
+    found
+}
+
 fn status(cr: &TencentCertificate) -> &TencentCertificateStatus {
     cr.status.as_ref().unwrap()
 }
@@ -242,11 +259,7 @@ async fn happy_path_writes_the_tls_secret_and_reports_ready() {
     .unwrap();
     assert_eq!(bundle.meta.subject_cn.as_deref(), Some("shop.example.com"));
 
-    let ready = condition(&cr, "Ready");
-    assert_eq!(
-        (ready.status.as_str(), ready.reason.as_str()),
-        ("True", "Ready")
-    );
+    let ready = expect_condition(&cr, "Ready", "True", "Ready");
     assert_eq!(ready.observed_generation, cr.metadata.generation);
     assert_eq!(condition(&cr, "Synced").status, "True");
     let s = status(&cr);
@@ -314,11 +327,7 @@ async fn network_errors_back_off_keep_ready_and_reset_on_success() {
             "True",
             "a flaky API must not affect traffic"
         );
-        let synced = condition(&cr, "Synced");
-        assert_eq!(
-            (synced.status.as_str(), synced.reason.as_str()),
-            ("False", "NetworkError")
-        );
+        expect_condition(&cr, "Synced", "False", "NetworkError");
         delays.push(seconds_until(s.next_sync_time.as_deref().unwrap()));
     }
     // 5 s, 10 s, 20 s, each ± 20 %.
@@ -343,11 +352,7 @@ async fn certificate_not_found_waits_for_the_refresh_interval() {
     )
     .await;
     let cr = h.reconcile("shop").await;
-    let ready = condition(&cr, "Ready");
-    assert_eq!(
-        (ready.status.as_str(), ready.reason.as_str()),
-        ("False", "CertificateNotFound")
-    );
+    let ready = expect_condition(&cr, "Ready", "False", "CertificateNotFound");
     assert!(
         ready.message.contains("check the certificate ID"),
         "{}",
@@ -374,11 +379,7 @@ async fn auth_failure_is_fixed_by_correcting_the_credentials() {
     h.put_credentials("tencent", "wrong-key").await;
     h.create("shop", json!({"certificateId": "aBcD1234"})).await;
     let cr = h.reconcile("shop").await;
-    let ready = condition(&cr, "Ready");
-    assert_eq!(
-        (ready.status.as_str(), ready.reason.as_str()),
-        ("False", "AuthFailed")
-    );
+    expect_condition(&cr, "Ready", "False", "AuthFailed");
     let next = seconds_until(status(&cr).next_sync_time.as_deref().unwrap());
     assert!(
         (265..=335).contains(&next),
@@ -404,11 +405,7 @@ async fn missing_credentials_secret_is_reported() {
     )
     .await;
     let cr = h.reconcile("shop").await;
-    let ready = condition(&cr, "Ready");
-    assert_eq!(
-        (ready.status.as_str(), ready.reason.as_str()),
-        ("False", "CredentialsNotFound")
-    );
+    let ready = expect_condition(&cr, "Ready", "False", "CredentialsNotFound");
     assert!(
         ready.message.contains("web/nope not found"),
         "{}",
@@ -438,11 +435,7 @@ async fn key_missing_is_reported_without_hot_retries() {
     let h = harness().await;
     h.create("csr", json!({"certificateId": "noKey001"})).await;
     let cr = h.reconcile("csr").await;
-    let ready = condition(&cr, "Ready");
-    assert_eq!(
-        (ready.status.as_str(), ready.reason.as_str()),
-        ("False", "KeyMissing")
-    );
+    let ready = expect_condition(&cr, "Ready", "False", "KeyMissing");
     assert!(
         ready.message.contains("requested with your own CSR"),
         "{}",
@@ -470,11 +463,7 @@ async fn a_foreign_secret_is_never_touched_unless_it_consents() {
     let writes = h.secret_writes();
     h.create("shop", json!({"certificateId": "aBcD1234"})).await;
     let cr = h.reconcile("shop").await;
-    let ready = condition(&cr, "Ready");
-    assert_eq!(
-        (ready.status.as_str(), ready.reason.as_str()),
-        ("False", "SecretConflict")
-    );
+    let ready = expect_condition(&cr, "Ready", "False", "SecretConflict");
     assert!(ready.message.contains("tencentcert.io/adopt"));
     assert_eq!(h.secret_writes(), writes);
     assert_eq!(h.downloads(), 0);
@@ -595,11 +584,7 @@ async fn an_expired_certificate_never_replaces_a_valid_one() {
     let cr = h.reconcile("shop").await;
     assert_eq!(h.secret("shop").await.unwrap().data, before.data);
     assert_eq!(condition(&cr, "Ready").status, "True");
-    let synced = condition(&cr, "Synced");
-    assert_eq!(
-        (synced.status.as_str(), synced.reason.as_str()),
-        ("False", "Expired")
-    );
+    expect_condition(&cr, "Synced", "False", "Expired");
     // And none is written where there was nothing.
     h.create("old", json!({"certificateId": "old00001"})).await;
     let cr = h.reconcile("old").await;
@@ -724,11 +709,7 @@ async fn a_certificate_id_change_brings_the_new_certificate() {
     h.patch_spec("shop", json!({"certificateId": "missing1"}))
         .await;
     let cr = h.reconcile("shop").await;
-    let ready = condition(&cr, "Ready");
-    assert_eq!(
-        (ready.status.as_str(), ready.reason.as_str()),
-        ("False", "CertificateNotFound")
-    );
+    let ready = expect_condition(&cr, "Ready", "False", "CertificateNotFound");
     assert!(
         ready.message.contains("still holds certificate eFgH5678"),
         "{}",
@@ -844,11 +825,7 @@ async fn a_kubernetes_api_failure_is_an_error_and_leaves_no_half_written_state()
     h.create("shop", json!({"certificateId": "aBcD1234"})).await;
     h.api.fail_next("PATCH", "secrets", 500, 1);
     let cr = h.reconcile("shop").await;
-    let synced = condition(&cr, "Synced");
-    assert_eq!(
-        (synced.status.as_str(), synced.reason.as_str()),
-        ("False", "KubernetesError")
-    );
+    expect_condition(&cr, "Synced", "False", "KubernetesError");
     assert!(h.secret("shop").await.is_none());
     h.make_due("shop").await;
     let cr = h.reconcile("shop").await;
@@ -1037,11 +1014,7 @@ async fn no_matching_certificate_says_what_was_searched() {
     let h = harness().await;
     h.create("nothing", json!({"domain": "nowhere.test"})).await;
     let cr = h.reconcile("nothing").await;
-    let ready = condition(&cr, "Ready");
-    assert_eq!(
-        (ready.status.as_str(), ready.reason.as_str()),
-        ("False", "NoMatchingCertificate")
-    );
+    let ready = expect_condition(&cr, "Ready", "False", "NoMatchingCertificate");
     assert!(
         ready.message.contains("covers nowhere.test"),
         "{}",
