@@ -178,6 +178,22 @@ async fn scrape(port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, response.text().await.ok()?))
 }
 
+/// `--log-format json`: every line is one JSON object with a level and a message.
+fn assert_json_log(log_path: &Path) {
+    let log = std::fs::read_to_string(log_path).unwrap_or_default();
+    let mut lines = 0;
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let entry: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(
+            entry["level"].is_string() && entry.get("message").is_some(),
+            "{line}"
+        );
+        lines += 1;
+    }
+    assert!(lines > 0, "empty JSON log");
+}
+
 fn assert_log_has_no_secrets(log_path: &Path) {
     let log = std::fs::read_to_string(log_path).unwrap_or_default();
     assert!(!log.is_empty(), "empty operator log {}", log_path.display());
@@ -438,6 +454,8 @@ async fn leader_handover(cluster: &Cluster, namespace: &str) {
         "4",
         "--lease-renew-grace",
         "1",
+        "--log-format",
+        "json",
     ];
     let mut first = start_operator(
         cluster,
@@ -520,6 +538,7 @@ async fn leader_handover(cluster: &Cluster, namespace: &str) {
     let _ = standby.0.kill().await;
     for log in [&first.1, &second.1] {
         assert_log_has_no_secrets(log);
+        assert_json_log(log);
         let _ = std::fs::remove_file(log);
     }
 }
