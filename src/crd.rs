@@ -291,6 +291,18 @@ impl TencentCertificateSpec {
     }
 }
 
+impl TencentCertificateStatus {
+    /// The condition of this type, if set.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
+    }
+
+    /// Whether the condition of this type is `True`.
+    pub fn is_true(&self, type_: &str) -> bool {
+        self.condition(type_).is_some_and(|c| c.status == "True")
+    }
+}
+
 impl TencentCertificate {
     /// The certificate the Secret should hold: the resolved one while the spec is unchanged since it was
     /// resolved, else the spec's ID (`None` for a domain not resolved yet).

@@ -149,10 +149,7 @@ fn check_conflict(o: &Observed<'_>) -> Option<Decision> {
 /// Secret must not turn a permanent error into a loop. A conflict is exempt, so resolving it acts at once.
 fn check_awaiting_retry(o: &Observed<'_>) -> Option<Decision> {
     let status = o.cr.status.as_ref()?;
-    let synced = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == crate::status::CONDITION_SYNCED)?;
+    let synced = status.condition(crate::status::CONDITION_SYNCED)?;
     if synced.status != "False" || synced.reason == crate::error::REASON_SECRET_CONFLICT {
         return None;
     }
@@ -258,8 +255,12 @@ fn check_refresh_due(o: &Observed<'_>) -> Option<Decision> {
 fn check_metadata_drift(o: &Observed<'_>) -> Option<Decision> {
     let existing = o.existing?;
     let desired = o.desired_from_serving?;
-    (!secret::data_matches(existing, desired) || needs_metadata_write(existing, desired, o.cr))
-        .then_some(Decision::RepairMetadata)
+    needs_write(existing, desired, o.cr).then_some(Decision::RepairMetadata)
+}
+
+/// Whether applying `desired` would change `existing` (data, type, labels, annotations, owner references).
+pub fn needs_write(existing: &Secret, desired: &Secret, cr: &TencentCertificate) -> bool {
+    !secret::data_matches(existing, desired) || needs_metadata_write(existing, desired, cr)
 }
 
 /// Whether applying `desired` would change `existing`'s labels, annotations or owner references.

@@ -115,9 +115,8 @@ fn ready_condition(input: &StatusInput<'_>) -> (bool, String, String) {
         // Nothing attempted (waiting for a retry, or up to date): the last failure still stands.
         Attempt::NotNeeded => input
             .previous
-            .conditions
-            .iter()
-            .find(|c| c.type_ == CONDITION_SYNCED && c.status == "False")
+            .condition(CONDITION_SYNCED)
+            .filter(|c| c.status == "False")
             .map(|c| (c.reason.clone(), c.message.clone())),
     };
     match (input.serving, failure) {
@@ -213,11 +212,7 @@ pub fn compute(input: &StatusInput<'_>) -> TencentCertificateStatus {
             input.now,
         )),
         None => {
-            if let Some(kept) = previous
-                .conditions
-                .iter()
-                .find(|c| c.type_ == CONDITION_SYNCED)
-            {
+            if let Some(kept) = previous.condition(CONDITION_SYNCED) {
                 let mut kept = kept.clone();
                 kept.observed_generation = input.generation;
                 conditions.push(kept);

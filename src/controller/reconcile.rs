@@ -316,10 +316,7 @@ async fn reconcile_inner(
         _ => None,
     };
     publish_events(ctx, cr, &previous, &new_status, note, renewed).await;
-    let ready = new_status
-        .conditions
-        .iter()
-        .any(|c| c.type_ == status::CONDITION_READY && c.status == "True");
+    let ready = new_status.is_true(status::CONDITION_READY);
     ctx.metrics.set_certificate(
         namespace,
         &cr.name_any(),
@@ -462,9 +459,8 @@ async fn download_and_write(
     let desired = secret::desired(&params, &bundle);
     let wrote = match existing {
         Some(existing)
-            if secret::data_matches(existing, &desired)
-                && policy::ownership(cr, Some(existing)) == Ownership::Ours
-                && !policy::needs_metadata_write(existing, &desired, cr) =>
+            if policy::ownership(cr, Some(existing)) == Ownership::Ours
+                && !policy::needs_write(existing, &desired, cr) =>
         {
             None
         }
@@ -523,11 +519,10 @@ async fn patch_status(
     Ok(())
 }
 
-fn condition<'a>(status: &'a TencentCertificateStatus, type_: &str) -> Option<(&'a str, &'a str)> {
-    status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
+/// The Synced condition's status and reason.
+fn synced_state(current: &TencentCertificateStatus) -> Option<(&str, &str)> {
+    current
+        .condition(status::CONDITION_SYNCED)
         .map(|c| (c.status.as_str(), c.reason.as_str()))
 }
 
@@ -561,15 +556,13 @@ async fn publish_events(
             secondary: None,
         });
     }
-    let before = condition(previous, status::CONDITION_SYNCED);
-    let after = condition(current, status::CONDITION_SYNCED);
+    let before = synced_state(previous);
+    let after = synced_state(current);
     if before != after
         && let Some((state, reason)) = after
     {
         let message = current
-            .conditions
-            .iter()
-            .find(|c| c.type_ == status::CONDITION_SYNCED)
+            .condition(status::CONDITION_SYNCED)
             .map(|c| c.message.clone());
         if state == "False" {
             events.push(Event {
