@@ -237,9 +237,14 @@ pub struct TencentCertificateStatus {
     pub dns_names: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
-    /// When the certificate was last fetched from Tencent Cloud successfully.
+    /// When Tencent Cloud last confirmed the certificate (a download, or a listing showing the served
+    /// certificate unchanged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<String>,
+    /// When the certificate was last downloaded in full (a refresh whose listing shows nothing changed
+    /// skips the download; a full one still happens at least once per safety interval, default daily).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_download_time: Option<String>,
     /// When the operator plans to fetch again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_sync_time: Option<String>,

@@ -72,9 +72,14 @@ struct RunArgs {
     /// Requests per second per Tencent API action (Tencent documents 10/s).
     #[arg(long, env = "OPERATOR_RATE_LIMIT", default_value_t = 10.0)]
     rate_limit: f64,
-    /// Reconciles running at once.
-    #[arg(long, env = "OPERATOR_CONCURRENCY", default_value_t = 8)]
+    /// Reconciles running at once. Most of a reconcile waits on Tencent's rate limit or on lookups
+    /// batched 50 ids per request, so this is well above the core count.
+    #[arg(long, env = "OPERATOR_CONCURRENCY", default_value_t = 64)]
     concurrency: u16,
+    /// Download in full at least this often even when Tencent's listing shows the served certificate
+    /// unchanged (a safety net for content replaced behind an unchanged id), e.g. 24h, 6h.
+    #[arg(long, env = "OPERATOR_FULL_DOWNLOAD_INTERVAL", default_value = "24h", value_parser = parse_interval)]
+    full_download_interval: std::time::Duration,
     /// Embed the Tencent API simulator with demo credentials and certificates (no Tencent account needed).
     #[arg(long)]
     demo: bool,
@@ -211,6 +216,13 @@ struct SimArgs {
     /// Seconds to add to the simulator's clock (provokes AuthFailure.SignatureExpire beyond ±300).
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     clock_offset: i64,
+}
+
+/// A duration such as `24h`, `90m` or `1h30m` (the syntax of `spec.refreshInterval`).
+fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    tencent_cert_operator::crd::parse_duration(text)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{text:?} is not a duration such as 24h, 90m or 1h30m"))
 }
 
 async fn shutdown_signal() {
@@ -369,8 +381,11 @@ async fn run_operator(args: RunArgs) -> ExitCode {
         secret: args.default_credentials.clone(),
         namespaces: NamespaceAllowList::parse(&args.default_credentials_namespaces),
     };
-    let ctx =
-        Arc::new(Context::new(client.clone(), tencent, defaults).with_metrics(metrics.clone()));
+    let ctx = Arc::new(
+        Context::new(client.clone(), tencent, defaults)
+            .with_metrics(metrics.clone())
+            .with_full_download_interval(args.full_download_interval),
+    );
     let readiness = Arc::new(Readiness::default());
     let (stop, stopped) = tokio::sync::watch::channel(false);
 

@@ -3,9 +3,13 @@
 
 use k8s_openapi::api::core::v1::Secret;
 
-use crate::bundle::{BundleError, CertBundle};
+use std::time::Duration;
+
+use crate::bundle::{BundleError, CertBundle, CertMetadata};
 use crate::crd::TencentCertificate;
+use crate::renewal::LinkInfo;
 use crate::secret::{self, CERTIFICATE_ID_ANNOTATION, FIELD_MANAGER, TLS_SECRET_TYPE};
+use crate::tencent::priority::Priority;
 
 /// The annotation on a `TencentCertificate` whose every new value forces an immediate re-download.
 pub const REFRESH_REQUESTED_ANNOTATION: &str = "tencentcert.io/refresh-requested-at";
@@ -80,6 +84,65 @@ impl DownloadTrigger {
     pub fn accepts_cached(&self) -> bool {
         !matches!(self, Self::RefreshRequested(_))
     }
+
+    /// A routine refresh waits behind everything a user is waiting for: a first sync, a spec change, a
+    /// Secret that drifted or is missing, an explicit refresh request, fixed credentials.
+    pub fn priority(&self) -> Priority {
+        match self {
+            Self::RefreshDue => Priority::Routine,
+            _ => Priority::Urgent,
+        }
+    }
+
+    /// How old an answer from Tencent (lookup, listing or download) this trigger accepts.
+    pub fn max_age(&self, refresh: Duration) -> Duration {
+        if self.accepts_cached() {
+            crate::status::lookup_max_age(refresh)
+        } else {
+            Duration::ZERO
+        }
+    }
+}
+
+/// What a sync knows before it downloads: enough to tell whether a download can change anything.
+#[derive(Debug, Clone, Copy)]
+pub struct BeforeDownload<'a> {
+    pub trigger: &'a DownloadTrigger,
+    /// The certificate id and metadata the Secret serves (ours and usable).
+    pub serving: Option<(&'a str, &'a CertMetadata)>,
+    /// The id this sync resolved the spec to.
+    pub resolved_id: &'a str,
+    /// Tencent's listing of `resolved_id`.
+    pub listed: Option<&'a LinkInfo>,
+    /// The last full download (status `lastDownloadTime`).
+    pub last_download: Option<jiff::Timestamp>,
+    pub now: jiff::Timestamp,
+    /// How often a full download happens even when listings show nothing changed.
+    pub full_download_every: Duration,
+}
+
+/// Whether the sync must download. Only a routine refresh may skip it, and only when Tencent lists the
+/// served id as still issued with the validity window of the served certificate, and a full download
+/// happened within `full_download_every` (the safety net for content replaced behind an unchanged id
+/// and window).
+pub fn download_needed(b: &BeforeDownload<'_>) -> bool {
+    let same_second = |listed: Option<jiff::Timestamp>, served: jiff::Timestamp| {
+        listed.is_some_and(|t| t.as_second() == served.as_second())
+    };
+    let unchanged = match (b.serving, b.listed) {
+        (Some((serving_id, meta)), Some(listed)) => {
+            serving_id == b.resolved_id
+                && listed.is_issued()
+                && same_second(listed.not_before, meta.not_before)
+                && same_second(listed.not_after, meta.not_after)
+        }
+        _ => false,
+    };
+    let recently_downloaded = b.last_download.is_some_and(|at| {
+        let age = b.now.duration_since(at);
+        !age.is_negative() && age.unsigned_abs() < b.full_download_every
+    });
+    !(matches!(b.trigger, DownloadTrigger::RefreshDue) && unchanged && recently_downloaded)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -686,6 +749,127 @@ mod tests {
         assert_eq!(
             decide_with(&cr(), Some(&ours()), true, Some(&ours())),
             Decision::UpToDate
+        );
+    }
+
+    fn listed(id: &str, meta: &CertMetadata, status: i64) -> LinkInfo {
+        LinkInfo {
+            id: id.into(),
+            status: Some(status),
+            not_before: Some(meta.not_before),
+            not_after: Some(meta.not_after),
+            ..LinkInfo::default()
+        }
+    }
+
+    #[test]
+    fn an_unchanged_listing_skips_the_download_of_a_routine_refresh_only() {
+        let meta = sample_bundle().meta;
+        let now = "2026-03-01T00:00:00Z".parse().unwrap();
+        let day = Duration::from_secs(86_400);
+        let same = listed("aBcD1234", &meta, 1);
+        let base = BeforeDownload {
+            trigger: &DownloadTrigger::RefreshDue,
+            serving: Some(("aBcD1234", &meta)),
+            resolved_id: "aBcD1234",
+            listed: Some(&same),
+            last_download: Some("2026-02-28T12:00:00Z".parse().unwrap()),
+            now,
+            full_download_every: day,
+        };
+        assert!(!download_needed(&base), "nothing changed: no download");
+        // Every other trigger downloads.
+        for trigger in [
+            DownloadTrigger::SecretMissing,
+            DownloadTrigger::SpecChanged,
+            DownloadTrigger::DataDrift,
+            DownloadTrigger::RefreshRequested("now".into()),
+            DownloadTrigger::CredentialsChanged,
+        ] {
+            assert!(
+                download_needed(&BeforeDownload {
+                    trigger: &trigger,
+                    ..base
+                }),
+                "{trigger:?}"
+            );
+        }
+        // A new validity window behind the same id (reissued in place).
+        let mut moved = same.clone();
+        moved.not_after = Some(meta.not_after + jiff::SignedDuration::from_hours(24 * 90));
+        assert!(download_needed(&BeforeDownload {
+            listed: Some(&moved),
+            ..base
+        }));
+        // Not issued any more, not listed, a renewal resolved, nothing served.
+        let revoked = listed("aBcD1234", &meta, 10);
+        assert!(download_needed(&BeforeDownload {
+            listed: Some(&revoked),
+            ..base
+        }));
+        assert!(download_needed(&BeforeDownload {
+            listed: None,
+            ..base
+        }));
+        assert!(download_needed(&BeforeDownload {
+            resolved_id: "nEw5678",
+            ..base
+        }));
+        assert!(download_needed(&BeforeDownload {
+            serving: None,
+            ..base
+        }));
+    }
+
+    #[test]
+    fn the_daily_safety_download_happens_even_when_nothing_changed() {
+        let meta = sample_bundle().meta;
+        let same = listed("aBcD1234", &meta, 1);
+        let day = Duration::from_secs(86_400);
+        let base = BeforeDownload {
+            trigger: &DownloadTrigger::RefreshDue,
+            serving: Some(("aBcD1234", &meta)),
+            resolved_id: "aBcD1234",
+            listed: Some(&same),
+            last_download: Some("2026-03-01T00:00:00Z".parse().unwrap()),
+            now: "2026-03-01T23:59:00Z".parse().unwrap(),
+            full_download_every: day,
+        };
+        assert!(!download_needed(&base));
+        assert!(download_needed(&BeforeDownload {
+            now: "2026-03-02T00:00:01Z".parse().unwrap(),
+            ..base
+        }));
+        assert!(
+            download_needed(&BeforeDownload {
+                last_download: None,
+                ..base
+            }),
+            "never downloaded (e.g. status from an older operator): download"
+        );
+        assert!(
+            download_needed(&BeforeDownload {
+                last_download: Some("2026-03-05T00:00:00Z".parse().unwrap()),
+                ..base
+            }),
+            "a download time in the future is not trusted"
+        );
+    }
+
+    #[test]
+    fn routine_refreshes_wait_behind_everything_else() {
+        assert_eq!(DownloadTrigger::RefreshDue.priority(), Priority::Routine);
+        assert_eq!(DownloadTrigger::SecretMissing.priority(), Priority::Urgent);
+        assert_eq!(DownloadTrigger::SpecChanged.priority(), Priority::Urgent);
+        assert_eq!(DownloadTrigger::DataDrift.priority(), Priority::Urgent);
+        let hour = Duration::from_secs(3600);
+        assert_eq!(
+            DownloadTrigger::RefreshDue.max_age(hour),
+            Duration::from_secs(900)
+        );
+        assert_eq!(
+            DownloadTrigger::RefreshRequested("x".into()).max_age(hour),
+            Duration::ZERO
         );
     }
 }

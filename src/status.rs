@@ -56,6 +56,8 @@ pub struct StatusInput<'a> {
     pub secret_name: &'a str,
     pub serving: Option<Serving<'a>>,
     pub attempt: Attempt,
+    /// Whether a successful attempt downloaded the certificate (rather than confirming it from a listing).
+    pub downloaded: bool,
     /// Set when the Secret at the target name belongs to someone else.
     pub conflict: Option<&'a str>,
     /// The `refresh-requested-at` value this reconcile acted upon.
@@ -249,6 +251,11 @@ pub fn compute(input: &StatusInput<'_>) -> TencentCertificateStatus {
         } else {
             previous.last_sync_time.clone()
         },
+        last_download_time: if input.attempt == Attempt::Succeeded && input.downloaded {
+            Some(format_time(input.now))
+        } else {
+            previous.last_download_time.clone()
+        },
         next_sync_time: input
             .next_sync
             .map(format_time)
@@ -284,6 +291,13 @@ pub fn retry_delay(class: ErrorClass, failures: u32, refresh: Duration, unit: f6
         // No hot loop: a spec change or the refresh interval brings the next attempt.
         ErrorClass::Permanent | ErrorClass::NotYetIssued => jittered(refresh, 0.1, unit),
     }
+}
+
+/// How old a lookup answer (status, validity, renewal links) a sync accepts: a quarter of the refresh
+/// interval, since jitter spreads one wave over a fifth of it, so one sweep of lookups serves the whole
+/// wave; at most 15 minutes. Explicit refresh requests accept none.
+pub fn lookup_max_age(refresh: Duration) -> Duration {
+    (refresh / 4).min(Duration::from_secs(15 * 60))
 }
 
 /// When to refresh after a success: the interval ± 10 %, so thousands of resources do not fire together.
@@ -327,6 +341,7 @@ mod tests {
             secret_name: "shop-tls",
             serving,
             attempt,
+            downloaded: true,
             conflict: None,
             refresh_request: None,
             now: now(),

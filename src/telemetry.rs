@@ -60,6 +60,12 @@ struct ActionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    action: String,
+    priority: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceLabels {
     source: String,
 }
@@ -96,6 +102,7 @@ pub struct Metrics {
     tencent_request_duration: Family<ActionLabels, Histogram, fn() -> Histogram>,
     limiter_wait: Family<ActionLabels, Histogram, fn() -> Histogram>,
     limiter_rate: Family<ActionLabels, Gauge<f64, AtomicU64>>,
+    queue_depth: Family<QueueLabels, Gauge>,
     coalesced_downloads: Family<SourceLabels, Counter>,
     secret_writes: Family<OperationLabels, Counter>,
     certificate_expiration: Family<CertificateLabels, Gauge<f64, AtomicU64>>,
@@ -150,6 +157,11 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "tencentcert_rate_limiter_rate",
         "gauge",
         "Current client-side request rate per second by action (lowered after Tencent throttles).",
+    ),
+    (
+        "tencentcert_tencent_queue_depth",
+        "gauge",
+        "Tencent requests waiting for a rate-limiter slot, by action and priority (urgent: first syncs, spec changes, drift; routine: refreshes).",
     ),
     (
         "tencentcert_coalesced_downloads_total",
@@ -227,6 +239,12 @@ impl Metrics {
             "rate_limiter_rate",
             "Current client-side request rate per second by action (lowered after Tencent throttles)",
             limiter_rate.clone(),
+        );
+        let queue_depth = Family::<QueueLabels, Gauge>::default();
+        registry.register(
+            "tencent_queue_depth",
+            "Tencent requests waiting for a rate-limiter slot, by action and priority (urgent: first syncs, spec changes, drift; routine: refreshes)",
+            queue_depth.clone(),
         );
         let coalesced_downloads = Family::<SourceLabels, Counter>::default();
         registry.register(
@@ -307,6 +325,7 @@ impl Metrics {
             tencent_request_duration,
             limiter_wait,
             limiter_rate,
+            queue_depth,
             coalesced_downloads,
             secret_writes,
             certificate_expiration,
@@ -442,6 +461,15 @@ impl crate::tencent::Observer for Metrics {
         self.limiter_rate.get_or_create(&labels).set(current_rate);
     }
 
+    fn queue_depth(&self, action: &str, priority: &str, depth: usize) {
+        self.queue_depth
+            .get_or_create(&QueueLabels {
+                action: action.to_string(),
+                priority: priority.to_string(),
+            })
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
     fn coalesced(&self, source: &str) {
         self.coalesced_downloads
             .get_or_create(&SourceLabels {
@@ -531,6 +559,7 @@ mod tests {
         ("tencentcert_tencent_request_duration_seconds", "histogram"),
         ("tencentcert_rate_limiter_wait_seconds", "histogram"),
         ("tencentcert_rate_limiter_rate", "gauge"),
+        ("tencentcert_tencent_queue_depth", "gauge"),
         ("tencentcert_coalesced_downloads_total", "counter"),
         ("tencentcert_secret_writes_total", "counter"),
         (

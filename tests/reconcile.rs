@@ -59,6 +59,8 @@ async fn harness_configured(defaults: DefaultCredentials, download_cache_ttl: Du
         endpoint: sim.endpoint(),
         // Zero in most tests: every download reaches the simulator, so counts are exact.
         download_cache_ttl,
+        // `make_due` stands for a refresh interval passing; by then lookups are stale too.
+        lookup_cache_ttl: Duration::ZERO,
         ..ClientConfig::default()
     })
     .unwrap();
@@ -144,6 +146,21 @@ impl Harness {
                 name,
                 &PatchParams::default(),
                 &Patch::Merge(json!({"status": {"nextSyncTime": "2000-01-01T00:00:00Z"}})),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Due, and past the daily full download: a refresh downloads whatever the listing says.
+    async fn make_download_due(&self, name: &str) {
+        self.crs()
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {
+                    "nextSyncTime": "2000-01-01T00:00:00Z",
+                    "lastDownloadTime": "2000-01-01T00:00:00Z",
+                }})),
             )
             .await
             .unwrap();
@@ -296,8 +313,18 @@ async fn nothing_is_written_when_nothing_changed() {
         h.api.request_count("PATCH", "tencentcertificates"),
         status_writes
     );
-    // Refresh due with identical content: one download, still no Secret write.
+    // Refresh due, the listing shows the served certificate unchanged: no download, no Secret write,
+    // one listing request.
+    let requests = h.tencent_requests();
     h.make_due("shop").await;
+    h.reconcile("shop").await;
+    assert_eq!(h.downloads(), 1);
+    assert_eq!(h.secret_writes(), writes);
+    assert_eq!(h.sim.stats().action_total("DescribeCertificateDetail"), 0);
+    // (This harness accepts no cached lookup, so the walk and the skip check each list once.)
+    assert!(h.tencent_requests() - requests <= 2, "listing only");
+    // Past the daily full download with identical content: one download, still no Secret write.
+    h.make_download_due("shop").await;
     h.reconcile("shop").await;
     assert_eq!(h.downloads(), 2);
     assert_eq!(h.secret_writes(), writes);
@@ -318,7 +345,7 @@ async fn network_errors_back_off_keep_ready_and_reset_on_success() {
         .add_fault("aBcD1234=FailedOperation.NetworkError:3".parse().unwrap());
     let mut delays = Vec::new();
     for attempt in 1..=3 {
-        h.make_due("shop").await;
+        h.make_download_due("shop").await;
         let cr = h.reconcile("shop").await;
         let s = status(&cr);
         assert_eq!(s.failures, attempt);
@@ -336,7 +363,7 @@ async fn network_errors_back_off_keep_ready_and_reset_on_success() {
     assert!((15..=24).contains(&delays[2]), "{delays:?}");
     // One warning for the episode, not one per retry.
     assert_eq!(h.events("NetworkError").len(), 1);
-    h.make_due("shop").await;
+    h.make_download_due("shop").await;
     let cr = h.reconcile("shop").await;
     assert_eq!(status(&cr).failures, 0);
     assert_eq!(condition(&cr, "Synced").status, "True");
@@ -597,7 +624,8 @@ async fn a_renewal_behind_the_same_id_is_picked_up_at_refresh() {
     let h = harness().await;
     h.create("shop", json!({"certificateId": "aBcD1234"})).await;
     let first = h.reconcile("shop").await;
-    h.replace_certificate("aBcD1234", "domain=shop.example.com");
+    // Reissued in place: same id, a new validity window, which the listing shows.
+    h.replace_certificate("aBcD1234", "domain=shop.example.com,valid-days=365");
     h.make_due("shop").await;
     let second = h.reconcile("shop").await;
     assert_ne!(
@@ -614,6 +642,48 @@ async fn a_renewal_behind_the_same_id_is_picked_up_at_refresh() {
     assert_eq!(
         Some(&annotations["tencentcert.io/fingerprint-sha256"]),
         status(&second).fingerprint_sha256.as_ref()
+    );
+    assert_eq!(h.events("SecretUpdated").len(), 1);
+    assert_eq!(h.downloads(), 2);
+}
+
+#[tokio::test]
+async fn content_replaced_behind_an_unchanged_listing_comes_with_the_daily_full_download() {
+    let h = harness().await;
+    h.create("shop", json!({"certificateId": "aBcD1234"})).await;
+    let first = h.reconcile("shop").await;
+    // The worst case: new content, but the listing shows the same id, status and validity window.
+    let original = h.sim.state().certificate("aBcD1234").unwrap();
+    let spec: CertificateSpec = "aBcD1234:domain=shop.example.com".parse().unwrap();
+    let mut replacement = catalog::build(&[spec], None).unwrap().remove(0);
+    replacement.not_before = original.not_before;
+    replacement.not_after = original.not_after;
+    h.sim.state().put_certificate(replacement);
+    // A routine refresh trusts the listing: no download, the served certificate stays.
+    h.make_due("shop").await;
+    let refreshed = h.reconcile("shop").await;
+    assert_eq!(h.downloads(), 1);
+    assert_eq!(
+        status(&refreshed).fingerprint_sha256,
+        status(&first).fingerprint_sha256
+    );
+    expect_condition(&refreshed, "Synced", "True", "Synced");
+    assert_eq!(
+        status(&refreshed).last_download_time,
+        status(&first).last_download_time
+    );
+    assert_ne!(
+        status(&refreshed).last_sync_time,
+        None,
+        "the listing confirmed the certificate"
+    );
+    // Once the last full download is a day old, the refresh downloads and finds the new content.
+    h.make_download_due("shop").await;
+    let downloaded = h.reconcile("shop").await;
+    assert_eq!(h.downloads(), 2);
+    assert_ne!(
+        status(&downloaded).fingerprint_sha256,
+        status(&first).fingerprint_sha256
     );
     assert_eq!(h.events("SecretUpdated").len(), 1);
 }

@@ -298,18 +298,41 @@ async fn the_detail_exposes_every_renewal_link() {
         Some("dddd0001")
     );
 
-    // The whole chain is followed, one detail lookup per certificate.
+    // The whole chain is followed through the batched listing (no detail call), one link at a time.
     sim.state().reset_stats();
     let resolution = client
-        .resolve_renewals(&creds, "aaaa0001", jiff::Timestamp::now())
+        .resolve_renewals(
+            &creds,
+            "aaaa0001",
+            jiff::Timestamp::now(),
+            Duration::from_secs(60),
+        )
         .await
         .unwrap();
     assert_eq!(resolution.resolved.as_deref(), Some("eeee0001"));
-    assert_eq!(
-        resolution.chain,
-        ["aaaa0001", "bbbb0001", "cccc0001", "dddd0001", "eeee0001"]
-    );
+    let chain = ["aaaa0001", "bbbb0001", "cccc0001", "dddd0001", "eeee0001"];
+    assert_eq!(resolution.chain, chain);
     assert_eq!(resolution.stop, Stop::End);
+    assert_eq!(sim.stats().action_total(DETAIL), 0);
+    assert_eq!(sim.stats().count(LIST, "Success"), 5);
+    // Within the accepted age the next walk is answered from the shared lookups.
+    let again = client
+        .resolve_renewals(
+            &creds,
+            "aaaa0001",
+            jiff::Timestamp::now(),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, resolution);
+    assert_eq!(sim.stats().action_total(LIST), 5);
+    // The detail walk (for credentials without ssl:DescribeCertificates) agrees, one call per link.
+    let by_detail = client
+        .resolve_renewals_by_detail(&creds, "aaaa0001", jiff::Timestamp::now())
+        .await
+        .unwrap();
+    assert_eq!(by_detail, resolution);
     assert_eq!(sim.stats().count(DETAIL, "Success"), 5);
 }
 
@@ -323,7 +346,12 @@ async fn a_renewal_made_while_running_is_followed_and_selected() {
     let client = client_with(&sim, |_| {});
     let creds = credentials();
     let before = client
-        .resolve_renewals(&creds, "shop0001", jiff::Timestamp::now())
+        .resolve_renewals(
+            &creds,
+            "shop0001",
+            jiff::Timestamp::now(),
+            Duration::from_secs(60),
+        )
         .await
         .unwrap();
     assert_eq!(before.resolved.as_deref(), Some("shop0001"));
@@ -345,8 +373,19 @@ async fn a_renewal_made_while_running_is_followed_and_selected() {
         "shop0001"
     );
 
+    // A lookup answer younger than the accepted age still shows no renewal; a fresh one does.
+    let cached = client
+        .resolve_renewals(
+            &creds,
+            "shop0001",
+            jiff::Timestamp::now(),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(cached, before);
     let after = client
-        .resolve_renewals(&creds, "shop0001", jiff::Timestamp::now())
+        .resolve_renewals(&creds, "shop0001", jiff::Timestamp::now(), Duration::ZERO)
         .await
         .unwrap();
     assert_eq!(after.resolved.as_deref(), Some(new_id.as_str()));
@@ -397,7 +436,7 @@ async fn a_renewal_under_review_keeps_the_old_certificate_until_issued() {
     .await;
     assert_eq!(status, 200, "{pending}");
     let waiting = client
-        .resolve_renewals(&creds, "shop0001", jiff::Timestamp::now())
+        .resolve_renewals(&creds, "shop0001", jiff::Timestamp::now(), Duration::ZERO)
         .await
         .unwrap();
     assert_eq!(waiting.resolved.as_deref(), Some("shop0001"));
@@ -418,7 +457,7 @@ async fn a_renewal_under_review_keeps_the_old_certificate_until_issued() {
     .await;
     assert_eq!((status, &issued["Status"]), (200, &json!(1)));
     let done = client
-        .resolve_renewals(&creds, "shop0001", jiff::Timestamp::now())
+        .resolve_renewals(&creds, "shop0001", jiff::Timestamp::now(), Duration::ZERO)
         .await
         .unwrap();
     assert_eq!(done.resolved.as_deref(), Some("shop0002"));
@@ -431,7 +470,7 @@ async fn following_reports_dangling_links_and_fails_on_a_missing_start() {
     let client = client_with(&sim, |_| {});
     let creds = credentials();
     let dangling = client
-        .resolve_renewals(&creds, "shop0001", jiff::Timestamp::now())
+        .resolve_renewals(&creds, "shop0001", jiff::Timestamp::now(), Duration::ZERO)
         .await
         .unwrap();
     assert_eq!(dangling.resolved.as_deref(), Some("shop0001"));
@@ -441,11 +480,118 @@ async fn following_reports_dangling_links_and_fails_on_a_missing_start() {
             id: "gone0001".into()
         }
     );
+    // An unlisted start ends the walk at once; the download then says what Tencent thinks of it.
+    let unlisted = client
+        .resolve_renewals(&creds, "nosuch01", jiff::Timestamp::now(), Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(unlisted.certificate_id(), "nosuch01");
+    assert_eq!(
+        unlisted.stop,
+        Stop::NotFound {
+            id: "nosuch01".into()
+        }
+    );
+    let download = client
+        .download_certificate(&creds, "nosuch01")
+        .await
+        .unwrap_err();
+    assert_eq!(download.reason(), "CertificateNotFound");
+    // The detail walk fails on a missing start itself.
     let missing = client
-        .resolve_renewals(&creds, "nosuch01", jiff::Timestamp::now())
+        .resolve_renewals_by_detail(&creds, "nosuch01", jiff::Timestamp::now())
         .await
         .unwrap_err();
     assert_eq!(missing.reason(), "CertificateNotFound");
+}
+
+#[tokio::test]
+async fn lookups_of_many_resources_share_one_batched_listing_per_fifty_ids() {
+    // 120 certificates, named by 1,000 concurrent resources (round robin): ⌈120/50⌉ = 3 list requests.
+    let sim = start(numbered(120, "bulk"), |config| {
+        config.latencies = vec![Latency {
+            certificate_id: LIST.into(),
+            millis: 50,
+        }];
+    })
+    .await;
+    let client = client_with(&sim, |_| {});
+    let creds = credentials();
+    let ids: Vec<String> = sim.state().certificate_ids();
+    assert_eq!(ids.len(), 120);
+    let answers = futures::future::join_all((0..1000).map(|i| {
+        let id = ids[i % ids.len()].clone();
+        let client = client.clone();
+        let creds = creds.clone();
+        async move {
+            let info = client
+                .lookup_certificate(&creds, &id, Duration::from_secs(60))
+                .await;
+            (id, info)
+        }
+    }))
+    .await;
+    for (id, info) in &answers {
+        let info = info.as_ref().unwrap().as_ref().unwrap();
+        assert_eq!(&info.id, id);
+        assert_eq!(info.status, Some(1));
+        assert!(info.not_before.is_some() && info.not_after.is_some());
+    }
+    assert_eq!(sim.stats().action_total(LIST), 3);
+    assert_eq!(sim.stats().action_total(DETAIL), 0);
+    // An id Tencent does not list is "not found", answered in one request.
+    let unknown = client
+        .lookup_certificate(&creds, "nosuch01", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(unknown, None);
+    assert_eq!(sim.stats().action_total(LIST), 4);
+    // A second wave within the accepted age costs nothing.
+    let again = client
+        .lookup_certificate(&creds, &ids[7], Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(again.unwrap().id, ids[7]);
+    assert_eq!(sim.stats().action_total(LIST), 4);
+    // A stale answer refreshes every remembered id at once (the sweep): ⌈121/50⌉ requests, and the rest
+    // of the wave is served from it.
+    let fresh = client
+        .lookup_certificate(&creds, &ids[0], Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(fresh.is_some());
+    // The sweep's other batches follow the one that answered this caller.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sim.stats().action_total(LIST), 4 + 3);
+    for id in &ids {
+        client
+            .lookup_certificate(&creds, id, Duration::from_secs(60))
+            .await
+            .unwrap();
+    }
+    assert_eq!(sim.stats().action_total(LIST), 7);
+}
+
+#[tokio::test]
+async fn lookups_never_cross_credentials() {
+    let sim = start(numbered(3, "tenant"), |_| {}).await;
+    let client = client_with(&sim, |_| {});
+    let good = credentials();
+    let ids = sim.state().certificate_ids();
+    assert!(
+        client
+            .lookup_certificate(&good, &ids[0], Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // The same SecretId with a wrong key is refused, not served from the other tenant's answer.
+    let wrong = Credentials::new(good.secret_id(), "wrong-key", None).unwrap();
+    let refused = client
+        .lookup_certificate(&wrong, &ids[0], Duration::from_secs(60))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.reason(), "AuthFailed");
 }
 
 #[tokio::test]

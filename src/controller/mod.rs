@@ -14,7 +14,7 @@ use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self as kube_controller, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tracing::{debug, warn};
@@ -24,6 +24,10 @@ pub use credentials::{DefaultCredentials, NamespaceAllowList, SecretRef};
 use crate::crd::TencentCertificate;
 use crate::secret::{CERTIFICATE_NAME_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 
+/// The default safety net for content replaced behind an unchanged id and validity window.
+pub const DEFAULT_FULL_DOWNLOAD_INTERVAL: std::time::Duration =
+    std::time::Duration::from_secs(24 * 3600);
+
 /// Shared by every reconcile.
 pub struct Context {
     pub client: Client,
@@ -31,6 +35,8 @@ pub struct Context {
     pub defaults: DefaultCredentials,
     pub recorder: Recorder,
     pub metrics: Arc<crate::telemetry::Metrics>,
+    /// How often a refresh downloads even when Tencent's listing shows nothing changed.
+    pub full_download_every: std::time::Duration,
     /// Per resource UID: the credentials Secret's resourceVersion when its last attempt failed on
     /// credentials (`None`: the Secret was missing). A different version now means "try again at once".
     credentials_at_failure: Mutex<HashMap<String, Option<String>>>,
@@ -52,8 +58,15 @@ impl Context {
             tencent,
             defaults,
             metrics: Arc::new(crate::telemetry::Metrics::new()),
+            full_download_every: DEFAULT_FULL_DOWNLOAD_INTERVAL,
             credentials_at_failure: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Downloads in full at least this often, whatever the listings say (see `policy::download_needed`).
+    pub fn with_full_download_interval(mut self, every: std::time::Duration) -> Self {
+        self.full_download_every = every;
+        self
     }
 
     /// Reports into `metrics` (shared with the telemetry server) instead of a private registry.
@@ -119,6 +132,15 @@ fn users_of(
         .collect()
 }
 
+/// What the controller's cache keeps of each resource: all that reconciles read, without `managedFields` and
+/// kubectl's last-applied annotation, which are never read and often the larger part of an object.
+fn slim(cr: &mut TencentCertificate) {
+    cr.metadata.managed_fields = None;
+    if let Some(annotations) = cr.metadata.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
 /// Metadata-only watch: Secrets' data never enters the operator's memory through watches.
 fn secret_metadata(
     api: Api<PartialObjectMeta<Secret>>,
@@ -136,9 +158,13 @@ async fn run_scope(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let config = kube_controller::Config::default().concurrency(concurrency);
-    let controller =
-        Controller::new(crs, watcher::Config::default().any_semantic()).with_config(config);
-    let store = controller.store();
+    let (store, writer) = reflector::store();
+    let resources = reflector::reflector(
+        writer,
+        watcher(crs, watcher::Config::default().any_semantic()).modify(slim),
+    )
+    .applied_objects();
+    let controller = Controller::for_stream(resources, store.clone()).with_config(config);
     let managed = secret_metadata(
         secrets.clone(),
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")),

@@ -9,7 +9,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
-use tracing::{Instrument, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use super::{Context, credentials, target};
 use crate::bundle::{self, BundleError, CertBundle, CertMetadata};
@@ -75,11 +75,14 @@ fn serving_certificate_id(existing: &Secret) -> Option<String> {
         .cloned()
 }
 
-/// What a successful write left in the Secret.
+/// What a successful sync left in the Secret.
 struct Written {
-    bundle: CertBundle,
+    /// The certificate the Secret serves now.
+    meta: CertMetadata,
     resolved: target::Resolved,
     wrote: Option<&'static str>,
+    /// `false` when Tencent's listing showed the served certificate unchanged and nothing was downloaded.
+    downloaded: bool,
 }
 
 pub async fn reconcile(
@@ -181,6 +184,7 @@ async fn reconcile_inner(
         _ => None,
     };
     let mut attempt = Attempt::NotNeeded;
+    let mut downloaded = false;
     let mut conflict = None;
     let mut next_sync = None;
     let mut refresh_request = None;
@@ -206,21 +210,27 @@ async fn reconcile_inner(
         Decision::Download(trigger) => {
             info!(namespace, name = %cr.name_any(), trigger = %trigger.describe(), "downloading certificate");
             refresh_request = cr.annotations().get(REFRESH_REQUESTED_ANNOTATION).cloned();
-            match download_and_write(
-                cr,
-                ctx,
-                &secrets,
-                namespace,
-                existing.as_ref(),
+            let sync = Sync {
+                existing: existing.as_ref(),
+                serving: serving.as_ref().map(|(id, meta)| (id.as_str(), meta)),
+                last_download: previous
+                    .last_download_time
+                    .as_deref()
+                    .and_then(|t| t.parse().ok()),
                 trigger,
                 now,
+            };
+            let result = crate::tencent::priority::scope(
+                trigger.priority(),
+                download_and_write(cr, ctx, &secrets, namespace, &sync),
             )
-            .await
-            {
+            .await;
+            match result {
                 Ok(written) => {
                     ctx.forget_credentials_failure(&uid);
                     attempt = Attempt::Succeeded;
-                    serving = Some((written.resolved.id.clone(), written.bundle.meta.clone()));
+                    downloaded = written.downloaded;
+                    serving = Some((written.resolved.id.clone(), written.meta.clone()));
                     next_sync = Some(now + status::refresh_delay(refresh, fastrand::f64()));
                     if let Some(verb) = written.wrote {
                         note = Some((
@@ -229,12 +239,11 @@ async fn reconcile_inner(
                                 "wrote Secret {secret_name} with certificate {} ({}), valid until {}",
                                 written.resolved.id,
                                 written
-                                    .bundle
                                     .meta
                                     .subject_cn
                                     .as_deref()
                                     .unwrap_or("no subject name"),
-                                status::format_time(written.bundle.meta.not_after)
+                                status::format_time(written.meta.not_after)
                             ),
                         ));
                     }
@@ -290,6 +299,7 @@ async fn reconcile_inner(
             meta,
         }),
         attempt: attempt.clone(),
+        downloaded,
         conflict: conflict.as_deref(),
         refresh_request: refresh_request.as_deref(),
         now,
@@ -419,34 +429,59 @@ async fn apply_secret(secrets: &Api<Secret>, desired: &Secret) -> Result<(), Syn
     Ok(())
 }
 
+/// What a sync starts from.
+struct Sync<'a> {
+    existing: Option<&'a Secret>,
+    /// The certificate id and metadata the Secret serves, if ours and usable.
+    serving: Option<(&'a str, &'a CertMetadata)>,
+    last_download: Option<jiff::Timestamp>,
+    trigger: &'a DownloadTrigger,
+    now: jiff::Timestamp,
+}
+
 async fn download_and_write(
     cr: &TencentCertificate,
     ctx: &Context,
     secrets: &Api<Secret>,
     namespace: &str,
-    existing: Option<&Secret>,
-    trigger: &DownloadTrigger,
-    now: jiff::Timestamp,
+    sync: &Sync<'_>,
 ) -> Result<Written, SyncError> {
-    let credentials = credentials::resolve(&ctx.client, cr, &ctx.defaults).await?;
-    let resolved = target::resolve(
-        cr,
-        &ctx.tencent,
-        &credentials,
+    let Sync {
+        existing,
+        trigger,
         now,
-        !trigger.accepts_cached(),
-    )
-    .await?;
+        ..
+    } = *sync;
+    let credentials = credentials::resolve(&ctx.client, cr, &ctx.defaults).await?;
+    let max_age = trigger.max_age(crd::refresh_interval(&cr.spec));
+    let routine = matches!(trigger, DownloadTrigger::RefreshDue);
+    let resolved = target::resolve(cr, &ctx.tencent, &credentials, now, max_age, routine).await?;
     let certificate_id = &resolved.id;
-    let download = if trigger.accepts_cached() {
-        ctx.tencent
-            .download_certificate(&credentials, certificate_id)
-            .await?
-    } else {
-        ctx.tencent
-            .download_certificate_within(&credentials, certificate_id, Duration::ZERO)
-            .await?
+    let before = policy::BeforeDownload {
+        trigger,
+        serving: sync.serving,
+        resolved_id: certificate_id,
+        listed: resolved.listed.as_ref(),
+        last_download: sync.last_download,
+        now,
+        full_download_every: ctx.full_download_every,
     };
+    if let Some((_, meta)) = sync.serving
+        && !policy::download_needed(&before)
+    {
+        debug!(certificate_id = %certificate_id, "Tencent lists the served certificate unchanged; no download");
+        return Ok(Written {
+            meta: meta.clone(),
+            resolved,
+            wrote: None,
+            downloaded: false,
+        });
+    }
+    // Resources naming the same certificate share a download younger than `max_age` (per credentials).
+    let download = ctx
+        .tencent
+        .download_certificate_within(&credentials, certificate_id, max_age)
+        .await?;
     let bundle = bundle::extract(&download.zip)?;
     if bundle.meta.is_expired_at(now) {
         // Never replace anything with an expired certificate, nor write one where none was.
@@ -489,9 +524,10 @@ async fn download_and_write(
         ctx.metrics.secret_written(operation);
     }
     Ok(Written {
-        bundle,
+        meta: bundle.meta,
         resolved,
         wrote,
+        downloaded: true,
     })
 }
 

@@ -1,9 +1,11 @@
 //! Which certificate to download: the spec's ID or its newest renewal, or the newest certificate covering
 //! the spec's domain.
 
+use std::time::Duration;
+
 use crate::crd::{CertificateSelector, Target, TencentCertificate};
 use crate::error::SyncError;
-use crate::renewal::{self, Stop};
+use crate::renewal::{self, LinkInfo, Stop};
 use crate::tencent::error::reason;
 use crate::tencent::list::{CertificateFilter, Tag};
 use crate::tencent::{Client, Credentials};
@@ -16,6 +18,8 @@ pub struct Resolved {
     pub chain: Vec<String>,
     /// Something the user should know even though the sync goes on (e.g. a renewal not issued yet).
     pub note: Option<String>,
+    /// What Tencent's listing says about `id` (status, validity window), when it was looked up.
+    pub listed: Option<LinkInfo>,
 }
 
 /// The filter for domain selection. It has no per-domain search key, so every resource with the same
@@ -37,6 +41,8 @@ fn describe_stop(resolution: &renewal::Resolution) -> Option<String> {
     let serving = resolution.certificate_id();
     match &resolution.stop {
         Stop::End | Stop::Unfinished { .. } => None,
+        // The spec'd id itself is not listed: the download says what Tencent thinks of it.
+        Stop::NotFound { id } if *id == resolution.start => None,
         Stop::NotIssued { id, status } => Some(format!(
             "renewal {id} is not issued yet (status {}); keeping {serving} until it is",
             status.map_or_else(|| "unknown".to_string(), |s| s.to_string())
@@ -60,13 +66,16 @@ fn describe_stop(resolution: &renewal::Resolution) -> Option<String> {
     }
 }
 
-/// Resolves the spec to one certificate ID. `fresh` skips the shared list cache (an explicit refresh).
+/// Resolves the spec to one certificate ID, with lookup answers up to `max_age` old (`ZERO`: fresh).
+/// `want_listing` asks for Tencent's listing of the chosen id even when resolving needed none (for the
+/// download skip of a routine refresh).
 pub async fn resolve(
     cr: &TencentCertificate,
     client: &Client,
     credentials: &Credentials,
     now: jiff::Timestamp,
-    fresh: bool,
+    max_age: Duration,
+    want_listing: bool,
 ) -> Result<Resolved, SyncError> {
     match cr.spec.target() {
         Target::Certificate {
@@ -76,39 +85,60 @@ pub async fn resolve(
             id: id.to_string(),
             chain: vec![id.to_string()],
             note: None,
+            // Without the listing the refresh downloads; that is all a failed lookup costs.
+            listed: if want_listing {
+                client
+                    .lookup_certificate(credentials, id, max_age)
+                    .await
+                    .ok()
+                    .flatten()
+            } else {
+                None
+            },
         }),
         Target::Certificate {
             id,
             follow_renewals: true,
-        } => match client.resolve_renewals(credentials, id, now).await {
-            Ok(resolution) => Ok(Resolved {
-                id: resolution.certificate_id().to_string(),
-                note: describe_stop(&resolution),
-                chain: resolution.chain,
-            }),
+        } => match client.resolve_renewals(credentials, id, now, max_age).await {
+            Ok(resolution) => {
+                let resolved_id = resolution.certificate_id().to_string();
+                // Answered from the lookups the walk just made: no request of its own.
+                let listed = client
+                    .lookup_certificate(credentials, &resolved_id, max_age)
+                    .await
+                    .ok()
+                    .flatten();
+                Ok(Resolved {
+                    id: resolved_id,
+                    note: describe_stop(&resolution),
+                    chain: resolution.chain,
+                    listed,
+                })
+            }
             // The certificate itself is gone: the download would say the same; say it once.
             Err(err) if err.reason() == reason::CERTIFICATE_NOT_FOUND => Err(err.into()),
-            // Following needs ssl:DescribeCertificateDetail; without it (or while Tencent is flaky) keep
-            // serving what was resolved before rather than failing the sync.
+            // Following needs ssl:DescribeCertificates (or ssl:DescribeCertificateDetail); without it
+            // (or while Tencent is flaky) keep serving what was resolved before rather than failing.
             Err(err) => {
                 let fallback = cr
                     .expected_certificate_id()
                     .unwrap_or_else(|| id.to_string());
                 Ok(Resolved {
                     note: Some(format!(
-                        "renewal links not followed ({}: {err}); grant ssl:DescribeCertificateDetail or set followRenewals: false",
+                        "renewal links not followed ({}: {err}); grant ssl:DescribeCertificates or set followRenewals: false",
                         err.reason()
                     )),
                     chain: vec![fallback.clone()],
                     id: fallback,
+                    listed: None,
                 })
             }
         },
         Target::Domain { domain, selector } => {
             let filter = domain_filter(selector);
-            let list = if fresh {
+            let list = if max_age.is_zero() {
                 client
-                    .describe_certificates_within(credentials, &filter, std::time::Duration::ZERO)
+                    .describe_certificates_within(credentials, &filter, Duration::ZERO)
                     .await?
             } else {
                 client.describe_certificates(credentials, &filter).await?
@@ -124,6 +154,7 @@ pub async fn resolve(
                     id: chosen.certificate_id.clone(),
                     chain: vec![chosen.certificate_id.clone()],
                     note: None,
+                    listed: Some(LinkInfo::from(chosen)),
                 }),
                 None => Err(SyncError::NoMatchingCertificate {
                     domain: domain.to_string(),

@@ -23,7 +23,9 @@ use super::limiter::{LimiterConfig, RateLimiter};
 use super::list::{
     self, ACTION_DESCRIBE_CERTIFICATES, CertificateFilter, CertificateSummary, PageStep, Pager,
 };
+use super::lookup::{self, Book, Want};
 use super::observer::{NoObserver, Observer};
+use super::priority;
 use super::sign::{self, RequestToSign};
 use crate::renewal::{self, LinkInfo, Resolution};
 
@@ -47,8 +49,13 @@ pub struct ClientConfig {
     pub endpoint: String,
     pub timeout: Duration,
     pub limiter: LimiterConfig,
-    /// How long a successful download serves later callers (≤ 60 s by design).
+    /// How long a successful download serves later callers naming the same certificate (with the same
+    /// credentials): long enough to cover a wave of first syncs, which runs at the download rate.
     pub download_cache_ttl: Duration,
+    /// The cached downloads' total size bound; the oldest go first.
+    pub download_cache_bytes: usize,
+    /// The oldest lookup answer (status, validity, renewal links) ever used, whatever a caller accepts.
+    pub lookup_cache_ttl: Duration,
     /// `X-TC-Language`: the language of Tencent's error messages.
     pub language: String,
     /// How long a certificate list scan serves later callers with the same credentials and filter.
@@ -63,7 +70,9 @@ impl Default for ClientConfig {
             endpoint: DEFAULT_ENDPOINT.to_string(),
             timeout: Duration::from_secs(10),
             limiter: LimiterConfig::default(),
-            download_cache_ttl: Duration::from_secs(10),
+            download_cache_ttl: Duration::from_secs(300),
+            download_cache_bytes: 8 * 1024 * 1024,
+            lookup_cache_ttl: Duration::from_secs(15 * 60),
             language: "en-US".to_string(),
             list_cache_ttl: Duration::from_secs(60),
             list_page_size: list::DEFAULT_PAGE_SIZE,
@@ -209,6 +218,21 @@ struct Inner {
     observer: Arc<dyn Observer>,
     downloads: Coalescer<DownloadKey, Arc<Download>>,
     lists: Coalescer<ListKey, CertificateList>,
+    /// Batched id lookups, one book per credential set (keyed by its fingerprint).
+    lookups: std::sync::Mutex<std::collections::HashMap<[u8; 32], Book>>,
+    /// Lookup requests in flight at once, all credentials together: while they are taken, ids gather
+    /// into fuller batches.
+    lookup_slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// Lookup requests in flight at once.
+const LOOKUP_REQUESTS_IN_FLIGHT: usize = 4;
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock means a panic elsewhere mid-update; the books stay usable.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Cheap to clone; clones share the connection pool, limiter, and the coalescing maps and caches.
@@ -268,8 +292,14 @@ impl Client {
                 host,
                 limiter: RateLimiter::new(config.limiter),
                 observer,
-                downloads: Coalescer::new(config.download_cache_ttl),
+                downloads: Coalescer::with_budget(
+                    config.download_cache_ttl,
+                    |download: &Arc<Download>| download.zip.len(),
+                    config.download_cache_bytes,
+                ),
                 lists: Coalescer::new(config.list_cache_ttl),
+                lookups: std::sync::Mutex::new(std::collections::HashMap::new()),
+                lookup_slots: Arc::new(tokio::sync::Semaphore::new(LOOKUP_REQUESTS_IN_FLIGHT)),
                 config,
             }),
         })
@@ -312,18 +342,20 @@ impl Client {
         let client = self.clone();
         let credentials = credentials.clone();
         let certificate_id = certificate_id.to_string();
+        // The shared fetch keeps the priority of the caller that started it.
+        let priority = priority::current();
         self.inner
             .downloads
             .get(
                 key,
                 max_age,
                 move || {
-                    async move {
+                    priority::scope(priority, async move {
                         client
                             .fetch_download(&credentials, &certificate_id)
                             .await
                             .map(Arc::new)
-                    }
+                    })
                     .boxed()
                 },
                 |source| self.inner.observer.coalesced(source),
@@ -388,13 +420,17 @@ impl Client {
         let client = self.clone();
         let credentials = credentials.clone();
         let filter = key.filter.clone();
+        let priority = priority::current();
         self.inner
             .lists
             .get(
                 key,
                 max_age,
                 move || {
-                    async move { client.scan_certificates(&credentials, &filter).await }.boxed()
+                    priority::scope(priority, async move {
+                        client.scan_certificates(&credentials, &filter).await
+                    })
+                    .boxed()
                 },
                 |_| {},
             )
@@ -427,10 +463,126 @@ impl Client {
         Ok(pager.into_certificates().into())
     }
 
-    /// Follows renewal links from `start` with `DescribeCertificateDetail` lookups (see
-    /// [`crate::renewal::follow`] for the rules). A linked certificate that does not exist ends the walk
-    /// (`Stop::NotFound`); a missing `start` and every other error are returned as errors.
+    /// What `certificate_id` currently is (status, validity, renewal links) for these credentials, or
+    /// `None` when Tencent does not list it. Lookups of all callers are batched into `DescribeCertificates`
+    /// requests with `CertIds` (see [`super::lookup`]); an answer younger than `max_age` is reused.
+    pub async fn lookup_certificate(
+        &self,
+        credentials: &Credentials,
+        certificate_id: &str,
+        max_age: Duration,
+    ) -> Result<Option<LinkInfo>, TencentError> {
+        let key = credentials.fingerprint();
+        let max_age = max_age.min(self.inner.config.lookup_cache_ttl);
+        let want = {
+            let mut books = lock(&self.inner.lookups);
+            let book = books.entry(key).or_default();
+            let want = book.want(certificate_id, max_age, priority::current(), Instant::now());
+            if matches!(want, Want::Queued(_)) && !book.flushing {
+                book.flushing = true;
+                tokio::spawn(self.clone().flush_lookups(key, credentials.clone()));
+            }
+            want
+        };
+        match want {
+            Want::Answered(info) => Ok(info),
+            Want::Queued(answer) => answer.await.unwrap_or_else(|_| {
+                Err(TencentError::Malformed {
+                    action: ACTION_DESCRIBE_CERTIFICATES.to_string(),
+                    detail: "the lookup was abandoned".to_string(),
+                })
+            }),
+        }
+    }
+
+    /// Sends the queued lookups of one credential set, [`lookup::MAX_IDS_PER_REQUEST`] ids per request,
+    /// until none is left. A batch is taken only once a request slot is free, so ids queued meanwhile
+    /// join it.
+    async fn flush_lookups(self, key: [u8; 32], credentials: Credentials) {
+        loop {
+            tokio::time::sleep(lookup::GATHER_WINDOW).await;
+            let Ok(slot) = self.inner.lookup_slots.clone().acquire_owned().await else {
+                return;
+            };
+            let (batch, batch_priority) = {
+                let mut books = lock(&self.inner.lookups);
+                let Some(book) = books.get_mut(&key) else {
+                    return;
+                };
+                let (batch, batch_priority) = book.take_batch();
+                if batch.is_empty() {
+                    book.flushing = false;
+                    if book.is_idle() {
+                        books.remove(&key);
+                    }
+                    return;
+                }
+                (batch, batch_priority)
+            };
+            let client = self.clone();
+            let credentials = credentials.clone();
+            tokio::spawn(async move {
+                let found =
+                    priority::scope(batch_priority, client.list_by_ids(&credentials, &batch)).await;
+                drop(slot);
+                if let Some(book) = lock(&client.inner.lookups).get_mut(&key) {
+                    book.record(&batch, found, Instant::now());
+                }
+            });
+        }
+    }
+
+    /// One `DescribeCertificates` request for exactly these ids.
+    async fn list_by_ids(
+        &self,
+        credentials: &Credentials,
+        ids: &[String],
+    ) -> Result<Vec<LinkInfo>, TencentError> {
+        let filter = CertificateFilter {
+            cert_ids: ids.to_vec(),
+            ..CertificateFilter::default()
+        };
+        let limit = u32::try_from(ids.len()).unwrap_or(list::MAX_PAGE_SIZE);
+        let params = filter.page_params(0, limit)?;
+        let response = self
+            .call(credentials, ACTION_DESCRIBE_CERTIFICATES, &params)
+            .await?;
+        let page = list::decode_page(&response)?;
+        Ok(page.certificates.iter().map(LinkInfo::from).collect())
+    }
+
+    /// Follows renewal links from `start` (see [`crate::renewal::follow`] for the rules), looking each
+    /// certificate up through the shared, batched [`Client::lookup_certificate`]. A `start` that is not
+    /// listed ends the walk at once (`Stop::NotFound`; the download then says what Tencent thinks of it).
+    /// Without `ssl:DescribeCertificates` the walk falls back to one `DescribeCertificateDetail` per link.
     pub async fn resolve_renewals(
+        &self,
+        credentials: &Credentials,
+        start: &str,
+        now: jiff::Timestamp,
+        max_age: Duration,
+    ) -> Result<Resolution, TencentError> {
+        let listed =
+            renewal::follow_renewals_with(start, renewal::MAX_DEPTH, now, |id| async move {
+                self.lookup_certificate(credentials, &id, max_age).await
+            })
+            .await;
+        match listed {
+            Err(err) if err.class() == super::ErrorClass::Credentials => {
+                tracing::debug!(
+                    reason = err.reason(),
+                    "DescribeCertificates refused; following renewals with DescribeCertificateDetail"
+                );
+                self.resolve_renewals_by_detail(credentials, start, now)
+                    .await
+            }
+            other => other,
+        }
+    }
+
+    /// Follows renewal links with one `DescribeCertificateDetail` per certificate. A linked certificate that
+    /// does not exist ends the walk (`Stop::NotFound`); a missing `start` and every other error are errors.
+    pub async fn resolve_renewals_by_detail(
         &self,
         credentials: &Credentials,
         start: &str,
@@ -462,8 +614,20 @@ impl Client {
         })?;
         let mut rate_limit_retries = 0;
         let mut resigned = false;
+        let priority = priority::current();
         loop {
-            let waited = self.inner.limiter.acquire(action).await;
+            let limiter = &self.inner.limiter;
+            self.inner.observer.queue_depth(
+                action,
+                priority.as_str(),
+                limiter.waiting(action, priority) + 1,
+            );
+            let waited = limiter.acquire(action, priority).await;
+            self.inner.observer.queue_depth(
+                action,
+                priority.as_str(),
+                limiter.waiting(action, priority),
+            );
             self.inner.observer.rate_limited_wait(
                 action,
                 waited,

@@ -25,7 +25,12 @@ struct Maps<K, V> {
 pub(crate) struct Coalescer<K, V> {
     ttl: Duration,
     maps: Arc<Maps<K, V>>,
+    /// The cache's size bound: a weight per value and the total allowed; the oldest entries go first.
+    budget: Option<Budget<V>>,
 }
+
+/// A weight per cached value, and the total weight allowed.
+type Budget<V> = (fn(&V) -> usize, usize);
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A poisoned lock means a panic elsewhere mid-update; the maps stay consistent enough to keep serving.
@@ -46,6 +51,15 @@ where
                 in_flight: Mutex::new(HashMap::new()),
                 cache: Mutex::new(HashMap::new()),
             }),
+            budget: None,
+        }
+    }
+
+    /// Like [`Coalescer::new`], with the cached values' total `weigh`t kept within `max_total`.
+    pub(crate) fn with_budget(ttl: Duration, weigh: fn(&V) -> usize, max_total: usize) -> Self {
+        Self {
+            budget: Some((weigh, max_total)),
+            ..Self::new(ttl)
         }
     }
 
@@ -105,6 +119,7 @@ where
     fn start(&self, key: K, fetch: BoxFuture<'static, Result<V, TencentError>>) -> SharedResult<V> {
         let maps = self.maps.clone();
         let ttl = self.ttl;
+        let budget = self.budget;
         async move {
             let result = fetch.await;
             if let Ok(value) = &result {
@@ -115,12 +130,39 @@ where
                 if !ttl.is_zero() {
                     cache.insert(key.clone(), (now, value.clone()));
                 }
+                if let Some((weigh, max_total)) = budget {
+                    evict_oldest_beyond(&mut cache, weigh, max_total);
+                }
             }
             lock(&maps.in_flight).remove(&key);
             result
         }
         .boxed()
         .shared()
+    }
+}
+
+/// Drops the oldest entries until the total weight is within `max_total`.
+fn evict_oldest_beyond<K: Clone + Eq + Hash, V>(
+    cache: &mut HashMap<K, (Instant, V)>,
+    weigh: fn(&V) -> usize,
+    max_total: usize,
+) {
+    let mut total: usize = cache.values().map(|(_, v)| weigh(v)).sum();
+    if total <= max_total {
+        return;
+    }
+    let mut by_age: Vec<(Instant, K, usize)> = cache
+        .iter()
+        .map(|(k, (at, v))| (*at, k.clone(), weigh(v)))
+        .collect();
+    by_age.sort_by_key(|(at, _, _)| *at);
+    for (_, key, weight) in by_age {
+        if total <= max_total {
+            break;
+        }
+        cache.remove(&key);
+        total = total.saturating_sub(weight);
     }
 }
 
@@ -256,5 +298,31 @@ mod tests {
             )
             .await;
         assert_eq!((first, second, probe.fetches()), (Ok(1), Ok(2), 2));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_cache_keeps_the_newest_values_within_its_budget() {
+        let coalescer: Coalescer<u32, Vec<u8>> =
+            Coalescer::with_budget(Duration::from_secs(300), |v| v.len(), 2500);
+        for key in 0..5u32 {
+            let value = coalescer
+                .get(
+                    key,
+                    Duration::from_secs(300),
+                    move || async move { Ok(vec![0u8; 1000]) }.boxed(),
+                    |_| {},
+                )
+                .await
+                .unwrap();
+            assert_eq!(value.len(), 1000);
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        let cached: Vec<u32> = {
+            let cache = lock(&coalescer.maps.cache);
+            let mut keys: Vec<u32> = cache.keys().copied().collect();
+            keys.sort();
+            keys
+        };
+        assert_eq!(cached, vec![3, 4], "the two newest fit in 2,500 bytes");
     }
 }

@@ -9,12 +9,17 @@
 //! - The rate then recovers additively: `recovery_step` of the configured rate per `recovery_interval`
 //!   without throttling, back up to the configured rate. A persistent competitor keeps it low; a one-off
 //!   spike costs a few slow seconds.
+//! - Urgent callers (see [`super::priority`]) are granted slots before routine ones: a routine caller
+//!   waits while any urgent caller of the same action is queued.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::time::Instant;
+
+use super::priority::Priority;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LimiterConfig {
@@ -96,7 +101,52 @@ impl ActionState {
 pub struct RateLimiter {
     config: LimiterConfig,
     actions: Mutex<HashMap<String, ActionState>>,
-    gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    queues: Mutex<HashMap<String, Arc<ActionQueue>>>,
+}
+
+/// The callers of one action waiting for a slot.
+#[derive(Debug)]
+struct ActionQueue {
+    /// Held by the caller whose slot comes next. tokio's Mutex is fair: waiters get it in arrival order.
+    gate: tokio::sync::Mutex<()>,
+    /// Callers waiting, by priority: `[routine, urgent]`. Routine callers wait while `urgent > 0`.
+    waiting: watch::Sender<[usize; 2]>,
+}
+
+impl ActionQueue {
+    fn new() -> Self {
+        Self {
+            gate: tokio::sync::Mutex::new(()),
+            waiting: watch::Sender::new([0, 0]),
+        }
+    }
+
+    fn enter(&self, priority: Priority) -> Waiting<'_> {
+        self.waiting.send_modify(|w| w[priority as usize] += 1);
+        Waiting {
+            queue: self,
+            priority,
+        }
+    }
+
+    fn urgent_waiting(&self) -> usize {
+        self.waiting.borrow()[Priority::Urgent as usize]
+    }
+}
+
+/// Counts a caller as waiting until dropped (also when its future is cancelled).
+struct Waiting<'a> {
+    queue: &'a ActionQueue,
+    priority: Priority,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let index = self.priority as usize;
+        self.queue
+            .waiting
+            .send_modify(|w| w[index] = w[index].saturating_sub(1));
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -111,7 +161,7 @@ impl RateLimiter {
         Self {
             config,
             actions: Mutex::new(HashMap::new()),
-            gates: Mutex::new(HashMap::new()),
+            queues: Mutex::new(HashMap::new()),
         }
     }
 
@@ -128,19 +178,39 @@ impl RateLimiter {
         f(state, now)
     }
 
-    fn gate(&self, action: &str) -> Arc<tokio::sync::Mutex<()>> {
-        lock(&self.gates)
+    fn queue(&self, action: &str) -> Arc<ActionQueue> {
+        lock(&self.queues)
             .entry(action.to_string())
-            .or_default()
+            .or_insert_with(|| Arc::new(ActionQueue::new()))
             .clone()
     }
 
-    /// Waits for a slot for `action`; returns how long the caller waited.
-    pub async fn acquire(&self, action: &str) -> Duration {
+    /// Callers of `action` waiting for a slot, by priority (for the queue-depth metric).
+    pub fn waiting(&self, action: &str, priority: Priority) -> usize {
+        lock(&self.queues)
+            .get(action)
+            .map_or(0, |queue| queue.waiting.borrow()[priority as usize])
+    }
+
+    /// Waits for a slot for `action`; returns how long the caller waited. Urgent callers go first.
+    pub async fn acquire(&self, action: &str, priority: Priority) -> Duration {
         let requested = Instant::now();
-        let gate = self.gate(action);
-        // tokio's Mutex is fair: waiters are served in arrival order.
-        let _turn = gate.lock().await;
+        let queue = self.queue(action);
+        let _waiting = queue.enter(priority);
+        let _turn = loop {
+            if priority == Priority::Routine {
+                let mut waiting = queue.waiting.subscribe();
+                // The sender lives in `queue`, which outlives this wait: `Err` cannot happen.
+                let _ = waiting
+                    .wait_for(|w| w[Priority::Urgent as usize] == 0)
+                    .await;
+            }
+            let turn = queue.gate.lock().await;
+            // An urgent caller that arrived while this routine one queued for the gate goes first.
+            if priority == Priority::Urgent || queue.urgent_waiting() == 0 {
+                break turn;
+            }
+        };
         loop {
             let slot = self.with_state(action, |state, now| state.next_slot.max(now));
             tokio::time::sleep_until(slot).await;
@@ -195,7 +265,7 @@ mod tests {
         let start = Instant::now();
         let mut times = Vec::new();
         for _ in 0..n {
-            limiter.acquire(action).await;
+            limiter.acquire(action, Priority::Routine).await;
             times.push(start.elapsed());
         }
         times
@@ -218,7 +288,7 @@ mod tests {
             .map(|_| {
                 let limiter = limiter.clone();
                 tokio::spawn(async move {
-                    limiter.acquire("A").await;
+                    limiter.acquire("A", Priority::Routine).await;
                     start.elapsed()
                 })
             })
@@ -235,13 +305,22 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn actions_have_independent_budgets() {
         let limiter = limiter(1.0);
-        assert_eq!(limiter.acquire("DownloadCertificate").await, Duration::ZERO);
         assert_eq!(
-            limiter.acquire("DescribeCertificateDetail").await,
+            limiter
+                .acquire("DownloadCertificate", Priority::Routine)
+                .await,
             Duration::ZERO
         );
         assert_eq!(
-            limiter.acquire("DownloadCertificate").await,
+            limiter
+                .acquire("DescribeCertificateDetail", Priority::Routine)
+                .await,
+            Duration::ZERO
+        );
+        assert_eq!(
+            limiter
+                .acquire("DownloadCertificate", Priority::Routine)
+                .await,
             Duration::from_secs(1)
         );
     }
@@ -249,8 +328,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn acquire_waits_for_its_slot() {
         let limiter = limiter(4.0);
-        assert_eq!(limiter.acquire("A").await, Duration::ZERO);
-        let waited = limiter.acquire("A").await;
+        assert_eq!(
+            limiter.acquire("A", Priority::Routine).await,
+            Duration::ZERO
+        );
+        let waited = limiter.acquire("A", Priority::Routine).await;
         assert_eq!(waited, Duration::from_millis(250));
     }
 
@@ -258,11 +340,11 @@ mod tests {
     async fn a_throttle_answer_delays_callers_already_waiting() {
         let limiter = Arc::new(limiter(10.0));
         let start = Instant::now();
-        limiter.acquire("A").await;
+        limiter.acquire("A", Priority::Routine).await;
         let waiting = {
             let limiter = limiter.clone();
             tokio::spawn(async move {
-                limiter.acquire("A").await;
+                limiter.acquire("A", Priority::Routine).await;
                 start.elapsed()
             })
         };
@@ -272,19 +354,22 @@ mod tests {
         let granted_at = waiting.await.unwrap();
         assert_eq!(granted_at, Duration::from_millis(1050));
         // The next slot after that follows at the halved rate.
-        assert_eq!(limiter.acquire("A").await, Duration::from_millis(200));
+        assert_eq!(
+            limiter.acquire("A", Priority::Routine).await,
+            Duration::from_millis(200)
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn throttling_halves_the_rate_once_per_burst_and_pauses() {
         let limiter = limiter(10.0);
-        limiter.acquire("A").await;
+        limiter.acquire("A", Priority::Routine).await;
         limiter.on_rate_limited("A");
         // The rest of the same burst's rejections must not halve again.
         limiter.on_rate_limited("A");
         limiter.on_rate_limited("A");
         assert_eq!(limiter.current_rate("A"), 5.0);
-        assert!(limiter.acquire("A").await >= Duration::from_secs(1));
+        assert!(limiter.acquire("A", Priority::Routine).await >= Duration::from_secs(1));
         // After the cool-down a new rejection halves again.
         tokio::time::advance(Duration::from_millis(1100)).await;
         limiter.on_rate_limited("A");
@@ -320,5 +405,43 @@ mod tests {
         assert_eq!(LimiterConfig::per_second(0.0).rate, 1.0);
         assert_eq!(LimiterConfig::per_second(-3.0).rate, 1.0);
         assert_eq!(LimiterConfig::per_second(f64::NAN).rate, 1.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn urgent_callers_overtake_queued_routine_ones() {
+        let limiter = Arc::new(limiter(10.0));
+        let start = Instant::now();
+        let spawn = |priority: Priority| {
+            let limiter = limiter.clone();
+            tokio::spawn(async move {
+                limiter.acquire("A", priority).await;
+                (priority, start.elapsed())
+            })
+        };
+        // A backlog of 20 routine refreshes, then 5 first syncs arrive.
+        let mut tasks: Vec<_> = (0..20).map(|_| spawn(Priority::Routine)).collect();
+        tokio::task::yield_now().await;
+        assert_eq!(limiter.waiting("A", Priority::Routine), 19);
+        tasks.extend((0..5).map(|_| spawn(Priority::Urgent)));
+        tokio::task::yield_now().await;
+        assert_eq!(limiter.waiting("A", Priority::Urgent), 5);
+        let mut grants = Vec::new();
+        for task in tasks {
+            grants.push(task.await.unwrap());
+        }
+        grants.sort_by_key(|(_, at)| *at);
+        // The first routine caller was granted at once and the second holds the gate, asleep until its
+        // slot: both keep their slots. Every urgent caller comes right after, before the other 18.
+        let order: Vec<Priority> = grants.iter().map(|(p, _)| *p).collect();
+        let mut expected = vec![Priority::Routine; 2];
+        expected.extend([Priority::Urgent; 5]);
+        expected.extend([Priority::Routine; 18]);
+        assert_eq!(order, expected);
+        // Still one slot per 100 ms: priority reorders, it does not add capacity.
+        for (i, (_, at)) in grants.iter().enumerate() {
+            assert_eq!(*at, Duration::from_millis(100 * i as u64), "{i}");
+        }
+        assert_eq!(limiter.waiting("A", Priority::Routine), 0);
+        assert_eq!(limiter.waiting("A", Priority::Urgent), 0);
     }
 }

@@ -6,7 +6,9 @@ pub mod credentials;
 pub mod error;
 pub mod limiter;
 pub mod list;
+pub mod lookup;
 pub mod observer;
+pub mod priority;
 pub mod sign;
 
 pub use client::{

@@ -9,6 +9,8 @@ pub trait Observer: Send + Sync {
     fn request(&self, _action: &str, _code: &str, _took: Duration) {}
     /// Time spent waiting for the rate limiter, and the action's rate afterwards.
     fn rate_limited_wait(&self, _action: &str, _waited: Duration, _current_rate: f64) {}
+    /// Callers of `action` at `priority` (`urgent`/`routine`) waiting for a rate-limiter slot.
+    fn queue_depth(&self, _action: &str, _priority: &str, _depth: usize) {}
     /// A download served without a request of its own: `in_flight` or `cache`.
     fn coalesced(&self, _source: &str) {}
 }

@@ -1,0 +1,330 @@
+//! What each certificate id currently is — status, validity window, renewal links — asked of Tencent once
+//! per (credentials, certificate id) per wave and shared by every resource naming that id.
+//!
+//! Lookups are batched into `DescribeCertificates` calls with `CertIds` (Tencent accepts at most 50 per
+//! request): callers that ask within a short gather window share one request, and an answer serves later
+//! callers while it is younger than the age they accept. Refreshes of thousands of resources are spread
+//! over time by jitter, so answers would otherwise expire one id at a time and every id would cost its
+//! own request; to keep a refresh wave at ⌈K/50⌉ requests, a caller whose answer is stale also refreshes
+//! every other id of the same credentials whose answer is more than half that age (a *sweep*).
+//!
+//! [`Book`] holds the per-credentials state and makes every decision without I/O; the client drives it
+//! (`Client::lookup_certificate`).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::error::TencentError;
+use super::priority::Priority;
+use crate::renewal::LinkInfo;
+
+/// Tencent's cap on `CertIds` per `DescribeCertificates` request.
+pub const MAX_IDS_PER_REQUEST: usize = 50;
+/// How long the first caller of a batch waits for others to join it.
+pub const GATHER_WINDOW: Duration = Duration::from_millis(20);
+/// Ids nobody asked about for this long are forgotten (and no longer swept).
+pub const RETENTION: Duration = Duration::from_secs(2 * 3600);
+
+/// The answer for one id: `None` when Tencent does not list it for these credentials.
+pub type Answer = Result<Option<LinkInfo>, TencentError>;
+
+struct Entry {
+    fetched_at: Instant,
+    info: Option<LinkInfo>,
+    last_wanted: Instant,
+}
+
+/// One credential set's lookups: answers, ids queued for the next request, and who waits for them.
+#[derive(Default)]
+pub struct Book {
+    entries: HashMap<String, Entry>,
+    /// Ids to ask about, oldest request first, each once (`queued` mirrors it).
+    queue: VecDeque<String>,
+    queued: HashSet<String>,
+    /// The highest priority among callers waiting for queued ids.
+    priority: Priority,
+    waiters: HashMap<String, Vec<oneshot::Sender<Answer>>>,
+    /// Whether a flush task is running for this book.
+    pub flushing: bool,
+}
+
+/// What [`Book::want`] decided.
+pub enum Want {
+    /// A young enough answer exists.
+    Answered(Option<LinkInfo>),
+    /// The id is queued; the answer arrives on the receiver.
+    Queued(oneshot::Receiver<Answer>),
+}
+
+impl Book {
+    fn enqueue(&mut self, id: &str) {
+        if self.queued.insert(id.to_string()) {
+            self.queue.push_back(id.to_string());
+        }
+    }
+
+    /// Asks for `id`, accepting an answer younger than `max_age`. A stale or missing answer queues the id,
+    /// and sweeps in every other remembered id whose answer is older than `max_age / 2`.
+    pub fn want(&mut self, id: &str, max_age: Duration, priority: Priority, now: Instant) -> Want {
+        if let Some(entry) = self.entries.get_mut(id) {
+            entry.last_wanted = now;
+            if now.saturating_duration_since(entry.fetched_at) < max_age {
+                return Want::Answered(entry.info.clone());
+            }
+        }
+        self.enqueue(id);
+        let sweep_after = max_age / 2;
+        let stale: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(other, entry)| {
+                other.as_str() != id
+                    && now.saturating_duration_since(entry.fetched_at) >= sweep_after
+                    && now.saturating_duration_since(entry.last_wanted) < RETENTION
+            })
+            .map(|(other, _)| other.clone())
+            .collect();
+        for other in stale {
+            self.enqueue(&other);
+        }
+        self.priority = self.priority.max(priority);
+        let (sender, receiver) = oneshot::channel();
+        self.waiters.entry(id.to_string()).or_default().push(sender);
+        Want::Queued(receiver)
+    }
+
+    /// Up to [`MAX_IDS_PER_REQUEST`] queued ids for one request, oldest first, with the priority to send
+    /// it at. Empty when nothing is queued.
+    pub fn take_batch(&mut self) -> (Vec<String>, Priority) {
+        let count = self.queue.len().min(MAX_IDS_PER_REQUEST);
+        let batch: Vec<String> = self.queue.drain(..count).collect();
+        for id in &batch {
+            self.queued.remove(id);
+        }
+        let priority = self.priority;
+        if self.queue.is_empty() {
+            self.priority = Priority::Routine;
+        }
+        (batch, priority)
+    }
+
+    /// Records the answer to a request for `batch`: ids absent from `found` are not listed. Every waiter for
+    /// those ids gets its answer; entries nobody wanted for [`RETENTION`] are dropped.
+    pub fn record(
+        &mut self,
+        batch: &[String],
+        found: Result<Vec<LinkInfo>, TencentError>,
+        now: Instant,
+    ) {
+        match found {
+            Ok(found) => {
+                let mut by_id: HashMap<String, LinkInfo> = found
+                    .into_iter()
+                    .map(|info| (info.id.clone(), info))
+                    .collect();
+                for id in batch {
+                    let info = by_id.remove(id);
+                    let last_wanted = self.entries.get(id).map_or(now, |e| e.last_wanted);
+                    self.entries.insert(
+                        id.clone(),
+                        Entry {
+                            fetched_at: now,
+                            info: info.clone(),
+                            last_wanted,
+                        },
+                    );
+                    for waiter in self.waiters.remove(id).unwrap_or_default() {
+                        let _ = waiter.send(Ok(info.clone()));
+                    }
+                }
+            }
+            // Nothing is cached on failure: the next caller asks again.
+            Err(err) => {
+                for id in batch {
+                    for waiter in self.waiters.remove(id).unwrap_or_default() {
+                        let _ = waiter.send(Err(err.clone()));
+                    }
+                }
+            }
+        }
+        self.entries
+            .retain(|_, entry| now.saturating_duration_since(entry.last_wanted) < RETENTION);
+    }
+
+    /// Nothing remembered, queued or awaited: the book can go.
+    pub fn is_idle(&self) -> bool {
+        self.entries.is_empty()
+            && self.queue.is_empty()
+            && self.waiters.is_empty()
+            && !self.flushing
+    }
+
+    #[cfg(test)]
+    fn queued_ids(&self) -> Vec<String> {
+        self.queue.iter().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(id: &str) -> LinkInfo {
+        LinkInfo {
+            id: id.into(),
+            status: Some(1),
+            ..LinkInfo::default()
+        }
+    }
+
+    fn queued(want: Want) -> oneshot::Receiver<Answer> {
+        match want {
+            Want::Queued(receiver) => receiver,
+            Want::Answered(_) => panic!("expected the id to be queued"),
+        }
+    }
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    #[tokio::test(start_paused = true)]
+    async fn many_callers_over_k_ids_make_ceil_k_over_50_requests() {
+        let mut book = Book::default();
+        let now = Instant::now();
+        // 1,000 resources over 120 ids, all asking before the first request leaves.
+        let mut receivers = Vec::new();
+        for resource in 0..1000 {
+            let id = format!("id{:03}", resource % 120);
+            receivers.push((
+                id.clone(),
+                queued(book.want(&id, MINUTE, Priority::Urgent, now)),
+            ));
+        }
+        let mut requests = 0;
+        loop {
+            let (batch, priority) = book.take_batch();
+            if batch.is_empty() {
+                break;
+            }
+            assert!(batch.len() <= MAX_IDS_PER_REQUEST);
+            assert_eq!(priority, Priority::Urgent);
+            requests += 1;
+            let found = batch
+                .iter()
+                .filter(|id| *id != "id007")
+                .map(|id| info(id))
+                .collect();
+            book.record(&batch, Ok(found), now);
+        }
+        assert_eq!(requests, 3, "⌈120/50⌉");
+        for (id, mut receiver) in receivers {
+            let answer = receiver.try_recv().unwrap().unwrap();
+            if id == "id007" {
+                assert_eq!(answer, None, "an id Tencent does not list is not found");
+            } else {
+                assert_eq!(answer.unwrap().id, id);
+            }
+        }
+        // Later callers within the accepted age are answered without a request.
+        assert!(matches!(
+            book.want(
+                "id001",
+                MINUTE,
+                Priority::Routine,
+                now + Duration::from_secs(30)
+            ),
+            Want::Answered(Some(_))
+        ));
+        assert!(book.take_batch().0.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stale_answer_sweeps_in_the_other_ageing_ids() {
+        let mut book = Book::default();
+        let start = Instant::now();
+        let ids: Vec<String> = (0..80).map(|i| format!("c{i}")).collect();
+        for id in &ids {
+            let _ = book.want(id, MINUTE, Priority::Routine, start);
+        }
+        while let (batch, _) = book.take_batch()
+            && !batch.is_empty()
+        {
+            let found = batch.iter().map(|id| info(id)).collect();
+            book.record(&batch, Ok(found), start);
+        }
+        // A refresh wave spread over time: the first stale caller refreshes every id older than half
+        // the accepted age, so the rest of the wave is answered from that sweep.
+        let later = start + Duration::from_secs(61);
+        let _receiver = queued(book.want("c5", MINUTE, Priority::Routine, later));
+        assert_eq!(book.queued_ids().len(), 80);
+        let mut requests = 0;
+        while let (batch, _) = book.take_batch()
+            && !batch.is_empty()
+        {
+            requests += 1;
+            let found = batch.iter().map(|id| info(id)).collect();
+            book.record(&batch, Ok(found), later);
+        }
+        assert_eq!(requests, 2);
+        for id in &ids {
+            assert!(matches!(
+                book.want(
+                    id,
+                    MINUTE,
+                    Priority::Routine,
+                    later + Duration::from_secs(20)
+                ),
+                Want::Answered(Some(_))
+            ));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_reach_every_waiter_and_are_not_cached() {
+        let mut book = Book::default();
+        let now = Instant::now();
+        let mut a = queued(book.want("a", MINUTE, Priority::Routine, now));
+        let mut b = queued(book.want("a", MINUTE, Priority::Routine, now));
+        let (batch, _) = book.take_batch();
+        assert_eq!(batch, vec!["a".to_string()], "one id is asked about once");
+        let err = TencentError::Timeout {
+            action: "DescribeCertificates".into(),
+            after: Duration::from_secs(10),
+        };
+        book.record(&batch, Err(err.clone()), now);
+        assert_eq!(a.try_recv().unwrap(), Err(err.clone()));
+        assert_eq!(b.try_recv().unwrap(), Err(err));
+        assert!(matches!(
+            book.want("a", MINUTE, Priority::Routine, now),
+            Want::Queued(_)
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ids_nobody_wants_any_more_are_forgotten() {
+        let mut book = Book::default();
+        let now = Instant::now();
+        let _ = book.want("old", MINUTE, Priority::Routine, now);
+        let (batch, _) = book.take_batch();
+        book.record(&batch, Ok(vec![info("old")]), now);
+        let much_later = now + RETENTION + MINUTE;
+        let _ = book.want("new", MINUTE, Priority::Routine, much_later);
+        assert_eq!(book.queued_ids(), vec!["new".to_string()], "not swept");
+        let (batch, _) = book.take_batch();
+        book.record(&batch, Ok(vec![info("new")]), much_later);
+        assert!(!book.entries.contains_key("old"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_urgent_waiter_raises_the_batch_priority() {
+        let mut book = Book::default();
+        let now = Instant::now();
+        let _ = book.want("a", MINUTE, Priority::Routine, now);
+        let _ = book.want("b", MINUTE, Priority::Urgent, now);
+        assert_eq!(book.take_batch().1, Priority::Urgent);
+        let _ = book.want("c", MINUTE, Priority::Routine, now);
+        assert_eq!(book.take_batch().1, Priority::Routine);
+    }
+}
