@@ -87,8 +87,24 @@ async fn the_official_python_sdk_talks_to_the_simulator() {
         serde_json::json!(["sdkCheck2"])
     );
     assert_eq!(answer["list_end_times"][0], answer["cert_end_time"]);
+    // CertIds: exactly the ids asked for that exist, whatever their status, with the renewal link in
+    // CertificateExtra.RenewOrder and the validity window the operator compares against the Secret's.
+    assert_eq!(
+        answer["ids_listed"],
+        serde_json::json!(["sdkCheck1", "sdkCheck2"])
+    );
+    assert_eq!(answer["ids_statuses"], serde_json::json!([0, 1]));
+    assert_eq!(answer["ids_renew_orders"], serde_json::json!(["", "sdkCheck2"]));
+    assert!(
+        answer["ids_begin_times"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t.as_str().is_some_and(|t| t.len() == 19)),
+        "{answer}"
+    );
     let stats = sim.stats();
     assert_eq!(stats.count("DownloadCertificate", "Success"), 1);
     assert_eq!(stats.count("DescribeCertificateDetail", "Success"), 1);
-    assert_eq!(stats.count("DescribeCertificates", "Success"), 1);
+    assert_eq!(stats.count("DescribeCertificates", "Success"), 2);
 }

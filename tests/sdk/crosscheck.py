@@ -45,6 +45,12 @@ def main():
     listing.Tags = [tag]
     listed = ok.DescribeCertificates(listing)
 
+    # The operator's shared lookup: exact ids, no other filter (the renewal is under review).
+    by_ids = models.DescribeCertificatesRequest()
+    by_ids.CertIds = [certificate_id, "sdkCheck2", "nosuchcert"]
+    by_ids.Limit = 3
+    looked_up = ok.DescribeCertificates(by_ids)
+
     try:
         client(endpoint, secret_id, "wrong-" + secret_key).DownloadCertificate(download)
         wrong_key_code = None
@@ -74,6 +80,13 @@ def main():
         "list_names": [item.SubjectAltName for item in listed.Certificates],
         "list_renew_orders": [item.HasRenewOrder for item in listed.Certificates],
         "list_end_times": [item.CertEndTime for item in listed.Certificates],
+        "ids_listed": sorted(item.CertificateId for item in looked_up.Certificates),
+        "ids_statuses": sorted(item.Status for item in looked_up.Certificates),
+        "ids_renew_orders": sorted(
+            (item.CertificateExtra.RenewOrder or "") if item.CertificateExtra else ""
+            for item in looked_up.Certificates
+        ),
+        "ids_begin_times": [item.CertBeginTime for item in looked_up.Certificates],
     }))
 
 
