@@ -184,20 +184,23 @@ pub fn compute(input: &StatusInput<'_>) -> TencentCertificateStatus {
             crate::error::REASON_SECRET_CONFLICT.to_string(),
             message.to_string(),
         )),
-        (Attempt::Succeeded, None) => Some((
-            true,
-            REASON_SYNCED.to_string(),
-            match input.note {
-                Some(note) => format!(
-                    "downloaded certificate {} from Tencent Cloud; {note}",
-                    input.spec_certificate_id
-                ),
-                None => format!(
+        (Attempt::Succeeded, None) => Some((true, REASON_SYNCED.to_string(), {
+            let what = if input.downloaded {
+                format!(
                     "downloaded certificate {} from Tencent Cloud",
                     input.spec_certificate_id
-                ),
-            },
-        )),
+                )
+            } else {
+                format!(
+                    "Tencent Cloud lists certificate {} unchanged (issued, same validity); no download needed",
+                    input.spec_certificate_id
+                )
+            };
+            match input.note {
+                Some(note) => format!("{what}; {note}"),
+                None => what,
+            }
+        })),
         (Attempt::Failed { reason, message }, None) => {
             Some((false, reason.clone(), message.clone()))
         }

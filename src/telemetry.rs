@@ -166,7 +166,7 @@ const FAMILIES: &[(&str, &str, &str)] = &[
     (
         "tencentcert_coalesced_downloads_total",
         "counter",
-        "Downloads served without a request of their own, from a request in flight or the short cache.",
+        "Downloads served without a request of their own: from a request in flight, the client's short cache, or a certificate downloaded for another resource in this wave (source wave).",
     ),
     (
         "tencentcert_secret_writes_total",
@@ -249,7 +249,7 @@ impl Metrics {
         let coalesced_downloads = Family::<SourceLabels, Counter>::default();
         registry.register(
             "coalesced_downloads",
-            "Downloads served without a request of their own, from a request in flight or the short cache",
+            "Downloads served without a request of their own: from a request in flight, the client's short cache, or a certificate downloaded for another resource in this wave (source wave)",
             coalesced_downloads.clone(),
         );
         let secret_writes = Family::<OperationLabels, Counter>::default();

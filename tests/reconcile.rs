@@ -64,7 +64,10 @@ async fn harness_configured(defaults: DefaultCredentials, download_cache_ttl: Du
         ..ClientConfig::default()
     })
     .unwrap();
-    let ctx = Arc::new(Context::new(api.client(), tencent, defaults));
+    let ctx = Arc::new(
+        Context::new(api.client(), tencent, defaults)
+            .with_bundle_cache(download_cache_ttl, 8 << 20),
+    );
     let h = Harness { api, sim, ctx };
     h.put_credentials("tencent", SECRET_KEY).await;
     h
@@ -667,7 +670,8 @@ async fn content_replaced_behind_an_unchanged_listing_comes_with_the_daily_full_
         status(&refreshed).fingerprint_sha256,
         status(&first).fingerprint_sha256
     );
-    expect_condition(&refreshed, "Synced", "True", "Synced");
+    let synced = expect_condition(&refreshed, "Synced", "True", "Synced");
+    assert!(synced.message.contains("unchanged"), "{}", synced.message);
     assert_eq!(
         status(&refreshed).last_download_time,
         status(&first).last_download_time

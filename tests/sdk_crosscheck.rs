@@ -94,7 +94,10 @@ async fn the_official_python_sdk_talks_to_the_simulator() {
         serde_json::json!(["sdkCheck1", "sdkCheck2"])
     );
     assert_eq!(answer["ids_statuses"], serde_json::json!([0, 1]));
-    assert_eq!(answer["ids_renew_orders"], serde_json::json!(["", "sdkCheck2"]));
+    assert_eq!(
+        answer["ids_renew_orders"],
+        serde_json::json!(["", "sdkCheck2"])
+    );
     assert!(
         answer["ids_begin_times"]
             .as_array()

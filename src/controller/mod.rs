@@ -1,6 +1,7 @@
 //! The controller: watches `TencentCertificate`s, the Secrets they manage and the credentials Secrets they
 //! use, and runs [`reconcile::reconcile`] for each change.
 
+pub mod bundles;
 pub mod credentials;
 pub mod reconcile;
 pub mod target;
@@ -37,6 +38,13 @@ pub struct Context {
     pub metrics: Arc<crate::telemetry::Metrics>,
     /// How often a refresh downloads even when Tencent's listing shows nothing changed.
     pub full_download_every: std::time::Duration,
+    /// Certificates downloaded during this wave, for the other resources naming them.
+    pub bundles: bundles::BundleCache,
+    /// Credentials Secrets read in the last few seconds.
+    pub(crate) credentials_cache: credentials::SecretCache,
+    /// The controllers' caches of resources (one per watched scope), to find the certificate ids that
+    /// share a credentials Secret.
+    stores: std::sync::RwLock<Vec<Store<TencentCertificate>>>,
     /// Per resource UID: the credentials Secret's resourceVersion when its last attempt failed on
     /// credentials (`None`: the Secret was missing). A different version now means "try again at once".
     credentials_at_failure: Mutex<HashMap<String, Option<String>>>,
@@ -59,6 +67,9 @@ impl Context {
             defaults,
             metrics: Arc::new(crate::telemetry::Metrics::new()),
             full_download_every: DEFAULT_FULL_DOWNLOAD_INTERVAL,
+            stores: std::sync::RwLock::new(Vec::new()),
+            credentials_cache: credentials::SecretCache::default(),
+            bundles: bundles::BundleCache::default(),
             credentials_at_failure: Mutex::new(HashMap::new()),
         }
     }
@@ -69,10 +80,48 @@ impl Context {
         self
     }
 
+    /// Keeps downloaded certificates for other resources this long, within `max_bytes` (tests: `ZERO`).
+    pub fn with_bundle_cache(mut self, ttl: std::time::Duration, max_bytes: usize) -> Self {
+        self.bundles = bundles::BundleCache::new(ttl, max_bytes);
+        self
+    }
+
     /// Reports into `metrics` (shared with the telemetry server) instead of a private registry.
     pub fn with_metrics(mut self, metrics: Arc<crate::telemetry::Metrics>) -> Self {
         self.metrics = metrics;
         self
+    }
+
+    fn register_store(&self, store: Store<TencentCertificate>) {
+        self.stores
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(store);
+    }
+
+    /// The certificate ids named by the resources that take their credentials from the same Secret as
+    /// `cr` (its own included): what its credentials will be asked about next.
+    pub(crate) fn ids_sharing_credentials(&self, cr: &TencentCertificate) -> Vec<String> {
+        let Ok(source) = credentials::source_for(cr, &self.defaults) else {
+            return Vec::new();
+        };
+        let secret = match source {
+            credentials::CredentialsSource::Referenced(secret, _)
+            | credentials::CredentialsSource::Default(secret) => secret,
+        };
+        let stores = self
+            .stores
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut ids: Vec<String> = stores
+            .iter()
+            .flat_map(|store| store.state())
+            .filter(|peer| credentials::uses_secret(peer, &self.defaults, &secret))
+            .filter_map(|peer| peer.expected_certificate_id())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 
     fn credentials_failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<String>>> {
@@ -161,9 +210,12 @@ async fn run_scope(
     let (store, writer) = reflector::store();
     let resources = reflector::reflector(
         writer,
-        watcher(crs, watcher::Config::default().any_semantic()).modify(slim),
+        // Paginated initial lists (500 per page): an unpaginated one (`any_semantic`, served whole from
+        // the API server's cache) holds every object twice, as JSON and decoded, at start-up's peak.
+        watcher(crs, watcher::Config::default()).modify(slim),
     )
     .applied_objects();
+    ctx.register_store(store.clone());
     let controller = Controller::for_stream(resources, store.clone()).with_config(config);
     let managed = secret_metadata(
         secrets.clone(),

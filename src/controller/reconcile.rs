@@ -253,6 +253,8 @@ async fn reconcile_inner(
                     warn!(namespace, name = %cr.name_any(), reason = err.reason(), error = %err, "sync failed");
                     let class = err.class();
                     if class == ErrorClass::Credentials {
+                        // The next attempt reads the Secret again, whatever the cache holds.
+                        ctx.credentials_cache.forget(cr, &ctx.defaults);
                         let version =
                             credentials::secret_version(&ctx.client, cr, &ctx.defaults).await;
                         ctx.remember_credentials_failure(&uid, version);
@@ -452,9 +454,23 @@ async fn download_and_write(
         now,
         ..
     } = *sync;
-    let credentials = credentials::resolve(&ctx.client, cr, &ctx.defaults).await?;
+    let credentials =
+        credentials::resolve(&ctx.client, &ctx.credentials_cache, cr, &ctx.defaults).await?;
     let max_age = trigger.max_age(crd::refresh_interval(&cr.spec));
     let routine = matches!(trigger, DownloadTrigger::RefreshDue);
+    // Resolving looks ids up when following renewals, and a routine refresh does for the download skip.
+    let looks_up = match cr.spec.target() {
+        crd::Target::Certificate {
+            follow_renewals, ..
+        } => follow_renewals || routine,
+        _ => false,
+    };
+    if looks_up && let Some(id) = cr.expected_certificate_id() {
+        ctx.tencent
+            .prefetch_lookups(&credentials, &id, max_age, || {
+                ctx.ids_sharing_credentials(cr)
+            });
+    }
     let resolved = target::resolve(cr, &ctx.tencent, &credentials, now, max_age, routine).await?;
     let certificate_id = &resolved.id;
     let before = policy::BeforeDownload {
@@ -478,11 +494,22 @@ async fn download_and_write(
         });
     }
     // Resources naming the same certificate share a download younger than `max_age` (per credentials).
-    let download = ctx
-        .tencent
-        .download_certificate_within(&credentials, certificate_id, max_age)
-        .await?;
-    let bundle = bundle::extract(&download.zip)?;
+    let bundle = match ctx.bundles.get(&credentials, certificate_id, max_age) {
+        Some(shared) => {
+            crate::tencent::Observer::coalesced(ctx.metrics.as_ref(), "wave");
+            shared
+        }
+        None => {
+            let download = ctx
+                .tencent
+                .download_certificate_within(&credentials, certificate_id, max_age)
+                .await?;
+            let bundle = Arc::new(bundle::extract(&download.zip)?);
+            ctx.bundles
+                .put(&credentials, certificate_id, bundle.clone());
+            bundle
+        }
+    };
     if bundle.meta.is_expired_at(now) {
         // Never replace anything with an expired certificate, nor write one where none was.
         return Err(SyncError::Expired {
@@ -524,7 +551,7 @@ async fn download_and_write(
         ctx.metrics.secret_written(operation);
     }
     Ok(Written {
-        meta: bundle.meta,
+        meta: bundle.meta.clone(),
         resolved,
         wrote,
         downloaded: true,

@@ -49,8 +49,8 @@ pub struct ClientConfig {
     pub endpoint: String,
     pub timeout: Duration,
     pub limiter: LimiterConfig,
-    /// How long a successful download serves later callers naming the same certificate (with the same
-    /// credentials): long enough to cover a wave of first syncs, which runs at the download rate.
+    /// How long a successful download serves later callers (≤ 60 s by design; the operator keeps the
+    /// extracted bundles of a wave itself, see `controller::bundles`).
     pub download_cache_ttl: Duration,
     /// The cached downloads' total size bound; the oldest go first.
     pub download_cache_bytes: usize,
@@ -70,7 +70,7 @@ impl Default for ClientConfig {
             endpoint: DEFAULT_ENDPOINT.to_string(),
             timeout: Duration::from_secs(10),
             limiter: LimiterConfig::default(),
-            download_cache_ttl: Duration::from_secs(300),
+            download_cache_ttl: Duration::from_secs(10),
             download_cache_bytes: 8 * 1024 * 1024,
             lookup_cache_ttl: Duration::from_secs(15 * 60),
             language: "en-US".to_string(),
@@ -493,6 +493,28 @@ impl Client {
                 })
             }),
         }
+    }
+
+    /// Unless a lookup of `id` is answered or on its way, also queues `more()`: the ids other resources
+    /// with the same credentials name, so that a wave of first syncs asks about them in full batches
+    /// instead of one request per reconcile as reconciles start.
+    pub fn prefetch_lookups(
+        &self,
+        credentials: &Credentials,
+        id: &str,
+        max_age: Duration,
+        more: impl FnOnce() -> Vec<String>,
+    ) {
+        let key = credentials.fingerprint();
+        let max_age = max_age.min(self.inner.config.lookup_cache_ttl);
+        let now = Instant::now();
+        let mut books = lock(&self.inner.lookups);
+        let book = books.entry(key).or_default();
+        if book.is_covered(id, max_age, now) {
+            return;
+        }
+        book.prefetch(more(), max_age, now);
+        // The caller's own lookup follows at once and starts the flush if nothing else has.
     }
 
     /// Sends the queued lookups of one credential set, [`lookup::MAX_IDS_PER_REQUEST`] ids per request,

@@ -96,6 +96,33 @@ impl Book {
         Want::Queued(receiver)
     }
 
+    /// Whether a lookup of `id` would be answered, or is already on its way, without queueing anything.
+    pub fn is_covered(&self, id: &str, max_age: Duration, now: Instant) -> bool {
+        self.queued.contains(id)
+            || self
+                .entries
+                .get(id)
+                .is_some_and(|e| now.saturating_duration_since(e.fetched_at) < max_age)
+    }
+
+    /// Queues ids other resources with the same credentials will ask about soon (no one waits for them
+    /// yet), so they join this batch instead of trickling in one request each as reconciles start.
+    pub fn prefetch(
+        &mut self,
+        ids: impl IntoIterator<Item = String>,
+        max_age: Duration,
+        now: Instant,
+    ) {
+        for id in ids {
+            if !self.is_covered(&id, max_age, now) {
+                self.entries
+                    .entry(id.clone())
+                    .and_modify(|e| e.last_wanted = now);
+                self.enqueue(&id);
+            }
+        }
+    }
+
     /// Up to [`MAX_IDS_PER_REQUEST`] queued ids for one request, oldest first, with the priority to send
     /// it at. Empty when nothing is queued.
     pub fn take_batch(&mut self) -> (Vec<String>, Priority) {
@@ -326,5 +353,25 @@ mod tests {
         assert_eq!(book.take_batch().1, Priority::Urgent);
         let _ = book.want("c", MINUTE, Priority::Routine, now);
         assert_eq!(book.take_batch().1, Priority::Routine);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn prefetched_ids_join_the_first_batch() {
+        let mut book = Book::default();
+        let now = Instant::now();
+        assert!(!book.is_covered("a", MINUTE, now));
+        let mut a = queued(book.want("a", MINUTE, Priority::Urgent, now));
+        assert!(book.is_covered("a", MINUTE, now), "queued");
+        book.prefetch(["a", "b", "c"].map(String::from), MINUTE, now);
+        assert_eq!(book.queued_ids(), vec!["a", "b", "c"]);
+        let (batch, _) = book.take_batch();
+        book.record(&batch, Ok(vec![info("a"), info("b"), info("c")]), now);
+        assert_eq!(a.try_recv().unwrap().unwrap().unwrap().id, "a");
+        // The resources naming b and c find their answers waiting.
+        assert!(matches!(
+            book.want("b", MINUTE, Priority::Urgent, now),
+            Want::Answered(Some(_))
+        ));
+        assert!(book.is_covered("c", MINUTE, now));
     }
 }

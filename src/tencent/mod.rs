@@ -1,7 +1,7 @@
 //! The Tencent Cloud side: TC3 signing, credentials, errors, rate limiting and the SSL API client.
 
 pub mod client;
-mod coalesce;
+pub(crate) mod coalesce;
 pub mod credentials;
 pub mod error;
 pub mod limiter;
