@@ -194,16 +194,16 @@ pub async fn secret_version(
 /// and the next attempt reads the Secret again.
 #[derive(Default)]
 pub struct SecretCache {
-    entries: std::sync::Mutex<HashMap<SecretRef, (tokio::time::Instant, Option<Arc<Secret>>)>>,
+    entries: std::sync::Mutex<SecretsRead>,
 }
+
+/// Each Secret as read (`None`: it did not exist), and when.
+type SecretsRead = HashMap<SecretRef, (tokio::time::Instant, Option<Arc<Secret>>)>;
 
 impl SecretCache {
     pub const TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
-    fn entries(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<SecretRef, (tokio::time::Instant, Option<Arc<Secret>>)>>
-    {
+    fn entries(&self) -> std::sync::MutexGuard<'_, SecretsRead> {
         self.entries
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
