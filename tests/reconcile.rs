@@ -35,7 +35,9 @@ async fn harness_with(defaults: DefaultCredentials) -> Harness {
     harness_configured(defaults, Duration::ZERO).await
 }
 
-async fn harness_configured(defaults: DefaultCredentials, download_cache_ttl: Duration) -> Harness {
+/// `cache_ttl` is how long Tencent answers (downloads, lookups) are shared: `ZERO` except in the tests of
+/// sharing itself.
+async fn harness_configured(defaults: DefaultCredentials, cache_ttl: Duration) -> Harness {
     let api = FakeApiServer::builder()
         .status_subresource("tencentcert.io", "tencentcertificates")
         .start()
@@ -58,15 +60,14 @@ async fn harness_configured(defaults: DefaultCredentials, download_cache_ttl: Du
     let tencent = tencent::Client::new(ClientConfig {
         endpoint: sim.endpoint(),
         // Zero in most tests: every download reaches the simulator, so counts are exact.
-        download_cache_ttl,
+        download_cache_ttl: cache_ttl,
         // `make_due` stands for a refresh interval passing; by then lookups are stale too.
-        lookup_cache_ttl: Duration::ZERO,
+        lookup_cache_ttl: cache_ttl,
         ..ClientConfig::default()
     })
     .unwrap();
     let ctx = Arc::new(
-        Context::new(api.client(), tencent, defaults)
-            .with_bundle_cache(download_cache_ttl, 8 << 20),
+        Context::new(api.client(), tencent, defaults).with_bundle_cache(cache_ttl, 8 << 20),
     );
     let h = Harness { api, sim, ctx };
     h.put_credentials("tencent", SECRET_KEY).await;
@@ -125,6 +126,10 @@ impl Harness {
         let cr = self.cr(name).await;
         reconcile(Arc::new(cr), self.ctx.clone()).await.unwrap();
         self.cr(name).await
+    }
+
+    async fn reconcile_name(&self, name: String) -> TencentCertificate {
+        self.reconcile(&name).await
     }
 
     async fn secret(&self, name: &str) -> Option<Secret> {
@@ -1139,4 +1144,36 @@ async fn two_hundred_domain_resources_share_one_list_scan() {
         let cr = h.cr(&format!("r{i:03}")).await;
         assert_eq!(condition(&cr, "Ready").status, "True");
     }
+}
+
+#[tokio::test]
+async fn a_first_sync_wave_asks_tencent_per_certificate_not_per_resource() {
+    let h = harness_configured(DefaultCredentials::default(), Duration::from_secs(60)).await;
+    let ids = ["aBcD1234", "eFgH5678"];
+    for i in 0..40 {
+        h.create(
+            &format!("site-{i:02}"),
+            json!({"certificateId": ids[i % 2]}),
+        )
+        .await;
+    }
+    let writes_before = h.secret_writes();
+    // Half the wave at once, half one by one later: 40 resources, 2 certificates.
+    futures::future::join_all((0..20).map(|i| h.reconcile_name(format!("site-{i:02}")))).await;
+    for i in 20..40 {
+        h.reconcile(&format!("site-{i:02}")).await;
+    }
+    for i in 0..40 {
+        let cr = h.cr(&format!("site-{i:02}")).await;
+        expect_condition(&cr, "Ready", "True", "Ready");
+        assert_eq!(
+            serving_id(&h.secret(&format!("site-{i:02}")).await.unwrap()),
+            ids[i % 2]
+        );
+    }
+    assert_eq!(h.downloads(), 2, "one download per certificate");
+    // The concurrent half shares one batched lookup; the rest is answered from it.
+    assert_eq!(h.sim.stats().action_total("DescribeCertificates"), 1);
+    assert_eq!(h.sim.stats().action_total("DescribeCertificateDetail"), 0);
+    assert_eq!(h.secret_writes() - writes_before, 40);
 }
