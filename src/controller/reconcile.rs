@@ -646,8 +646,9 @@ async fn publish_events(
         }
     }
     let reference = cr.object_ref(&());
+    let recorder = ctx.recorder();
     for event in events {
-        if let Err(err) = ctx.recorder.publish(&event, &reference).await {
+        if let Err(err) = recorder.publish(&event, &reference).await {
             warn!(error = %err, reason = %event.reason, "cannot publish event");
         }
     }
