@@ -369,9 +369,12 @@ async fn run_operator(args: RunArgs) -> ExitCode {
         secret: args.default_credentials.clone(),
         namespaces: NamespaceAllowList::parse(&args.default_credentials_namespaces),
     };
-    let ctx =
-        Arc::new(Context::new(client.clone(), tencent, defaults).with_metrics(metrics.clone()));
     let readiness = Arc::new(Readiness::default());
+    let ctx = Arc::new(
+        Context::new(client.clone(), tencent, defaults)
+            .with_metrics(metrics.clone())
+            .with_readiness(readiness.clone()),
+    );
     let (stop, stopped) = tokio::sync::watch::channel(false);
 
     let listener = match telemetry::bind(args.metrics_addr).await {

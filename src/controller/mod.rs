@@ -4,6 +4,7 @@
 pub mod credentials;
 pub mod reconcile;
 pub mod target;
+pub mod watches;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,7 +15,7 @@ use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self as kube_controller, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tracing::{debug, warn};
@@ -31,6 +32,8 @@ pub struct Context {
     pub defaults: DefaultCredentials,
     pub recorder: Recorder,
     pub metrics: Arc<crate::telemetry::Metrics>,
+    /// `/readyz`: the watches report into it while they fail.
+    pub readiness: Arc<crate::telemetry::Readiness>,
     /// Per resource UID: the credentials Secret's resourceVersion when its last attempt failed on
     /// credentials (`None`: the Secret was missing). A different version now means "try again at once".
     credentials_at_failure: Mutex<HashMap<String, Option<String>>>,
@@ -52,6 +55,7 @@ impl Context {
             tencent,
             defaults,
             metrics: Arc::new(crate::telemetry::Metrics::new()),
+            readiness: Arc::new(crate::telemetry::Readiness::default()),
             credentials_at_failure: Mutex::new(HashMap::new()),
         }
     }
@@ -59,6 +63,12 @@ impl Context {
     /// Reports into `metrics` (shared with the telemetry server) instead of a private registry.
     pub fn with_metrics(mut self, metrics: Arc<crate::telemetry::Metrics>) -> Self {
         self.metrics = metrics;
+        self
+    }
+
+    /// Reports watch failures into `readiness` (shared with the telemetry server).
+    pub fn with_readiness(mut self, readiness: Arc<crate::telemetry::Readiness>) -> Self {
+        self.readiness = readiness;
         self
     }
 
@@ -119,12 +129,15 @@ fn users_of(
         .collect()
 }
 
-/// Metadata-only watch: Secrets' data never enters the operator's memory through watches.
+/// Metadata-only watch: Secrets' data never enters the operator's memory through watches. Secrets deleted
+/// while the watch was down are reported when it re-lists.
 fn secret_metadata(
     api: Api<PartialObjectMeta<Secret>>,
     config: watcher::Config,
+    readiness: &Arc<crate::telemetry::Readiness>,
 ) -> impl Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static {
-    watcher(api, config).default_backoff().touched_objects()
+    let events = watches::backing_off(watcher(api, config));
+    watches::with_gap_deletions(watches::reporting_health(events, readiness.clone()))
 }
 
 /// Runs one controller over one scope (a namespace, or the whole cluster) until `shutdown` resolves.
@@ -136,16 +149,27 @@ async fn run_scope(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let config = kube_controller::Config::default().concurrency(concurrency);
-    let controller =
-        Controller::new(crs, watcher::Config::default().any_semantic()).with_config(config);
-    let store = controller.store();
+    // The main watch, built here rather than by `Controller::new` so that it gets its own short backoff
+    // and reports its health (see `watches`).
+    let (store, writer) = reflector::store();
+    let resources = watches::reporting_health(
+        watches::backing_off(watcher(crs, watcher::Config::default().any_semantic())),
+        ctx.readiness.clone(),
+    )
+    .reflect(writer)
+    .applied_objects();
+    let controller = Controller::for_stream(resources, store.clone())
+        .with_config(config)
+        .trigger_backoff(watches::NoSharedBackoff);
     let managed = secret_metadata(
         secrets.clone(),
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")),
+        &ctx.readiness,
     );
     let labelled_credentials = secret_metadata(
         secrets,
         watcher::Config::default().labels(credentials::CREDENTIALS_LABEL),
+        &ctx.readiness,
     );
     let mut controller = controller
         .watches_stream(managed, |secret| owner_of(&secret))
@@ -163,6 +187,7 @@ async fn run_scope(
         let by_name = secret_metadata(
             api,
             watcher::Config::default().fields(&format!("metadata.name={}", default_secret.name)),
+            &ctx.readiness,
         );
         let defaults = ctx.defaults.clone();
         controller =
@@ -182,6 +207,12 @@ async fn run_scope(
                         let namespace = object.namespace.clone().unwrap_or_default();
                         metrics.forget_certificate(&namespace, &object.name);
                         debug!(object = %object, "resource deleted");
+                    }
+                    // Routine after an API server restart: the watch re-lists at once.
+                    Err(kube_controller::Error::QueueError(watcher::Error::WatchError(status)))
+                        if status.code == 410 =>
+                    {
+                        debug!(error = %status, "watch expired; re-listing");
                     }
                     Err(err) => warn!(error = %err, "controller error"),
                 }
