@@ -1,0 +1,1 @@
+//! The chart's own RBAC on a real API server (placeholder).
