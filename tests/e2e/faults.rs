@@ -41,10 +41,6 @@ fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_millis(ticks * 10))
 }
 
-fn log_text(path: &std::path::Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
-}
-
 /// The kube-local script (`KUBE_LOCAL`), run with the instance variables of this environment.
 fn kube_local(action: &str) {
     let script = std::env::var_os("KUBE_LOCAL").expect("KUBE_LOCAL");
@@ -57,6 +53,19 @@ fn kube_local(action: &str) {
         "kube-local {action}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Starts the API server again if the outage test fails while it is down.
+struct RestartOnDrop(bool);
+
+impl Drop for RestartOnDrop {
+    fn drop(&mut self) {
+        if self.0 {
+            let _ = std::process::Command::new(std::env::var_os("KUBE_LOCAL").unwrap_or_default())
+                .arg("up")
+                .output();
+        }
+    }
 }
 
 fn kube_local_apiserver_pid() -> Option<u32> {
@@ -90,8 +99,13 @@ async fn e2e_real_api_server_outage() {
     let namespace = create_namespace(&cluster, "outage").await;
     let sim = simulator().await;
     let port = free_port();
-    let (mut operator, log_path) =
-        start_operator(&cluster, &sim, &namespace, port, &["--namespace", &namespace]);
+    let (mut operator, log_path) = start_operator(
+        &cluster,
+        &sim,
+        &namespace,
+        port,
+        &["--namespace", &namespace],
+    );
     let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &namespace);
     let crs: Api<TencentCertificate> = Api::namespaced(cluster.client.clone(), &namespace);
     secrets
@@ -119,8 +133,11 @@ async fn e2e_real_api_server_outage() {
     // Down: `kube-local down` stops the API server gracefully, but a terminating kube-apiserver keeps
     // serving its open watches for up to a minute; kill it if it lingers, so that the outage is real.
     let apiserver = kube_local_apiserver_pid();
+    let mut restart = RestartOnDrop(true);
     kube_local("down");
-    if let Some(apiserver) = apiserver.filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists()) {
+    if let Some(apiserver) =
+        apiserver.filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+    {
         let _ = std::process::Command::new("kill")
             .args(["-KILL", &apiserver.to_string()])
             .status();
@@ -141,7 +158,10 @@ async fn e2e_real_api_server_outage() {
     }
     let cpu = cpu_time(pid).unwrap_or_default().saturating_sub(cpu_before);
     let outage = down.elapsed();
-    assert!(unready_seen, "/readyz kept answering 200 while the API server was away");
+    assert!(
+        unready_seen,
+        "/readyz kept answering 200 while the API server was away"
+    );
     assert!(
         cpu < outage / 4,
         "the operator used {cpu:?} of CPU in a {outage:?} outage: it spins"
@@ -149,6 +169,7 @@ async fn e2e_real_api_server_outage() {
 
     // Up again.
     kube_local("up");
+    restart.0 = false;
     let answering = Instant::now();
     secrets
         .delete("shop", &DeleteParams::default())
@@ -184,7 +205,8 @@ async fn e2e_real_api_server_outage() {
         "outage {outage:?} (operator CPU {cpu:?}); after the server answered: deleted Secret back in \
          {recreated:?}, /readyz 200 in {ready_again:?}; a new resource Ready in {new_resource:?}"
     );
-    let recreated = recreated.expect("the Secret deleted after the outage is re-created within 30 s");
+    let recreated =
+        recreated.expect("the Secret deleted after the outage is re-created within 30 s");
     assert!(
         recreated < Duration::from_secs(10),
         "the deleted Secret came back only after {recreated:?}"
@@ -195,7 +217,10 @@ async fn e2e_real_api_server_outage() {
     );
     assert!(new_resource < Duration::from_secs(10), "{new_resource:?}");
     assert!(answering.elapsed() < Duration::from_secs(60));
-    assert!(operator.try_wait().unwrap().is_none(), "the operator exited");
+    assert!(
+        operator.try_wait().unwrap().is_none(),
+        "the operator exited"
+    );
     let _ = operator.kill().await;
     assert_log_has_no_secrets(&log_path);
     delete_namespace(&cluster, &namespace).await;
