@@ -100,6 +100,7 @@ async fn api(
             return error_response(rejection.code, &rejection.message);
         }
     };
+    state.record_caller(&caller.secret_id);
     let action = caller.action.as_str();
     let params: Value = match serde_json::from_slice(&body) {
         Ok(Value::Object(map)) => Value::Object(map),

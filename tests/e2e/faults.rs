@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tencent_cert_operator::crd::TencentCertificate;
+use tencent_cert_operator::sim::{self, Account, SimConfig};
 
 use super::{
     REAL_SERVER, SECRET_KEY, assert_log_has_no_secrets, certificate, create_namespace,
@@ -224,5 +225,287 @@ async fn e2e_real_api_server_outage() {
     let _ = operator.kill().await;
     assert_log_has_no_secrets(&log_path);
     delete_namespace(&cluster, &namespace).await;
+    let _ = std::fs::remove_file(&log_path);
+}
+
+/// The credentials Secret is rotated to a new key pair while the operator runs: the next attempt signs with
+/// the new key, without a restart, and the old key is never used again.
+#[tokio::test]
+async fn e2e_real_credentials_rotation() {
+    const TEST: &str = "e2e_real_credentials_rotation";
+    let Some(cluster) = real_cluster(TEST).await else {
+        return;
+    };
+    let _shared = REAL_SERVER.read().await;
+    const OLD_ID: &str = "AKIDrotateOLD001";
+    const NEW_ID: &str = "AKIDrotateNEW002";
+    let account = |secret_id: &str, secret_key: &str| Account {
+        secret_id: secret_id.into(),
+        secret_key: secret_key.into(),
+        token: None,
+    };
+    let sim = sim::start_local(SimConfig {
+        accounts: vec![
+            account(OLD_ID, "old-rotated-key"),
+            account(NEW_ID, "new-rotated-key"),
+        ],
+        certificates: vec!["e2eShop1:domain=shop.e2e.test".parse().unwrap()],
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let namespace = create_namespace(&cluster, "rotate").await;
+    let port = free_port();
+    let (mut operator, log_path) = start_operator(
+        &cluster,
+        &sim,
+        &namespace,
+        port,
+        &["--namespace", &namespace],
+    );
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &namespace);
+    let crs: Api<TencentCertificate> = Api::namespaced(cluster.client.clone(), &namespace);
+    let credentials = |secret_id: &str, secret_key: &str| -> Secret {
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "tencent", "namespace": namespace,
+                         "labels": {"tencentcert.io/credentials": "true"}},
+            "stringData": {"secretId": secret_id, "secretKey": secret_key},
+        }))
+        .unwrap()
+    };
+    let apply = PatchParams::apply("e2e-test").force();
+    secrets
+        .patch(
+            "tencent",
+            &apply,
+            &Patch::Apply(credentials(OLD_ID, "old-rotated-key")),
+        )
+        .await
+        .unwrap();
+    crs.create(
+        &PostParams::default(),
+        &certificate(
+            "shop",
+            &namespace,
+            json!({"certificateId": "e2eShop1", "credentialsRef": {"name": "tencent"}}),
+        ),
+    )
+    .await
+    .unwrap();
+    wait_ready(&crs, "shop", "True", "Ready").await;
+    let used = |id: &str| sim.stats().by_secret_id.get(id).copied().unwrap_or(0);
+    assert!(used(OLD_ID) > 0 && used(NEW_ID) == 0);
+
+    // Rotate, then ask for a refresh (the next attempt): it must sign with the new key.
+    secrets
+        .patch(
+            "tencent",
+            &apply,
+            &Patch::Apply(credentials(NEW_ID, "new-rotated-key")),
+        )
+        .await
+        .unwrap();
+    let refresh = |at: &str| {
+        Patch::Merge(
+            json!({"metadata": {"annotations": {"tencentcert.io/refresh-requested-at": at}}}),
+        )
+    };
+    crs.patch("shop", &PatchParams::default(), &refresh("rotation-1"))
+        .await
+        .unwrap();
+    let switched = within(Duration::from_secs(30), || async { used(NEW_ID) > 0 }).await;
+    assert!(
+        switched.is_some(),
+        "no request signed with the new key after the rotation"
+    );
+    let old_after_rotation = used(OLD_ID);
+    // Further attempts: the old key stays unused.
+    for round in 2..=3 {
+        let before = used(NEW_ID);
+        crs.patch(
+            "shop",
+            &PatchParams::default(),
+            &refresh(&format!("rotation-{round}")),
+        )
+        .await
+        .unwrap();
+        assert!(
+            within(Duration::from_secs(30), || async { used(NEW_ID) > before })
+                .await
+                .is_some(),
+            "refresh {round} made no request"
+        );
+    }
+    wait_ready(&crs, "shop", "True", "Ready").await;
+    let stats = sim.stats();
+    eprintln!(
+        "rotation: new key used after {switched:?}; requests by SecretId: {:?}",
+        stats.by_secret_id
+    );
+    assert_eq!(
+        used(OLD_ID),
+        old_after_rotation,
+        "the old key was used after the rotation"
+    );
+    assert!(operator.try_wait().unwrap().is_none());
+    let _ = operator.kill().await;
+    assert_log_has_no_secrets(&log_path);
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(!log.contains("old-rotated-key") && !log.contains("new-rotated-key"));
+    delete_namespace(&cluster, &namespace).await;
+    let _ = std::fs::remove_file(&log_path);
+}
+
+/// Series of one namespace in the operator's /metrics.
+async fn series_of(port: u16, namespace: &str) -> usize {
+    let needle = format!("namespace=\"{namespace}\"");
+    scrape(port, "/metrics")
+        .await
+        .map(|(_, m)| m.lines().filter(|l| l.contains(&needle)).count())
+        .unwrap_or(usize::MAX)
+}
+
+/// A metric value (sum over the series whose line starts with `prefix`).
+async fn metric_sum(port: u16, prefix: &str) -> f64 {
+    scrape(port, "/metrics")
+        .await
+        .map(|(_, m)| {
+            m.lines()
+                .filter(|l| l.starts_with(prefix))
+                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+                .sum()
+        })
+        .unwrap_or_default()
+}
+
+/// A namespace holding many resources is deleted: no error loop, no event storm, and the metric series of
+/// its resources disappear.
+#[tokio::test]
+async fn e2e_real_namespace_deletion() {
+    const TEST: &str = "e2e_real_namespace_deletion";
+    const RESOURCES: usize = 40;
+    let Some(cluster) = real_cluster(TEST).await else {
+        return;
+    };
+    let _shared = REAL_SERVER.read().await;
+    let sim = simulator().await;
+    let namespace = create_namespace(&cluster, "doomed").await;
+    let port = free_port();
+    let (mut operator, log_path) = start_operator(
+        &cluster,
+        &sim,
+        &namespace,
+        port,
+        &["--namespace", &namespace],
+    );
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &namespace);
+    let crs: Api<TencentCertificate> = Api::namespaced(cluster.client.clone(), &namespace);
+    secrets
+        .patch(
+            "tencent",
+            &PatchParams::apply("e2e-test").force(),
+            &Patch::Apply(credentials_secret("tencent", &namespace, SECRET_KEY)),
+        )
+        .await
+        .unwrap();
+    for index in 0..RESOURCES {
+        let id = if index % 2 == 0 {
+            "e2eShop1"
+        } else {
+            "e2eNew01"
+        };
+        crs.create(
+            &PostParams::default(),
+            &certificate(
+                &format!("cert-{index:03}"),
+                &namespace,
+                json!({"certificateId": id, "credentialsRef": {"name": "tencent"}}),
+            ),
+        )
+        .await
+        .unwrap();
+    }
+    let all_ready = within(Duration::from_secs(90), || async {
+        crs.list(&Default::default()).await.is_ok_and(|list| {
+            list.items.len() == RESOURCES
+                && list
+                    .items
+                    .iter()
+                    .all(|cr| super::ready(cr).is_some_and(|(status, _)| status == "True"))
+        })
+    })
+    .await;
+    assert!(
+        all_ready.is_some(),
+        "not all {RESOURCES} resources became Ready"
+    );
+    assert!(series_of(port, &namespace).await >= 2 * RESOURCES);
+    let errors_before = metric_sum(port, "tencentcert_reconciles_total{result=\"error\"").await;
+    let log_before = std::fs::read_to_string(&log_path)
+        .unwrap_or_default()
+        .lines()
+        .count();
+
+    delete_namespace(&cluster, &namespace).await;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(cluster.client.clone());
+    let gone = within(Duration::from_secs(120), || async {
+        namespaces
+            .get_opt(&namespace)
+            .await
+            .is_ok_and(|n| n.is_none())
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "namespace {namespace} was not deleted within 120 s"
+    );
+    let series_gone = within(Duration::from_secs(15), || async {
+        series_of(port, &namespace).await == 0
+    })
+    .await;
+    // Let any error loop show itself.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let errors =
+        metric_sum(port, "tencentcert_reconciles_total{result=\"error\"").await - errors_before;
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let after: Vec<&str> = log.lines().skip(log_before).collect();
+    let warnings: Vec<&&str> = after
+        .iter()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .collect();
+    let event_writes = after
+        .iter()
+        .filter(|l| l.contains("/events") && l.contains("requesting"))
+        .count();
+    eprintln!(
+        "namespace of {RESOURCES} resources deleted in {gone:?}; series gone after {series_gone:?}; \
+         {errors} failed reconciles, {} warnings, {event_writes} event writes since",
+        warnings.len()
+    );
+    for line in warnings.iter().take(10) {
+        eprintln!("  {line}");
+    }
+    assert!(
+        series_gone.is_some(),
+        "series of the deleted namespace remain in /metrics"
+    );
+    assert!(
+        errors <= RESOURCES as f64,
+        "{errors} failed reconciles: an error loop"
+    );
+    assert!(
+        warnings.len() <= RESOURCES,
+        "{} warnings after the deletion",
+        warnings.len()
+    );
+    assert!(
+        event_writes <= RESOURCES,
+        "{event_writes} event writes: an event storm"
+    );
+    // The last 10 s were quiet.
+    assert!(operator.try_wait().unwrap().is_none());
+    let _ = operator.kill().await;
+    assert_log_has_no_secrets(&log_path);
     let _ = std::fs::remove_file(&log_path);
 }
