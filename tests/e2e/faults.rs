@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tencent_cert_operator::crd::TencentCertificate;
-use tencent_cert_operator::sim::{self, Account, SimConfig};
+use tencent_cert_operator::sim::{self, Account, Fault, Latency, SimConfig};
 
 use super::{
     REAL_SERVER, SECRET_KEY, assert_log_has_no_secrets, certificate, create_namespace,
@@ -507,5 +507,215 @@ async fn e2e_real_namespace_deletion() {
     assert!(operator.try_wait().unwrap().is_none());
     let _ = operator.kill().await;
     assert_log_has_no_secrets(&log_path);
+    let _ = std::fs::remove_file(&log_path);
+}
+
+fn condition(cr: &TencentCertificate, type_: &str) -> Option<(String, String)> {
+    let condition = cr.status.as_ref()?.condition(type_)?;
+    Some((condition.status.clone(), condition.reason.clone()))
+}
+
+/// Tencent misbehaves during a wave of refreshes — `FailedOperation.NetworkError` on a share of requests,
+/// HTTP 503, answers slower than the client's 10 s timeout, `RequestLimitExceeded` bursts: resources whose
+/// Secret is still valid stay Ready=True with Synced=False and the reason, retries back off (bounded request
+/// counts, failures in status and metrics), and everything recovers once the faults stop.
+#[tokio::test]
+async fn e2e_real_tencent_faults_during_a_wave() {
+    const TEST: &str = "e2e_real_tencent_faults_during_a_wave";
+    let Some(cluster) = real_cluster(TEST).await else {
+        return;
+    };
+    let _shared = REAL_SERVER.read().await;
+    // Certificate id → the fault it gets.
+    let faults = [
+        ("e2eNetw01", "NetworkError share"),
+        ("e2eHttp01", "HTTP 503"),
+        ("e2eSlow01", "slower than the timeout"),
+        ("e2eRate01", "RequestLimitExceeded burst"),
+    ];
+    let specs: Vec<String> = faults
+        .iter()
+        .map(|(id, _)| format!("{id}:domain={}.e2e.test", id.to_lowercase()))
+        .collect();
+    let sim = sim::start_local(
+        SimConfig::single_account(
+            super::SECRET_ID,
+            SECRET_KEY,
+            &specs.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let namespace = create_namespace(&cluster, "tencent-faults").await;
+    let port = free_port();
+    let (mut operator, log_path) = start_operator(
+        &cluster,
+        &sim,
+        &namespace,
+        port,
+        &["--namespace", &namespace],
+    );
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &namespace);
+    let crs: Api<TencentCertificate> = Api::namespaced(cluster.client.clone(), &namespace);
+    secrets
+        .patch(
+            "tencent",
+            &PatchParams::apply("e2e-test").force(),
+            &Patch::Apply(credentials_secret("tencent", &namespace, SECRET_KEY)),
+        )
+        .await
+        .unwrap();
+    let mut names = Vec::new();
+    for (id, _) in faults {
+        for copy in 0..2 {
+            let name = format!("{}-{copy}", id.to_lowercase());
+            crs.create(
+                &PostParams::default(),
+                &certificate(
+                    &name,
+                    &namespace,
+                    json!({"certificateId": id, "credentialsRef": {"name": "tencent"}}),
+                ),
+            )
+            .await
+            .unwrap();
+            names.push((name, id));
+        }
+    }
+    for (name, _) in &names {
+        wait_ready(&crs, name, "True", "Ready").await;
+    }
+
+    // Past the client's 10 s download cache, so that the wave really asks Tencent.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let state = sim.state();
+    state.add_fault(Fault {
+        certificate_id: "e2eNetw01".into(),
+        code: "FailedOperation.NetworkError".into(),
+        remaining: None,
+        probability: 0.7,
+    });
+    state.add_fault(Fault {
+        certificate_id: "e2eHttp01".into(),
+        code: "HTTP503".into(),
+        remaining: None,
+        probability: 1.0,
+    });
+    state.add_latency(Latency {
+        certificate_id: "e2eSlow01".into(),
+        millis: 12_000,
+    });
+    state.add_fault(Fault {
+        certificate_id: "e2eRate01".into(),
+        code: "RequestLimitExceeded".into(),
+        remaining: Some(6),
+        probability: 1.0,
+    });
+    let before = sim.stats();
+    // The wave: every resource is asked to refresh now.
+    for (name, _) in &names {
+        crs.patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"tencentcert.io/refresh-requested-at": "wave-1"}}})),
+        )
+        .await
+        .unwrap();
+    }
+    let wave = Instant::now();
+    let mut synced_false: std::collections::BTreeMap<String, String> = Default::default();
+    while wave.elapsed() < Duration::from_secs(30) {
+        for cr in crs.list(&Default::default()).await.unwrap().items {
+            let name = cr.metadata.name.clone().unwrap_or_default();
+            assert_eq!(
+                condition(&cr, "Ready").map(|c| c.0).as_deref(),
+                Some("True"),
+                "{name} lost Ready while its Secret is valid: {:#?}",
+                cr.status
+            );
+            if let Some(("False", reason)) = condition(&cr, "Synced")
+                .as_ref()
+                .map(|(s, r)| (s.as_str(), r.as_str()))
+            {
+                synced_false.insert(name, reason.to_string());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let during = sim.stats();
+    let requests_for = |id: &str| {
+        during.by_certificate.get(id).copied().unwrap_or(0)
+            - before.by_certificate.get(id).copied().unwrap_or(0)
+    };
+    let (_, metrics) = scrape(port, "/metrics").await.unwrap();
+    eprintln!(
+        "during 30 s of faults: Synced=False seen {synced_false:?}; requests per certificate: {}",
+        faults
+            .iter()
+            .map(|(id, _)| format!("{id}={}", requests_for(id)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for name in ["e2ehttp01-0", "e2ehttp01-1", "e2eslow01-0", "e2eslow01-1"] {
+        assert_eq!(
+            synced_false.get(name).map(String::as_str),
+            Some("NetworkError"),
+            "{name}: Synced=False with reason NetworkError expected"
+        );
+    }
+    // Backoff, not a hot loop: 5 s, 10 s, 20 s … between attempts of each resource.
+    assert!(
+        (2..=16).contains(&requests_for("e2eHttp01")),
+        "{} requests for the HTTP 503 certificate in 30 s",
+        requests_for("e2eHttp01")
+    );
+    assert!(
+        requests_for("e2eSlow01") <= 8,
+        "{}",
+        requests_for("e2eSlow01")
+    );
+    let failing = crs.get("e2ehttp01-0").await.unwrap();
+    assert!(
+        failing.status.as_ref().is_some_and(|s| s.failures >= 2),
+        "consecutive failures in status: {:?}",
+        failing.status.map(|s| s.failures)
+    );
+    for expected in [
+        "code=\"HTTP503\"",
+        "reason=\"NetworkError\"",
+        "code=\"RequestLimitExceeded\"",
+    ] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("tencentcert_") && l.contains(expected)),
+            "{expected} missing from /metrics"
+        );
+    }
+
+    // The faults stop: every resource syncs again on its own (its backoff is at most 40 s by now).
+    state.clear_faults();
+    let recovered = within(Duration::from_secs(75), || async {
+        crs.list(&Default::default()).await.is_ok_and(|list| {
+            list.items.iter().all(|cr| {
+                condition(cr, "Synced").is_some_and(|(s, _)| s == "True")
+                    && condition(cr, "Ready").is_some_and(|(s, _)| s == "True")
+            })
+        })
+    })
+    .await;
+    eprintln!("all recovered {recovered:?} after the faults stopped");
+    assert!(
+        recovered.is_some(),
+        "not every resource recovered after the faults stopped"
+    );
+    for cr in crs.list(&Default::default()).await.unwrap().items {
+        assert_eq!(cr.status.as_ref().map(|s| s.failures), Some(0));
+    }
+    assert!(operator.try_wait().unwrap().is_none());
+    let _ = operator.kill().await;
+    assert_log_has_no_secrets(&log_path);
+    delete_namespace(&cluster, &namespace).await;
     let _ = std::fs::remove_file(&log_path);
 }
