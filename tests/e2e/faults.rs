@@ -1,12 +1,15 @@
 //! Faults on a real API server: each test skips with a message when no cluster answers (CI), and the
 //! outage test also needs `KUBE_LOCAL` (the kube-local script) since it stops and starts the server.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
+use tencent_cert_operator::controller::reconcile::read_secret_bundle;
 use tencent_cert_operator::crd::TencentCertificate;
 use tencent_cert_operator::sim::{self, Account, Fault, Latency, SimConfig};
 
@@ -718,4 +721,216 @@ async fn e2e_real_tencent_faults_during_a_wave() {
     assert_log_has_no_secrets(&log_path);
     delete_namespace(&cluster, &namespace).await;
     let _ = std::fs::remove_file(&log_path);
+}
+
+/// SIGKILL in the middle of a first sync of 500 resources, then a fresh start: every resource ends Ready,
+/// every Secret's key matches its certificate (the one its resource names), and no Secret is written twice
+/// (a watch of the test counts each Secret's distinct resourceVersions).
+#[tokio::test]
+async fn e2e_real_sigkill_during_first_sync_of_500() {
+    const TEST: &str = "e2e_real_sigkill_during_first_sync_of_500";
+    const RESOURCES: usize = 500;
+    const CERTIFICATES: usize = 10;
+    let Some(cluster) = real_cluster(TEST).await else {
+        return;
+    };
+    let _shared = REAL_SERVER.read().await;
+    let specs: Vec<String> = (0..CERTIFICATES)
+        .map(|i| format!("e2eKill{i:02}:domain=kill{i}.e2e.test"))
+        .collect();
+    let sim = sim::start_local(
+        SimConfig::single_account(
+            super::SECRET_ID,
+            SECRET_KEY,
+            &specs.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let namespace = create_namespace(&cluster, "sigkill").await;
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &namespace);
+    let crs: Api<TencentCertificate> = Api::namespaced(cluster.client.clone(), &namespace);
+    secrets
+        .patch(
+            "tencent",
+            &PatchParams::apply("e2e-test").force(),
+            &Patch::Apply(credentials_secret("tencent", &namespace, SECRET_KEY)),
+        )
+        .await
+        .unwrap();
+
+    // Every distinct resourceVersion of every managed Secret: one per write.
+    let versions: Arc<Mutex<BTreeMap<String, BTreeSet<String>>>> = Default::default();
+    let recorder = {
+        use futures::StreamExt;
+        use kube::runtime::watcher::{self, Event};
+        let versions = versions.clone();
+        let stream = watcher::watcher(
+            secrets.clone(),
+            watcher::Config::default().labels("app.kubernetes.io/managed-by=tencent-cert-operator"),
+        );
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                if let Ok(Event::Apply(secret) | Event::InitApply(secret)) = event {
+                    let name = secret.metadata.name.clone().unwrap_or_default();
+                    let version = secret.metadata.resource_version.clone().unwrap_or_default();
+                    versions
+                        .lock()
+                        .unwrap()
+                        .entry(name)
+                        .or_default()
+                        .insert(version);
+                }
+            }
+        })
+    };
+    let created = Instant::now();
+    let creates = (0..RESOURCES).map(|index| {
+        let crs = crs.clone();
+        let namespace = namespace.clone();
+        async move {
+            crs.create(
+                &PostParams::default(),
+                &certificate(
+                    &format!("site-{index:03}"),
+                    &namespace,
+                    json!({"certificateId": format!("e2eKill{:02}", index % CERTIFICATES),
+                           "credentialsRef": {"name": "tencent"}}),
+                ),
+            )
+            .await
+            .map(|_| ())
+        }
+    });
+    {
+        use futures::StreamExt;
+        let failed = futures::stream::iter(creates)
+            .buffer_unordered(16)
+            .filter(|r| std::future::ready(r.is_err()))
+            .count()
+            .await;
+        assert_eq!(failed, 0, "creating the resources failed");
+    }
+    eprintln!("{RESOURCES} resources created in {:?}", created.elapsed());
+
+    let written = || versions.lock().unwrap().len();
+    let (mut first, first_log) = start_operator(
+        &cluster,
+        &sim,
+        &format!("{namespace}-1"),
+        free_port(),
+        &["--namespace", &namespace],
+    );
+    let started = Instant::now();
+    let midway = within(Duration::from_secs(120), || async {
+        written() >= RESOURCES / 5
+    })
+    .await;
+    first.start_kill().unwrap();
+    let _ = first.wait().await;
+    let at_kill = written();
+    eprintln!("SIGKILL after {midway:?} with {at_kill} of {RESOURCES} Secrets written");
+    assert!(midway.is_some(), "the first sync did not get going");
+    assert!(
+        at_kill < RESOURCES,
+        "the first sync finished before the kill: nothing was tested"
+    );
+
+    let port = free_port();
+    let (mut second, second_log) = start_operator(
+        &cluster,
+        &sim,
+        &format!("{namespace}-2"),
+        port,
+        &["--namespace", &namespace],
+    );
+    let all_ready = within(Duration::from_secs(240), || async {
+        crs.list(&Default::default()).await.is_ok_and(|list| {
+            list.items.len() == RESOURCES
+                && list
+                    .items
+                    .iter()
+                    .all(|cr| super::ready(cr).is_some_and(|(status, _)| status == "True"))
+        })
+    })
+    .await;
+    eprintln!(
+        "after the restart, all Ready in {all_ready:?} (first start {:?} ago)",
+        started.elapsed()
+    );
+    assert!(
+        all_ready.is_some(),
+        "not every resource became Ready after the restart"
+    );
+    // Let late writes, if any, reach the recorder.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let by_name: BTreeMap<String, TencentCertificate> = crs
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|cr| (cr.metadata.name.clone().unwrap_or_default(), cr))
+        .collect();
+    let all_secrets = secrets.list(&Default::default()).await.unwrap().items;
+    let mut checked = 0;
+    for secret in &all_secrets {
+        let name = secret.metadata.name.clone().unwrap_or_default();
+        let Some(cr) = by_name.get(&name) else {
+            continue;
+        };
+        let bundle = read_secret_bundle(secret)
+            .unwrap_or_else(|| panic!("Secret {name} lacks tls.crt or tls.key"))
+            .unwrap_or_else(|e| panic!("Secret {name}: unusable bundle: {e}"));
+        let id = cr.spec.certificate_id.clone().unwrap_or_default();
+        let index: usize = id.trim_start_matches("e2eKill").parse().unwrap();
+        assert!(
+            bundle
+                .meta
+                .dns_names
+                .contains(&format!("kill{index}.e2e.test")),
+            "Secret {name} holds {:?}, not certificate {id}",
+            bundle.meta.dns_names
+        );
+        checked += 1;
+    }
+    assert_eq!(
+        checked, RESOURCES,
+        "Secrets with a matching key and certificate"
+    );
+    let versions = versions.lock().unwrap().clone();
+    let rewritten: Vec<(&String, usize)> = versions
+        .iter()
+        .map(|(name, v)| (name, v.len()))
+        .filter(|(_, n)| *n > 1)
+        .collect();
+    let (_, metrics) = scrape(port, "/metrics").await.unwrap();
+    let second_writes: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("tencentcert_secret_writes_total"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    eprintln!(
+        "{} Secrets seen by the recorder; written more than once: {rewritten:?}; the restarted operator \
+         wrote {second_writes} (at the kill {at_kill} existed)",
+        versions.len()
+    );
+    assert!(
+        rewritten.is_empty(),
+        "Secrets written more than once: {rewritten:?}"
+    );
+    assert!(
+        second_writes <= (RESOURCES - at_kill) as f64,
+        "the restarted operator wrote {second_writes} Secrets, {} were missing",
+        RESOURCES - at_kill
+    );
+    recorder.abort();
+    let _ = second.kill().await;
+    assert_log_has_no_secrets(&second_log);
+    delete_namespace(&cluster, &namespace).await;
+    let _ = std::fs::remove_file(&first_log);
+    let _ = std::fs::remove_file(&second_log);
 }
