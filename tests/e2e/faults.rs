@@ -934,3 +934,111 @@ async fn e2e_real_sigkill_during_first_sync_of_500() {
     let _ = std::fs::remove_file(&first_log);
     let _ = std::fs::remove_file(&second_log);
 }
+
+/// The outage scenario against the in-process fake API server (CI has no real one): the fake goes away
+/// for 8 s — watches cut, connections refused — and comes back with a fresh watch cache (410 for old
+/// resourceVersions), as kube-local does. The operator must resume within seconds.
+#[tokio::test]
+async fn e2e_outage_against_fake_apiserver() {
+    let (api, cluster) = super::fake_cluster("outage").await;
+    let namespace = "outage";
+    let sim = simulator().await;
+    let port = free_port();
+    let (mut operator, log_path) =
+        start_operator(&cluster, &sim, namespace, port, &["--namespace", namespace]);
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), namespace);
+    let crs: Api<TencentCertificate> = Api::namespaced(cluster.client.clone(), namespace);
+    secrets
+        .patch(
+            "tencent",
+            &PatchParams::apply("e2e-test").force(),
+            &Patch::Apply(credentials_secret("tencent", namespace, SECRET_KEY)),
+        )
+        .await
+        .unwrap();
+    crs.create(
+        &PostParams::default(),
+        &certificate(
+            "shop",
+            namespace,
+            json!({"certificateId": "e2eShop1", "credentialsRef": {"name": "tencent"}}),
+        ),
+    )
+    .await
+    .unwrap();
+    wait_ready(&crs, "shop", "True", "Ready").await;
+    let original = secrets.get("shop").await.unwrap().data;
+
+    let outage = api.outage(Duration::from_secs(8));
+    let readiness = async {
+        let mut unready = false;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(7) {
+            unready |= scrape(port, "/readyz").await.map(|r| r.0) == Some(503);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        unready
+    };
+    let ((), unready_seen) = futures::join!(outage, readiness);
+    assert!(
+        unready_seen,
+        "/readyz kept answering 200 while the API server was away"
+    );
+    secrets
+        .delete("shop", &DeleteParams::default())
+        .await
+        .unwrap();
+    let recreated = within(Duration::from_secs(30), || async {
+        secrets
+            .get_opt("shop")
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.data == original)
+    })
+    .await;
+    crs.create(
+        &PostParams::default(),
+        &certificate(
+            "after",
+            namespace,
+            json!({"certificateId": "e2eNew01", "credentialsRef": {"name": "tencent"}}),
+        ),
+    )
+    .await
+    .unwrap();
+    let new_ready = within(Duration::from_secs(30), || async {
+        crs.get_opt("after")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|cr| super::ready(&cr))
+            .is_some_and(|(status, _)| status == "True")
+    })
+    .await;
+    let ready_again = within(Duration::from_secs(15), || async {
+        scrape(port, "/readyz").await.map(|r| r.0) == Some(200)
+    })
+    .await;
+    eprintln!(
+        "fake outage 8 s: deleted Secret back in {recreated:?}, new resource Ready in {new_ready:?}, \
+         /readyz 200 in {ready_again:?}"
+    );
+    assert!(
+        recreated.is_some_and(|t| t < Duration::from_secs(10)),
+        "{recreated:?}"
+    );
+    assert!(
+        new_ready.is_some_and(|t| t < Duration::from_secs(10)),
+        "{new_ready:?}"
+    );
+    assert!(ready_again.is_some());
+    assert!(
+        operator.try_wait().unwrap().is_none(),
+        "the operator exited"
+    );
+    let _ = operator.kill().await;
+    assert_log_has_no_secrets(&log_path);
+    let _ = std::fs::remove_file(&log_path);
+    let _ = std::fs::remove_file(&cluster.kubeconfig);
+}
