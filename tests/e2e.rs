@@ -559,6 +559,7 @@ async fn leader_handover(cluster: &Cluster, namespace: &str) {
 
 #[tokio::test]
 async fn e2e_against_kubeconfig_cluster() {
+    let _shared = REAL_SERVER.read().await;
     let cluster = match kubeconfig_cluster().await {
         Ok(cluster) => cluster,
         Err(why) => {
@@ -568,7 +569,6 @@ async fn e2e_against_kubeconfig_cluster() {
             return;
         }
     };
-    let _shared = REAL_SERVER.read().await;
     install_crd(&cluster);
     let namespace = format!("tco-e2e-{}", std::process::id());
     let namespaces: Api<Namespace> = Api::all(cluster.client.clone());

@@ -152,12 +152,24 @@ async fn run_scope(
     // The main watch, built here rather than by `Controller::new` so that it gets its own short backoff
     // and reports its health (see `watches`).
     let (store, writer) = reflector::store();
-    let resources = watches::reporting_health(
-        watches::backing_off(watcher(crs, watcher::Config::default().any_semantic())),
-        ctx.readiness.clone(),
+    // A deleted resource's metric series go when its deletion is watched (or found by a re-list).
+    let forget = {
+        let metrics = ctx.metrics.clone();
+        move |namespace: Option<&str>, name: &str| {
+            metrics.forget_certificate(namespace.unwrap_or_default(), name);
+            debug!(namespace, name, "resource deleted");
+        }
+    };
+    let resources = watches::reporting_deletions(
+        watches::reporting_health(
+            watches::backing_off(watcher(crs, watcher::Config::default().any_semantic())),
+            ctx.readiness.clone(),
+        ),
+        forget,
     )
     .reflect(writer)
     .applied_objects();
+    let known = store.clone();
     let controller = Controller::for_stream(resources, store.clone())
         .with_config(config)
         .trigger_backoff(watches::NoSharedBackoff);
@@ -199,8 +211,15 @@ async fn run_scope(
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|result| {
             let metrics = metrics.clone();
+            let known = known.clone();
             async move {
                 match result {
+                    // Deleted while its reconcile ran: the reconcile may have written its series again.
+                    Ok((object, _)) if known.get(&object).is_none() => {
+                        let namespace = object.namespace.clone().unwrap_or_default();
+                        metrics.forget_certificate(&namespace, &object.name);
+                        debug!(object = %object, "reconciled a resource deleted meanwhile");
+                    }
                     Ok((object, _)) => debug!(object = %object, "reconciled"),
                     // A deleted resource: no reconcile runs any more, so its series go here.
                     Err(kube_controller::Error::ObjectNotFound(object)) => {

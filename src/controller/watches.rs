@@ -184,6 +184,67 @@ impl<K: Resource + Clone> GapTracker<K> {
     }
 }
 
+/// Passes a watch's events through and calls `gone(namespace, name)` for each object it saw deleted —
+/// by a delete event, or by its absence from a re-list (deleted while the watch was down).
+pub fn reporting_deletions<K, F>(
+    events: impl Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static,
+    mut gone: F,
+) -> impl Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource + Send + 'static,
+    F: FnMut(Option<&str>, &str) + Send + 'static,
+{
+    let mut known = KnownKeys::default();
+    events.map(move |event| {
+        if let Ok(event) = &event {
+            for (namespace, name) in known.deleted(event) {
+                gone(namespace.as_deref(), &name);
+            }
+        }
+        event
+    })
+}
+
+/// The names a watch currently knows, to tell which ones a re-list dropped.
+#[derive(Default)]
+struct KnownKeys {
+    known: std::collections::HashSet<(Option<String>, String)>,
+    listing: Option<std::collections::HashSet<(Option<String>, String)>>,
+}
+
+impl KnownKeys {
+    fn deleted<K: Resource>(&mut self, event: &Event<K>) -> Vec<(Option<String>, String)> {
+        match event {
+            Event::Init => {
+                self.listing = Some(Default::default());
+                Vec::new()
+            }
+            Event::InitApply(object) => {
+                self.listing
+                    .get_or_insert_with(Default::default)
+                    .insert(key(object));
+                Vec::new()
+            }
+            Event::InitDone => {
+                let listed = self.listing.take().unwrap_or_default();
+                let previous = std::mem::replace(&mut self.known, listed);
+                previous
+                    .into_iter()
+                    .filter(|key| !self.known.contains(key))
+                    .collect()
+            }
+            Event::Apply(object) => {
+                self.known.insert(key(object));
+                Vec::new()
+            }
+            Event::Delete(object) => {
+                self.known.remove(&key(object));
+                vec![key(object)]
+            }
+        }
+    }
+}
+
 /// Passes a watch stream through, counting it as failing in `readiness` from an error until its next
 /// event (a watch that cannot reach the API server makes `/readyz` answer 503). A failing watch that is
 /// dropped (the controller stopped) stops counting.
@@ -327,6 +388,23 @@ mod tests {
         gaps.touched(Ok(Event::InitApply(secret("b"))));
         gaps.touched(Ok(Event::InitApply(secret("d"))));
         assert!(gaps.touched(Ok(Event::InitDone)).is_empty());
+    }
+
+    #[test]
+    fn deletions_are_reported_from_events_and_from_relists() {
+        let mut known = KnownKeys::default();
+        let names = |deleted: Vec<(Option<String>, String)>| -> Vec<String> {
+            deleted.into_iter().map(|(_, name)| name).collect()
+        };
+        known.deleted(&Event::Init::<Secret>);
+        for name in ["a", "b", "c"] {
+            known.deleted(&Event::InitApply(secret(name)));
+        }
+        assert!(known.deleted(&Event::<Secret>::InitDone).is_empty());
+        assert_eq!(names(known.deleted(&Event::Delete(secret("a")))), ["a"]);
+        known.deleted(&Event::Init::<Secret>);
+        known.deleted(&Event::InitApply(secret("c")));
+        assert_eq!(names(known.deleted(&Event::<Secret>::InitDone)), ["b"]);
     }
 
     #[tokio::test]

@@ -321,11 +321,11 @@ async fn e2e_real_chart_rbac() {
         );
         return;
     };
+    // With the default values the operator watches every namespace: no other test may run meanwhile.
+    let _alone = REAL_SERVER.write().await;
     let Some(cluster) = real_cluster(TEST).await else {
         return;
     };
-    // With the default values the operator watches every namespace: no other test may run meanwhile.
-    let _alone = REAL_SERVER.write().await;
     chart_case(&cluster, &helm, "default", 1, false).await;
     chart_case(&cluster, &helm, "replicas", 2, false).await;
     chart_case(&cluster, &helm, "watch", 1, true).await;

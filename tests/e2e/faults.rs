@@ -96,10 +96,10 @@ async fn e2e_real_api_server_outage() {
         );
         return;
     }
+    let _alone = REAL_SERVER.write().await;
     let Some(cluster) = real_cluster(TEST).await else {
         return;
     };
-    let _alone = REAL_SERVER.write().await;
     let namespace = create_namespace(&cluster, "outage").await;
     let sim = simulator().await;
     let port = free_port();
@@ -236,10 +236,10 @@ async fn e2e_real_api_server_outage() {
 #[tokio::test]
 async fn e2e_real_credentials_rotation() {
     const TEST: &str = "e2e_real_credentials_rotation";
+    let _shared = REAL_SERVER.read().await;
     let Some(cluster) = real_cluster(TEST).await else {
         return;
     };
-    let _shared = REAL_SERVER.read().await;
     const OLD_ID: &str = "AKIDrotateOLD001";
     const NEW_ID: &str = "AKIDrotateNEW002";
     let account = |secret_id: &str, secret_key: &str| Account {
@@ -388,10 +388,10 @@ async fn metric_sum(port: u16, prefix: &str) -> f64 {
 async fn e2e_real_namespace_deletion() {
     const TEST: &str = "e2e_real_namespace_deletion";
     const RESOURCES: usize = 40;
+    let _shared = REAL_SERVER.read().await;
     let Some(cluster) = real_cluster(TEST).await else {
         return;
     };
-    let _shared = REAL_SERVER.read().await;
     let sim = simulator().await;
     let namespace = create_namespace(&cluster, "doomed").await;
     let port = free_port();
@@ -400,7 +400,7 @@ async fn e2e_real_namespace_deletion() {
         &sim,
         &namespace,
         port,
-        &["--namespace", &namespace],
+        &["--namespace", &namespace, "--log-format", "json"],
     );
     let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &namespace);
     let crs: Api<TencentCertificate> = Api::namespaced(cluster.client.clone(), &namespace);
@@ -475,7 +475,10 @@ async fn e2e_real_namespace_deletion() {
     let after: Vec<&str> = log.lines().skip(log_before).collect();
     let warnings: Vec<&&str> = after
         .iter()
-        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .is_ok_and(|entry| entry["level"] == "WARN" || entry["level"] == "ERROR")
+        })
         .collect();
     let event_writes = after
         .iter()
@@ -525,10 +528,10 @@ fn condition(cr: &TencentCertificate, type_: &str) -> Option<(String, String)> {
 #[tokio::test]
 async fn e2e_real_tencent_faults_during_a_wave() {
     const TEST: &str = "e2e_real_tencent_faults_during_a_wave";
+    let _shared = REAL_SERVER.read().await;
     let Some(cluster) = real_cluster(TEST).await else {
         return;
     };
-    let _shared = REAL_SERVER.read().await;
     // Certificate id → the fault it gets.
     let faults = [
         ("e2eNetw01", "NetworkError share"),
@@ -731,10 +734,10 @@ async fn e2e_real_sigkill_during_first_sync_of_500() {
     const TEST: &str = "e2e_real_sigkill_during_first_sync_of_500";
     const RESOURCES: usize = 500;
     const CERTIFICATES: usize = 10;
+    let _shared = REAL_SERVER.read().await;
     let Some(cluster) = real_cluster(TEST).await else {
         return;
     };
-    let _shared = REAL_SERVER.read().await;
     let specs: Vec<String> = (0..CERTIFICATES)
         .map(|i| format!("e2eKill{i:02}:domain=kill{i}.e2e.test"))
         .collect();
