@@ -9,7 +9,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
-use tracing::{Instrument, info, warn};
+use tracing::{Instrument, debug, info, warn};
 
 use super::{Context, credentials, target};
 use crate::bundle::{self, BundleError, CertBundle, CertMetadata};
@@ -239,6 +239,16 @@ async fn reconcile_inner(
                         ));
                     }
                     resolved = Some(written.resolved);
+                }
+                // Its namespace is being deleted, and the resource with it: no warning, event or retry
+                // (seen on a real API server: the namespace controller deletes the Secrets first).
+                Err(err) if err.namespace_terminating() => {
+                    debug!(namespace, name = %cr.name_any(), "the namespace is being deleted; not writing");
+                    return Ok(Outcome {
+                        action: Action::await_change(),
+                        result: "unchanged",
+                        reason: String::new(),
+                    });
                 }
                 Err(err) => {
                     warn!(namespace, name = %cr.name_any(), reason = err.reason(), error = %err, "sync failed");
@@ -585,6 +595,10 @@ async fn publish_events(
     let reference = cr.object_ref(&());
     for event in events {
         if let Err(err) = ctx.recorder.publish(&event, &reference).await {
+            if crate::error::namespace_terminating(&err) {
+                debug!(reason = %event.reason, "not publishing an event: the namespace is being deleted");
+                break;
+            }
             warn!(error = %err, reason = %event.reason, "cannot publish event");
         }
     }
