@@ -54,7 +54,9 @@ pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
         priority = "1"
     ),
-    printcolumn(name = "Expires", type_ = "date", json_path = ".status.notAfter"),
+    // A `date` column prints `<invalid>` in kubectl for any time in the future: the expiry is shown as the
+    // RFC 3339 timestamp itself.
+    printcolumn(name = "Expires", type_ = "string", json_path = ".status.notAfter"),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -470,6 +472,16 @@ mod tests {
                 "Age"
             ]
         );
+        let expires = version
+            .additional_printer_columns
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|c| c.name == "Expires")
+            .unwrap();
+        // kubectl prints `<invalid>` for a `date` column in the future.
+        assert_eq!(expires.type_, "string");
+        assert_eq!(expires.json_path, ".status.notAfter");
         let schema = serde_json::to_value(&version.schema).unwrap();
         let spec = &schema["openAPIV3Schema"]["properties"]["spec"];
         let refresh = &spec["properties"]["refreshInterval"];

@@ -53,7 +53,21 @@ pub const REASON_KUBERNETES_ERROR: &str = "KubernetesError";
 pub const REASON_NO_MATCHING_CERTIFICATE: &str = "NoMatchingCertificate";
 pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
 
+/// The API server refused a write because the namespace is being deleted (a 403 with the cause
+/// `NamespaceTerminating`): whatever the write was for goes away with the namespace.
+pub fn namespace_terminating(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(status) if status.code == 403
+    && status.details.as_ref().is_some_and(|details| {
+        details.causes.iter().any(|cause| cause.reason == "NamespaceTerminating")
+    }))
+}
+
 impl SyncError {
+    /// See [`namespace_terminating`].
+    pub fn namespace_terminating(&self) -> bool {
+        matches!(self, Self::Kube { source, .. } if namespace_terminating(source))
+    }
+
     pub fn kube(action: &'static str) -> impl FnOnce(kube::Error) -> Self {
         move |source| Self::Kube { action, source }
     }
@@ -89,6 +103,27 @@ impl SyncError {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_refusal_in_a_terminating_namespace_is_recognised_by_its_cause() {
+        // As kube-apiserver's NamespaceLifecycle admission answers a create in a terminating namespace.
+        let refusal = |cause: &str| {
+            kube::Error::Api(Box::new(
+                serde_json::from_value(serde_json::json!({
+                    "status": "Failure", "code": 403, "reason": "Forbidden",
+                    "message": "secrets \"shop\" is forbidden: unable to create new content in namespace web because it is being terminated",
+                    "details": {"name": "shop", "kind": "secrets",
+                                "causes": [{"reason": cause, "message": "namespace web is being terminated", "field": "metadata.namespace"}]},
+                }))
+                .unwrap(),
+            ))
+        };
+        assert!(namespace_terminating(&refusal("NamespaceTerminating")));
+        assert!(!namespace_terminating(&refusal("FieldValueForbidden")));
+        let err = SyncError::kube("writing the Secret")(refusal("NamespaceTerminating"));
+        assert!(err.namespace_terminating());
+    }
+
     use super::*;
 
     #[test]

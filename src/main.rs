@@ -381,12 +381,13 @@ async fn run_operator(args: RunArgs) -> ExitCode {
         secret: args.default_credentials.clone(),
         namespaces: NamespaceAllowList::parse(&args.default_credentials_namespaces),
     };
+    let readiness = Arc::new(Readiness::default());
     let ctx = Arc::new(
         Context::new(client.clone(), tencent, defaults)
             .with_metrics(metrics.clone())
+            .with_readiness(readiness.clone())
             .with_full_download_interval(args.full_download_interval),
     );
-    let readiness = Arc::new(Readiness::default());
     let (stop, stopped) = tokio::sync::watch::channel(false);
 
     let listener = match telemetry::bind(args.metrics_addr).await {

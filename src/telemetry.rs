@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -479,10 +479,13 @@ impl crate::tencent::Observer for Metrics {
     }
 }
 
-/// What `/readyz` reports: watches started, and with leader election, leading or standing by healthily.
+/// What `/readyz` reports: watches started, and with leader election, leading or standing by healthily —
+/// and no watch currently failing to reach the API server.
 #[derive(Debug, Default)]
 pub struct Readiness {
     ready: AtomicBool,
+    /// Watches whose latest result was an error (see `controller::watches::reporting_health`).
+    watches_failing: AtomicUsize,
 }
 
 impl Readiness {
@@ -490,8 +493,20 @@ impl Readiness {
         self.ready.store(ready, Ordering::Release);
     }
 
+    /// One watch starts (`true`) or stops (`false`) failing.
+    pub fn watch_failing(&self, failing: bool) {
+        if failing {
+            self.watches_failing.fetch_add(1, Ordering::AcqRel);
+        } else {
+            // Never below zero, whatever the order of calls.
+            let _ = self
+                .watches_failing
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        }
+    }
+
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire) && self.watches_failing.load(Ordering::Acquire) == 0
     }
 }
 

@@ -5,7 +5,18 @@
 //! - `e2e_against_fake_apiserver` runs the same scenarios against the in-process fake API server through a
 //!   generated kubeconfig, so CI exercises the binary and its watches without a cluster.
 //!
-//! Run against a cluster: `KUBECONFIG=~/.kube/config cargo test --test e2e -- --nocapture`.
+//! - `chart` (tests/e2e/chart.rs): the Helm chart's own RBAC on a real API server.
+//! - `faults` (tests/e2e/faults.rs): the API server away and back, SIGKILL mid-sync, Tencent misbehaving,
+//!   credentials rotation, namespace deletion — on a real API server.
+//!
+//! Run against a cluster: `KUBECONFIG=~/.kube/config cargo test --test e2e -- --nocapture`. With kube-local
+//! (shared/tools/kube-local), also set `KUBE_LOCAL` to the script (with the `KUBE_LOCAL_DIR`/`KUBE_LOCAL_PORT`
+//! of the instance) for the API-server outage test, which stops and starts that server.
+
+#[path = "e2e/chart.rs"]
+mod chart;
+#[path = "e2e/faults.rs"]
+mod faults;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -21,6 +32,9 @@ use tencent_cert_operator::sim::{self, SimConfig, SimHandle};
 const SECRET_ID: &str = "AKIDendTOendTEST001";
 const SECRET_KEY: &str = "end-to-end-secret-key";
 const WAIT: Duration = Duration::from_secs(60);
+
+/// Tests on the real API server share it; the outage test takes it alone (it stops the server).
+static REAL_SERVER: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 struct Cluster {
     client: kube::Client,
@@ -545,6 +559,7 @@ async fn leader_handover(cluster: &Cluster, namespace: &str) {
 
 #[tokio::test]
 async fn e2e_against_kubeconfig_cluster() {
+    let _shared = REAL_SERVER.read().await;
     let cluster = match kubeconfig_cluster().await {
         Ok(cluster) => cluster,
         Err(why) => {
@@ -554,29 +569,7 @@ async fn e2e_against_kubeconfig_cluster() {
             return;
         }
     };
-    let crd = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/tencentcertificate.yaml");
-    let out = kubectl(&cluster.kubeconfig, &["apply", "-f", crd])
-        .expect("kubectl is needed for the cluster e2e");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = kubectl(
-        &cluster.kubeconfig,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "crd/tencentcertificates.tencentcert.io",
-            "--timeout=60s",
-        ],
-    )
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    install_crd(&cluster);
     let namespace = format!("tco-e2e-{}", std::process::id());
     let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
     namespaces
@@ -604,6 +597,68 @@ async fn e2e_against_kubeconfig_cluster() {
         .delete(&namespace, &DeleteParams::default())
         .await
         .unwrap();
+}
+
+/// Applies crds/tencentcertificate.yaml and waits until it is served.
+fn install_crd(cluster: &Cluster) {
+    let crd = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/tencentcertificate.yaml");
+    let out = kubectl(&cluster.kubeconfig, &["apply", "-f", crd])
+        .expect("kubectl is needed for the cluster e2e");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = kubectl(
+        &cluster.kubeconfig,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "crd/tencentcertificates.tencentcert.io",
+            "--timeout=60s",
+        ],
+    )
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The real cluster of `KUBECONFIG` with the CRD installed, or `None` after saying why `test` is skipped.
+async fn real_cluster(test: &str) -> Option<Cluster> {
+    match kubeconfig_cluster().await {
+        Ok(cluster) => {
+            install_crd(&cluster);
+            Some(cluster)
+        }
+        Err(why) => {
+            eprintln!(
+                "SKIPPED {test}: {why}. Set KUBECONFIG to a disposable cluster (e.g. kube-local) to run it."
+            );
+            None
+        }
+    }
+}
+
+/// Creates the namespace `tco-e2e-<pid>-<suffix>` and returns its name.
+async fn create_namespace(cluster: &Cluster, suffix: &str) -> String {
+    let name = format!("tco-e2e-{}-{suffix}", std::process::id());
+    Api::<Namespace>::all(cluster.client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": name}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    name
+}
+
+async fn delete_namespace(cluster: &Cluster, name: &str) {
+    let _ = Api::<Namespace>::all(cluster.client.clone())
+        .delete(name, &DeleteParams::default())
+        .await;
 }
 
 /// The fake API server, reached by the binary through a generated kubeconfig.

@@ -5,6 +5,7 @@ pub mod bundles;
 pub mod credentials;
 pub mod reconcile;
 pub mod target;
+pub mod watches;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -46,6 +47,8 @@ pub struct Context {
     /// The controllers' caches of resources (one per watched scope), to find the certificate ids that
     /// share a credentials Secret.
     stores: std::sync::RwLock<Vec<Store<TencentCertificate>>>,
+    /// `/readyz`: the watches report into it while they fail.
+    pub readiness: Arc<crate::telemetry::Readiness>,
     /// Per resource UID: the credentials Secret's resourceVersion when its last attempt failed on
     /// credentials (`None`: the Secret was missing). A different version now means "try again at once".
     credentials_at_failure: Mutex<HashMap<String, Option<String>>>,
@@ -71,6 +74,7 @@ impl Context {
             stores: std::sync::RwLock::new(Vec::new()),
             credentials_cache: credentials::SecretCache::default(),
             bundles: bundles::BundleCache::default(),
+            readiness: Arc::new(crate::telemetry::Readiness::default()),
             credentials_at_failure: Mutex::new(HashMap::new()),
         }
     }
@@ -131,6 +135,12 @@ impl Context {
         ids.sort_unstable();
         ids.dedup();
         ids
+    }
+
+    /// Reports watch failures into `readiness` (shared with the telemetry server).
+    pub fn with_readiness(mut self, readiness: Arc<crate::telemetry::Readiness>) -> Self {
+        self.readiness = readiness;
+        self
     }
 
     fn credentials_failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<String>>> {
@@ -199,12 +209,15 @@ fn slim(cr: &mut TencentCertificate) {
     }
 }
 
-/// Metadata-only watch: Secrets' data never enters the operator's memory through watches.
+/// Metadata-only watch: Secrets' data never enters the operator's memory through watches. Secrets deleted
+/// while the watch was down are reported when it re-lists.
 fn secret_metadata(
     api: Api<PartialObjectMeta<Secret>>,
     config: watcher::Config,
+    readiness: &Arc<crate::telemetry::Readiness>,
 ) -> impl Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static {
-    watcher(api, config).default_backoff().touched_objects()
+    let events = watches::backing_off(watcher(api, config));
+    watches::with_gap_deletions(watches::reporting_health(events, readiness.clone()))
 }
 
 /// Runs one controller over one scope (a namespace, or the whole cluster) until `shutdown` resolves.
@@ -216,23 +229,42 @@ async fn run_scope(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let config = kube_controller::Config::default().concurrency(concurrency);
+    // The main watch, built here rather than by `Controller::new` so that it gets its own short backoff
+    // and reports its health (see `watches`).
     let (store, writer) = reflector::store();
-    let resources = reflector::reflector(
-        writer,
-        // Paginated initial lists (500 per page): an unpaginated one (`any_semantic`, served whole from
-        // the API server's cache) holds every object twice, as JSON and decoded, at start-up's peak.
-        watcher(crs, watcher::Config::default()).modify(slim),
+    // A deleted resource's metric series go when its deletion is watched (or found by a re-list).
+    let forget = {
+        let metrics = ctx.metrics.clone();
+        move |namespace: Option<&str>, name: &str| {
+            metrics.forget_certificate(namespace.unwrap_or_default(), name);
+            debug!(namespace, name, "resource deleted");
+        }
+    };
+    let resources = watches::reporting_deletions(
+        watches::reporting_health(
+            // Paginated initial lists (500 per page): an unpaginated one (`any_semantic`, served whole
+            // from the API server's cache) holds every object twice, as JSON and decoded, at the peak.
+            watches::backing_off(watcher(crs, watcher::Config::default()).modify(slim)),
+            ctx.readiness.clone(),
+        ),
+        forget,
     )
+    .reflect(writer)
     .applied_objects();
     ctx.register_store(store.clone());
-    let controller = Controller::for_stream(resources, store.clone()).with_config(config);
+    let known = store.clone();
+    let controller = Controller::for_stream(resources, store.clone())
+        .with_config(config)
+        .trigger_backoff(watches::NoSharedBackoff);
     let managed = secret_metadata(
         secrets.clone(),
         watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")),
+        &ctx.readiness,
     );
     let labelled_credentials = secret_metadata(
         secrets,
         watcher::Config::default().labels(credentials::CREDENTIALS_LABEL),
+        &ctx.readiness,
     );
     let mut controller = controller
         .watches_stream(managed, |secret| owner_of(&secret))
@@ -250,6 +282,7 @@ async fn run_scope(
         let by_name = secret_metadata(
             api,
             watcher::Config::default().fields(&format!("metadata.name={}", default_secret.name)),
+            &ctx.readiness,
         );
         let defaults = ctx.defaults.clone();
         controller =
@@ -261,14 +294,27 @@ async fn run_scope(
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|result| {
             let metrics = metrics.clone();
+            let known = known.clone();
             async move {
                 match result {
+                    // Deleted while its reconcile ran: the reconcile may have written its series again.
+                    Ok((object, _)) if known.get(&object).is_none() => {
+                        let namespace = object.namespace.clone().unwrap_or_default();
+                        metrics.forget_certificate(&namespace, &object.name);
+                        debug!(object = %object, "reconciled a resource deleted meanwhile");
+                    }
                     Ok((object, _)) => debug!(object = %object, "reconciled"),
                     // A deleted resource: no reconcile runs any more, so its series go here.
                     Err(kube_controller::Error::ObjectNotFound(object)) => {
                         let namespace = object.namespace.clone().unwrap_or_default();
                         metrics.forget_certificate(&namespace, &object.name);
                         debug!(object = %object, "resource deleted");
+                    }
+                    // Routine after an API server restart: the watch re-lists at once.
+                    Err(kube_controller::Error::QueueError(watcher::Error::WatchError(status)))
+                        if status.code == 410 =>
+                    {
+                        debug!(error = %status, "watch expired; re-listing");
                     }
                     Err(err) => warn!(error = %err, "controller error"),
                 }

@@ -249,6 +249,16 @@ async fn reconcile_inner(
                     }
                     resolved = Some(written.resolved);
                 }
+                // Its namespace is being deleted, and the resource with it: no warning, event or retry
+                // (seen on a real API server: the namespace controller deletes the Secrets first).
+                Err(err) if err.namespace_terminating() => {
+                    debug!(namespace, name = %cr.name_any(), "the namespace is being deleted; not writing");
+                    return Ok(Outcome {
+                        action: Action::await_change(),
+                        result: "unchanged",
+                        reason: String::new(),
+                    });
+                }
                 Err(err) => {
                     warn!(namespace, name = %cr.name_any(), reason = err.reason(), error = %err, "sync failed");
                     let class = err.class();
@@ -649,6 +659,10 @@ async fn publish_events(
     let recorder = ctx.recorder();
     for event in events {
         if let Err(err) = recorder.publish(&event, &reference).await {
+            if crate::error::namespace_terminating(&err) {
+                debug!(reason = %event.reason, "not publishing an event: the namespace is being deleted");
+                break;
+            }
             warn!(error = %err, reason = %event.reason, "cannot publish event");
         }
     }

@@ -7,7 +7,8 @@
 //! action name `DescribeCertificates`.
 //!
 //! Control endpoints (JSON): `GET /_sim/stats`, `POST /_sim/stats/reset`, `POST /_sim/faults`
-//! (`{"certificate_id","code","remaining","probability"}`), `DELETE /_sim/faults`, `POST /_sim/latency`
+//! (`{"certificate_id","code","remaining","probability"}`; a code `HTTP<status>` such as `HTTP503` answers
+//! with that HTTP status instead of a Tencent error), `DELETE /_sim/faults`, `POST /_sim/latency`
 //! (`{"certificate_id","millis"}`), `GET /_sim/certificates`, and to change certificates while running
 //! (each answers with the certificate as a `DescribeCertificates` item; 404 unknown id, 409 id taken,
 //! 400 bad request): `POST /_sim/certificates` (a spec: the CLI string or an object, see

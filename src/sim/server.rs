@@ -22,7 +22,7 @@ use crate::tencent::list::ACTION_DESCRIBE_CERTIFICATES;
 
 pub fn router(state: Arc<SimState>) -> Router {
     Router::new()
-        .route("/", post(api))
+        .route("/", post(api_or_http_fault))
         .route("/healthz", get(|| async { "ok" }))
         .route("/_sim/stats", get(stats))
         .route("/_sim/stats/reset", post(reset_stats))
@@ -67,6 +67,29 @@ fn success_response(mut fields: Value) -> Json<Value> {
     Json(json!({ "Response": fields }))
 }
 
+/// A fault code `HTTP<status>` (e.g. `HTTP503`) is answered with that HTTP status and a plain-text body,
+/// as a gateway in front of Tencent's API does; every other answer is the API's JSON.
+async fn api_or_http_fault(
+    state: State<Arc<SimState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Json(answer) = api(state, method, uri, headers, body).await;
+    let http_status = answer["Response"]["Error"]["Code"]
+        .as_str()
+        .and_then(|code| code.strip_prefix("HTTP"))
+        .and_then(|status| status.parse::<u16>().ok())
+        .and_then(|status| StatusCode::from_u16(status).ok())
+        .filter(|status| !status.is_success());
+    match http_status {
+        Some(status) => (status, format!("{status}: injected by the simulator\n")).into_response(),
+        None => Json(answer).into_response(),
+    }
+}
+
 async fn api(
     State(state): State<Arc<SimState>>,
     method: Method,
@@ -100,6 +123,7 @@ async fn api(
             return error_response(rejection.code, &rejection.message);
         }
     };
+    state.record_caller(&caller.secret_id);
     let action = caller.action.as_str();
     let params: Value = match serde_json::from_slice(&body) {
         Ok(Value::Object(map)) => Value::Object(map),

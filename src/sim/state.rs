@@ -170,6 +170,9 @@ pub struct Stats {
     pub by_action: BTreeMap<String, BTreeMap<String, u64>>,
     /// certificate id → requests naming it.
     pub by_certificate: BTreeMap<String, u64>,
+    /// SecretId → requests whose signature it verified (which key pair a client really used).
+    #[serde(default)]
+    pub by_secret_id: BTreeMap<String, u64>,
 }
 
 impl Stats {
@@ -373,6 +376,14 @@ impl SimState {
         if let Some(id) = certificate_id {
             *stats.by_certificate.entry(id.to_string()).or_default() += 1;
         }
+    }
+
+    /// Counts an authenticated request under its SecretId.
+    pub fn record_caller(&self, secret_id: &str) {
+        *lock(&self.stats)
+            .by_secret_id
+            .entry(secret_id.to_string())
+            .or_default() += 1;
     }
 
     pub fn stats(&self) -> Stats {

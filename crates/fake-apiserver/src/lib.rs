@@ -156,11 +156,14 @@ impl Builder {
         for (group, plural) in &self.status_subresources {
             state.set_status_subresource(group, plural);
         }
+        let (outages, _) = tokio::sync::watch::channel(0);
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             log: Mutex::new(Vec::new()),
             faults: Mutex::new(Vec::new()),
             shutdown: shutdown_rx.clone(),
+            outages,
+            outage_length: Mutex::new(Duration::ZERO),
             bookmark_interval: self.bookmark_interval.max(Duration::from_millis(10)),
             address: address.to_string(),
         });
@@ -173,15 +176,43 @@ impl Builder {
             ));
         }
         let app = server::router(shared.clone());
-        let mut stop = shutdown_rx;
+        let stop = shutdown_rx;
+        let serving = shared.clone();
         tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
-                // Resolves when the server is dropped (the sender goes away).
-                let _ = stop.changed().await;
-            });
-            // An accept-loop failure ends the server; requests then fail with connection errors, which is
-            // what the test would see from a dead API server.
-            let _ = serve.await;
+            let mut listener = Some(listener);
+            loop {
+                let Some(bound) = listener.take() else { break };
+                let mut outage = serving.outages.subscribe();
+                let mut stopped = stop.clone();
+                let serve = axum::serve(bound, app.clone()).with_graceful_shutdown(async move {
+                    // Resolves when the server is dropped (the sender goes away), or an outage begins.
+                    tokio::select! {
+                        _ = stopped.changed() => {}
+                        _ = outage.changed() => {}
+                    }
+                });
+                // An accept-loop failure ends the server; requests then fail with connection errors, which
+                // is what the test would see from a dead API server.
+                let _ = serve.await;
+                if stop.has_changed().unwrap_or(true) {
+                    break;
+                }
+                // An outage: nothing listens for its length; then the same address again, with a fresh
+                // watch cache (old resourceVersions answer 410, as after a real restart).
+                let length = *serving
+                    .outage_length
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                tokio::time::sleep(length).await;
+                serving.state().compact_all();
+                for _ in 0..100 {
+                    if let Ok(bound) = tokio::net::TcpListener::bind(address).await {
+                        listener = Some(bound);
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
         });
         FakeApiServer {
             shared,
@@ -209,6 +240,25 @@ impl FakeApiServer {
 
     pub fn builder() -> Builder {
         Builder::default()
+    }
+
+    /// The API server goes away for `length` — open connections and watches are cut, new connections are
+    /// refused — and comes back on the same address with a fresh watch cache. Returns once it answers.
+    pub async fn outage(&self, length: Duration) {
+        *self
+            .shared
+            .outage_length
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = length;
+        self.shared.outages.send_modify(|n| *n += 1);
+        tokio::time::sleep(length).await;
+        let address = self.shared.address.clone();
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(&address).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// `http://127.0.0.1:PORT`.

@@ -40,6 +40,10 @@ pub struct Shared {
     pub log: Mutex<Vec<RecordedRequest>>,
     pub faults: Mutex<Vec<Fault>>,
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Bumped by [`crate::FakeApiServer::outage`]: the server stops serving and its watches end.
+    pub outages: tokio::sync::watch::Sender<u64>,
+    /// How long the current outage lasts.
+    pub outage_length: Mutex<Duration>,
     pub bookmark_interval: Duration,
     pub address: String,
 }

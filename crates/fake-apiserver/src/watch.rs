@@ -108,6 +108,7 @@ struct Running {
     deadline: Instant,
     ticker: Option<tokio::time::Interval>,
     shutdown: tokio::sync::watch::Receiver<bool>,
+    outages: tokio::sync::watch::Receiver<u64>,
     finished: bool,
 }
 
@@ -165,6 +166,7 @@ pub fn start(
     });
     let running = Running {
         shutdown: shared.shutdown.clone(),
+        outages: shared.outages.subscribe(),
         // A huge timeoutSeconds must not overflow the clock: cap it at a week, far beyond any test.
         deadline: Instant::now() + spec.timeout.min(Duration::from_secs(7 * 24 * 3600)),
         shared,
@@ -192,6 +194,7 @@ pub fn start(
             };
             tokio::select! {
                 _ = r.shutdown.changed() => return None,
+                _ = r.outages.changed() => return None,
                 _ = tokio::time::sleep_until(r.deadline) => return None,
                 event = r.rx.recv() => match event {
                     Some(event) => {

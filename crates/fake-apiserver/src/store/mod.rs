@@ -245,6 +245,13 @@ impl State {
         self.compacted_rv
     }
 
+    /// Forgets the whole watch history, as a restarted API server's new watch cache does: a watch from
+    /// any earlier resourceVersion then gets `410 Expired` and must re-list.
+    pub fn compact_all(&mut self) {
+        self.history.clear();
+        self.compacted_rv = self.rv;
+    }
+
     /// The resource's info, registered on first use.
     pub fn info(&mut self, group: &str, version: &str, plural: &str) -> &mut ResourceInfo {
         self.resources
