@@ -42,6 +42,16 @@ const CREDENTIALS_SECRET: &str = "tencent-credentials";
 type Error = Box<dyn std::error::Error + Send + Sync>;
 type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Where the resources' credentials come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CredentialsMode {
+    /// A credentials Secret in every namespace, named by `spec.credentialsRef`.
+    PerNamespace,
+    /// No `credentialsRef`: the operator's `--default-credentials PREFIX-0/tencent-credentials
+    /// --default-credentials-namespaces '*'`.
+    Default,
+}
+
 /// How the refresh wave after convergence is produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum WaveMode {
@@ -123,6 +133,14 @@ struct Args {
     /// Concurrent requests when the harness creates objects.
     #[arg(long, env = "BENCH_API_CONCURRENCY", default_value_t = 16)]
     api_concurrency: usize,
+    /// Where the resources' credentials come from (one SecretId either way).
+    #[arg(
+        long,
+        env = "BENCH_CREDENTIALS",
+        value_enum,
+        default_value = "per-namespace"
+    )]
+    credentials: CredentialsMode,
     /// Extra argument for `tencent-cert-operator run` (repeatable), e.g. `--operator-arg=--concurrency=16`.
     #[arg(long = "operator-arg", allow_hyphen_values = true)]
     operator_args: Vec<String>,
@@ -584,8 +602,11 @@ async fn start_sim(args: &Args) -> Result<(Child, String)> {
 }
 
 async fn create_resources(client: &kube::Client, args: &Args) -> Result<()> {
-    for namespace in args.namespaces() {
+    for (index, namespace) in args.namespaces().into_iter().enumerate() {
         ensure_namespace(client, &namespace, json!({RUN_LABEL: RUN_VALUE})).await?;
+        if args.credentials == CredentialsMode::Default && index > 0 {
+            continue;
+        }
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
         let credentials: Secret = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Secret",
@@ -601,15 +622,16 @@ async fn create_resources(client: &kube::Client, args: &Args) -> Result<()> {
             let api: Api<TencentCertificate> = Api::namespaced(client.clone(), &namespace);
             let certificate_id = args.certificate_id(i);
             let refresh = args.refresh_interval.clone();
+            let per_namespace = args.credentials == CredentialsMode::PerNamespace;
             async move {
+                let mut spec = json!({"certificateId": certificate_id, "refreshInterval": refresh});
+                if per_namespace {
+                    spec["credentialsRef"] = json!({"name": CREDENTIALS_SECRET});
+                }
                 let cr: TencentCertificate = serde_json::from_value(json!({
                     "apiVersion": "tencentcert.io/v1alpha1", "kind": "TencentCertificate",
                     "metadata": {"name": format!("cert-{i:05}"), "labels": {RUN_LABEL: RUN_VALUE}},
-                    "spec": {
-                        "certificateId": certificate_id,
-                        "credentialsRef": {"name": CREDENTIALS_SECRET},
-                        "refreshInterval": refresh,
-                    },
+                    "spec": spec,
                 }))?;
                 api.create(&PostParams::default(), &cr).await?;
                 Ok::<(), Error>(())
@@ -648,9 +670,17 @@ fn watch_resources(client: &kube::Client) -> (SeenMap, tokio::task::JoinHandle<(
 
 async fn start_operator(args: &Args, endpoint: &str, port: u16) -> Result<Child> {
     let log = std::fs::File::create(args.log_dir().join("operator.log"))?;
-    Ok(Command::new(&args.binary)
+    let mut command = Command::new(&args.binary);
+    command
         .arg("run")
-        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}")]);
+    if args.credentials == CredentialsMode::Default {
+        command
+            .arg("--default-credentials")
+            .arg(format!("{}-0/{CREDENTIALS_SECRET}", args.prefix))
+            .args(["--default-credentials-namespaces", "*"]);
+    }
+    Ok(command
         .args(&args.operator_args)
         .env("TENCENTCLOUD_ENDPOINT", endpoint)
         .stdout(Stdio::null())
@@ -1093,6 +1123,7 @@ async fn run(args: Args) -> Result<()> {
             "latency_ms": args.latency_ms, "refresh_interval": args.refresh_interval,
             "converge_timeout_s": args.converge_timeout, "wave": format!("{:?}", args.wave).to_lowercase(),
             "operator_args": args.operator_args,
+            "credentials": format!("{:?}", args.credentials),
         }),
     );
     report.insert(
