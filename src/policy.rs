@@ -94,12 +94,23 @@ impl DownloadTrigger {
         }
     }
 
-    /// How old an answer from Tencent (lookup, listing or download) this trigger accepts.
+    /// How old a lookup or listing answer this trigger accepts.
     pub fn max_age(&self, refresh: Duration) -> Duration {
         if self.accepts_cached() {
             crate::status::lookup_max_age(refresh)
         } else {
             Duration::ZERO
+        }
+    }
+
+    /// How old a download made for another resource this trigger accepts. A routine refresh downloads
+    /// only because the listing changed, so it wants a download no older than the listing; a first sync
+    /// (or a repair) takes any download of the wave: its own refresh follows anyway.
+    pub fn download_max_age(&self, refresh: Duration) -> Duration {
+        match self {
+            Self::RefreshDue => self.max_age(refresh),
+            _ if self.accepts_cached() => Duration::MAX,
+            _ => Duration::ZERO,
         }
     }
 }
@@ -869,6 +880,20 @@ mod tests {
         );
         assert_eq!(
             DownloadTrigger::RefreshRequested("x".into()).max_age(hour),
+            Duration::ZERO
+        );
+        // A first sync takes any download of the wave (the bundle cache's own TTL bounds it); a
+        // refresh one no older than its listing; a refresh request none.
+        assert_eq!(
+            DownloadTrigger::SecretMissing.download_max_age(hour),
+            Duration::MAX
+        );
+        assert_eq!(
+            DownloadTrigger::RefreshDue.download_max_age(hour),
+            Duration::from_secs(900)
+        );
+        assert_eq!(
+            DownloadTrigger::RefreshRequested("x".into()).download_max_age(hour),
             Duration::ZERO
         );
     }

@@ -504,7 +504,11 @@ async fn download_and_write(
         });
     }
     // Resources naming the same certificate share a download younger than `max_age` (per credentials).
-    let bundle = match ctx.bundles.get(&credentials, certificate_id, max_age) {
+    let download_max_age = trigger.download_max_age(crd::refresh_interval(&cr.spec));
+    let bundle = match ctx
+        .bundles
+        .get(&credentials, certificate_id, download_max_age)
+    {
         Some(shared) => {
             crate::tencent::Observer::coalesced(ctx.metrics.as_ref(), "wave");
             shared
@@ -512,7 +516,7 @@ async fn download_and_write(
         None => {
             let download = ctx
                 .tencent
-                .download_certificate_within(&credentials, certificate_id, max_age)
+                .download_certificate_within(&credentials, certificate_id, download_max_age)
                 .await?;
             let bundle = Arc::new(bundle::extract(&download.zip)?);
             ctx.bundles
