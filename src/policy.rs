@@ -127,12 +127,15 @@ pub struct BeforeDownload<'a> {
     pub listed: Option<&'a LinkInfo>,
     /// The last full download (status `lastDownloadTime`).
     pub last_download: Option<jiff::Timestamp>,
+    /// Whether the previous attempt failed (status `failures` > 0): its retry downloads.
+    pub retrying: bool,
     pub now: jiff::Timestamp,
     /// How often a full download happens even when listings show nothing changed.
     pub full_download_every: Duration,
 }
 
-/// Whether the sync must download. Only a routine refresh may skip it, and only when Tencent lists the
+/// Whether the sync must download. Only a routine refresh that is not the retry of a failed attempt may
+/// skip it, and only when Tencent lists the
 /// served id as still issued with the validity window of the served certificate, and a full download
 /// happened within `full_download_every` (the safety net for content replaced behind an unchanged id
 /// and window).
@@ -153,7 +156,10 @@ pub fn download_needed(b: &BeforeDownload<'_>) -> bool {
         let age = b.now.duration_since(at);
         !age.is_negative() && age.unsigned_abs() < b.full_download_every
     });
-    !(matches!(b.trigger, DownloadTrigger::RefreshDue) && unchanged && recently_downloaded)
+    !(matches!(b.trigger, DownloadTrigger::RefreshDue)
+        && !b.retrying
+        && unchanged
+        && recently_downloaded)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -785,6 +791,7 @@ mod tests {
             resolved_id: "aBcD1234",
             listed: Some(&same),
             last_download: Some("2026-02-28T12:00:00Z".parse().unwrap()),
+            retrying: false,
             now,
             full_download_every: day,
         };
@@ -843,6 +850,7 @@ mod tests {
             resolved_id: "aBcD1234",
             listed: Some(&same),
             last_download: Some("2026-03-01T00:00:00Z".parse().unwrap()),
+            retrying: false,
             now: "2026-03-01T23:59:00Z".parse().unwrap(),
             full_download_every: day,
         };

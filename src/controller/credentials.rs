@@ -1,7 +1,6 @@
 //! Resolving a `TencentCertificate`'s Tencent Cloud credentials from Kubernetes Secrets.
 
-use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
@@ -188,69 +187,10 @@ pub async fn secret_version(
         .and_then(|secret| secret.metadata.resource_version)
 }
 
-/// Credentials Secrets read in the last few seconds, so that a wave of thousands of resources sharing a
-/// handful of credentials Secrets reads each once per [`SecretCache::TTL`] rather than once per resource.
-/// A rotated key is therefore used within that time; after a credentials failure the entry is dropped
-/// and the next attempt reads the Secret again.
-#[derive(Default)]
-pub struct SecretCache {
-    entries: std::sync::Mutex<SecretsRead>,
-}
-
-/// Each Secret as read (`None`: it did not exist), and when.
-type SecretsRead = HashMap<SecretRef, (tokio::time::Instant, Option<Arc<Secret>>)>;
-
-impl SecretCache {
-    pub const TTL: std::time::Duration = std::time::Duration::from_secs(5);
-
-    fn entries(&self) -> std::sync::MutexGuard<'_, SecretsRead> {
-        self.entries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    async fn get(
-        &self,
-        client: &kube::Client,
-        reference: &SecretRef,
-    ) -> Result<Option<Arc<Secret>>, kube::Error> {
-        if let Some((read_at, secret)) = self.entries().get(reference)
-            && read_at.elapsed() < Self::TTL
-        {
-            return Ok(secret.clone());
-        }
-        let api: Api<Secret> = Api::namespaced(client.clone(), &reference.namespace);
-        let secret = api.get_opt(&reference.name).await?.map(|mut secret| {
-            // Only the data is read; the rest (managedFields above all) need not be kept.
-            secret.metadata = kube::api::ObjectMeta {
-                name: secret.metadata.name.take(),
-                namespace: secret.metadata.namespace.take(),
-                ..kube::api::ObjectMeta::default()
-            };
-            Arc::new(secret)
-        });
-        let now = tokio::time::Instant::now();
-        let mut entries = self.entries();
-        entries.retain(|_, (read_at, _)| now.saturating_duration_since(*read_at) < Self::TTL);
-        entries.insert(reference.clone(), (now, secret.clone()));
-        Ok(secret)
-    }
-
-    /// Forgets what was read for `cr`'s credentials Secret (after Tencent refused them).
-    pub fn forget(&self, cr: &TencentCertificate, defaults: &DefaultCredentials) {
-        if let Ok(
-            CredentialsSource::Referenced(reference, _) | CredentialsSource::Default(reference),
-        ) = source_for(cr, defaults)
-        {
-            self.entries().remove(&reference);
-        }
-    }
-}
-
-/// Reads the credentials for `cr` (through `cache`).
+/// Reads the credentials for `cr`. Always from the API server: a rotated key must be used by the very
+/// next attempt (a short cache here broke that on a real API server, e2e `credentials_rotation`).
 pub async fn resolve(
     client: &kube::Client,
-    cache: &SecretCache,
     cr: &TencentCertificate,
     defaults: &DefaultCredentials,
 ) -> Result<Credentials, SyncError> {
@@ -261,8 +201,9 @@ pub async fn resolve(
             CredentialsRef::named(reference.name.clone()),
         ),
     };
-    let secret = cache
-        .get(client, &reference)
+    let api: Api<Secret> = Api::namespaced(client.clone(), &reference.namespace);
+    let secret = api
+        .get_opt(&reference.name)
         .await
         .map_err(SyncError::kube("reading the credentials Secret"))?
         .ok_or_else(|| {

@@ -42,8 +42,6 @@ pub struct Context {
     pub full_download_every: std::time::Duration,
     /// Certificates downloaded during this wave, for the other resources naming them.
     pub bundles: bundles::BundleCache,
-    /// Credentials Secrets read in the last few seconds.
-    pub(crate) credentials_cache: credentials::SecretCache,
     /// The controllers' caches of resources (one per watched scope), to find the certificate ids that
     /// share a credentials Secret.
     stores: std::sync::RwLock<Vec<Store<TencentCertificate>>>,
@@ -72,7 +70,6 @@ impl Context {
             metrics: Arc::new(crate::telemetry::Metrics::new()),
             full_download_every: DEFAULT_FULL_DOWNLOAD_INTERVAL,
             stores: std::sync::RwLock::new(Vec::new()),
-            credentials_cache: credentials::SecretCache::default(),
             bundles: bundles::BundleCache::default(),
             readiness: Arc::new(crate::telemetry::Readiness::default()),
             credentials_at_failure: Mutex::new(HashMap::new()),

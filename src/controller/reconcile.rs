@@ -217,6 +217,7 @@ async fn reconcile_inner(
                     .last_download_time
                     .as_deref()
                     .and_then(|t| t.parse().ok()),
+                retrying: previous.failures > 0,
                 trigger,
                 now,
             };
@@ -263,8 +264,6 @@ async fn reconcile_inner(
                     warn!(namespace, name = %cr.name_any(), reason = err.reason(), error = %err, "sync failed");
                     let class = err.class();
                     if class == ErrorClass::Credentials {
-                        // The next attempt reads the Secret again, whatever the cache holds.
-                        ctx.credentials_cache.forget(cr, &ctx.defaults);
                         let version =
                             credentials::secret_version(&ctx.client, cr, &ctx.defaults).await;
                         ctx.remember_credentials_failure(&uid, version);
@@ -447,6 +446,8 @@ struct Sync<'a> {
     /// The certificate id and metadata the Secret serves, if ours and usable.
     serving: Option<(&'a str, &'a CertMetadata)>,
     last_download: Option<jiff::Timestamp>,
+    /// The previous attempt failed: this one is its retry.
+    retrying: bool,
     trigger: &'a DownloadTrigger,
     now: jiff::Timestamp,
 }
@@ -464,8 +465,7 @@ async fn download_and_write(
         now,
         ..
     } = *sync;
-    let credentials =
-        credentials::resolve(&ctx.client, &ctx.credentials_cache, cr, &ctx.defaults).await?;
+    let credentials = credentials::resolve(&ctx.client, cr, &ctx.defaults).await?;
     let max_age = trigger.max_age(crd::refresh_interval(&cr.spec));
     let routine = matches!(trigger, DownloadTrigger::RefreshDue);
     // Resolving looks ids up when following renewals, and a routine refresh does for the download skip.
@@ -489,6 +489,7 @@ async fn download_and_write(
         resolved_id: certificate_id,
         listed: resolved.listed.as_ref(),
         last_download: sync.last_download,
+        retrying: sync.retrying,
         now,
         full_download_every: ctx.full_download_every,
     };
@@ -504,7 +505,12 @@ async fn download_and_write(
         });
     }
     // Resources naming the same certificate share a download younger than `max_age` (per credentials).
-    let download_max_age = trigger.download_max_age(crd::refresh_interval(&cr.spec));
+    // The retry of a failed attempt asks Tencent again rather than taking another resource's download.
+    let download_max_age = if sync.retrying {
+        Duration::ZERO
+    } else {
+        trigger.download_max_age(crd::refresh_interval(&cr.spec))
+    };
     let bundle = match ctx
         .bundles
         .get(&credentials, certificate_id, download_max_age)
