@@ -62,6 +62,17 @@ fn client_with(sim: &SimHandle, adjust: impl FnOnce(&mut ClientConfig)) -> Clien
     Client::new(config).unwrap()
 }
 
+/// `count` numbered certificates, every `DescribeCertificates` answer taking `millis`.
+async fn start_with_slow_lists(count: usize, prefix: &str, millis: u64) -> SimHandle {
+    start(numbered(count, prefix), |config| {
+        config.latencies = vec![Latency {
+            certificate_id: LIST.into(),
+            millis,
+        }];
+    })
+    .await
+}
+
 fn numbered(count: usize, prefix: &str) -> Vec<CertificateSpec> {
     (0..count)
         .map(|i| CertificateSpec::new(format!("{prefix}{i:04}")))
@@ -508,13 +519,7 @@ async fn following_reports_dangling_links_and_fails_on_a_missing_start() {
 #[tokio::test]
 async fn lookups_of_many_resources_share_one_batched_listing_per_fifty_ids() {
     // 120 certificates, named by 1,000 concurrent resources (round robin): ⌈120/50⌉ = 3 list requests.
-    let sim = start(numbered(120, "bulk"), |config| {
-        config.latencies = vec![Latency {
-            certificate_id: LIST.into(),
-            millis: 50,
-        }];
-    })
-    .await;
+    let sim = start_with_slow_lists(120, "bulk", 50).await;
     let client = client_with(&sim, |_| {});
     let creds = credentials();
     let ids: Vec<String> = sim.state().certificate_ids();
@@ -596,14 +601,8 @@ async fn lookups_never_cross_credentials() {
 
 #[tokio::test]
 async fn two_hundred_concurrent_callers_share_one_paginated_scan() {
-    let sim = start(numbered(250, "conc"), |config| {
-        // Each page takes a while, so all callers arrive while the scan runs.
-        config.latencies = vec![Latency {
-            certificate_id: LIST.into(),
-            millis: 150,
-        }];
-    })
-    .await;
+    // Each page takes a while, so all callers arrive while the scan runs.
+    let sim = start_with_slow_lists(250, "conc", 150).await;
     let client = client_with(&sim, |_| {});
     let creds = credentials();
     let filter = CertificateFilter::issued_server_certificates();
