@@ -466,7 +466,8 @@ async fn download_and_write(
         ..
     } = *sync;
     let credentials = credentials::resolve(&ctx.client, cr, &ctx.defaults).await?;
-    let max_age = trigger.max_age(crd::refresh_interval(&cr.spec));
+    let refresh = crd::refresh_interval(&cr.spec);
+    let max_age = trigger.max_age(refresh);
     let routine = matches!(trigger, DownloadTrigger::RefreshDue);
     // Resolving looks ids up when following renewals, and a routine refresh does for the download skip.
     let looks_up = match cr.spec.target() {
@@ -509,7 +510,7 @@ async fn download_and_write(
     let download_max_age = if sync.retrying {
         Duration::ZERO
     } else {
-        trigger.download_max_age(crd::refresh_interval(&cr.spec))
+        trigger.download_max_age(refresh)
     };
     let bundle = match ctx
         .bundles

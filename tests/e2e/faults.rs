@@ -14,7 +14,7 @@ use tencent_cert_operator::crd::TencentCertificate;
 use tencent_cert_operator::sim::{self, Account, Fault, Latency, SimConfig};
 
 use super::{
-    REAL_SERVER, SECRET_KEY, assert_log_has_no_secrets, certificate, create_namespace,
+    Cluster, REAL_SERVER, SECRET_KEY, assert_log_has_no_secrets, certificate, create_namespace,
     credentials_secret, delete_namespace, free_port, real_cluster, scrape, simulator,
     start_operator, wait_ready,
 };
@@ -110,16 +110,7 @@ async fn e2e_real_api_server_outage() {
         port,
         &["--namespace", &namespace],
     );
-    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &namespace);
-    let crs: Api<TencentCertificate> = Api::namespaced(cluster.client.clone(), &namespace);
-    secrets
-        .patch(
-            "tencent",
-            &PatchParams::apply("e2e-test").force(),
-            &Patch::Apply(credentials_secret("tencent", &namespace, SECRET_KEY)),
-        )
-        .await
-        .unwrap();
+    let (secrets, crs) = credentialed_namespace(&cluster, &namespace).await;
     crs.create(
         &PostParams::default(),
         &certificate(
@@ -402,16 +393,7 @@ async fn e2e_real_namespace_deletion() {
         port,
         &["--namespace", &namespace, "--log-format", "json"],
     );
-    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &namespace);
-    let crs: Api<TencentCertificate> = Api::namespaced(cluster.client.clone(), &namespace);
-    secrets
-        .patch(
-            "tencent",
-            &PatchParams::apply("e2e-test").force(),
-            &Patch::Apply(credentials_secret("tencent", &namespace, SECRET_KEY)),
-        )
-        .await
-        .unwrap();
+    let (_, crs) = credentialed_namespace(&cluster, &namespace).await;
     for index in 0..RESOURCES {
         let id = if index % 2 == 0 {
             "e2eShop1"
@@ -562,16 +544,7 @@ async fn e2e_real_tencent_faults_during_a_wave() {
         port,
         &["--namespace", &namespace],
     );
-    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &namespace);
-    let crs: Api<TencentCertificate> = Api::namespaced(cluster.client.clone(), &namespace);
-    secrets
-        .patch(
-            "tencent",
-            &PatchParams::apply("e2e-test").force(),
-            &Patch::Apply(credentials_secret("tencent", &namespace, SECRET_KEY)),
-        )
-        .await
-        .unwrap();
+    let (_, crs) = credentialed_namespace(&cluster, &namespace).await;
     let mut names = Vec::new();
     for (id, _) in faults {
         for copy in 0..2 {
@@ -752,16 +725,7 @@ async fn e2e_real_sigkill_during_first_sync_of_500() {
     .await
     .unwrap();
     let namespace = create_namespace(&cluster, "sigkill").await;
-    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &namespace);
-    let crs: Api<TencentCertificate> = Api::namespaced(cluster.client.clone(), &namespace);
-    secrets
-        .patch(
-            "tencent",
-            &PatchParams::apply("e2e-test").force(),
-            &Patch::Apply(credentials_secret("tencent", &namespace, SECRET_KEY)),
-        )
-        .await
-        .unwrap();
+    let (secrets, crs) = credentialed_namespace(&cluster, &namespace).await;
 
     // Every distinct resourceVersion of every managed Secret: one per write.
     let versions: Arc<Mutex<BTreeMap<String, BTreeSet<String>>>> = Default::default();
@@ -1044,4 +1008,21 @@ async fn e2e_outage_against_fake_apiserver() {
     assert_log_has_no_secrets(&log_path);
     let _ = std::fs::remove_file(&log_path);
     let _ = std::fs::remove_file(&cluster.kubeconfig);
+}
+
+/// The Secret and TencentCertificate APIs of `namespace`, with the credentials Secret `tencent` in place.
+async fn credentialed_namespace(
+    cluster: &Cluster,
+    namespace: &str,
+) -> (Api<Secret>, Api<TencentCertificate>) {
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), namespace);
+    secrets
+        .patch(
+            "tencent",
+            &PatchParams::apply("e2e-test").force(),
+            &Patch::Apply(credentials_secret("tencent", namespace, SECRET_KEY)),
+        )
+        .await
+        .unwrap();
+    (secrets, Api::namespaced(cluster.client.clone(), namespace))
 }
