@@ -5,15 +5,20 @@
 //! cluster. It emulates what an operator notices: resourceVersions and optimistic concurrency, watches
 //! with history and `410 Expired`, selectors, the patch types, server-side apply with field ownership,
 //! status subresources, generation, finalizers, garbage collection, PartialObjectMetadata, validation of
-//! names/labels/Secrets, and Kubernetes `Status` errors. The store can be inspected without HTTP.
+//! names/labels/Secrets, and Kubernetes `Status` errors. The store can be inspected without HTTP. For
+//! kubectl (the demo's embedded cluster): optional HTTPS with a bearer token, discovery with a CRD's short
+//! names, Table output from a CRD's printer columns, and core `v1` events that include the
+//! `events.k8s.io/v1` ones (`kubectl describe`).
 //!
-//! Not emulated (only a real cluster shows these): authentication/RBAC and admission webhooks; OpenAPI/CRD
+//! Not emulated (only a real cluster shows these): RBAC (the bearer token is all-or-nothing), other
+//! authentication, and admission webhooks; OpenAPI/CRD
 //! schema validation, defaulting and pruning; version conversion (objects are stored once per resource);
 //! namespace existence (objects may be created in any namespace) and namespace termination phases;
 //! `listType=map|set` list merging in SSA and strategic merge patch (lists are atomic); foreground deletion
 //! (treated as background); consistent-snapshot list pagination and `resourceVersionMatch=Exact` on old
 //! versions (lists always serve the latest state); watch-cache lag, API priority and fairness (429s come
-//! only from `fail_next`); protobuf, CBOR, Table output, server-side `kubectl` printing.
+//! only from `fail_next`); protobuf, CBOR, Table output for built-in kinds (kubectl prints NAME and AGE for
+//! them); persistence (everything lives in memory and goes with the server).
 //!
 //! The server runs on the caller's tokio runtime: a test that blocks its thread (e.g. waiting on a child
 //! process with `std::process`) starves it on a current-thread runtime; use `tokio::process` or
@@ -31,6 +36,7 @@
 //! # }
 //! ```
 
+mod events;
 mod gc;
 mod negotiate;
 mod patch;
@@ -40,6 +46,8 @@ mod server;
 mod ssa;
 mod status;
 mod store;
+mod table;
+mod tls;
 mod validation;
 mod watch;
 
@@ -52,6 +60,7 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 pub use status::ApiError;
+pub use tls::TlsIdentity;
 
 use server::{Fault, Shared};
 use store::{GcQueue, Op, ResKey, State};
@@ -84,6 +93,8 @@ pub struct Builder {
     gc_delay: Duration,
     history_limit: usize,
     bookmark_interval: Duration,
+    tls: Option<TlsIdentity>,
+    token: Option<String>,
 }
 
 impl Default for Builder {
@@ -94,6 +105,8 @@ impl Default for Builder {
             gc_delay: Duration::from_millis(20),
             history_limit: 10_000,
             bookmark_interval: Duration::from_secs(10),
+            tls: None,
+            token: None,
         }
     }
 }
@@ -131,17 +144,43 @@ impl Builder {
         self
     }
 
+    /// Serve HTTPS with this identity instead of plain HTTP.
+    pub fn tls(mut self, identity: TlsIdentity) -> Self {
+        self.tls = Some(identity);
+        self
+    }
+
+    /// Require `Authorization: Bearer TOKEN` on every request; others get `401 Unauthorized`. This is the
+    /// only authentication: any holder of the token may do anything (there is no RBAC).
+    pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
     /// Binds `127.0.0.1` on a free port and starts serving on the current tokio runtime.
     ///
     /// # Panics
-    /// If no loopback port can be bound, which leaves a test nothing to run against.
+    /// If no loopback port can be bound, which leaves a test nothing to run against, or the TLS identity is
+    /// unusable; [`Self::try_start`] reports these instead.
     pub async fn start(self) -> FakeApiServer {
+        match self.try_start().await {
+            Ok(server) => server,
+            Err(err) => panic!("fake API server: {err}"),
+        }
+    }
+
+    /// [`Self::start`], with failures as errors (for callers outside tests, such as the demo).
+    pub async fn try_start(self) -> Result<FakeApiServer, String> {
+        let tls_config = match &self.tls {
+            Some(identity) => Some(tls::server_config(identity)?),
+            None => None,
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
-            .expect("bind 127.0.0.1:0 for the fake API server");
+            .map_err(|e| format!("cannot bind 127.0.0.1:0: {e}"))?;
         let address = listener
             .local_addr()
-            .expect("bound listener has an address");
+            .map_err(|e| format!("bound listener has no address: {e}"))?;
         let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
         let tracker = Arc::new(gc::GcTracker {
             pending: Arc::new(AtomicUsize::new(0)),
@@ -166,6 +205,7 @@ impl Builder {
             outage_length: Mutex::new(Duration::ZERO),
             bookmark_interval: self.bookmark_interval.max(Duration::from_millis(10)),
             address: address.to_string(),
+            token: self.token.clone(),
         });
         if self.garbage_collection {
             tokio::spawn(gc::run(
@@ -184,16 +224,28 @@ impl Builder {
                 let Some(bound) = listener.take() else { break };
                 let mut outage = serving.outages.subscribe();
                 let mut stopped = stop.clone();
-                let serve = axum::serve(bound, app.clone()).with_graceful_shutdown(async move {
-                    // Resolves when the server is dropped (the sender goes away), or an outage begins.
+                // Resolves when the server is dropped (the sender goes away), or an outage begins.
+                let until = async move {
                     tokio::select! {
                         _ = stopped.changed() => {}
                         _ = outage.changed() => {}
                     }
-                });
+                };
                 // An accept-loop failure ends the server; requests then fail with connection errors, which
                 // is what the test would see from a dead API server.
-                let _ = serve.await;
+                match &tls_config {
+                    Some(config) => {
+                        let tls = tls::TlsListener::new(bound, config.clone());
+                        let _ = axum::serve(tls, app.clone())
+                            .with_graceful_shutdown(until)
+                            .await;
+                    }
+                    None => {
+                        let _ = axum::serve(bound, app.clone())
+                            .with_graceful_shutdown(until)
+                            .await;
+                    }
+                }
                 if stop.has_changed().unwrap_or(true) {
                     break;
                 }
@@ -214,19 +266,37 @@ impl Builder {
                 }
             }
         });
-        FakeApiServer {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        Ok(FakeApiServer {
             shared,
-            url: format!("http://{address}"),
+            url: format!("{scheme}://{address}"),
+            tls: self.tls,
+            token: self.token,
             tracker,
             _shutdown: shutdown_tx,
-        }
+        })
     }
+}
+
+/// Creates (or truncates) a file readable by its owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(bytes)
 }
 
 /// A running fake API server. Dropping it stops the server, its watches and its garbage collector.
 pub struct FakeApiServer {
     shared: Arc<Shared>,
     url: String,
+    tls: Option<TlsIdentity>,
+    token: Option<String>,
     tracker: Arc<gc::GcTracker>,
     /// Dropped with the server: every shutdown receiver then wakes.
     _shutdown: tokio::sync::watch::Sender<bool>,
@@ -261,29 +331,64 @@ impl FakeApiServer {
         }
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` with [`Builder::tls`]).
     pub fn url(&self) -> String {
         self.url.clone()
     }
 
     /// A `kube::Client` for this server, default namespace `default`. Call it inside a tokio runtime (the
     /// client spawns its request buffer there).
+    ///
+    /// # Panics
+    /// If the client cannot be built (an unusable TLS identity).
     pub fn client(&self) -> kube::Client {
-        let uri = self.url.parse().expect("the server URL is a valid URI");
-        let mut config = kube::Config::new(uri);
-        config.default_namespace = "default".to_string();
-        kube::Client::try_from(config).expect("a plain-HTTP kube client builds")
+        match self.try_client() {
+            Ok(client) => client,
+            Err(err) => panic!("fake API server client: {err}"),
+        }
     }
 
-    /// Writes a kubeconfig (context `fake`, namespace `default`, no credentials) pointing at [`Self::url`].
+    /// [`Self::client`], with failures as errors.
+    pub fn try_client(&self) -> Result<kube::Client, String> {
+        let uri = self.url.parse().map_err(|e| format!("server URL: {e}"))?;
+        let mut config = kube::Config::new(uri);
+        config.default_namespace = "default".to_string();
+        if let Some(identity) = &self.tls {
+            config.root_cert = Some(identity.ca_der()?);
+        }
+        if let Some(token) = &self.token {
+            config.auth_info.token = Some(token.clone().into());
+        }
+        kube::Client::try_from(config).map_err(|e| e.to_string())
+    }
+
+    /// Writes a kubeconfig (context `fake`, namespace `default`) pointing at [`Self::url`], with the CA
+    /// and bearer token when the server has them. The file is created with mode 0600 (it may hold a token).
     pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
+        self.write_kubeconfig_named(path, "fake")
+    }
+
+    /// [`Self::write_kubeconfig`] with this cluster, user and context name.
+    pub fn write_kubeconfig_named(&self, path: &Path, name: &str) -> std::io::Result<()> {
+        use base64::Engine as _;
+        let ca = match &self.tls {
+            Some(identity) => format!(
+                "\n    certificate-authority-data: {}",
+                base64::engine::general_purpose::STANDARD.encode(&identity.ca_pem)
+            ),
+            None => String::new(),
+        };
+        let user = match &self.token {
+            Some(token) => format!("\n    token: {token}"),
+            None => " {}".to_string(),
+        };
         let text = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {url}\n\
-             contexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: default\n\
-             current-context: fake\nusers:\n- name: fake\n  user: {{}}\npreferences: {{}}\n",
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: {name}\n  cluster:\n    server: {url}{ca}\n\
+             contexts:\n- name: {name}\n  context:\n    cluster: {name}\n    user: {name}\n    namespace: default\n\
+             current-context: {name}\nusers:\n- name: {name}\n  user:{user}\npreferences: {{}}\n",
             url = self.url
         );
-        std::fs::write(path, text)
+        write_private(path, text.as_bytes())
     }
 
     /// One stored object as the API would return it (`version` is not checked: objects are stored once per

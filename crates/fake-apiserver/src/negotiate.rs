@@ -10,12 +10,15 @@ use crate::status::ApiError;
 pub enum Shape {
     Full,
     Metadata,
+    /// `meta.k8s.io/v1` Table (see `table.rs`); offered only where the caller can build one.
+    Table,
 }
 
 /// Picks the first media range of `accept` this server can produce. `list` says whether the response is a
 /// list (the real server insists on `PartialObjectMetadataList` for lists and `PartialObjectMetadata` for
-/// single objects and watch events); `as=Table` and non-JSON types are skipped like unsupported ranges.
-pub fn shape(accept: Option<&str>, list: bool) -> Result<Shape, ApiError> {
+/// single objects and watch events); `as=Table` is taken when `table` says the resource has one, and is
+/// skipped like non-JSON types otherwise.
+pub fn shape(accept: Option<&str>, list: bool, table: bool) -> Result<Shape, ApiError> {
     let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
         return Ok(Shape::Full);
     };
@@ -36,6 +39,9 @@ pub fn shape(accept: Option<&str>, list: bool) -> Result<Shape, ApiError> {
         }
         match as_ {
             None => return Ok(Shape::Full),
+            Some("Table") if table && g == Some("meta.k8s.io") && v == Some("v1") => {
+                return Ok(Shape::Table);
+            }
             Some(kind) if g == Some("meta.k8s.io") && v == Some("v1") => {
                 let wanted = if list {
                     "PartialObjectMetadataList"
@@ -69,7 +75,8 @@ pub fn partial(object: &Value) -> Value {
 
 pub fn shaped(object: Value, shape: Shape) -> Value {
     match shape {
-        Shape::Full => object,
+        // Tables are built by the handlers that offer them; anything else gets the object.
+        Shape::Full | Shape::Table => object,
         Shape::Metadata => partial(&object),
     }
 }
@@ -82,15 +89,19 @@ mod tests {
     fn kube_metadata_headers() {
         let one = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1";
         let list = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1";
-        assert_eq!(shape(Some(one), false).unwrap(), Shape::Metadata);
-        assert_eq!(shape(Some(list), true).unwrap(), Shape::Metadata);
-        assert_eq!(shape(Some(one), true).unwrap_err().code, 406);
-        assert_eq!(shape(None, true).unwrap(), Shape::Full);
-        assert_eq!(shape(Some("application/json"), false).unwrap(), Shape::Full);
-        let kubectl = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
-        assert_eq!(shape(Some(kubectl), true).unwrap(), Shape::Full);
+        assert_eq!(shape(Some(one), false, false).unwrap(), Shape::Metadata);
+        assert_eq!(shape(Some(list), true, false).unwrap(), Shape::Metadata);
+        assert_eq!(shape(Some(one), true, false).unwrap_err().code, 406);
+        assert_eq!(shape(None, true, true).unwrap(), Shape::Full);
         assert_eq!(
-            shape(Some("application/vnd.kubernetes.protobuf"), false)
+            shape(Some("application/json"), false, true).unwrap(),
+            Shape::Full
+        );
+        let kubectl = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
+        assert_eq!(shape(Some(kubectl), true, false).unwrap(), Shape::Full);
+        assert_eq!(shape(Some(kubectl), true, true).unwrap(), Shape::Table);
+        assert_eq!(
+            shape(Some("application/vnd.kubernetes.protobuf"), false, false)
                 .unwrap_err()
                 .code,
             406

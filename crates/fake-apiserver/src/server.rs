@@ -19,6 +19,7 @@ use crate::paths::{self, ResourcePath, Target};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
 use crate::store::{DeleteOpts, Deleted, Op, ResKey, State};
+use crate::table;
 use crate::watch::{self, WatchSpec};
 
 /// The real server's request body limit (3 MiB).
@@ -46,6 +47,8 @@ pub struct Shared {
     pub outage_length: Mutex<Duration>,
     pub bookmark_interval: Duration,
     pub address: String,
+    /// Required bearer token, if any.
+    pub token: Option<String>,
 }
 
 impl Shared {
@@ -70,6 +73,23 @@ fn json_response(code: u16, value: &Value) -> Response {
         value.to_string(),
     )
         .into_response()
+}
+
+/// Whether the request carries `Authorization: Bearer TOKEN`, compared without an early exit.
+fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 fn error_response(err: &ApiError) -> Response {
@@ -125,6 +145,11 @@ impl Query {
 
 async fn handle(AxumState(shared): AxumState<Arc<Shared>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
+    if let Some(token) = &shared.token
+        && !bearer_matches(&parts.headers, token)
+    {
+        return error_response(&ApiError::for_code(401, "Unauthorized"));
+    }
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
         Err(_) => {
@@ -286,7 +311,23 @@ impl Ctx {
     }
 
     fn shape(&self, list: bool) -> Result<Shape, ApiError> {
-        negotiate::shape(self.accept.as_deref(), list)
+        negotiate::shape(self.accept.as_deref(), list, false)
+    }
+
+    /// The shape of a read that can answer with a Table, and the columns when it does.
+    fn read_shape(&self, list: bool) -> Result<(Shape, Option<table::Columns>), ApiError> {
+        let r = &self.resource;
+        let columns = if r.subresource.is_none() {
+            table::columns(&self.shared.state(), &r.group, &r.plural, &r.version)
+        } else {
+            None
+        };
+        let shape = negotiate::shape(self.accept.as_deref(), list, columns.is_some())?;
+        Ok((shape, columns.filter(|_| shape == Shape::Table)))
+    }
+
+    fn row_object(&self) -> table::RowObject {
+        table::RowObject::parse(self.query.get("includeObject"))
     }
 }
 
@@ -333,7 +374,7 @@ fn dispatch(ctx: &Ctx, method: &Method) -> Result<Response, ApiError> {
 
 fn get(ctx: &Ctx) -> Result<Response, ApiError> {
     let r = &ctx.resource;
-    let shape = ctx.shape(false)?;
+    let (shape, columns) = ctx.read_shape(false)?;
     if r.subresource.as_deref().is_some_and(|s| s != "status") {
         return Err(ApiError::new(
             404,
@@ -350,10 +391,16 @@ fn get(ctx: &Ctx) -> Result<Response, ApiError> {
             name,
         )
         .ok_or_else(|| ApiError::not_found(&r.group, &r.plural, name))?;
-    Ok(json_response(
-        200,
-        &negotiate::shaped(State::render(stored), shape),
-    ))
+    let object = State::render(stored);
+    if let Some(columns) = columns {
+        let metadata = json!({ "resourceVersion": state.resource_version().to_string() });
+        let row = table::row(&columns, &object, ctx.row_object());
+        return Ok(json_response(
+            200,
+            &table::table(&columns, vec![row], metadata, true),
+        ));
+    }
+    Ok(json_response(200, &negotiate::shaped(object, shape)))
 }
 
 fn selectors(ctx: &Ctx) -> Result<(LabelSelector, FieldSelector), ApiError> {
@@ -398,7 +445,7 @@ fn decode_continue(token: &str) -> Result<(u64, String, String), ApiError> {
 
 fn list(ctx: &Ctx) -> Result<Response, ApiError> {
     let r = &ctx.resource;
-    let shape = ctx.shape(true)?;
+    let (shape, columns) = ctx.read_shape(true)?;
     let (labels, fields) = selectors(ctx)?;
     let limit = match ctx.query.get("limit") {
         Some(l) => Some(
@@ -426,6 +473,11 @@ fn list(ctx: &Ctx) -> Result<Response, ApiError> {
         .list(&ResKey::new(&r.group, &r.plural), r.namespace.as_deref())
         .into_iter()
         .map(State::render)
+        .chain(if crate::events::is_core_events(&r.group, &r.plural) {
+            crate::events::core_view(&state, r.namespace.as_deref())
+        } else {
+            Vec::new()
+        })
         .filter(|o| labels.matches(o) && fields.matches(o))
         .map(|o| {
             let ns = o
@@ -441,6 +493,8 @@ fn list(ctx: &Ctx) -> Result<Response, ApiError> {
             (ns, name, o)
         })
         .collect();
+    // Converted events are appended to the stored ones: continue tokens need one order.
+    matching.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
     if let Some((_, ns, name)) = &start {
         matching.retain(|(n, m, _)| (n, m) > (ns, name));
     }
@@ -457,12 +511,23 @@ fn list(ctx: &Ctx) -> Result<Response, ApiError> {
         metadata["continue"] = Value::String(encode_continue(list_rv, ns, name));
         metadata["remainingItemCount"] = json!(remaining);
     }
+    if let Some(columns) = columns {
+        let include = ctx.row_object();
+        let rows = matching
+            .iter()
+            .map(|(_, _, o)| table::row(&columns, o, include))
+            .collect();
+        return Ok(json_response(
+            200,
+            &table::table(&columns, rows, metadata, true),
+        ));
+    }
     let items: Vec<Value> = matching
         .into_iter()
         .map(|(_, _, o)| negotiate::shaped(o, shape))
         .collect();
     let (kind, api_version) = match shape {
-        Shape::Full => list_kind(&state, r),
+        Shape::Full | Shape::Table => list_kind(&state, r),
         Shape::Metadata => (
             "PartialObjectMetadataList".to_string(),
             "meta.k8s.io/v1".to_string(),
@@ -476,7 +541,7 @@ fn list(ctx: &Ctx) -> Result<Response, ApiError> {
 
 fn watch_response(ctx: &Ctx) -> Result<Response, ApiError> {
     let r = &ctx.resource;
-    let shape = ctx.shape(false)?;
+    let (shape, columns) = ctx.read_shape(false)?;
     let (labels, mut fields) = selectors(ctx)?;
     if let Some(name) = &r.name {
         // Watching a named object (deprecated form) is a watch with a name field selector.
@@ -523,6 +588,7 @@ fn watch_response(ctx: &Ctx) -> Result<Response, ApiError> {
         timeout,
         kind,
         api_version,
+        table: columns.map(|c| (c, ctx.row_object())),
     };
     let stream = watch::start(ctx.shared.clone(), spec);
     Ok((
@@ -629,7 +695,7 @@ fn delete_collection(ctx: &Ctx) -> Result<Response, ApiError> {
         }
     }
     let (kind, api_version) = match shape {
-        Shape::Full => list_kind(&state, r),
+        Shape::Full | Shape::Table => list_kind(&state, r),
         Shape::Metadata => (
             "PartialObjectMetadataList".to_string(),
             "meta.k8s.io/v1".to_string(),
@@ -717,10 +783,17 @@ fn discovery(shared: &Shared, target: Target) -> Response {
                     "update",
                     "watch",
                 ];
-                resources.push(json!({
-                    "name": res.plural, "singularName": "", "namespaced": info.namespaced.unwrap_or(true),
+                let mut resource = json!({
+                    "name": res.plural, "singularName": info.singular, "namespaced": info.namespaced.unwrap_or(true),
                     "kind": info.kind.clone().unwrap_or_default(), "verbs": verbs,
-                }));
+                });
+                if !info.short_names.is_empty() {
+                    resource["shortNames"] = json!(info.short_names);
+                }
+                if !info.categories.is_empty() {
+                    resource["categories"] = json!(info.categories);
+                }
+                resources.push(resource);
                 if info.status_subresource {
                     resources.push(json!({
                         "name": format!("{}/status", res.plural), "singularName": "", "namespaced": info.namespaced.unwrap_or(true),

@@ -40,6 +40,8 @@ pub struct WatchSpec {
     /// For bookmarks: the resource's kind and apiVersion.
     pub kind: String,
     pub api_version: String,
+    /// Table columns and row contents when the watcher asked for `as=Table`.
+    pub table: Option<(crate::table::Columns, crate::table::RowObject)>,
 }
 
 impl WatchSpec {
@@ -79,7 +81,19 @@ impl WatchSpec {
     }
 
     fn line(&self, kind: &str, object: Value) -> Bytes {
-        let event = json!({ "type": kind, "object": negotiate::shaped(object, self.shape) });
+        let object = match &self.table {
+            Some((columns, include)) => {
+                let row = crate::table::row(columns, &object, *include);
+                let rv = object
+                    .pointer("/metadata/resourceVersion")
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                // Every event carries the column definitions: kubectl takes them from whichever it sees.
+                crate::table::table(columns, vec![row], json!({ "resourceVersion": rv }), true)
+            }
+            None => negotiate::shaped(object, self.shape),
+        };
+        let event = json!({ "type": kind, "object": object });
         let mut text = event.to_string();
         text.push('\n');
         Bytes::from(text)
@@ -89,6 +103,7 @@ impl WatchSpec {
         let (kind, api_version) = match self.shape {
             Shape::Full => (self.kind.as_str(), self.api_version.as_str()),
             Shape::Metadata => ("PartialObjectMetadata", "meta.k8s.io/v1"),
+            Shape::Table => ("Table", "meta.k8s.io/v1"),
         };
         let mut metadata = json!({ "resourceVersion": rv.to_string() });
         if initial_end {

@@ -47,6 +47,10 @@ pub struct ResourceInfo {
     pub status_subresource: bool,
     /// Served from a CRD rather than built in (changes DELETE answers, PUT and strategic merge rules).
     pub custom: bool,
+    /// A CRD's `names.singular`, `shortNames` and `categories`, for discovery (`kubectl get tcert`).
+    pub singular: String,
+    pub short_names: Vec<String>,
+    pub categories: Vec<String>,
 }
 
 /// A stored object: its JSON (with `metadata.resourceVersion`) and field ownership.
@@ -270,6 +274,9 @@ impl State {
                 },
                 status_subresource: paths::builtin_status_subresource(group, plural),
                 custom: !paths::builtin_group(group),
+                singular: String::new(),
+                short_names: Vec::new(),
+                categories: Vec::new(),
             })
     }
 

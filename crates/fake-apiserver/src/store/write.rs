@@ -262,6 +262,25 @@ impl State {
         info.namespaced = Some(spec.get("scope").and_then(Value::as_str) != Some("Cluster"));
         info.status_subresource = storage.pointer("/subresources/status").is_some();
         info.custom = true;
+        let strings = |key: &str| -> Vec<String> {
+            names
+                .get(key)
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        info.singular = names
+            .get("singular")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        info.short_names = strings("shortNames");
+        info.categories = strings("categories");
         if established {
             // Keep the conditions (and their timestamps) so re-applying a CRD stays a no-op.
             return;
