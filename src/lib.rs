@@ -3,6 +3,7 @@
 pub mod bundle;
 pub mod controller;
 pub mod crd;
+pub mod demo;
 pub mod error;
 pub mod fetch;
 pub mod leader;
