@@ -5,6 +5,7 @@ pub mod controller;
 pub mod crd;
 pub mod error;
 pub mod fetch;
+pub mod inspect;
 pub mod leader;
 pub mod policy;
 pub mod renewal;
