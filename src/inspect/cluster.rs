@@ -44,7 +44,10 @@ pub enum InspectError {
 impl InspectError {
     fn kube(what: impl Into<String>, source: kube::Error) -> Self {
         match &source {
-            kube::Error::Api(status) if status.code == 404 && status.details.as_ref().is_none_or(|d| d.kind.is_empty()) => {
+            kube::Error::Api(status)
+                if status.code == 404
+                    && status.details.as_ref().is_none_or(|d| d.kind.is_empty()) =>
+            {
                 Self::CrdMissing
             }
             _ => Self::Kube {
@@ -55,7 +58,10 @@ impl InspectError {
     }
 }
 
-async fn resources(client: &Client, scope: &Scope) -> Result<Vec<TencentCertificate>, InspectError> {
+async fn resources(
+    client: &Client,
+    scope: &Scope,
+) -> Result<Vec<TencentCertificate>, InspectError> {
     let mut list = match scope {
         Scope::One { namespace, name } => {
             let api: Api<TencentCertificate> = Api::namespaced(client.clone(), namespace);
@@ -79,7 +85,9 @@ async fn resources(client: &Client, scope: &Scope) -> Result<Vec<TencentCertific
             let api: Api<TencentCertificate> = Api::namespaced(client.clone(), namespace);
             api.list(&ListParams::default())
                 .await
-                .map_err(|e| InspectError::kube(format!("list TencentCertificates in {namespace}"), e))?
+                .map_err(|e| {
+                    InspectError::kube(format!("list TencentCertificates in {namespace}"), e)
+                })?
                 .items
         }
         Scope::AllNamespaces => {
@@ -117,15 +125,21 @@ pub async fn views(
         }
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
         let secret_name = cr.secret_name();
-        let secret = secrets.get_opt(&secret_name).await.map_err(|e| {
-            InspectError::kube(format!("get Secret {namespace}/{secret_name}"), e)
-        })?;
+        let secret = secrets
+            .get_opt(&secret_name)
+            .await
+            .map_err(|e| InspectError::kube(format!("get Secret {namespace}/{secret_name}"), e))?;
         let namespace_events = match events.get(&namespace) {
             Some(Ok(list)) => Ok(list.as_slice()),
             Some(Err(error)) => Err(error.clone()),
             None => Ok(&[][..]),
         };
-        views.push(ResourceView::build(cr, secret.as_ref(), namespace_events, now));
+        views.push(ResourceView::build(
+            cr,
+            secret.as_ref(),
+            namespace_events,
+            now,
+        ));
     }
     Ok(views)
 }
@@ -157,7 +171,9 @@ pub async fn renew(
         let api: Api<TencentCertificate> = Api::namespaced(client.clone(), &namespace);
         api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
-            .map_err(|e| InspectError::kube(format!("annotate TencentCertificate {namespace}/{name}"), e))?;
+            .map_err(|e| {
+                InspectError::kube(format!("annotate TencentCertificate {namespace}/{name}"), e)
+            })?;
         renewed.push(Renewed {
             namespace,
             name,

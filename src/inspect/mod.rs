@@ -390,7 +390,9 @@ impl ResourceView {
             name: cr.name_any(),
             target: cr.spec.describe_target(),
             ready: ready.map_or("Unknown", |c| c.status.as_str()).to_string(),
-            reason: ready.map_or("NotReconciled", |c| c.reason.as_str()).to_string(),
+            reason: ready
+                .map_or("NotReconciled", |c| c.reason.as_str())
+                .to_string(),
             conditions,
             checks: checks(cr, secret, &secret_view),
             secret: secret_view,
@@ -406,7 +408,8 @@ impl ResourceView {
 }
 
 fn short_fingerprint(hex: &str) -> String {
-    hex.get(..16).map_or_else(|| hex.to_string(), |s| format!("{s}…"))
+    hex.get(..16)
+        .map_or_else(|| hex.to_string(), |s| format!("{s}…"))
 }
 
 /// `3d`, `5h12m`, `42s`: a duration for a terminal.
@@ -455,7 +458,11 @@ fn render_one(out: &mut String, v: &ResourceView, now: jiff::Timestamp) {
         v.namespace, v.name, v.ready, v.reason
     );
     let _ = write!(out, "  Wants:       {}", v.target);
-    if let Some(resolved) = v.resolved_certificate_id.as_ref().filter(|r| **r != v.target) {
+    if let Some(resolved) = v
+        .resolved_certificate_id
+        .as_ref()
+        .filter(|r| **r != v.target)
+    {
         let _ = write!(out, "  → {resolved}");
         if !v.renewal_chain.is_empty() {
             let _ = write!(out, " (renewals {})", v.renewal_chain.join(" → "));
@@ -570,3 +577,5 @@ fn render_one(out: &mut String, v: &ResourceView, now: jiff::Timestamp) {
     }
 }
 
+#[cfg(test)]
+mod tests;
