@@ -53,6 +53,7 @@ enum Command {
 #[derive(Parser)]
 #[command(
     name = "kubectl tcert",
+    bin_name = "kubectl tcert",
     version,
     about = "Status and renewal of TencentCertificates (tencent-cert-operator)"
 )]
