@@ -6,6 +6,7 @@ pub mod crd;
 pub mod demo;
 pub mod error;
 pub mod fetch;
+pub mod inspect;
 pub mod leader;
 pub mod policy;
 pub mod renewal;

@@ -45,8 +45,75 @@ enum Command {
     Fetch(Box<FetchArgs>),
     /// Run the Tencent Cloud SSL API simulator (for tests, demos and benchmarks).
     Sim(Box<SimArgs>),
+    /// Show what is wrong: conditions, the certificate in the Secret and whether it matches, events, next sync.
+    Status(StatusArgs),
+    /// Ask the operator to download again now (sets the tencentcert.io/refresh-requested-at annotation).
+    Renew(RenewArgs),
     /// Print the version and build target.
     Version,
+}
+
+/// The same commands as a kubectl plugin: install the binary (or a link to it) as `kubectl-tcert` on PATH,
+/// then `kubectl tcert status ...`.
+#[derive(Parser)]
+#[command(
+    name = "kubectl tcert",
+    bin_name = "kubectl tcert",
+    version,
+    about = "Status and renewal of TencentCertificates (tencent-cert-operator)"
+)]
+struct PluginCli {
+    #[command(subcommand)]
+    command: PluginCommand,
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Show what is wrong: conditions, the certificate in the Secret and whether it matches, events, next sync.
+    Status(StatusArgs),
+    /// Ask the operator to download again now (sets the tencentcert.io/refresh-requested-at annotation).
+    Renew(RenewArgs),
+}
+
+/// `-o` of `status` and `renew`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// The TencentCertificate; all of the namespace when absent.
+    name: Option<String>,
+    /// Namespace (default: the kubeconfig context's).
+    #[arg(short, long)]
+    namespace: Option<String>,
+    /// Every namespace.
+    #[arg(short = 'A', long, conflicts_with_all = ["name", "namespace"])]
+    all_namespaces: bool,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "text")]
+    output: OutputFormat,
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["name", "all", "all_namespaces"])))]
+struct RenewArgs {
+    /// The TencentCertificate to download again.
+    name: Option<String>,
+    /// Every TencentCertificate of the namespace.
+    #[arg(long, conflicts_with = "name")]
+    all: bool,
+    /// Namespace (default: the kubeconfig context's).
+    #[arg(short, long)]
+    namespace: Option<String>,
+    /// Every TencentCertificate of every namespace.
+    #[arg(short = 'A', long, conflicts_with_all = ["name", "namespace"])]
+    all_namespaces: bool,
+    /// Output format.
+    #[arg(short, long, value_enum, default_value = "text")]
+    output: OutputFormat,
 }
 
 /// Where the Tencent Cloud SSL API is.
@@ -326,6 +393,104 @@ async fn check_crd(client: &kube::Client, namespaces: &[String]) -> Result<(), S
     }
 }
 
+/// The client of the current kubeconfig, and the namespace to use when none is given.
+async fn cli_client(namespace: Option<String>) -> Result<(kube::Client, String), String> {
+    let client = kube::Client::try_default().await.map_err(|e| {
+        format!("no usable Kubernetes configuration (KUBECONFIG or in-cluster): {e}")
+    })?;
+    let namespace = namespace.unwrap_or_else(|| client.default_namespace().to_string());
+    Ok((client, namespace))
+}
+
+fn scope(
+    name: Option<String>,
+    namespace: String,
+    all_namespaces: bool,
+) -> tencent_cert_operator::inspect::cluster::Scope {
+    use tencent_cert_operator::inspect::cluster::Scope;
+    match (all_namespaces, name) {
+        (true, _) => Scope::AllNamespaces,
+        (false, Some(name)) => Scope::One { namespace, name },
+        (false, None) => Scope::Namespace(namespace),
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) -> ExitCode {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_status(args: StatusArgs) -> ExitCode {
+    use tencent_cert_operator::inspect::{self, cluster};
+    let (client, namespace) = match cli_client(args.namespace).await {
+        Ok(c) => c,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let scope = scope(args.name, namespace, args.all_namespaces);
+    let now = jiff::Timestamp::now();
+    match cluster::views(&client, &scope, now).await {
+        Ok(views) => match args.output {
+            OutputFormat::Json => print_json(&views),
+            OutputFormat::Text if views.is_empty() => {
+                println!("No TencentCertificates found.");
+                ExitCode::SUCCESS
+            }
+            OutputFormat::Text => {
+                print!("{}", inspect::render_text(&views, now));
+                ExitCode::SUCCESS
+            }
+        },
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_renew(args: RenewArgs) -> ExitCode {
+    use tencent_cert_operator::inspect::cluster;
+    let (client, namespace) = match cli_client(args.namespace).await {
+        Ok(c) => c,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let scope = scope(args.name, namespace, args.all_namespaces);
+    match cluster::renew(&client, &scope, jiff::Timestamp::now()).await {
+        Ok(renewed) => match args.output {
+            OutputFormat::Json => print_json(&renewed),
+            OutputFormat::Text => {
+                if renewed.is_empty() {
+                    println!("No TencentCertificates found.");
+                }
+                for r in &renewed {
+                    println!(
+                        "tencentcertificate {}/{}: refresh requested at {}",
+                        r.namespace, r.name, r.requested_at
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+        },
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 async fn run_operator(args: RunArgs) -> ExitCode {
     let client = match connect().await {
         Ok(client) => client,
@@ -511,9 +676,26 @@ fn limit_malloc_arenas() {
     }
 }
 
+/// Whether the binary runs as the kubectl plugin (`kubectl-tcert`, or a link of that name).
+fn invoked_as_plugin() -> bool {
+    std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .is_some_and(|stem| stem == "kubectl-tcert")
+}
+
 async fn async_main() -> ExitCode {
+    if invoked_as_plugin() {
+        return match PluginCli::parse().command {
+            PluginCommand::Status(args) => run_status(args).await,
+            PluginCommand::Renew(args) => run_renew(args).await,
+        };
+    }
     let cli = Cli::parse();
     match cli.command {
+        Command::Status(args) => run_status(args).await,
+        Command::Renew(args) => run_renew(args).await,
         Command::Run(args) => {
             telemetry::init_logging(args.log_format);
             run_operator(*args).await

@@ -87,6 +87,15 @@ struct CertificateLabels {
     certificate_id: String,
 }
 
+/// The Ready gauge also carries the Ready condition's reason, so a dashboard can count resources by reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReadyLabels {
+    namespace: String,
+    name: String,
+    certificate_id: String,
+    reason: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
@@ -111,12 +120,13 @@ pub struct Metrics {
     coalesced_downloads: Family<SourceLabels, Counter>,
     secret_writes: Family<OperationLabels, Counter>,
     certificate_expiration: Family<CertificateLabels, Gauge<f64, AtomicU64>>,
-    certificate_ready: Family<CertificateLabels, Gauge>,
+    certificate_ready: Family<ReadyLabels, Gauge>,
     leader: Gauge,
     /// (exposed name, type, help) of every family, to describe families that have no series yet.
     descriptors: Vec<(String, &'static str, &'static str)>,
-    /// (namespace, name) → the certificate id its series carry, to remove them when either changes.
-    series: Mutex<HashMap<(String, String), String>>,
+    /// (namespace, name) → the certificate id and Ready reason its series carry, to remove them when any
+    /// of them changes.
+    series: Mutex<HashMap<(String, String), (String, String)>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -186,7 +196,7 @@ const FAMILIES: &[(&str, &str, &str)] = &[
     (
         "tencentcert_certificate_ready",
         "gauge",
-        "1 when the TencentCertificate is Ready, else 0.",
+        "1 when the TencentCertificate is Ready, else 0; reason is the Ready condition's reason.",
     ),
     (
         "tencentcert_leader",
@@ -269,10 +279,10 @@ impl Metrics {
             "notAfter of the certificate in each TencentCertificate's Secret, as a Unix timestamp",
             certificate_expiration.clone(),
         );
-        let certificate_ready = Family::<CertificateLabels, Gauge>::default();
+        let certificate_ready = Family::<ReadyLabels, Gauge>::default();
         registry.register(
             "certificate_ready",
-            "1 when the TencentCertificate is Ready, else 0",
+            "1 when the TencentCertificate is Ready, else 0; reason is the Ready condition's reason",
             certificate_ready.clone(),
         );
         let leader = Gauge::default();
@@ -380,13 +390,16 @@ impl Metrics {
         self.leader.set(i64::from(leading));
     }
 
-    fn series_lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), String>> {
+    fn series_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(String, String), (String, String)>> {
         self.series
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Sets a resource's per-certificate gauges; series under an older certificate id are removed.
+    /// Sets a resource's per-certificate gauges; series under an older certificate id or Ready reason are
+    /// removed.
     pub fn set_certificate(
         &self,
         namespace: &str,
@@ -394,6 +407,7 @@ impl Metrics {
         certificate_id: &str,
         not_after: Option<jiff::Timestamp>,
         ready: bool,
+        reason: &str,
     ) {
         let key = (namespace.to_string(), name.to_string());
         let labels = CertificateLabels {
@@ -401,9 +415,22 @@ impl Metrics {
             name: name.to_string(),
             certificate_id: certificate_id.to_string(),
         };
-        let previous = self.series_lock().insert(key, certificate_id.to_string());
-        if let Some(previous) = previous.filter(|p| p != certificate_id) {
-            self.remove_series(namespace, name, &previous);
+        let current = (certificate_id.to_string(), reason.to_string());
+        let previous = self.series_lock().insert(key, current.clone());
+        if let Some((previous_id, previous_reason)) = previous.filter(|p| *p != current) {
+            if previous_id != certificate_id {
+                self.certificate_expiration.remove(&CertificateLabels {
+                    namespace: namespace.to_string(),
+                    name: name.to_string(),
+                    certificate_id: previous_id.clone(),
+                });
+            }
+            self.certificate_ready.remove(&ReadyLabels {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                certificate_id: previous_id,
+                reason: previous_reason,
+            });
         }
         match not_after {
             Some(t) => {
@@ -416,7 +443,12 @@ impl Metrics {
             }
         }
         self.certificate_ready
-            .get_or_create(&labels)
+            .get_or_create(&ReadyLabels {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                certificate_id: certificate_id.to_string(),
+                reason: reason.to_string(),
+            })
             .set(i64::from(ready));
     }
 
@@ -425,19 +457,19 @@ impl Metrics {
         let previous = self
             .series_lock()
             .remove(&(namespace.to_string(), name.to_string()));
-        if let Some(certificate_id) = previous {
-            self.remove_series(namespace, name, &certificate_id);
+        if let Some((certificate_id, reason)) = previous {
+            self.certificate_expiration.remove(&CertificateLabels {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                certificate_id: certificate_id.clone(),
+            });
+            self.certificate_ready.remove(&ReadyLabels {
+                namespace: namespace.to_string(),
+                name: name.to_string(),
+                certificate_id,
+                reason,
+            });
         }
-    }
-
-    fn remove_series(&self, namespace: &str, name: &str, certificate_id: &str) {
-        let labels = CertificateLabels {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-            certificate_id: certificate_id.to_string(),
-        };
-        self.certificate_expiration.remove(&labels);
-        self.certificate_ready.remove(&labels);
     }
 }
 
@@ -637,6 +669,7 @@ mod tests {
             "aBcD1234",
             Some("2027-01-01T00:00:00Z".parse().unwrap()),
             true,
+            "Ready",
         );
         m.rate_limited_wait("DownloadCertificate", Duration::ZERO, 10.0);
         assert_eq!(exposed_families(&m.render()), golden());
@@ -661,6 +694,7 @@ mod tests {
             "aBcD1234",
             Some("2027-01-01T00:00:00Z".parse().unwrap()),
             true,
+            "Ready",
         );
         let text = m.render();
         for line in [
@@ -671,7 +705,7 @@ mod tests {
             "tencentcert_coalesced_downloads_total{source=\"in_flight\"} 1",
             "tencentcert_secret_writes_total{operation=\"create\"} 1",
             "tencentcert_certificate_expiration_timestamp_seconds{namespace=\"web\",name=\"shop\",certificate_id=\"aBcD1234\"} 1798761600.0",
-            "tencentcert_certificate_ready{namespace=\"web\",name=\"shop\",certificate_id=\"aBcD1234\"} 1",
+            "tencentcert_certificate_ready{namespace=\"web\",name=\"shop\",certificate_id=\"aBcD1234\",reason=\"Ready\"} 1",
         ] {
             assert!(text.contains(line), "{line} missing in:\n{text}");
         }
@@ -681,25 +715,36 @@ mod tests {
     fn per_certificate_series_follow_the_resource() {
         let m = Metrics::new();
         let expiry = Some("2027-01-01T00:00:00Z".parse().unwrap());
-        m.set_certificate("web", "shop", "OlD00001", expiry, true);
+        m.set_certificate("web", "shop", "OlD00001", expiry, true, "Ready");
         // A new certificate id replaces the old series instead of leaving it behind.
-        m.set_certificate("web", "shop", "NeW00001", expiry, false);
+        m.set_certificate("web", "shop", "NeW00001", expiry, false, "Pending");
         let text = m.render();
         assert!(!text.contains("OlD00001"), "{text}");
         assert!(text.contains(
-            "certificate_ready{namespace=\"web\",name=\"shop\",certificate_id=\"NeW00001\"} 0"
+            "certificate_ready{namespace=\"web\",name=\"shop\",certificate_id=\"NeW00001\",reason=\"Pending\"} 0"
         ));
+        // A new reason under the same id replaces the series too: one Ready series per resource.
+        m.set_certificate("web", "shop", "NeW00001", expiry, true, "Ready");
+        let text = m.render();
+        assert!(!text.contains("reason=\"Pending\""), "{text}");
+        assert_eq!(
+            text.matches("certificate_ready{namespace=\"web\",name=\"shop\"")
+                .count(),
+            1,
+            "{text}"
+        );
+        assert!(text.contains("expiration_timestamp_seconds{namespace=\"web\",name=\"shop\",certificate_id=\"NeW00001\"}"), "{text}");
         // Deleting the resource removes its series; the families stay.
         m.forget_certificate("web", "shop");
         let text = m.render();
         assert!(!text.contains("NeW00001"), "{text}");
         assert!(text.contains("# TYPE tencentcert_certificate_ready gauge"));
         // No expiry (no usable Secret): no expiration series, still a ready series.
-        m.set_certificate("web", "csr", "noKey001", None, false);
+        m.set_certificate("web", "csr", "noKey001", None, false, "KeyMissing");
         let text = m.render();
         assert!(!text.contains("expiration_timestamp_seconds{namespace=\"web\",name=\"csr\""));
         assert!(text.contains(
-            "certificate_ready{namespace=\"web\",name=\"csr\",certificate_id=\"noKey001\"} 0"
+            "certificate_ready{namespace=\"web\",name=\"csr\",certificate_id=\"noKey001\",reason=\"KeyMissing\"} 0"
         ));
     }
 

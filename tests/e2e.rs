@@ -295,7 +295,7 @@ async fn scenarios(cluster: &Cluster, namespace: &str) {
         Some(200)
     );
     let ready_series = format!(
-        "tencentcert_certificate_ready{{namespace=\"{namespace}\",name=\"shop\",certificate_id=\"e2eShop1\"}} 1"
+        "tencentcert_certificate_ready{{namespace=\"{namespace}\",name=\"shop\",certificate_id=\"e2eShop1\",reason=\"Ready\"}} 1"
     );
     let (_, metrics) = scrape(metrics_port, "/metrics").await.unwrap();
     for expected in [

@@ -11,6 +11,11 @@
                                                  rest into DIR/core-*.yaml; prints the counts.
   check.py compare CHART.yaml KUSTOMIZE.yaml      the kustomize output defines every chart object, identically
                                                  (Helm's own labels aside), and nothing else but a Namespace.
+  check.py rule-groups RENDERED.yaml|- OUT.yaml   the one PrometheusRule's spec (its groups) as a Prometheus
+                                                 rules file, for promtool.
+  check.py dashboard-rules DASHBOARD.json OUT.yaml   every query of the Grafana dashboard (Grafana variables
+                                                 filled in) as a recording rule, for `promtool check rules`
+                                                 to parse with Prometheus' own parser.
   check.py env RENDERED.yaml                      the operator container's environment as NAME=VALUE lines
                                                  (downward-API fields filled in as the kubelet would), then a
                                                  line "ARGS <args>".
@@ -367,6 +372,21 @@ def cmd_rendered(values_path, rendered_path, release="tencent-cert-operator", re
         selector = pdbs[0]["spec"]["selector"]["matchLabels"]
         f.check(all(labels.get(k) == v for k, v in selector.items()), "PodDisruptionBudget selects the operator pods")
 
+    rules = by_kind.get("PrometheusRule", [])
+    if f.check(len(rules) == (1 if values["prometheusRule"]["enabled"] else 0), "PrometheusRule as configured") and rules:
+        alerts = [r for g in rules[0]["spec"]["groups"] for r in g["rules"]]
+        f.check(all(r.get("annotations", {}).get("description") for r in alerts), "every alert has a description")
+        f.check(all(r.get("labels", {}).get("severity") in ("warning", "critical") for r in alerts), "every alert has a severity")
+        extra = values["prometheusRule"]["alertLabels"]
+        f.check(all(all(r["labels"].get(k) == v for k, v in extra.items()) for r in alerts), "alertLabels on every alert")
+    dashboards = [d for d in by_kind.get("ConfigMap", []) if d["metadata"]["name"].endswith("-dashboard")]
+    if f.check(len(dashboards) == (1 if values["grafanaDashboard"]["enabled"] else 0), "dashboard ConfigMap as configured") and dashboards:
+        cm = dashboards[0]
+        f.check(all(cm["metadata"]["labels"].get(k) == v for k, v in values["grafanaDashboard"]["labels"].items()), "dashboard ConfigMap carries the sidecar labels")
+        with open(os.path.join(CHART, "dashboards", "tencent-cert-operator.json")) as handle:
+            source = json.load(handle)
+        f.check(json.loads(cm["data"]["tencent-cert-operator.json"]) == source, "dashboard ConfigMap holds dashboards/tencent-cert-operator.json")
+
     # Credentials: only in the Secret the chart creates, never in any other object.
     secrets = by_kind.get("Secret", [])
     f.check(len(secrets) == (1 if created_credentials else 0), "a credentials Secret only when created from values")
@@ -386,7 +406,7 @@ def cmd_rendered(values_path, rendered_path, release="tencent-cert-operator", re
 
     # Every namespaced object names its namespace (so `helm template | kubectl apply` lands where intended).
     for doc in docs:
-        if doc["kind"] in ("Deployment", "Service", "ServiceAccount", "Secret", "PodDisruptionBudget", "Role", "RoleBinding", "ServiceMonitor"):
+        if doc["kind"] in ("Deployment", "Service", "ServiceAccount", "Secret", "PodDisruptionBudget", "Role", "RoleBinding", "ServiceMonitor", "PrometheusRule", "ConfigMap"):
             f.check(bool(doc["metadata"].get("namespace")), f"{doc['kind']} {doc['metadata']['name']} has a namespace")
     f.finish("rendered")
 
@@ -529,6 +549,51 @@ def cmd_env(rendered_path, release_ns="tencent-cert-operator"):
     print("ARGS " + " ".join(container.get("args", [])))
 
 
+def cmd_rule_groups(rendered_path, out_path):
+    docs = [d for d in (load_docs(rendered_path) if rendered_path != "-" else [d for d in yaml.safe_load_all(sys.stdin) if d]) if d["kind"] == "PrometheusRule"]
+    if len(docs) != 1:
+        print(f"  expected one PrometheusRule, found {len(docs)}")
+        sys.exit(1)
+    with open(out_path, "w") as handle:
+        yaml.safe_dump(docs[0]["spec"], handle, sort_keys=False, width=1000)
+    print(f"  rule-groups: {sum(len(g['rules']) for g in docs[0]['spec']['groups'])} rules written to {out_path}")
+
+
+GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h", "$namespace": ".*"}
+
+
+def dashboard_queries(dashboard):
+    """(where, PromQL) of every panel target and query variable; label_values(M, L) becomes M."""
+    def panels(items):
+        for panel in items:
+            yield panel
+            yield from panels(panel.get("panels", []))
+    for panel in panels(dashboard.get("panels", [])):
+        for target in panel.get("targets", []):
+            yield f"panel {panel['title']!r} {target['refId']}", target["expr"]
+    for variable in dashboard.get("templating", {}).get("list", []):
+        if variable.get("type") == "query":
+            query = variable["query"]["query"] if isinstance(variable["query"], dict) else variable["query"]
+            match = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", query)
+            yield f"variable {variable['name']}", match.group(1) if match else query
+
+
+def cmd_dashboard_rules(dashboard_path, out_path):
+    with open(dashboard_path) as handle:
+        dashboard = json.load(handle)
+    rules = []
+    for where, expr in dashboard_queries(dashboard):
+        for variable, value in GRAFANA_VARIABLES.items():
+            expr = expr.replace(variable, value)
+        if "$" in expr:
+            print(f"  {where}: unknown Grafana variable in {expr}")
+            sys.exit(1)
+        rules.append({"record": f"dashboard:query_{len(rules)}", "expr": expr})
+    with open(out_path, "w") as handle:
+        yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, handle, sort_keys=False, width=1000)
+    print(f"  dashboard-rules: {len(rules)} queries written to {out_path}")
+
+
 def main(argv):
     if len(argv) < 2:
         print(__doc__)
@@ -540,6 +605,8 @@ def main(argv):
         "split": cmd_split,
         "compare": cmd_compare,
         "env": cmd_env,
+        "rule-groups": cmd_rule_groups,
+        "dashboard-rules": cmd_dashboard_rules,
     }
     commands[argv[1]](*argv[2:])
     return 0

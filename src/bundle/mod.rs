@@ -148,6 +148,17 @@ pub fn from_pem_entries(entries: &[(&str, &[u8])]) -> Result<CertBundle, BundleE
     Found::collect(&entries, &limits)?.into_bundle()
 }
 
+/// The metadata of the first certificate in `chain_pem` (the leaf, in a `tls.crt` the operator wrote), without
+/// looking for its private key: what `status` shows of a Secret whose key is missing or does not match.
+/// `None` when there is no parsable certificate or its key type is one TLS serving cannot use.
+pub fn leaf_metadata(chain_pem: &[u8]) -> Option<CertMetadata> {
+    let blocks = pem::parse_blocks(chain_pem, ExtractLimits::default().max_pem_blocks).ok()?;
+    let leaf = blocks.into_iter().find(|b| b.label == "CERTIFICATE")?;
+    let parsed = ParsedCert::parse(leaf.der)?;
+    let algorithm = parsed.public_key.as_ref().ok()?.algorithm();
+    cert::metadata(&parsed.der, algorithm)
+}
+
 /// A private key and the entry it was first found in (for messages).
 struct SourcedKey {
     entry: String,

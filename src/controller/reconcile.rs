@@ -347,6 +347,10 @@ async fn reconcile_inner(
             .as_deref()
             .and_then(|t| t.parse::<jiff::Timestamp>().ok()),
         ready,
+        new_status
+            .condition(status::CONDITION_READY)
+            .map(|c| c.reason.as_str())
+            .unwrap_or(status::REASON_PENDING),
     );
     let (result, reason) = match (&decision, &attempt) {
         (Decision::Conflict(_), _) => ("failed", crate::error::REASON_SECRET_CONFLICT.to_string()),
