@@ -1,6 +1,7 @@
 //! tencent-cert-operator: keeps `kubernetes.io/tls` Secrets in sync with Tencent Cloud SSL certificates.
 
 pub mod bundle;
+pub mod cluster;
 pub mod controller;
 pub mod crd;
 pub mod demo;

@@ -38,8 +38,9 @@ enum Command {
     Demo(DemoArgs),
     /// Run the operator against the cluster of the current kubeconfig (or in-cluster config).
     Run(Box<RunArgs>),
-    /// Print the TencentCertificate CustomResourceDefinition as YAML.
-    Crd,
+    /// Print the TencentCertificate CustomResourceDefinition as YAML (`--cluster`: the
+    /// ClusterTencentCertificate one).
+    Crd(CrdArgs),
     /// Download one certificate (credentials from TENCENTCLOUD_* env vars) and print a TLS Secret manifest
     /// or write PEM files. Needs no cluster.
     Fetch(Box<FetchArgs>),
@@ -183,6 +184,13 @@ struct RunArgs {
     /// Seconds to let in-flight reconciles finish after SIGTERM before exiting anyway.
     #[arg(long, env = "OPERATOR_SHUTDOWN_GRACE", default_value_t = 20)]
     shutdown_grace: u64,
+}
+
+#[derive(Args)]
+struct CrdArgs {
+    /// The cluster-scoped ClusterTencentCertificate CRD (crds/clustertencentcertificate.yaml).
+    #[arg(long)]
+    cluster: bool,
 }
 
 #[derive(Args)]
@@ -702,7 +710,11 @@ async fn async_main() -> ExitCode {
         }
         Command::Fetch(args) => run_fetch(*args).await,
         Command::Demo(args) => run_demo(args).await,
-        Command::Crd => match crd::crd_yaml() {
+        Command::Crd(args) => match if args.cluster {
+            tencent_cert_operator::cluster::crd::crd_yaml()
+        } else {
+            crd::crd_yaml()
+        } {
             Ok(yaml) => {
                 print!("{yaml}");
                 ExitCode::SUCCESS

@@ -331,6 +331,9 @@ async fn run_scope(
         .await;
 }
 
+/// ClusterTencentCertificate reconciles at once (each reads and writes up to 16 namespaces at a time).
+const CLUSTER_CONCURRENCY: u16 = 4;
+
 /// Runs the operator until `shutdown` resolves.
 pub async fn run(
     ctx: Arc<Context>,
@@ -350,15 +353,19 @@ pub async fn run(
     };
     let client = ctx.client.clone();
     if options.namespaces.is_empty() {
-        run_scope(
-            ctx,
-            Api::all(client.clone()),
-            Api::all(client),
-            options.concurrency,
-            wait_for_stop(),
-        )
-        .await;
+        // ClusterTencentCertificates write into any namespace: only with cluster-wide access.
+        futures::join!(
+            run_scope(
+                ctx.clone(),
+                Api::all(client.clone()),
+                Api::all(client),
+                options.concurrency,
+                wait_for_stop(),
+            ),
+            crate::cluster::run(ctx, CLUSTER_CONCURRENCY, wait_for_stop()),
+        );
     } else {
+        debug!("watching chosen namespaces only: ClusterTencentCertificates are not served");
         let scopes = options.namespaces.iter().map(|namespace| {
             run_scope(
                 ctx.clone(),

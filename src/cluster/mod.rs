@@ -1,0 +1,159 @@
+//! `ClusterTencentCertificate`: one certificate in many namespaces (the model is ESO's
+//! ClusterExternalSecret, but the Secrets are written directly: no per-namespace resource a namespace
+//! owner could edit to reach the cluster's credentials).
+//!
+//! Watches: the cluster resources; namespaces (metadata only), so a namespace that is created or
+//! relabelled gets the Secret at once; and the Secrets the cluster resources wrote (metadata only), so a
+//! deleted or edited one is repaired.
+
+pub mod crd;
+pub mod plan;
+pub mod reconcile;
+
+use std::sync::Arc;
+
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::ResourceExt as _;
+use kube::api::{Api, ListParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{self as kube_controller, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use tracing::{debug, info, warn};
+
+use crate::controller::{Context, watches};
+pub use crd::ClusterTencentCertificate;
+use plan::{CLUSTER_CERTIFICATE_NAME_LABEL, NamespaceInfo};
+
+/// Shared by the cluster resources' reconciles.
+pub struct ClusterContext {
+    pub base: Arc<Context>,
+    namespaces: Store<PartialObjectMeta<Namespace>>,
+}
+
+impl ClusterContext {
+    /// The namespaces `cr` targets now, sorted.
+    pub fn targeted_namespaces(&self, cr: &ClusterTencentCertificate) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .namespaces
+            .state()
+            .iter()
+            .map(|ns| namespace_info(ns))
+            .filter(|ns| plan::targets(cr, ns))
+            .map(|ns| ns.name)
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Whether the namespace is being deleted (or already gone).
+    pub fn terminating(&self, name: &str) -> bool {
+        self.namespaces
+            .get(&ObjectRef::new(name))
+            .is_none_or(|ns| ns.metadata.deletion_timestamp.is_some())
+    }
+}
+
+fn namespace_info(ns: &PartialObjectMeta<Namespace>) -> NamespaceInfo {
+    NamespaceInfo {
+        name: ns.name_any(),
+        labels: ns.labels().clone(),
+        terminating: ns.metadata.deletion_timestamp.is_some(),
+    }
+}
+
+/// Runs the ClusterTencentCertificate controller until `shutdown` resolves. Returns at once (after a log
+/// line) when its CRD is not installed.
+pub async fn run(
+    base: Arc<Context>,
+    concurrency: u16,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = base.client.clone();
+    let resources: Api<ClusterTencentCertificate> = Api::all(client.clone());
+    match resources.list(&ListParams::default().limit(1)).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => {
+            info!(
+                "the ClusterTencentCertificate CRD is not installed: cluster certificates are off"
+            );
+            return;
+        }
+        Err(err) => {
+            warn!(error = %err, "cannot list ClusterTencentCertificates: cluster certificates are off");
+            return;
+        }
+    }
+
+    let (namespace_store, namespace_writer) = reflector::store();
+    let namespace_events = watches::backing_off(watcher(
+        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        watcher::Config::default(),
+    ))
+    .modify(|ns| {
+        ns.metadata.managed_fields = None;
+        ns.metadata.annotations = None;
+    })
+    .reflect(namespace_writer)
+    .touched_objects();
+    let ctx = Arc::new(ClusterContext {
+        base: base.clone(),
+        namespaces: namespace_store.clone(),
+    });
+
+    let controller = Controller::new(resources, watcher::Config::default())
+        .with_config(kube_controller::Config::default().concurrency(concurrency))
+        .trigger_backoff(watches::NoSharedBackoff);
+    let cluster_store = controller.store();
+    let labelled = watches::backing_off(watcher(
+        Api::<PartialObjectMeta<Secret>>::all(client),
+        watcher::Config::default().labels(CLUSTER_CERTIFICATE_NAME_LABEL),
+    ))
+    .touched_objects();
+    // The namespace cache must be filled before the first reconcile counts targets.
+    let ready = namespace_store.clone();
+    let metrics = base.metrics.clone();
+    controller
+        .watches_stream(namespace_events, move |_| {
+            // Any namespace change may change any resource's target: the selectors are checked in the
+            // reconcile, which is cheap when nothing changed.
+            cluster_store
+                .state()
+                .iter()
+                .map(|cr| ObjectRef::from_obj(cr.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .watches_stream(labelled, |secret: PartialObjectMeta<Secret>| {
+            secret
+                .labels()
+                .get(CLUSTER_CERTIFICATE_NAME_LABEL)
+                .map(|name| ObjectRef::<ClusterTencentCertificate>::new(name))
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(
+            move |cr, ctx: Arc<ClusterContext>| {
+                let ready = ready.clone();
+                async move {
+                    let _ = ready.wait_until_ready().await;
+                    reconcile::reconcile(cr, ctx).await
+                }
+            },
+            reconcile::error_policy,
+            ctx,
+        )
+        .for_each(|result| {
+            let metrics = metrics.clone();
+            async move {
+                match result {
+                    Ok((object, _)) => debug!(object = %object, "reconciled cluster certificate"),
+                    Err(kube_controller::Error::ObjectNotFound(object)) => {
+                        metrics.forget_certificate("", &object.name);
+                        debug!(object = %object, "cluster certificate deleted");
+                    }
+                    Err(err) => warn!(error = %err, "cluster certificate controller error"),
+                }
+            }
+        })
+        .await;
+}

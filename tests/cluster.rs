@@ -1,0 +1,456 @@
+//! ClusterTencentCertificate against the in-process fake API server and the Tencent API simulator: the
+//! real controller (namespace and Secret watches included) runs, and the tests change namespaces,
+//! selectors and Secrets as people do, then wait for what they would see.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fake_apiserver::FakeApiServer;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt as _;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use tencent_cert_operator::cluster::crd::ClusterTencentCertificate;
+use tencent_cert_operator::cluster::plan::CLUSTER_CERTIFICATE_NAME_LABEL;
+use tencent_cert_operator::controller::Context;
+use tencent_cert_operator::sim::{self, SimConfig, SimHandle};
+use tencent_cert_operator::tencent::{self, ClientConfig};
+
+const SECRET_ID: &str = "AKIDclusterTEST0001";
+const SECRET_KEY: &str = "cluster-test-secret-key";
+/// Generous: the controller reacts within milliseconds; this only bounds a failing test. Failing
+/// namespaces are looked at again every 30 s, which one test waits for.
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Harness {
+    api: FakeApiServer,
+    sim: SimHandle,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn harness() -> Harness {
+    let api = FakeApiServer::start().await;
+    let client = api.client();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    crds.create(&PostParams::default(), &ClusterTencentCertificate::crd())
+        .await
+        .unwrap();
+    let sim = sim::start_local(
+        SimConfig::single_account(
+            SECRET_ID,
+            SECRET_KEY,
+            &[
+                "wild0001:domain=*.example.com,with-root",
+                "old00001:expired",
+            ],
+        )
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let tencent = tencent::Client::new(ClientConfig {
+        endpoint: sim.endpoint(),
+        download_cache_ttl: Duration::ZERO,
+        lookup_cache_ttl: Duration::ZERO,
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    let ctx = Arc::new(Context::new(client, tencent, Default::default()));
+    let h = Harness {
+        api,
+        sim,
+        _stop: {
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            tokio::spawn(tencent_cert_operator::cluster::run(ctx, 4, async move {
+                let _ = rx.await;
+            }));
+            tx
+        },
+    };
+    h.namespace("ops", &[]).await;
+    let credentials: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "tencent", "namespace": "ops"},
+        "stringData": {"secretId": SECRET_ID, "secretKey": SECRET_KEY},
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(h.api.client(), "ops")
+        .create(&PostParams::default(), &credentials)
+        .await
+        .unwrap();
+    h
+}
+
+impl Harness {
+    async fn namespace(&self, name: &str, labels: &[(&str, &str)]) {
+        let labels: serde_json::Map<String, Value> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        let ns: Namespace = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "labels": labels},
+        }))
+        .unwrap();
+        Api::<Namespace>::all(self.api.client())
+            .patch(
+                name,
+                &PatchParams::apply("test").force(),
+                &Patch::Apply(&ns),
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn create(&self, name: &str, spec: Value) {
+        let mut spec = spec;
+        if spec.get("credentialsRef").is_none() {
+            spec["credentialsRef"] = json!({"namespace": "ops", "name": "tencent"});
+        }
+        let cr = ClusterTencentCertificate::new(name, serde_json::from_value(spec).unwrap());
+        self.crs()
+            .create(&PostParams::default(), &cr)
+            .await
+            .unwrap();
+    }
+
+    fn crs(&self) -> Api<ClusterTencentCertificate> {
+        Api::all(self.api.client())
+    }
+
+    fn secrets(&self, namespace: &str) -> Api<Secret> {
+        Api::namespaced(self.api.client(), namespace)
+    }
+
+    async fn secret(&self, namespace: &str, name: &str) -> Option<Secret> {
+        self.secrets(namespace).get_opt(name).await.unwrap()
+    }
+
+    fn downloads(&self) -> u64 {
+        self.sim.stats().action_total("DownloadCertificate")
+    }
+
+    /// Polls until `check` holds for the resource; panics with its last state after [`WAIT`].
+    async fn wait_for(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&ClusterTencentCertificate) -> bool,
+    ) -> ClusterTencentCertificate {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let cr = self.crs().get(name).await.unwrap();
+            if check(&cr) {
+                return cr;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("{what}: never happened; last status {:#?}", cr.status);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn wait_for_secret(&self, namespace: &str, name: &str, present: bool) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.secret(namespace, name).await.is_some() != present {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "Secret {namespace}/{name} never became {}",
+                if present { "present" } else { "absent" }
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn counts(cr: &ClusterTencentCertificate) -> (u32, u32, u32) {
+    let s = cr.status.clone().unwrap_or_default();
+    (
+        s.targeted_namespaces,
+        s.ready_namespaces,
+        s.failed_namespaces,
+    )
+}
+
+fn ready(cr: &ClusterTencentCertificate) -> Option<(String, String)> {
+    cr.status
+        .as_ref()?
+        .condition("Ready")
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_download_serves_every_selected_namespace() {
+    let h = harness().await;
+    for name in ["shop", "blog", "api"] {
+        h.namespace(name, &[("tls", "wildcard")]).await;
+    }
+    h.namespace("extra", &[]).await;
+    h.namespace("private", &[("tls", "none")]).await;
+    h.create(
+        "wildcard",
+        json!({"certificateId": "wild0001", "secretName": "wildcard-tls",
+               "namespaceSelector": {"matchLabels": {"tls": "wildcard"}}, "namespaces": ["extra"]}),
+    )
+    .await;
+    let cr = h
+        .wait_for("wildcard", "Ready in 4 namespaces", |cr| {
+            counts(cr) == (4, 4, 0) && ready(cr).is_some_and(|(s, _)| s == "True")
+        })
+        .await;
+    let status = cr.status.unwrap();
+    assert_eq!(status.certificate_id.as_deref(), Some("wild0001"));
+    assert_eq!(status.dns_names, ["*.example.com"]);
+    assert!(status.not_after.is_some() && status.fingerprint_sha256.is_some());
+    assert!(status.is_true("Synced"));
+    for ns in ["shop", "blog", "api", "extra"] {
+        let secret = h.secret(ns, "wildcard-tls").await.expect("written");
+        assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
+        let labels = secret.metadata.labels.unwrap();
+        assert_eq!(labels[CLUSTER_CERTIFICATE_NAME_LABEL], "wildcard");
+        assert!(secret.data.unwrap().contains_key("ca.crt"));
+    }
+    assert!(h.secret("private", "wildcard-tls").await.is_none());
+    assert_eq!(h.downloads(), 1, "one download for all namespaces");
+
+    // Status and events carry no key material.
+    let key = h
+        .secret("shop", "wildcard-tls")
+        .await
+        .unwrap()
+        .data
+        .unwrap()["tls.key"]
+        .clone();
+    let key_text = String::from_utf8(key.0).unwrap();
+    let body = key_text.lines().nth(1).unwrap().to_string();
+    let status_text =
+        serde_json::to_string(&h.crs().get("wildcard").await.unwrap().status).unwrap();
+    assert!(!status_text.contains(&body));
+    let events =
+        serde_json::to_string(&h.api.objects("events.k8s.io", "v1", "events", None)).unwrap();
+    assert!(events.contains("SecretsWritten"), "{events}");
+    assert!(!events.contains(&body) && !events.contains(SECRET_KEY));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaces_created_relabelled_and_deleted_follow_the_selector() {
+    let h = harness().await;
+    h.namespace("shop", &[("tls", "wildcard")]).await;
+    h.create(
+        "wildcard",
+        json!({"certificateId": "wild0001", "secretName": "wildcard-tls",
+               "namespaceSelector": {"matchExpressions": [{"key": "tls", "operator": "In", "values": ["wildcard"]}]}}),
+    )
+    .await;
+    h.wait_for("wildcard", "Ready in shop", |cr| counts(cr) == (1, 1, 0))
+        .await;
+
+    // A namespace created later gets the Secret at once (through the namespace watch, no refresh).
+    h.namespace("late", &[("tls", "wildcard")]).await;
+    h.wait_for_secret("late", "wildcard-tls", true).await;
+    h.wait_for("wildcard", "2 namespaces", |cr| counts(cr) == (2, 2, 0))
+        .await;
+
+    // Relabelled away: with deletionPolicy Delete its Secret goes.
+    h.namespace("shop", &[("tls", "other")]).await;
+    h.wait_for_secret("shop", "wildcard-tls", false).await;
+    h.wait_for("wildcard", "1 namespace", |cr| counts(cr) == (1, 1, 0))
+        .await;
+
+    // A namespace relabelled in gets it again.
+    h.namespace("shop", &[("tls", "wildcard")]).await;
+    h.wait_for_secret("shop", "wildcard-tls", true).await;
+
+    // A deleted namespace is no longer counted.
+    Api::<Namespace>::all(h.api.client())
+        .delete("late", &DeleteParams::default())
+        .await
+        .unwrap();
+    h.wait_for("wildcard", "late gone", |cr| counts(cr) == (1, 1, 0))
+        .await;
+    assert_eq!(h.downloads(), 1, "namespace changes need no download");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreign_secret_is_reported_and_never_touched_unless_it_consents() {
+    let h = harness().await;
+    h.namespace("shop", &[("tls", "wildcard")]).await;
+    h.namespace("blog", &[("tls", "wildcard")]).await;
+    let foreign: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "wildcard-tls", "namespace": "blog"},
+        "type": "Opaque", "stringData": {"mine": "yes"},
+    }))
+    .unwrap();
+    h.secrets("blog")
+        .create(&PostParams::default(), &foreign)
+        .await
+        .unwrap();
+    h.create(
+        "wildcard",
+        json!({"certificateId": "wild0001", "secretName": "wildcard-tls",
+               "namespaceSelector": {"matchLabels": {"tls": "wildcard"}}}),
+    )
+    .await;
+    let cr = h
+        .wait_for("wildcard", "blog failing", |cr| counts(cr) == (2, 1, 1))
+        .await;
+    let status = cr.status.unwrap();
+    assert_eq!(status.namespace_failures.len(), 1);
+    assert_eq!(status.namespace_failures[0].namespace, "blog");
+    assert_eq!(status.namespace_failures[0].reason, "SecretConflict");
+    assert_eq!(
+        ready(&h.crs().get("wildcard").await.unwrap()),
+        Some(("False".into(), "NamespacesFailing".into()))
+    );
+    let untouched = h.secret("blog", "wildcard-tls").await.unwrap();
+    assert_eq!(untouched.type_.as_deref(), Some("Opaque"));
+    assert!(h.secret("shop", "wildcard-tls").await.is_some());
+
+    // The owner consents: the Secret is taken over (its type changes, so it is re-created).
+    h.secrets("blog")
+        .patch(
+            "wildcard-tls",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"tencentcert.io/adopt": "true"}}})),
+        )
+        .await
+        .unwrap();
+    h.wait_for("wildcard", "blog adopted", |cr| {
+        counts(cr) == (2, 2, 0) && ready(cr).is_some_and(|(s, _)| s == "True")
+    })
+    .await;
+    let adopted = h.secret("blog", "wildcard-tls").await.unwrap();
+    assert_eq!(adopted.type_.as_deref(), Some("kubernetes.io/tls"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_and_edited_secrets_are_repaired() {
+    let h = harness().await;
+    h.namespace("shop", &[]).await;
+    h.create(
+        "wildcard",
+        json!({"certificateId": "wild0001", "secretName": "wildcard-tls", "namespaces": ["shop"]}),
+    )
+    .await;
+    h.wait_for("wildcard", "Ready", |cr| counts(cr) == (1, 1, 0))
+        .await;
+    let original = h.secret("shop", "wildcard-tls").await.unwrap().data;
+
+    h.secrets("shop")
+        .delete("wildcard-tls", &DeleteParams::default())
+        .await
+        .unwrap();
+    h.wait_for_secret("shop", "wildcard-tls", true).await;
+
+    h.secrets("shop")
+        .patch(
+            "wildcard-tls",
+            &PatchParams::apply("kubectl-edit").force(),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "wildcard-tls", "namespace": "shop"},
+                "data": {"tls.crt": "Z2FyYmFnZQ=="}})),
+        )
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while h.secret("shop", "wildcard-tls").await.unwrap().data != original {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "edited data never restored"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retain_keeps_secrets_and_delete_lets_them_go_with_the_resource() {
+    let h = harness().await;
+    h.namespace("shop", &[("tls", "w")]).await;
+    h.create(
+        "kept",
+        json!({"certificateId": "wild0001", "secretName": "kept-tls", "deletionPolicy": "Retain",
+               "namespaceSelector": {"matchLabels": {"tls": "w"}}}),
+    )
+    .await;
+    h.create(
+        "owned",
+        json!({"certificateId": "wild0001", "secretName": "owned-tls",
+               "namespaceSelector": {"matchLabels": {"tls": "w"}}}),
+    )
+    .await;
+    h.wait_for("kept", "Ready", |cr| counts(cr) == (1, 1, 0))
+        .await;
+    h.wait_for("owned", "Ready", |cr| counts(cr) == (1, 1, 0))
+        .await;
+    let kept = h.secret("shop", "kept-tls").await.unwrap();
+    assert!(
+        kept.metadata.owner_references.is_none(),
+        "Retain: no owner reference"
+    );
+    let owned = h.secret("shop", "owned-tls").await.unwrap();
+    assert_eq!(
+        owned.metadata.owner_references.unwrap()[0].kind,
+        "ClusterTencentCertificate"
+    );
+
+    // Relabelled away: Retain keeps its Secret, Delete removes its own.
+    h.namespace("shop", &[]).await;
+    h.wait_for_secret("shop", "owned-tls", false).await;
+    h.wait_for("kept", "no namespaces", |cr| counts(cr).0 == 0)
+        .await;
+    assert!(h.secret("shop", "kept-tls").await.is_some());
+    assert_eq!(
+        ready(&h.crs().get("kept").await.unwrap()),
+        Some(("False".into(), "NoNamespaces".into()))
+    );
+
+    // The resources go: the owned Secret would go with its owner (GC); the retained one stays.
+    h.namespace("shop", &[("tls", "w")]).await;
+    h.wait_for_secret("shop", "owned-tls", true).await;
+    for name in ["kept", "owned"] {
+        h.crs()
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+    h.wait_for_secret("shop", "owned-tls", false).await;
+    assert!(h.secret("shop", "kept-tls").await.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_credentials_and_expired_certificates_write_nothing() {
+    let h = harness().await;
+    h.namespace("shop", &[]).await;
+    h.create(
+        "nocreds",
+        json!({"certificateId": "wild0001", "secretName": "a-tls", "namespaces": ["shop"],
+               "credentialsRef": {"namespace": "ops", "name": "missing"}}),
+    )
+    .await;
+    h.create(
+        "expired",
+        json!({"certificateId": "old00001", "secretName": "b-tls", "namespaces": ["shop"]}),
+    )
+    .await;
+    let nocreds = h
+        .wait_for("nocreds", "CredentialsNotFound", |cr| {
+            ready(cr).is_some_and(|(_, r)| r == "CredentialsNotFound")
+        })
+        .await;
+    let message = nocreds
+        .status
+        .unwrap()
+        .condition("Synced")
+        .unwrap()
+        .message
+        .clone();
+    assert!(message.contains("ops/missing"), "{message}");
+    h.wait_for("expired", "Expired", |cr| {
+        ready(cr).is_some_and(|(_, r)| r == "Expired")
+    })
+    .await;
+    assert!(h.secret("shop", "a-tls").await.is_none());
+    assert!(h.secret("shop", "b-tls").await.is_none());
+}
