@@ -454,6 +454,7 @@ async fn default_credentials_serve_only_allowed_namespaces() {
     let h = harness_with(DefaultCredentials {
         secret: Some("web/tencent".parse().unwrap()),
         namespaces: NamespaceAllowList::parse("web"),
+        ..DefaultCredentials::default()
     })
     .await;
     let cr = TencentCertificate::new(

@@ -459,13 +459,34 @@ async fn download_and_write(
     namespace: &str,
     sync: &Sync<'_>,
 ) -> Result<Written, SyncError> {
+    let source = credentials::resolve(&ctx.client, cr, &ctx.defaults).await?;
+    let credentials = ctx.tencent.credentials(&source).await?;
+    let result = download_and_write_with(cr, ctx, secrets, namespace, sync, &credentials).await;
+    if let Err(err) = &result
+        && source.role_arn().is_some()
+        && err.class() == crate::tencent::ErrorClass::Credentials
+        && matches!(err, SyncError::Tencent { .. })
+    {
+        // Tencent refused the role's temporary credentials (revoked, expired early): assume it again.
+        ctx.tencent.forget_credentials(&source);
+    }
+    result
+}
+
+async fn download_and_write_with(
+    cr: &TencentCertificate,
+    ctx: &Context,
+    secrets: &Api<Secret>,
+    namespace: &str,
+    sync: &Sync<'_>,
+    credentials: &crate::tencent::Credentials,
+) -> Result<Written, SyncError> {
     let Sync {
         existing,
         trigger,
         now,
         ..
     } = *sync;
-    let credentials = credentials::resolve(&ctx.client, cr, &ctx.defaults).await?;
     let refresh = crd::refresh_interval(&cr.spec);
     let max_age = trigger.max_age(refresh);
     let routine = matches!(trigger, DownloadTrigger::RefreshDue);
