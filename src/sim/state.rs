@@ -317,6 +317,19 @@ impl SimState {
             .count()
     }
 
+    /// The secret parts (keys and tokens) of every temporary credential issued, for tests that check
+    /// they never leak.
+    pub fn issued_secrets(&self) -> Vec<String> {
+        lock(&self.issued)
+            .values()
+            .flat_map(|i| {
+                [i.account.secret_key.clone()]
+                    .into_iter()
+                    .chain(i.account.token.clone())
+            })
+            .collect()
+    }
+
     /// Makes every temporary credential issued so far expire now.
     pub fn expire_issued(&self) {
         let now = self.now();
