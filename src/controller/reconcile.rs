@@ -462,15 +462,22 @@ async fn download_and_write(
     let source = credentials::resolve(&ctx.client, cr, &ctx.defaults).await?;
     let credentials = ctx.tencent.credentials(&source).await?;
     let result = download_and_write_with(cr, ctx, secrets, namespace, sync, &credentials).await;
-    if let Err(err) = &result
-        && source.role_arn().is_some()
-        && err.class() == crate::tencent::ErrorClass::Credentials
-        && matches!(err, SyncError::Tencent { .. })
-    {
-        // Tencent refused the role's temporary credentials (revoked, expired early): assume it again.
-        ctx.tencent.forget_credentials(&source);
+    match &result {
+        Err(SyncError::Tencent { err })
+            if source.role_arn().is_some() && err.code() == Some("AuthFailure.TokenFailure") =>
+        {
+            // Tencent refused the role's temporary credentials (expired or revoked before their time):
+            // assume the role again, at once, and try once more with the new ones.
+            debug!(
+                reason = err.reason(),
+                "temporary credentials refused; assuming the role again"
+            );
+            ctx.tencent.forget_credentials(&source);
+            let credentials = ctx.tencent.credentials(&source).await?;
+            download_and_write_with(cr, ctx, secrets, namespace, sync, &credentials).await
+        }
+        _ => result,
     }
-    result
 }
 
 async fn download_and_write_with(
