@@ -34,13 +34,19 @@ pub enum SyncError {
     InvalidSpec(String),
     /// A role's temporary credentials could not be had (STS).
     #[error("{0}")]
-    Role(#[from] crate::tencent::sts::StsError),
+    Role(Box<crate::tencent::sts::StsError>),
     #[error("Kubernetes API error while {action}: {source}")]
     Kube {
         action: &'static str,
         #[source]
         source: kube::Error,
     },
+}
+
+impl From<crate::tencent::sts::StsError> for SyncError {
+    fn from(err: crate::tencent::sts::StsError) -> Self {
+        Self::Role(Box::new(err))
+    }
 }
 
 impl From<TencentError> for SyncError {

@@ -505,12 +505,11 @@ async fn download_and_write_with(
         _ => false,
     };
     if looks_up && let Some(id) = cr.expected_certificate_id() {
-        ctx.tencent
-            .prefetch_lookups(&credentials, &id, max_age, || {
-                ctx.ids_sharing_credentials(cr)
-            });
+        ctx.tencent.prefetch_lookups(credentials, &id, max_age, || {
+            ctx.ids_sharing_credentials(cr)
+        });
     }
-    let resolved = target::resolve(cr, &ctx.tencent, &credentials, now, max_age, routine).await?;
+    let resolved = target::resolve(cr, &ctx.tencent, credentials, now, max_age, routine).await?;
     let certificate_id = &resolved.id;
     let before = policy::BeforeDownload {
         trigger,
@@ -542,7 +541,7 @@ async fn download_and_write_with(
     };
     let bundle = match ctx
         .bundles
-        .get(&credentials, certificate_id, download_max_age)
+        .get(credentials, certificate_id, download_max_age)
     {
         Some(shared) => {
             crate::tencent::Observer::coalesced(ctx.metrics.as_ref(), "wave");
@@ -551,11 +550,10 @@ async fn download_and_write_with(
         None => {
             let download = ctx
                 .tencent
-                .download_certificate_within(&credentials, certificate_id, download_max_age)
+                .download_certificate_within(credentials, certificate_id, download_max_age)
                 .await?;
             let bundle = Arc::new(bundle::extract(&download.zip)?);
-            ctx.bundles
-                .put(&credentials, certificate_id, bundle.clone());
+            ctx.bundles.put(credentials, certificate_id, bundle.clone());
             bundle
         }
     };
