@@ -423,9 +423,9 @@ impl Client {
         match self.assume(source).await {
             Ok((credentials, expires_at)) => {
                 let credentials = credentials.with_source(key);
+                // Neither the temporary SecretId nor anything else of the key is logged.
                 tracing::debug!(
                     role = source.role_arn().unwrap_or_default(),
-                    secret_id = credentials.secret_id(),
                     expires_in_secs = expires_at - now,
                     "STS issued temporary credentials"
                 );
