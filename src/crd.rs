@@ -171,6 +171,49 @@ pub struct CredentialsRef {
     /// Key holding a session token (temporary credentials); used when present in the Secret.
     #[serde(default = "default_token_key")]
     pub token_key: String,
+    /// Assume this CAM role with the Secret's key (STS `AssumeRole`, e.g. a role in another account) and
+    /// use the role's temporary credentials, refreshed before they expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<CredentialsRole>,
+}
+
+/// A CAM role to assume with the referenced key.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialsRole {
+    /// The role's ARN: `qcs::cam::uin/<OwnerUin>:roleName/<name>` (or `:role/<roleId>`). Its trust policy
+    /// must allow the key's account (or sub-user) to assume it.
+    #[schemars(
+        length(min = 1, max = 256),
+        regex(pattern = r"^qcs::cam::uin/[0-9]+:role(Name)?/[^\s]+$")
+    )]
+    pub role_arn: String,
+    /// `RoleSessionName`, recorded in CloudAudit: 2 to 128 letters, digits or `_+=,.@-`.
+    #[serde(default = "default_role_session_name")]
+    #[schemars(length(min = 2, max = 128), regex(pattern = r"^[A-Za-z0-9_+=,.@-]+$"))]
+    pub role_session_name: String,
+    /// Lifetime of the temporary credentials, 900 to 43200 seconds; they are refreshed well before.
+    #[serde(default = "default_role_duration")]
+    #[schemars(range(min = 900, max = 43200))]
+    pub duration_seconds: u32,
+}
+
+fn default_role_session_name() -> String {
+    crate::tencent::sts::DEFAULT_SESSION_NAME.to_string()
+}
+
+fn default_role_duration() -> u32 {
+    crate::tencent::sts::DEFAULT_DURATION_SECS
+}
+
+impl CredentialsRole {
+    pub fn to_role(&self) -> crate::tencent::sts::Role {
+        crate::tencent::sts::Role {
+            role_arn: self.role_arn.clone(),
+            session_name: self.role_session_name.clone(),
+            duration_secs: self.duration_seconds,
+        }
+    }
 }
 
 impl CredentialsRef {
@@ -181,6 +224,7 @@ impl CredentialsRef {
             secret_id_key: default_secret_id_key(),
             secret_key_key: default_secret_key_key(),
             token_key: default_token_key(),
+            role: None,
         }
     }
 }

@@ -32,12 +32,21 @@ pub enum SyncError {
     },
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
+    /// A role's temporary credentials could not be had (STS).
+    #[error("{0}")]
+    Role(Box<crate::tencent::sts::StsError>),
     #[error("Kubernetes API error while {action}: {source}")]
     Kube {
         action: &'static str,
         #[source]
         source: kube::Error,
     },
+}
+
+impl From<crate::tencent::sts::StsError> for SyncError {
+    fn from(err: crate::tencent::sts::StsError) -> Self {
+        Self::Role(Box::new(err))
+    }
 }
 
 impl From<TencentError> for SyncError {
@@ -81,6 +90,7 @@ impl SyncError {
             Self::SecretConflict(_) => REASON_SECRET_CONFLICT,
             Self::NoMatchingCertificate { .. } => REASON_NO_MATCHING_CERTIFICATE,
             Self::InvalidSpec(_) => REASON_INVALID_SPEC,
+            Self::Role(err) => err.reason(),
             Self::Kube { .. } => REASON_KUBERNETES_ERROR,
         }
     }
@@ -89,6 +99,7 @@ impl SyncError {
         match self {
             Self::CredentialsNotFound(_) => ErrorClass::Credentials,
             Self::Tencent { err } => err.class(),
+            Self::Role(err) => err.class(),
             Self::Bundle(_)
             | Self::Expired { .. }
             | Self::SecretConflict(_)

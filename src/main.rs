@@ -123,6 +123,10 @@ struct TencentArgs {
     /// Tencent Cloud SSL API endpoint (https://ssl.intl.tencentcloudapi.com for the international site).
     #[arg(long, env = "TENCENTCLOUD_ENDPOINT", default_value = tencent::client::DEFAULT_ENDPOINT)]
     tencent_endpoint: String,
+    /// Tencent Cloud STS endpoint, for roles (default: sts.<the SSL endpoint's site>, or the SSL endpoint
+    /// itself when it is not Tencent's, e.g. the simulator, which serves both).
+    #[arg(long, env = "TENCENTCLOUD_STS_ENDPOINT")]
+    sts_endpoint: Option<String>,
 }
 
 #[derive(Args)]
@@ -140,6 +144,29 @@ struct RunArgs {
         default_value = ""
     )]
     default_credentials_namespaces: String,
+    /// Assume this CAM role (qcs::cam::uin/<OwnerUin>:roleName/<name>) with the default credentials
+    /// Secret's key and use its temporary credentials.
+    #[arg(
+        long,
+        env = "OPERATOR_DEFAULT_CREDENTIALS_ROLE_ARN",
+        requires = "default_credentials"
+    )]
+    default_credentials_role_arn: Option<String>,
+    /// Default credentials from TKE pod identity: the ServiceAccount token in TKE_WEB_IDENTITY_TOKEN_FILE
+    /// exchanged for TKE_ROLE_ARN through STS AssumeRoleWithWebIdentity (TKE_REGION, TKE_PROVIDER_ID).
+    #[arg(
+        long,
+        env = "OPERATOR_DEFAULT_CREDENTIALS_POD_IDENTITY",
+        conflicts_with = "default_credentials"
+    )]
+    default_credentials_pod_identity: bool,
+    /// RoleSessionName for the roles the operator assumes as its default credentials.
+    #[arg(long, env = "OPERATOR_ROLE_SESSION_NAME", default_value = tencent::sts::DEFAULT_SESSION_NAME)]
+    role_session_name: String,
+    /// Lifetime in seconds of those roles' temporary credentials (refreshed well before they expire).
+    #[arg(long, env = "OPERATOR_ROLE_DURATION_SECONDS", default_value_t = tencent::sts::DEFAULT_DURATION_SECS,
+          value_parser = clap::value_parser!(u32).range(900..=43200))]
+    role_duration_seconds: u32,
     #[command(flatten)]
     tencent: TencentArgs,
     /// Requests per second per Tencent API action (Tencent documents 10/s).
@@ -236,6 +263,7 @@ async fn run_fetch(args: FetchArgs) -> ExitCode {
         let credentials = tencent::Credentials::from_env().map_err(FetchError::from)?;
         let client = tencent::Client::new(ClientConfig {
             endpoint: args.tencent.tencent_endpoint.clone(),
+            sts_endpoint: args.tencent.sts_endpoint.clone(),
             ..ClientConfig::default()
         })
         .map_err(|e| FetchError::Output(e.to_string()))?;
@@ -306,6 +334,9 @@ struct SimArgs {
     /// Seconds to add to the simulator's clock (provokes AuthFailure.SignatureExpire beyond ±300).
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     clock_offset: i64,
+    /// An STS role: ARN[,trust=SECRETID]…[,provider=OIDC_PROVIDER_ID][,token=WEB_IDENTITY_TOKEN]…
+    #[arg(long = "role", value_name = "ARN[,OPTIONS]")]
+    roles: Vec<sim::SimRole>,
 }
 
 /// A duration such as `24h`, `90m` or `1h30m` (the syntax of `spec.refreshInterval`).
@@ -350,6 +381,7 @@ async fn run_sim(args: SimArgs) -> ExitCode {
         faults: args.faults,
         latencies: args.latencies,
         clock_offset: args.clock_offset,
+        roles: args.roles,
     };
     let handle = match sim::start(config, args.listen).await {
         Ok(handle) => handle,
@@ -535,6 +567,7 @@ async fn run_operator(args: RunArgs) -> ExitCode {
     let tencent = match tencent::Client::with_observer(
         ClientConfig {
             endpoint,
+            sts_endpoint: args.tencent.sts_endpoint.clone(),
             limiter: tencent::limiter::LimiterConfig::per_second(args.rate_limit),
             ..ClientConfig::default()
         },
@@ -546,8 +579,32 @@ async fn run_operator(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let pod_identity = if args.default_credentials_pod_identity {
+        match tencent::sts::WebIdentity::from_env() {
+            Ok(identity) => Some(tencent::sts::WebIdentity {
+                session_name: args.role_session_name.clone(),
+                duration_secs: args.role_duration_seconds,
+                ..identity
+            }),
+            Err(err) => {
+                eprintln!("error: --default-credentials-pod-identity: {err}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
     let defaults = DefaultCredentials {
         secret: args.default_credentials.clone(),
+        role: args
+            .default_credentials_role_arn
+            .clone()
+            .map(|role_arn| tencent::sts::Role {
+                role_arn,
+                session_name: args.role_session_name.clone(),
+                duration_secs: args.role_duration_seconds,
+            }),
+        pod_identity,
         namespaces: NamespaceAllowList::parse(&args.default_credentials_namespaces),
     };
     let readiness = Arc::new(Readiness::default());

@@ -17,6 +17,8 @@
 mod chart;
 #[path = "e2e/faults.rs"]
 mod faults;
+#[path = "e2e/pod_identity.rs"]
+mod pod_identity;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -162,6 +164,18 @@ fn start_operator(
     metrics_port: u16,
     extra: &[&str],
 ) -> (tokio::process::Child, PathBuf) {
+    start_operator_with_env(cluster, sim, label, metrics_port, extra, &[])
+}
+
+/// [`start_operator`] with extra environment variables.
+fn start_operator_with_env(
+    cluster: &Cluster,
+    sim: &SimHandle,
+    label: &str,
+    metrics_port: u16,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (tokio::process::Child, PathBuf) {
     let log_path = std::env::temp_dir().join(format!("tco-e2e-{label}-{}.log", std::process::id()));
     let log = std::fs::File::create(&log_path).unwrap();
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tencent-cert-operator"))
@@ -176,6 +190,7 @@ fn start_operator(
             std::env::var("E2E_OPERATOR_LOG")
                 .unwrap_or_else(|_| "debug,hyper=info,h2=info,rustls=info,tower=info".into()),
         )
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(log)
         .kill_on_drop(true)

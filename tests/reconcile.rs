@@ -454,6 +454,7 @@ async fn default_credentials_serve_only_allowed_namespaces() {
     let h = harness_with(DefaultCredentials {
         secret: Some("web/tencent".parse().unwrap()),
         namespaces: NamespaceAllowList::parse("web"),
+        ..DefaultCredentials::default()
     })
     .await;
     let cr = TencentCertificate::new(
@@ -1176,4 +1177,131 @@ async fn a_first_sync_wave_asks_tencent_per_certificate_not_per_resource() {
     assert_eq!(h.sim.stats().action_total("DescribeCertificates"), 1);
     assert_eq!(h.sim.stats().action_total("DescribeCertificateDetail"), 0);
     assert_eq!(h.secret_writes() - writes_before, 40);
+}
+
+const ROLE_ARN: &str = "qcs::cam::uin/100000000001:roleName/cert-reader";
+
+fn sim_role(trusted: &str, token: &str) -> sim::SimRole {
+    sim::SimRole {
+        role_arn: ROLE_ARN.into(),
+        trusted_secret_ids: vec![trusted.into()],
+        oidc_provider_id: Some("cls-reconcile".into()),
+        web_identity_tokens: vec![token.into()],
+    }
+}
+
+/// Everything a user can read about a resource: its status and its events, as JSON text.
+async fn visible_text(h: &Harness, name: &str) -> String {
+    let cr = h.cr(name).await;
+    let mut text = serde_json::to_string(&cr.status).unwrap();
+    for event in h.api.objects("events.k8s.io", "v1", "events", Some(NS)) {
+        text.push_str(&event.to_string());
+    }
+    text
+}
+
+#[tokio::test]
+async fn a_role_in_credentials_ref_syncs_with_temporary_credentials() {
+    let h = harness().await;
+    h.sim.state().put_role(sim_role(SECRET_ID, "unused"));
+    h.create(
+        "shop",
+        json!({"certificateId": "aBcD1234",
+               "credentialsRef": {"name": "tencent", "role": {"roleArn": ROLE_ARN, "durationSeconds": 900}}}),
+    )
+    .await;
+    let cr = h.reconcile("shop").await;
+    assert_eq!(condition(&cr, "Ready").status, "True");
+    let stats = h.sim.stats();
+    assert_eq!(stats.count("AssumeRole", "Success"), 1);
+    // Every SSL request was signed by the role's temporary key, none by the base key.
+    assert!(
+        stats
+            .by_secret_id
+            .keys()
+            .all(|id| id.starts_with("AKIDtmp")),
+        "{stats:?}"
+    );
+    assert!(stats.count("DownloadCertificate", "Success") >= 1);
+    // A second resource on the same Secret and role shares the temporary credentials.
+    h.create(
+        "shop2",
+        json!({"certificateId": "aBcD1234",
+               "credentialsRef": {"name": "tencent", "role": {"roleArn": ROLE_ARN, "durationSeconds": 900}}}),
+    )
+    .await;
+    assert_eq!(
+        condition(&h.reconcile("shop2").await, "Ready").status,
+        "True"
+    );
+    assert_eq!(h.sim.stats().count("AssumeRole", "Success"), 1);
+    let visible = visible_text(&h, "shop").await;
+    for secret in h.sim.state().issued_secrets() {
+        assert!(
+            !visible.contains(&secret),
+            "a temporary key or token is visible"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_role_the_key_may_not_assume_says_to_fix_the_trust_policy() {
+    let h = harness().await;
+    h.sim
+        .state()
+        .put_role(sim_role("AKIDsomebodyElse", "unused"));
+    h.create(
+        "shop",
+        json!({"certificateId": "aBcD1234",
+               "credentialsRef": {"name": "tencent", "role": {"roleArn": ROLE_ARN}}}),
+    )
+    .await;
+    let cr = h.reconcile("shop").await;
+    let ready = expect_condition(&cr, "Ready", "False", "AssumeRoleFailed");
+    assert!(ready.message.contains("trust policy"), "{}", ready.message);
+    assert!(ready.message.contains(ROLE_ARN), "{}", ready.message);
+    assert!(!ready.message.contains(SECRET_KEY));
+    assert!(h.secret("shop").await.is_none());
+    assert_eq!(h.downloads(), 0);
+    // A credentials-class failure: retried in minutes, not hot.
+    assert!(seconds_until(status(&cr).next_sync_time.as_deref().unwrap()) > 200);
+}
+
+#[tokio::test]
+async fn pod_identity_serves_as_default_credentials() {
+    let dir =
+        std::env::temp_dir().join(format!("tco-reconcile-pod-identity-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "sa-token-reconcile-0001").unwrap();
+    let h = harness_with(DefaultCredentials {
+        pod_identity: Some(tencent::sts::WebIdentity {
+            region: "ap-guangzhou".into(),
+            provider_id: "cls-reconcile".into(),
+            role_arn: ROLE_ARN.into(),
+            token_file: token_file.clone(),
+            session_name: "tencent-cert-operator".into(),
+            duration_secs: 7200,
+        }),
+        namespaces: NamespaceAllowList::All,
+        ..DefaultCredentials::default()
+    })
+    .await;
+    h.sim
+        .state()
+        .put_role(sim_role("none", "sa-token-reconcile-0001"));
+    let cr = TencentCertificate::new(
+        "shop",
+        serde_json::from_value(json!({"certificateId": "aBcD1234"})).unwrap(),
+    );
+    h.crs().create(&PostParams::default(), &cr).await.unwrap();
+    let cr = h.reconcile("shop").await;
+    assert_eq!(condition(&cr, "Ready").status, "True");
+    assert_eq!(
+        h.sim.stats().count("AssumeRoleWithWebIdentity", "Success"),
+        1
+    );
+    let visible = visible_text(&h, "shop").await;
+    assert!(!visible.contains("sa-token-reconcile-0001"));
+    let _ = std::fs::remove_dir_all(&dir);
 }

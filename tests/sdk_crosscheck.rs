@@ -111,3 +111,111 @@ async fn the_official_python_sdk_talks_to_the_simulator() {
     assert_eq!(stats.count("DescribeCertificateDetail", "Success"), 1);
     assert_eq!(stats.count("DescribeCertificates", "Success"), 2);
 }
+
+fn sts_sdk_python() -> Option<String> {
+    let python = sdk_python()?;
+    let probe = Command::new(&python)
+        .args(["-c", "import tencentcloud.sts.v20180813.sts_client"])
+        .output()
+        .ok()?;
+    probe.status.success().then_some(python)
+}
+
+/// STS: `AssumeRole` through `StsClient` and the SDK's `STSAssumeRoleCredential`, and
+/// `AssumeRoleWithWebIdentity` through its TKE provider (`DefaultTkeOIDCRoleArnProvider`, unsigned), each
+/// followed by a download with the temporary credentials (`X-TC-Token`).
+#[tokio::test]
+async fn the_official_python_sdk_assumes_roles_at_the_simulator() {
+    let Some(python) = sts_sdk_python() else {
+        eprintln!(
+            "SKIPPED: Tencent's Python SDK (sts) is not importable; install it with \
+             `pip install tencentcloud-sdk-python-sts==3.0.1459` or set TENCENT_SDK_PYTHON"
+        );
+        return;
+    };
+    let role_arn = "qcs::cam::uin/100000000001:roleName/sdk-cert-reader";
+    let untrusted_arn = "qcs::cam::uin/100000000001:roleName/not-for-you";
+    let provider = "cls-sdkcheck";
+    let token = "eyJhbGciOiJSUzI1NiJ9.sdk-crosscheck.sig";
+    let sim = sim::start(
+        SimConfig {
+            accounts: vec![Account {
+                secret_id: "AKIDsdkSTS".into(),
+                secret_key: "sdk-sts-key".into(),
+                token: None,
+            }],
+            certificates: vec!["sdkSts01:domain=sts.example.com".parse().unwrap()],
+            roles: vec![
+                sim::SimRole {
+                    role_arn: role_arn.into(),
+                    trusted_secret_ids: vec!["AKIDsdkSTS".into()],
+                    oidc_provider_id: Some(provider.into()),
+                    web_identity_tokens: vec![token.into()],
+                },
+                sim::SimRole {
+                    role_arn: untrusted_arn.into(),
+                    trusted_secret_ids: vec!["AKIDother".into()],
+                    ..sim::SimRole::default()
+                },
+            ],
+            ..SimConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let token_file = std::env::temp_dir().join(format!("tco-sdk-sts-token-{}", std::process::id()));
+    std::fs::write(&token_file, token).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/sts_crosscheck.py");
+    let output = tokio::process::Command::new(&python)
+        .args([
+            script,
+            &sim.addr().to_string(),
+            "AKIDsdkSTS",
+            "sdk-sts-key",
+            role_arn,
+            untrusted_arn,
+            provider,
+            &token_file.to_string_lossy(),
+            "sdkSts01",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let _ = std::fs::remove_file(&token_file);
+    assert!(
+        output.status.success(),
+        "SDK script failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let zip_len = sim.state().certificate("sdkSts01").unwrap().zip.len();
+    assert_eq!(answer["assume_role_tmp_id_prefix"], "AKIDtmp");
+    assert!(
+        answer["assume_role_token_len"].as_u64().unwrap() > 32,
+        "{answer}"
+    );
+    let expired_time = answer["assume_role_expired_time"].as_i64().unwrap();
+    let now = jiff::Timestamp::now().as_second();
+    assert!((now + 890..=now + 910).contains(&expired_time), "{answer}");
+    assert_eq!(
+        answer["assume_role_expiration"],
+        jiff::Timestamp::from_second(expired_time)
+            .unwrap()
+            .strftime("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
+    );
+    assert_eq!(answer["role_download"], zip_len);
+    assert_eq!(answer["oidc_download"], zip_len);
+    assert_eq!(answer["untrusted_code"], "UnauthorizedOperation");
+    assert_eq!(answer["missing_code"], "ResourceNotFound.RoleNotFound");
+    assert_eq!(
+        answer["stale_token_code"],
+        "InvalidParameter.WebIdentityTokenError"
+    );
+    assert_eq!(answer["tokenless_code"], "AuthFailure.TokenFailure");
+    let stats = sim.stats();
+    assert_eq!(stats.count("AssumeRole", "Success"), 2);
+    assert_eq!(stats.count("AssumeRoleWithWebIdentity", "Success"), 1);
+    assert_eq!(stats.count("DownloadCertificate", "Success"), 2);
+}

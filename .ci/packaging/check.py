@@ -299,9 +299,28 @@ def cmd_rendered(values_path, rendered_path, release="tencent-cert-operator", re
         env_value("OPERATOR_DEFAULT_CREDENTIALS") == ("/".join(credentials) if credentials else None),
         "OPERATOR_DEFAULT_CREDENTIALS names the default credentials Secret",
     )
+    pod_identity = bool(creds.get("podIdentity", {}).get("enabled"))
     f.check(
-        env_value("OPERATOR_DEFAULT_CREDENTIALS_NAMESPACES") == (",".join(creds["allowedNamespaces"]) if credentials else None),
+        env_value("OPERATOR_DEFAULT_CREDENTIALS_NAMESPACES")
+        == (",".join(creds["allowedNamespaces"]) if credentials or pod_identity else None),
         "OPERATOR_DEFAULT_CREDENTIALS_NAMESPACES = allowedNamespaces",
+    )
+    f.check(
+        env_value("OPERATOR_DEFAULT_CREDENTIALS_POD_IDENTITY") == ("true" if pod_identity else None),
+        f"OPERATOR_DEFAULT_CREDENTIALS_POD_IDENTITY set iff podIdentity.enabled ({pod_identity})",
+    )
+    f.check(
+        env_value("OPERATOR_DEFAULT_CREDENTIALS_ROLE_ARN") == ((creds.get("roleArn") or None) if credentials else None),
+        "OPERATOR_DEFAULT_CREDENTIALS_ROLE_ARN = roleArn (with a Secret)",
+    )
+    role_in_use = bool(creds.get("roleArn")) or pod_identity
+    f.check(
+        env_value("OPERATOR_ROLE_DURATION_SECONDS") == (str(creds["roleDurationSeconds"]) if role_in_use else None),
+        "OPERATOR_ROLE_DURATION_SECONDS = roleDurationSeconds when a role is used",
+    )
+    f.check(
+        env_value("TENCENTCLOUD_STS_ENDPOINT") == (values.get("stsEndpoint") or None),
+        "TENCENTCLOUD_STS_ENDPOINT = stsEndpoint (absent: derived)",
     )
     f.check(env_value("OPERATOR_LEADER_ELECT") == ("true" if leader else None), f"OPERATOR_LEADER_ELECT set iff leader election ({leader})")
     if leader:
@@ -340,6 +359,15 @@ def cmd_rendered(values_path, rendered_path, release="tencent-cert-operator", re
     accounts = [d["metadata"]["name"] for d in by_kind.get("ServiceAccount", [])]
     if values["serviceAccount"]["create"]:
         f.check(accounts == [spec["serviceAccountName"]], f"ServiceAccount {spec['serviceAccountName']} rendered")
+        account = next((d for d in by_kind.get("ServiceAccount", []) if d["metadata"]["name"] == spec["serviceAccountName"]), {})
+        annotations = account.get("metadata", {}).get("annotations") or {}
+        if pod_identity:
+            f.check(
+                annotations.get("tke.cloud.tencent.com/role-arn") == creds["podIdentity"]["roleArn"],
+                "ServiceAccount annotated tke.cloud.tencent.com/role-arn for TKE's pod-identity webhook",
+            )
+        else:
+            f.check("tke.cloud.tencent.com/role-arn" not in annotations, "no pod-identity annotation without podIdentity")
 
     # RBAC.
     if values["rbac"]["create"]:

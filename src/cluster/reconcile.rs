@@ -450,6 +450,7 @@ async fn resolve_credentials(
                 secret_id_key: r.secret_id_key.clone(),
                 secret_key_key: r.secret_key_key.clone(),
                 token_key: r.token_key.clone(),
+                role: None,
             },
         ),
         None => match &ctx.base.defaults.secret {

@@ -8,6 +8,7 @@ use kube::Api;
 use crate::crd::{CredentialsRef, TencentCertificate};
 use crate::error::SyncError;
 use crate::tencent::Credentials;
+use crate::tencent::sts::{self, Role, WebIdentity};
 
 /// Label that opts a credentials Secret into being watched, so fixing it re-syncs at once (instead of at
 /// the next 5-minute credentials retry). The operator never watches all Secrets.
@@ -81,11 +82,22 @@ impl NamespaceAllowList {
     }
 }
 
-/// The operator's fallback credentials.
+/// The operator's fallback credentials: a Secret (optionally assuming a role with its key), or the pod's
+/// own identity (TKE pod identity: its ServiceAccount token exchanged through STS).
 #[derive(Debug, Clone, Default)]
 pub struct DefaultCredentials {
     pub secret: Option<SecretRef>,
+    /// With `secret`: assume this role with the Secret's key.
+    pub role: Option<Role>,
+    /// Instead of `secret`: `AssumeRoleWithWebIdentity` with the token file TKE mounts.
+    pub pod_identity: Option<WebIdentity>,
     pub namespaces: NamespaceAllowList,
+}
+
+impl DefaultCredentials {
+    fn configured(&self) -> bool {
+        self.secret.is_some() || self.pod_identity.is_some()
+    }
 }
 
 /// Where a resource's credentials come from.
@@ -93,6 +105,18 @@ pub struct DefaultCredentials {
 pub enum CredentialsSource {
     Referenced(SecretRef, CredentialsRef),
     Default(SecretRef),
+    /// The operator's pod identity (no Secret).
+    PodIdentity,
+}
+
+impl CredentialsSource {
+    /// The Secret read, if any.
+    pub fn secret(&self) -> Option<&SecretRef> {
+        match self {
+            Self::Referenced(secret, _) | Self::Default(secret) => Some(secret),
+            Self::PodIdentity => None,
+        }
+    }
 }
 
 pub fn source_for(
@@ -109,15 +133,18 @@ pub fn source_for(
             reference.clone(),
         ));
     }
+    if defaults.pod_identity.is_some() && defaults.namespaces.allows(&namespace) {
+        return Ok(CredentialsSource::PodIdentity);
+    }
     match &defaults.secret {
         Some(secret) if defaults.namespaces.allows(&namespace) => {
             Ok(CredentialsSource::Default(secret.clone()))
         }
-        Some(_) => Err(SyncError::CredentialsNotFound(format!(
+        _ if defaults.configured() => Err(SyncError::CredentialsNotFound(format!(
             "spec.credentialsRef is not set and namespace {namespace} may not use the operator's default \
              credentials; create a Secret with secretId and secretKey and set spec.credentialsRef.name"
         ))),
-        None => Err(SyncError::CredentialsNotFound(
+        _ => Err(SyncError::CredentialsNotFound(
             "spec.credentialsRef is not set and the operator has no default credentials; create a Secret \
              with secretId and secretKey and set spec.credentialsRef.name"
                 .to_string(),
@@ -131,12 +158,7 @@ pub fn uses_secret(
     defaults: &DefaultCredentials,
     secret: &SecretRef,
 ) -> bool {
-    match source_for(cr, defaults) {
-        Ok(CredentialsSource::Referenced(source, _)) | Ok(CredentialsSource::Default(source)) => {
-            &source == secret
-        }
-        Err(_) => false,
-    }
+    source_for(cr, defaults).is_ok_and(|source| source.secret() == Some(secret))
 }
 
 /// Builds credentials from a Secret's data. Surrounding whitespace (a trailing newline from
@@ -173,11 +195,8 @@ pub async fn secret_version(
     cr: &TencentCertificate,
     defaults: &DefaultCredentials,
 ) -> Option<String> {
-    let reference = match source_for(cr, defaults).ok()? {
-        CredentialsSource::Referenced(reference, _) | CredentialsSource::Default(reference) => {
-            reference
-        }
-    };
+    let source = source_for(cr, defaults).ok()?;
+    let reference = source.secret()?;
     let api: Api<kube::core::PartialObjectMeta<Secret>> =
         Api::namespaced(client.clone(), &reference.namespace);
     api.get_opt(&reference.name)
@@ -187,19 +206,34 @@ pub async fn secret_version(
         .and_then(|secret| secret.metadata.resource_version)
 }
 
-/// Reads the credentials for `cr`. Always from the API server: a rotated key must be used by the very
-/// next attempt (a short cache here broke that on a real API server, e2e `credentials_rotation`).
+/// Where `cr`'s credentials come from, key read. Always from the API server: a rotated key must be used
+/// by the very next attempt (a short cache here broke that on a real API server, e2e
+/// `credentials_rotation`). A role's temporary credentials are then had from `tencent::Client::credentials`,
+/// cached per source.
 pub async fn resolve(
     client: &kube::Client,
     cr: &TencentCertificate,
     defaults: &DefaultCredentials,
-) -> Result<Credentials, SyncError> {
-    let (reference, keys) = match source_for(cr, defaults)? {
-        CredentialsSource::Referenced(reference, keys) => (reference, keys),
+) -> Result<sts::Source, SyncError> {
+    let (reference, keys, role) = match source_for(cr, defaults)? {
+        CredentialsSource::Referenced(reference, keys) => {
+            let role = keys.role.as_ref().map(crate::crd::CredentialsRole::to_role);
+            (reference, keys, role)
+        }
         CredentialsSource::Default(reference) => (
             reference.clone(),
             CredentialsRef::named(reference.name.clone()),
+            defaults.role.clone(),
         ),
+        CredentialsSource::PodIdentity => {
+            return defaults
+                .pod_identity
+                .clone()
+                .map(sts::Source::WebIdentity)
+                .ok_or_else(|| {
+                    SyncError::CredentialsNotFound("pod identity is not configured".to_string())
+                });
+        }
     };
     let api: Api<Secret> = Api::namespaced(client.clone(), &reference.namespace);
     let secret = api
@@ -212,7 +246,11 @@ pub async fn resolve(
                 keys.secret_id_key, keys.secret_key_key
             ))
         })?;
-    credentials_from_secret(&secret, &reference, &keys)
+    let base = credentials_from_secret(&secret, &reference, &keys)?;
+    Ok(match role {
+        Some(role) => sts::Source::AssumeRole { base, role },
+        None => sts::Source::Static(base),
+    })
 }
 
 #[cfg(test)]
@@ -234,6 +272,7 @@ mod tests {
         DefaultCredentials {
             secret: Some("ops/tencent".parse().unwrap()),
             namespaces: NamespaceAllowList::parse(allowed),
+            ..DefaultCredentials::default()
         }
     }
 
@@ -281,6 +320,43 @@ mod tests {
         );
         let none = source_for(&cr("web", None), &DefaultCredentials::default()).unwrap_err();
         assert!(none.to_string().contains("no default credentials"));
+    }
+
+    #[test]
+    fn pod_identity_serves_allowed_namespaces_without_a_secret() {
+        let identity = WebIdentity {
+            region: "ap-guangzhou".into(),
+            provider_id: "cls-1".into(),
+            role_arn: "qcs::cam::uin/100:roleName/certs".into(),
+            token_file: "/var/run/secrets/tke/token".into(),
+            session_name: "s".into(),
+            duration_secs: 7200,
+        };
+        let d = DefaultCredentials {
+            pod_identity: Some(identity),
+            namespaces: NamespaceAllowList::parse("web"),
+            ..DefaultCredentials::default()
+        };
+        assert_eq!(
+            source_for(&cr("web", None), &d).unwrap(),
+            CredentialsSource::PodIdentity
+        );
+        assert!(
+            source_for(&cr("shop", None), &d)
+                .unwrap_err()
+                .to_string()
+                .contains("may not use the operator's default")
+        );
+        // A reference still wins, and no Secret is "in use" by pod identity.
+        assert!(matches!(
+            source_for(&cr("web", Some("mine")), &d).unwrap(),
+            CredentialsSource::Referenced(..)
+        ));
+        assert!(!uses_secret(
+            &cr("web", None),
+            &d,
+            &"ops/tencent".parse().unwrap()
+        ));
     }
 
     #[test]

@@ -115,10 +115,6 @@ impl Context {
         let Ok(source) = credentials::source_for(cr, &self.defaults) else {
             return Vec::new();
         };
-        let secret = match source {
-            credentials::CredentialsSource::Referenced(secret, _)
-            | credentials::CredentialsSource::Default(secret) => secret,
-        };
         let stores = self
             .stores
             .read()
@@ -126,7 +122,17 @@ impl Context {
         let mut ids: Vec<String> = stores
             .iter()
             .flat_map(|store| store.state())
-            .filter(|peer| credentials::uses_secret(peer, &self.defaults, &secret))
+            .filter(
+                |peer| match (&source, credentials::source_for(peer, &self.defaults)) {
+                    (_, Err(_)) => false,
+                    (credentials::CredentialsSource::PodIdentity, Ok(theirs)) => {
+                        theirs == credentials::CredentialsSource::PodIdentity
+                    }
+                    (mine, Ok(theirs)) => {
+                        mine.secret().is_some() && mine.secret() == theirs.secret()
+                    }
+                },
+            )
             .filter_map(|peer| peer.expected_certificate_id())
             .collect();
         ids.sort_unstable();

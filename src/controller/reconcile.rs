@@ -463,13 +463,41 @@ async fn download_and_write(
     namespace: &str,
     sync: &Sync<'_>,
 ) -> Result<Written, SyncError> {
+    let source = credentials::resolve(&ctx.client, cr, &ctx.defaults).await?;
+    let credentials = ctx.tencent.credentials(&source).await?;
+    let result = download_and_write_with(cr, ctx, secrets, namespace, sync, &credentials).await;
+    match &result {
+        Err(SyncError::Tencent { err })
+            if source.role_arn().is_some() && err.code() == Some("AuthFailure.TokenFailure") =>
+        {
+            // Tencent refused the role's temporary credentials (expired or revoked before their time):
+            // assume the role again, at once, and try once more with the new ones.
+            debug!(
+                reason = err.reason(),
+                "temporary credentials refused; assuming the role again"
+            );
+            ctx.tencent.forget_credentials(&source);
+            let credentials = ctx.tencent.credentials(&source).await?;
+            download_and_write_with(cr, ctx, secrets, namespace, sync, &credentials).await
+        }
+        _ => result,
+    }
+}
+
+async fn download_and_write_with(
+    cr: &TencentCertificate,
+    ctx: &Context,
+    secrets: &Api<Secret>,
+    namespace: &str,
+    sync: &Sync<'_>,
+    credentials: &crate::tencent::Credentials,
+) -> Result<Written, SyncError> {
     let Sync {
         existing,
         trigger,
         now,
         ..
     } = *sync;
-    let credentials = credentials::resolve(&ctx.client, cr, &ctx.defaults).await?;
     let refresh = crd::refresh_interval(&cr.spec);
     let max_age = trigger.max_age(refresh);
     let routine = matches!(trigger, DownloadTrigger::RefreshDue);
@@ -481,12 +509,11 @@ async fn download_and_write(
         _ => false,
     };
     if looks_up && let Some(id) = cr.expected_certificate_id() {
-        ctx.tencent
-            .prefetch_lookups(&credentials, &id, max_age, || {
-                ctx.ids_sharing_credentials(cr)
-            });
+        ctx.tencent.prefetch_lookups(credentials, &id, max_age, || {
+            ctx.ids_sharing_credentials(cr)
+        });
     }
-    let resolved = target::resolve(cr, &ctx.tencent, &credentials, now, max_age, routine).await?;
+    let resolved = target::resolve(cr, &ctx.tencent, credentials, now, max_age, routine).await?;
     let certificate_id = &resolved.id;
     let before = policy::BeforeDownload {
         trigger,
@@ -518,7 +545,7 @@ async fn download_and_write(
     };
     let bundle = match ctx
         .bundles
-        .get(&credentials, certificate_id, download_max_age)
+        .get(credentials, certificate_id, download_max_age)
     {
         Some(shared) => {
             crate::tencent::Observer::coalesced(ctx.metrics.as_ref(), "wave");
@@ -527,11 +554,10 @@ async fn download_and_write(
         None => {
             let download = ctx
                 .tencent
-                .download_certificate_within(&credentials, certificate_id, download_max_age)
+                .download_certificate_within(credentials, certificate_id, download_max_age)
                 .await?;
             let bundle = Arc::new(bundle::extract(&download.zip)?);
-            ctx.bundles
-                .put(&credentials, certificate_id, bundle.clone());
+            ctx.bundles.put(credentials, certificate_id, bundle.clone());
             bundle
         }
     };

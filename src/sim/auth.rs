@@ -48,7 +48,7 @@ pub struct IncomingRequest<'a> {
 }
 
 impl IncomingRequest<'_> {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).map(String::as_str)
     }
 }
@@ -60,11 +60,65 @@ pub struct Authenticated {
     pub action: String,
 }
 
-/// Checks the common parameters and the signature; `now` is the simulator's clock (Unix seconds).
+/// Checks the common parameters and the signature of an SSL API request; `now` is the simulator's clock
+/// (Unix seconds).
 pub fn authenticate(
     request: &IncomingRequest<'_>,
     accounts: &HashMap<String, Account>,
     now: i64,
+) -> Result<Authenticated, Rejection> {
+    authenticate_for(
+        request,
+        &|id| accounts.get(id).cloned(),
+        now,
+        SERVICE,
+        API_VERSION,
+    )
+}
+
+/// The common parameters an unsigned call (`AssumeRoleWithWebIdentity`) still needs: the action, the
+/// version, a timestamp and `Authorization: SKIP` (what Tencent's SDK sends).
+pub fn check_unsigned(request: &IncomingRequest<'_>, version: &str) -> Result<String, Rejection> {
+    let action = request
+        .header("x-tc-action")
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| {
+            reject(
+                "MissingParameter",
+                "The request is missing a required parameter `X-TC-Action`.",
+            )
+        })?;
+    if request.header("x-tc-version") != Some(version) {
+        return Err(reject(
+            "NoSuchVersion",
+            "The API version does not exist for this action.",
+        ));
+    }
+    request
+        .header("x-tc-timestamp")
+        .and_then(|t| t.parse::<i64>().ok())
+        .ok_or_else(|| {
+            reject(
+                "MissingParameter",
+                "The request is missing a valid `X-TC-Timestamp`.",
+            )
+        })?;
+    if request.header("authorization") != Some("SKIP") {
+        return Err(reject(
+            "AuthFailure.InvalidAuthorization",
+            "This action is called unsigned, with `Authorization: SKIP`.",
+        ));
+    }
+    Ok(action.to_string())
+}
+
+/// Like [`authenticate`] for any service and version, with accounts from `find`.
+pub fn authenticate_for(
+    request: &IncomingRequest<'_>,
+    find: &dyn Fn(&str) -> Option<Account>,
+    now: i64,
+    service: &str,
+    api_version: &str,
 ) -> Result<Authenticated, Rejection> {
     let action = request
         .header("x-tc-action")
@@ -81,7 +135,7 @@ pub fn authenticate(
             "The request is missing a required parameter `X-TC-Version`.",
         )
     })?;
-    if version != API_VERSION {
+    if version != api_version {
         return Err(reject(
             "NoSuchVersion",
             format!("The API version `{version}` does not exist."),
@@ -129,13 +183,13 @@ pub fn authenticate(
             ),
         ));
     }
-    let account = accounts.get(parsed.secret_id).ok_or_else(|| {
+    let account = find(parsed.secret_id).ok_or_else(|| {
         reject(
             "AuthFailure.SecretIdNotFound",
             "The SecretId is not found, please ensure that your SecretId is correct.",
         )
     })?;
-    if parsed.service != SERVICE || parsed.date != sign::utc_date(timestamp) {
+    if parsed.service != service || parsed.date != sign::utc_date(timestamp) {
         return Err(reject(
             "AuthFailure.SignatureFailure",
             "The credential scope does not match the timestamp's UTC date or the service.",
@@ -153,7 +207,7 @@ pub fn authenticate(
     }
     let expected = sign::sign(
         &account.secret_key,
-        SERVICE,
+        service,
         timestamp,
         &RequestToSign {
             method: request.method,

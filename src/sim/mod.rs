@@ -3,7 +3,8 @@
 //! test suite (in-process, random port), by demos and by benchmarks (`tencent-cert-operator sim`).
 //!
 //! API actions: `DownloadCertificate`, `DescribeCertificateDetail`, `DescribeCertificates` (filters and
-//! pagination, see [`listing`]). Faults and latencies name a certificate id, `*`, or — for the list — the
+//! pagination, see [`listing`]), and STS's `AssumeRole` and `AssumeRoleWithWebIdentity` ([`sts`]): one
+//! process serves both APIs, told apart by `X-TC-Version`, so a client's STS endpoint can be the same URL. Faults and latencies name a certificate id, `*`, or — for the list — the
 //! action name `DescribeCertificates`.
 //!
 //! Control endpoints (JSON): `GET /_sim/stats`, `POST /_sim/stats/reset`, `POST /_sim/faults`
@@ -14,7 +15,9 @@
 //! 400 bad request): `POST /_sim/certificates` (a spec: the CLI string or an object, see
 //! [`CertificateSpec::from_json`]), `POST /_sim/certificates/{id}/renew` (optional
 //! `{"new_id","status","link":"renew|reissue|hosting|service","valid_days"}`),
-//! `POST /_sim/certificates/{id}/expire`, `POST /_sim/certificates/{id}/status` (`{"status": N}`).
+//! `POST /_sim/certificates/{id}/expire`, `POST /_sim/certificates/{id}/status` (`{"status": N}`);
+//! STS: `POST /_sim/roles` (a [`SimRole`] object: adds or replaces, e.g. to rotate tokens) and
+//! `POST /_sim/sts/expire` (every temporary credential issued so far expires now).
 //! [`SimState`] has the same operations for in-process tests.
 
 pub mod auth;
@@ -25,6 +28,7 @@ pub mod manage;
 pub mod pki;
 pub mod server;
 pub mod state;
+pub mod sts;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,6 +41,7 @@ pub use auth::Account;
 pub use catalog::CertificateSpec;
 pub use manage::{ControlError, RenewLink, RenewRequest};
 pub use state::{Fault, Latency, SimCertificate, SimLinks, SimState, Stats};
+pub use sts::SimRole;
 
 #[derive(Debug, Clone, Default)]
 pub struct SimConfig {
@@ -50,6 +55,8 @@ pub struct SimConfig {
     pub latencies: Vec<Latency>,
     /// Seconds added to the simulator's clock, to provoke `AuthFailure.SignatureExpire`.
     pub clock_offset: i64,
+    /// STS roles (`AssumeRole`, `AssumeRoleWithWebIdentity`; see [`sts`]).
+    pub roles: Vec<SimRole>,
 }
 
 impl SimConfig {
@@ -145,6 +152,7 @@ pub async fn start(config: SimConfig, listen: SocketAddr) -> Result<SimHandle, S
         faults,
         latencies,
         clock_offset,
+        roles,
     } = config;
     // Key generation is CPU work (RSA especially): keep it off the async workers. The CA is kept to issue
     // renewals made through the control API under the same root.
@@ -165,6 +173,9 @@ pub async fn start(config: SimConfig, listen: SocketAddr) -> Result<SimHandle, S
         clock_offset,
     ));
     state.set_pki(Arc::new(pki));
+    for role in roles {
+        state.put_role(role);
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| SimError::Bind {

@@ -17,7 +17,10 @@ use super::catalog::CertificateSpec;
 use super::listing::{self, ListQuery};
 use super::manage::{ControlError, RenewRequest};
 use super::state::{Fault, Latency, SimCertificate, SimState, Stats};
-use crate::tencent::client::{ACTION_DESCRIBE_DETAIL, ACTION_DOWNLOAD, STATUS_ISSUED};
+use super::sts::{self, SimRole};
+use crate::tencent::client::{
+    ACTION_DESCRIBE_DETAIL, ACTION_DOWNLOAD, API_VERSION, SERVICE, STATUS_ISSUED, STS_API_VERSION,
+};
 use crate::tencent::list::ACTION_DESCRIBE_CERTIFICATES;
 
 pub fn router(state: Arc<SimState>) -> Router {
@@ -35,6 +38,8 @@ pub fn router(state: Arc<SimState>) -> Router {
         .route("/_sim/certificates/{id}/renew", post(renew_certificate))
         .route("/_sim/certificates/{id}/expire", post(expire_certificate))
         .route("/_sim/certificates/{id}/status", post(set_status))
+        .route("/_sim/roles", post(put_role))
+        .route("/_sim/sts/expire", post(expire_issued))
         .with_state(state)
 }
 
@@ -116,13 +121,39 @@ async fn api(
         headers: &headers,
         body: &body,
     };
-    let caller = match auth::authenticate(&incoming, &state.accounts, state.now()) {
+    if incoming.header("x-tc-version") == Some(STS_API_VERSION) {
+        let (action, answer) = sts::handle(&state, &incoming);
+        return match answer {
+            Ok(fields) => {
+                state.record(&action, "Success", None);
+                success_response(fields)
+            }
+            Err((code, message)) => {
+                state.record(&action, code, None);
+                error_response(code, &message)
+            }
+        };
+    }
+    let caller = match auth::authenticate_for(
+        &incoming,
+        &|id| state.account(id),
+        state.now(),
+        SERVICE,
+        API_VERSION,
+    ) {
         Ok(caller) => caller,
         Err(rejection) => {
             state.record(&action_header, rejection.code, None);
             return error_response(rejection.code, &rejection.message);
         }
     };
+    if state.issued_expired(&caller.secret_id) == Some(true) {
+        state.record(&caller.action, "AuthFailure.TokenFailure", None);
+        return error_response(
+            "AuthFailure.TokenFailure",
+            "The temporary credentials have expired; request new ones from STS.",
+        );
+    }
     state.record_caller(&caller.secret_id);
     let action = caller.action.as_str();
     let params: Value = match serde_json::from_slice(&body) {
@@ -307,6 +338,16 @@ pub(super) fn certificate_extra(certificate: &SimCertificate) -> Value {
 
 async fn stats(State(state): State<Arc<SimState>>) -> Json<Stats> {
     Json(state.stats())
+}
+
+async fn put_role(State(state): State<Arc<SimState>>, Json(role): Json<SimRole>) -> Json<Value> {
+    state.put_role(role);
+    Json(json!({"ok": true}))
+}
+
+async fn expire_issued(State(state): State<Arc<SimState>>) -> Json<Value> {
+    state.expire_issued();
+    Json(json!({"ok": true}))
 }
 
 async fn reset_stats(State(state): State<Arc<SimState>>) -> Json<Value> {

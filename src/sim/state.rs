@@ -229,6 +229,9 @@ pub struct SimState {
     rate_limit: Option<f64>,
     /// Seconds added to the real clock (to test clock skew).
     pub(crate) clock_offset: i64,
+    /// STS: roles by ARN, and the temporary credentials issued, by SecretId.
+    roles: RwLock<HashMap<String, super::sts::SimRole>>,
+    issued: Mutex<HashMap<String, super::sts::Issued>>,
 }
 
 impl SimState {
@@ -258,6 +261,80 @@ impl SimState {
             buckets: Mutex::new(HashMap::new()),
             rate_limit: rate_limit.filter(|r| r.is_finite() && *r > 0.0),
             clock_offset,
+            roles: RwLock::new(HashMap::new()),
+            issued: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Adds or replaces a role (e.g. with rotated web identity tokens or another trust policy).
+    pub fn put_role(&self, role: super::sts::SimRole) {
+        self.roles
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(role.role_arn.clone(), role);
+    }
+
+    pub fn role(&self, role_arn: &str) -> Option<super::sts::SimRole> {
+        self.roles
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(role_arn)
+            .cloned()
+    }
+
+    /// A key the simulator knows: permanent, or temporary (expired ones too, so their signature is still
+    /// verified before the expiry is reported).
+    pub fn account(&self, secret_id: &str) -> Option<Account> {
+        self.accounts.get(secret_id).cloned().or_else(|| {
+            lock(&self.issued)
+                .get(secret_id)
+                .map(|issued| issued.account.clone())
+        })
+    }
+
+    /// `Some(expired?)` for temporary credentials, `None` for others.
+    pub fn issued_expired(&self, secret_id: &str) -> Option<bool> {
+        let now = self.now();
+        lock(&self.issued)
+            .get(secret_id)
+            .map(|issued| issued.expires_at <= now)
+    }
+
+    pub(crate) fn put_issued(&self, issued: super::sts::Issued) {
+        let now = self.now();
+        let mut all = lock(&self.issued);
+        // Keep expired ones an hour, so late callers get TokenFailure rather than SecretIdNotFound.
+        all.retain(|_, i| i.expires_at > now - 3600);
+        all.insert(issued.account.secret_id.clone(), issued);
+    }
+
+    /// Temporary credentials issued and still valid, per role ARN.
+    pub fn issued_count(&self, role_arn: &str) -> usize {
+        let now = self.now();
+        lock(&self.issued)
+            .values()
+            .filter(|i| i.role_arn == role_arn && i.expires_at > now)
+            .count()
+    }
+
+    /// The secret parts (keys and tokens) of every temporary credential issued, for tests that check
+    /// they never leak.
+    pub fn issued_secrets(&self) -> Vec<String> {
+        lock(&self.issued)
+            .values()
+            .flat_map(|i| {
+                [i.account.secret_key.clone()]
+                    .into_iter()
+                    .chain(i.account.token.clone())
+            })
+            .collect()
+    }
+
+    /// Makes every temporary credential issued so far expire now.
+    pub fn expire_issued(&self) {
+        let now = self.now();
+        for issued in lock(&self.issued).values_mut() {
+            issued.expires_at = issued.expires_at.min(now);
         }
     }
 

@@ -37,6 +37,12 @@ pub const SERVICE: &str = "ssl";
 pub const CONTENT_TYPE: &str = "application/json";
 pub const ACTION_DOWNLOAD: &str = "DownloadCertificate";
 pub const ACTION_DESCRIBE_DETAIL: &str = "DescribeCertificateDetail";
+/// Tencent Cloud STS (temporary credentials for roles): service, version and default endpoint.
+pub const STS_SERVICE: &str = "sts";
+pub const STS_API_VERSION: &str = "2018-08-13";
+pub const DEFAULT_STS_ENDPOINT: &str = "https://sts.tencentcloudapi.com";
+/// The region STS calls name when the caller has none (the Python SDK's `STSAssumeRoleCredential` default).
+pub const DEFAULT_STS_REGION: &str = "ap-guangzhou";
 
 /// Responses larger than this are refused (a certificate ZIP is a few KiB).
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
@@ -47,6 +53,9 @@ const RATE_LIMIT_RETRIES: u32 = 2;
 pub struct ClientConfig {
     /// `https://ssl.tencentcloudapi.com`, `https://ssl.intl.tencentcloudapi.com`, or a simulator URL.
     pub endpoint: String,
+    /// The STS endpoint for roles. `None`: derived from `endpoint` — `ssl.` becomes `sts.` on Tencent's
+    /// hosts, and any other URL (a simulator, which serves both APIs) is used as it is.
+    pub sts_endpoint: Option<String>,
     pub timeout: Duration,
     pub limiter: LimiterConfig,
     /// How long a successful download serves later callers (≤ 60 s by design; the operator keeps the
@@ -68,6 +77,7 @@ impl Default for ClientConfig {
     fn default() -> Self {
         Self {
             endpoint: DEFAULT_ENDPOINT.to_string(),
+            sts_endpoint: None,
             timeout: Duration::from_secs(10),
             limiter: LimiterConfig::default(),
             download_cache_ttl: Duration::from_secs(10),
@@ -209,10 +219,81 @@ struct ListKey {
 /// A finished list scan, shared by all its callers.
 pub type CertificateList = Arc<[CertificateSummary]>;
 
+/// Where one Tencent API lives and how its requests are scoped.
+#[derive(Debug, Clone)]
+pub(crate) struct Api {
+    endpoint: reqwest::Url,
+    /// The Host header sent and signed.
+    host: String,
+    service: &'static str,
+    version: &'static str,
+}
+
+impl Api {
+    fn parse(
+        endpoint: &str,
+        service: &'static str,
+        version: &'static str,
+    ) -> Result<Self, ClientBuildError> {
+        let invalid = |why: &str| ClientBuildError::InvalidEndpoint {
+            endpoint: endpoint.to_string(),
+            why: why.to_string(),
+        };
+        let url = reqwest::Url::parse(endpoint).map_err(|e| invalid(&e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(invalid(
+                "the scheme must be https (or http for a local simulator)",
+            ));
+        }
+        if url.path() != "/" || url.query().is_some() {
+            return Err(invalid("API 3.0 endpoints take no path or query"));
+        }
+        let host_name = url.host_str().ok_or_else(|| invalid("no host"))?;
+        // The Host header reqwest sends: the port appears only when it is not the scheme's default.
+        let host = match url.port() {
+            Some(port) => format!("{host_name}:{port}"),
+            None => host_name.to_string(),
+        };
+        Ok(Self {
+            endpoint: url,
+            host,
+            service,
+            version,
+        })
+    }
+}
+
+/// The STS endpoint that goes with an SSL endpoint (see [`ClientConfig::sts_endpoint`]).
+pub fn sts_endpoint_for(ssl_endpoint: &str) -> String {
+    match reqwest::Url::parse(ssl_endpoint) {
+        Ok(url)
+            if url
+                .host_str()
+                .is_some_and(|h| h.starts_with("ssl.") && h.ends_with(".tencentcloudapi.com")) =>
+        {
+            let host = url.host_str().unwrap_or_default();
+            format!("{}://sts.{}", url.scheme(), &host["ssl.".len()..])
+        }
+        _ => ssl_endpoint.to_string(),
+    }
+}
+
+/// How a request proves who sends it.
+#[derive(Clone, Copy)]
+pub(crate) enum Auth<'a> {
+    /// TC3-HMAC-SHA256 with these credentials (and `X-TC-Token` for temporary ones).
+    Signed(&'a Credentials),
+    /// `Authorization: SKIP`, as the SDK sends `AssumeRoleWithWebIdentity`: the web identity token in the
+    /// body is the proof.
+    Unsigned,
+}
+
 struct Inner {
     http: reqwest::Client,
-    endpoint: reqwest::Url,
-    host: String,
+    ssl: Api,
+    sts: Api,
+    /// Temporary credentials per role source (see `sts`).
+    sts_cache: super::sts::Cache,
     config: ClientConfig,
     limiter: RateLimiter,
     observer: Arc<dyn Observer>,
@@ -244,7 +325,7 @@ pub struct Client {
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("endpoint", &self.inner.endpoint.as_str())
+            .field("endpoint", &self.inner.ssl.endpoint.as_str())
             .finish_non_exhaustive()
     }
 }
@@ -259,26 +340,12 @@ impl Client {
         config: ClientConfig,
         observer: Arc<dyn Observer>,
     ) -> Result<Self, ClientBuildError> {
-        let invalid = |why: &str| ClientBuildError::InvalidEndpoint {
-            endpoint: config.endpoint.clone(),
-            why: why.to_string(),
-        };
-        let endpoint =
-            reqwest::Url::parse(&config.endpoint).map_err(|e| invalid(&e.to_string()))?;
-        if !matches!(endpoint.scheme(), "http" | "https") {
-            return Err(invalid(
-                "the scheme must be https (or http for a local simulator)",
-            ));
-        }
-        if endpoint.path() != "/" || endpoint.query().is_some() {
-            return Err(invalid("API 3.0 endpoints take no path or query"));
-        }
-        let host_name = endpoint.host_str().ok_or_else(|| invalid("no host"))?;
-        // The Host header reqwest sends: the port appears only when it is not the scheme's default.
-        let host = match endpoint.port() {
-            Some(port) => format!("{host_name}:{port}"),
-            None => host_name.to_string(),
-        };
+        let ssl = Api::parse(&config.endpoint, SERVICE, API_VERSION)?;
+        let sts_endpoint = config
+            .sts_endpoint
+            .clone()
+            .unwrap_or_else(|| sts_endpoint_for(&config.endpoint));
+        let sts = Api::parse(&sts_endpoint, STS_SERVICE, STS_API_VERSION)?;
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
@@ -288,8 +355,9 @@ impl Client {
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
-                endpoint,
-                host,
+                ssl,
+                sts,
+                sts_cache: super::sts::Cache::default(),
                 limiter: RateLimiter::new(config.limiter),
                 observer,
                 downloads: Coalescer::with_budget(
@@ -306,7 +374,16 @@ impl Client {
     }
 
     pub fn endpoint(&self) -> &str {
-        self.inner.endpoint.as_str()
+        self.inner.ssl.endpoint.as_str()
+    }
+
+    pub(crate) fn sts_cache(&self) -> &super::sts::Cache {
+        &self.inner.sts_cache
+    }
+
+    /// The STS endpoint used for roles.
+    pub fn sts_endpoint(&self) -> &str {
+        self.inner.sts.endpoint.as_str()
     }
 
     pub fn limiter(&self) -> &RateLimiter {
@@ -630,6 +707,31 @@ impl Client {
         action: &str,
         params: &Value,
     ) -> Result<Value, TencentError> {
+        let api = &self.inner.ssl;
+        self.call_api(api, Auth::Signed(credentials), None, action, params)
+            .await
+    }
+
+    /// An STS call (see `tencent::sts`), through the same limiter and retries as the SSL API.
+    pub(crate) async fn call_sts(
+        &self,
+        auth: Auth<'_>,
+        region: &str,
+        action: &str,
+        params: &Value,
+    ) -> Result<Value, TencentError> {
+        let api = &self.inner.sts;
+        self.call_api(api, auth, Some(region), action, params).await
+    }
+
+    async fn call_api(
+        &self,
+        api: &Api,
+        auth: Auth<'_>,
+        region: Option<&str>,
+        action: &str,
+        params: &Value,
+    ) -> Result<Value, TencentError> {
         let body = serde_json::to_vec(params).map_err(|e| TencentError::Malformed {
             action: action.to_string(),
             detail: format!("cannot encode the request: {e}"),
@@ -656,7 +758,7 @@ impl Client {
                 self.inner.limiter.current_rate(action),
             );
             let started = Instant::now();
-            let result = self.send_once(credentials, action, &body).await;
+            let result = self.send_once(api, auth, region, action, &body).await;
             self.inner
                 .observer
                 .request(action, &response_code(&result), started.elapsed());
@@ -679,7 +781,9 @@ impl Client {
 
     async fn send_once(
         &self,
-        credentials: &Credentials,
+        api: &Api,
+        auth: Auth<'_>,
+        region: Option<&str>,
         action: &str,
         body: &[u8],
     ) -> Result<Value, TencentError> {
@@ -687,33 +791,43 @@ impl Client {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or_default();
-        let signed = sign::sign(
-            credentials.secret_key(),
-            SERVICE,
-            timestamp,
-            &RequestToSign {
-                method: "POST",
-                query: "",
-                headers: &[("content-type", CONTENT_TYPE), ("host", &self.inner.host)],
-                payload: body,
-            },
-        );
         let mut request = self
             .inner
             .http
-            .post(self.inner.endpoint.clone())
+            .post(api.endpoint.clone())
             .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
-            .header(
-                reqwest::header::AUTHORIZATION,
-                signed.authorization(credentials.secret_id()),
-            )
             .header("X-TC-Action", action)
-            .header("X-TC-Version", API_VERSION)
+            .header("X-TC-Version", api.version)
             .header("X-TC-Timestamp", timestamp.to_string())
             .header("X-TC-Language", &self.inner.config.language)
             .body(body.to_vec());
-        if let Some(token) = credentials.token() {
-            request = request.header("X-TC-Token", token);
+        if let Some(region) = region {
+            request = request.header("X-TC-Region", region);
+        }
+        match auth {
+            Auth::Signed(credentials) => {
+                let signed = sign::sign(
+                    credentials.secret_key(),
+                    api.service,
+                    timestamp,
+                    &RequestToSign {
+                        method: "POST",
+                        query: "",
+                        headers: &[("content-type", CONTENT_TYPE), ("host", &api.host)],
+                        payload: body,
+                    },
+                );
+                request = request.header(
+                    reqwest::header::AUTHORIZATION,
+                    signed.authorization(credentials.secret_id()),
+                );
+                if let Some(token) = credentials.token() {
+                    request = request.header("X-TC-Token", token);
+                }
+            }
+            Auth::Unsigned => {
+                request = request.header(reqwest::header::AUTHORIZATION, "SKIP");
+            }
         }
         let transport = |err: reqwest::Error| {
             if err.is_timeout() {
@@ -1007,13 +1121,33 @@ mod tests {
             ..ClientConfig::default()
         })
         .unwrap();
-        assert_eq!(client.inner.host, "127.0.0.1:9000");
+        assert_eq!(client.inner.ssl.host, "127.0.0.1:9000");
         let intl = Client::new(ClientConfig {
             endpoint: "https://ssl.intl.tencentcloudapi.com".into(),
             ..ClientConfig::default()
         })
         .unwrap();
-        assert_eq!(intl.inner.host, "ssl.intl.tencentcloudapi.com");
+        assert_eq!(intl.inner.ssl.host, "ssl.intl.tencentcloudapi.com");
+        // STS follows the SSL endpoint: Tencent's sts host of the same site, or the same simulator.
+        assert_eq!(intl.inner.sts.host, "sts.intl.tencentcloudapi.com");
+        assert_eq!(client.inner.sts.host, "127.0.0.1:9000");
+        assert_eq!(
+            Client::new(ClientConfig::default()).unwrap().sts_endpoint(),
+            "https://sts.tencentcloudapi.com/"
+        );
+        let explicit = Client::new(ClientConfig {
+            sts_endpoint: Some("http://127.0.0.1:9001".into()),
+            ..ClientConfig::default()
+        })
+        .unwrap();
+        assert_eq!(explicit.inner.sts.host, "127.0.0.1:9001");
+        assert!(
+            Client::new(ClientConfig {
+                sts_endpoint: Some("https://x/path".into()),
+                ..ClientConfig::default()
+            })
+            .is_err()
+        );
         for bad in ["ftp://x", "https://x/path", "not a url", "https://x/?a=b"] {
             assert!(
                 Client::new(ClientConfig {

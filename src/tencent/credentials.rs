@@ -19,6 +19,10 @@ pub struct Credentials {
     secret_id: String,
     secret_key: SecretString,
     token: Option<SecretString>,
+    /// For temporary credentials obtained from a role: the digest of where they come from (base key and
+    /// role, or web identity), which is their [`Credentials::fingerprint`]. Shared results stay keyed by
+    /// the source across refreshes of the temporary key.
+    source: Option<[u8; 32]>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,7 +56,14 @@ impl Credentials {
             secret_id,
             secret_key: SecretString::from(secret_key),
             token,
+            source: None,
         })
+    }
+
+    /// The same credentials, fingerprinted by `source` instead of their own values (see the field).
+    pub(crate) fn with_source(mut self, source: [u8; 32]) -> Self {
+        self.source = Some(source);
+        self
     }
 
     /// Reads `TENCENTCLOUD_SECRET_ID`, `TENCENTCLOUD_SECRET_KEY` and the first non-empty token variable.
@@ -88,7 +99,13 @@ impl Credentials {
 
     /// A digest of the whole credential set, for keying shared results. Two callers that share a SecretId
     /// but not its key must never share a download, so the key and token are part of the digest.
+    ///
+    /// Temporary credentials from a role answer the digest of their source instead, which does not change
+    /// when the temporary key is refreshed.
     pub fn fingerprint(&self) -> [u8; 32] {
+        if let Some(source) = self.source {
+            return source;
+        }
         let mut hasher = Sha256::new();
         for part in [
             self.secret_id.as_str(),
@@ -195,5 +212,17 @@ mod tests {
         assert_ne!(a.fingerprint(), b.fingerprint());
         assert_ne!(a.fingerprint(), c.fingerprint());
         assert_eq!(a.fingerprint(), a.clone().fingerprint());
+    }
+
+    #[test]
+    fn a_source_fingerprint_replaces_the_key_digest() {
+        let first = Credentials::new("AKIDtmp1", "k1", Some("t1".into()))
+            .unwrap()
+            .with_source([7; 32]);
+        let refreshed = Credentials::new("AKIDtmp2", "k2", Some("t2".into()))
+            .unwrap()
+            .with_source([7; 32]);
+        assert_eq!(first.fingerprint(), refreshed.fingerprint());
+        assert_eq!(first.fingerprint(), [7; 32]);
     }
 }

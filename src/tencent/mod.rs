@@ -10,6 +10,7 @@ pub mod lookup;
 pub mod observer;
 pub mod priority;
 pub mod sign;
+pub mod sts;
 
 pub use client::{
     CertificateDetail, CertificateExtra, CertificateList, Client, ClientConfig, Download,
