@@ -6,6 +6,7 @@
 //!   generated kubeconfig, so CI exercises the binary and its watches without a cluster.
 //!
 //! - `chart` (tests/e2e/chart.rs): the Helm chart's own RBAC on a real API server.
+//! - `cluster` (tests/e2e/cluster.rs): ClusterTencentCertificate across real namespaces and the real GC.
 //! - `faults` (tests/e2e/faults.rs): the API server away and back, SIGKILL mid-sync, Tencent misbehaving,
 //!   credentials rotation, namespace deletion — on a real API server.
 //!
@@ -15,6 +16,8 @@
 
 #[path = "e2e/chart.rs"]
 mod chart;
+#[path = "e2e/cluster.rs"]
+mod cluster;
 #[path = "e2e/faults.rs"]
 mod faults;
 #[path = "e2e/pod_identity.rs"]
