@@ -357,8 +357,37 @@ async fn run_kind<K>(
         generated: store,
         route_of,
     });
+    // A generated resource's change wakes its route, and every other route of its namespace naming its
+    // Secret: one that lost a conflict to it takes over once it is gone.
+    let mapper = {
+        let routes = route_store.clone();
+        move |child: TencentCertificate| -> Vec<ObjectRef<K>> {
+            let Some(namespace) = child.namespace() else {
+                return Vec::new();
+            };
+            let name = child.name_any();
+            let mut wake: Vec<ObjectRef<K>> = child
+                .owner_references()
+                .iter()
+                .filter(|o| o.controller == Some(true) && o.kind == kind.kind())
+                .map(|o| ObjectRef::new(&o.name).within(&namespace))
+                .collect();
+            wake.extend(
+                routes
+                    .state()
+                    .iter()
+                    .filter(|r| r.namespace().as_deref() == Some(namespace.as_str()))
+                    .filter(|r| {
+                        route_of(r)
+                            .is_some_and(|route| route.tls.iter().any(|t| t.secret_name == name))
+                    })
+                    .map(|r| ObjectRef::from_obj(r.as_ref())),
+            );
+            wake
+        }
+    };
     Controller::for_stream(route_events, route_store)
-        .owns_stream(children)
+        .watches_stream(children, mapper)
         .trigger_backoff(watches::NoSharedBackoff)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
