@@ -6,6 +6,8 @@
 //!   generated kubeconfig, so CI exercises the binary and its watches without a cluster.
 //!
 //! - `chart` (tests/e2e/chart.rs): the Helm chart's own RBAC on a real API server.
+//! - `routes` (tests/e2e/routes.rs): annotated Ingresses and a Gateway (fixture CRD installed while the
+//!   operator runs) get their Secrets, and lose them as the annotations say.
 //! - `faults` (tests/e2e/faults.rs): the API server away and back, SIGKILL mid-sync, Tencent misbehaving,
 //!   credentials rotation, namespace deletion — on a real API server.
 //!
@@ -17,6 +19,8 @@
 mod chart;
 #[path = "e2e/faults.rs"]
 mod faults;
+#[path = "e2e/routes.rs"]
+mod routes;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
