@@ -26,7 +26,7 @@ const SECRET_KEY: &str = "shim-test-secret-key-do-not-log";
 struct Harness {
     api: FakeApiServer,
     stop: watch::Sender<bool>,
-    _sim: Option<SimHandle>,
+    sim: Option<SimHandle>,
 }
 
 impl Drop for Harness {
@@ -60,7 +60,7 @@ async fn start(gateway: bool) -> Harness {
     Harness {
         api,
         stop,
-        _sim: None,
+        sim: None,
     }
 }
 
@@ -98,7 +98,7 @@ async fn start_with_controller() -> Harness {
         },
         until(&h.stop),
     ));
-    h._sim = Some(sim);
+    h.sim = Some(sim);
     let secret: Secret = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": "tencent", "namespace": NS},
@@ -577,4 +577,37 @@ async fn generated_resources_write_their_secrets_like_hand_written_ones() {
         serde_json::to_string(&h.api.objects("events.k8s.io", "v1", "events", Some(NS))).unwrap();
     assert!(!events.contains(SECRET_KEY));
     assert!(events.contains("CreateCertificate"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_naming_one_certificate_share_its_tencent_requests() {
+    let h = start_with_controller().await;
+    const ROUTES: usize = 20;
+    for i in 0..ROUTES {
+        h.put_ingress(
+            &format!("r{i:02}"),
+            json!({"tencentcert.io/certificate-id": "aBcD1234", "tencentcert.io/credentials": "tencent"}),
+            json!([{"hosts": ["shop.example.com"], "secretName": format!("r{i:02}-tls")}]),
+        )
+        .await;
+    }
+    for i in 0..ROUTES {
+        h.wait_tcert(&format!("r{i:02}-tls"), |c| {
+            c.status.as_ref().is_some_and(|s| s.is_true("Ready"))
+        })
+        .await;
+    }
+    let stats = h.sim.as_ref().unwrap().stats();
+    let downloads = stats.action_total("DownloadCertificate");
+    let lookups = stats.action_total("DescribeCertificates");
+    eprintln!(
+        "{ROUTES} Ingresses naming one certificate: {downloads} download(s), {lookups} DescribeCertificates, {} Tencent requests in all",
+        stats.requests
+    );
+    // Per certificate id, not per route: one download; lookups batched (at most a handful of waves).
+    assert_eq!(downloads, 1);
+    assert!(
+        lookups < ROUTES as u64,
+        "{lookups} lookups for {ROUTES} routes"
+    );
 }

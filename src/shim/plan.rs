@@ -312,13 +312,27 @@ pub fn wanted_names(route: &Route) -> Vec<String> {
     }
 }
 
+/// The spec fields the shim sets (and owns by server-side apply). `selector` and `secretTemplate` are
+/// left to users: one they add stays, as another field manager's, and is no reason to write.
+fn shim_fields_equal(a: &TencentCertificateSpec, b: &TencentCertificateSpec) -> bool {
+    a.certificate_id == b.certificate_id
+        && a.domain == b.domain
+        && a.additional_domains == b.additional_domains
+        && a.secret_name == b.secret_name
+        && a.refresh_interval == b.refresh_interval
+        && a.credentials_ref == b.credentials_ref
+        && a.deletion_policy == b.deletion_policy
+        && a.follow_renewals == b.follow_renewals
+        && a.include_ca == b.include_ca
+}
+
 /// Whether an existing generated resource already says what `desired` says (spec, the route label and
 /// annotation, and the owner reference); other labels and annotations are the user's.
 fn up_to_date(existing: &TencentCertificate, desired: &TencentCertificate) -> bool {
     let contains = |have: &BTreeMap<String, String>, want: &Option<BTreeMap<String, String>>| {
         want.iter().flatten().all(|(k, v)| have.get(k) == Some(v))
     };
-    existing.spec == desired.spec
+    shim_fields_equal(&existing.spec, &desired.spec)
         && contains(existing.labels(), &desired.metadata.labels)
         && contains(existing.annotations(), &desired.metadata.annotations)
         && desired
@@ -725,6 +739,14 @@ mod tests {
                 .iter()
                 .all(|s| matches!(s, Step::Keep { .. }))
         );
+        // Nor is a secretTemplate a user added; a field the shim sets, changed by hand, is.
+        let mut templated = existing.clone();
+        templated[0].spec.secret_template = Some(crate::crd::SecretTemplate::default());
+        let keeps = |steps: &[Step]| steps.iter().all(|s| matches!(s, Step::Keep { .. }));
+        assert!(keeps(&plan(&first, &templated).steps));
+        let mut edited = existing.clone();
+        edited[0].spec.include_ca = false;
+        assert!(matches!(plan(&first, &edited).steps[0], Step::Update(_)));
         // Another id: both updated.
         let changed = route(
             &[(CERTIFICATE_ID_ANNOTATION, "eFgH5678")],
