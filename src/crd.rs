@@ -30,6 +30,7 @@ pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
     validation = kube::core::Rule::new("self.metadata.name.size() <= 63").message("the name must be at most 63 characters: it is used as a label value on the Secret"),
     validation = kube::core::Rule::new("has(self.spec.certificateId) != has(self.spec.domain)").message("set exactly one of spec.certificateId and spec.domain"),
     validation = kube::core::Rule::new("!has(self.spec.selector) || has(self.spec.domain)").message("spec.selector applies only with spec.domain"),
+    validation = kube::core::Rule::new("!has(self.spec.additionalDomains) || has(self.spec.domain)").message("spec.additionalDomains applies only with spec.domain"),
     printcolumn(
         name = "Certificate ID",
         type_ = "string",
@@ -61,6 +62,18 @@ pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
+    ),
+    // Generated from an Ingress or Gateway (src/shim): the route object is the controlling owner.
+    printcolumn(
+        name = "Route",
+        type_ = "string",
+        json_path = ".metadata.ownerReferences[?(@.controller==true)].name"
+    ),
+    printcolumn(
+        name = "Route Kind",
+        type_ = "string",
+        json_path = ".metadata.ownerReferences[?(@.controller==true)].kind",
+        priority = "1"
     )
 )]
 #[serde(rename_all = "camelCase")]
@@ -81,6 +94,21 @@ pub struct TencentCertificateSpec {
         )
     )]
     pub domain: Option<String>,
+
+    /// With `domain`: the selected certificate must cover these names too (one certificate for all the
+    /// hosts of an Ingress TLS entry or Gateway listener). No certificate covering them all is
+    /// `NoMatchingCertificate`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 100),
+        inner(
+            length(min = 1, max = 253),
+            regex(
+                pattern = r"^(\*\.)?[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)+$"
+            )
+        )
+    )]
+    pub additional_domains: Vec<String>,
 
     /// Narrows the certificates `domain` picks from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -311,6 +339,8 @@ pub enum Target<'a> {
     },
     Domain {
         domain: &'a str,
+        /// Names the certificate must cover as well as `domain`.
+        additional: &'a [String],
         selector: Option<&'a CertificateSelector>,
     },
     /// Neither or both set (the CRD's validation prevents this; old objects may still have it).
@@ -326,6 +356,7 @@ impl TencentCertificateSpec {
             },
             (None, Some(domain)) => Target::Domain {
                 domain,
+                additional: &self.additional_domains,
                 selector: self.selector.as_ref(),
             },
             _ => Target::Invalid,
@@ -336,6 +367,9 @@ impl TencentCertificateSpec {
     pub fn describe_target(&self) -> String {
         match self.target() {
             Target::Certificate { id, .. } => id.to_string(),
+            Target::Domain {
+                domain, additional, ..
+            } if !additional.is_empty() => format!("domains {domain}, {}", additional.join(", ")),
             Target::Domain { domain, .. } => format!("domain {domain}"),
             Target::Invalid => "nothing (set exactly one of certificateId and domain)".to_string(),
         }
@@ -513,7 +547,9 @@ mod tests {
                 "Ready",
                 "Reason",
                 "Expires",
-                "Age"
+                "Age",
+                "Route",
+                "Route Kind"
             ]
         );
         let expires = version
@@ -554,6 +590,12 @@ mod tests {
             .collect();
         assert!(root_rules.contains(&"has(self.spec.certificateId) != has(self.spec.domain)"));
         assert!(root_rules.contains(&"!has(self.spec.selector) || has(self.spec.domain)"));
+        assert!(root_rules.contains(&"!has(self.spec.additionalDomains) || has(self.spec.domain)"));
+        assert_eq!(spec["properties"]["additionalDomains"]["maxItems"], 100);
+        assert_eq!(
+            spec["properties"]["additionalDomains"]["items"]["maxLength"],
+            253
+        );
         assert_eq!(spec["properties"]["followRenewals"]["default"], true);
         assert_eq!(
             spec["properties"]["deletionPolicy"]["enum"],

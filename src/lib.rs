@@ -12,6 +12,7 @@ pub mod leader;
 pub mod policy;
 pub mod renewal;
 pub mod secret;
+pub mod shim;
 pub mod sim;
 pub mod status;
 pub mod telemetry;

@@ -211,6 +211,17 @@ struct RunArgs {
     /// Seconds to let in-flight reconciles finish after SIGTERM before exiting anyway.
     #[arg(long, env = "OPERATOR_SHUTDOWN_GRACE", default_value_t = 20)]
     shutdown_grace: u64,
+    /// Generate TencentCertificates for Ingresses annotated tencentcert.io/certificate-id or
+    /// tencentcert.io/select-by-host (needs get/list/watch on ingresses).
+    #[arg(long, env = "OPERATOR_INGRESS_SHIM", default_value_t = true, action = clap::ArgAction::Set)]
+    ingress_shim: bool,
+    /// The same for Gateway API Gateways, once the Gateway API is installed (needs get/list/watch on
+    /// gateways.gateway.networking.k8s.io).
+    #[arg(long, env = "OPERATOR_GATEWAY_SHIM", default_value_t = true, action = clap::ArgAction::Set)]
+    gateway_shim: bool,
+    /// How often to look for the Gateway API while it is not installed, e.g. 1m, 30s.
+    #[arg(long, env = "OPERATOR_GATEWAY_API_CHECK_INTERVAL", default_value = "1m", value_parser = parse_interval)]
+    gateway_api_check_interval: std::time::Duration,
 }
 
 #[derive(Args)]
@@ -639,9 +650,24 @@ async fn run_operator(args: RunArgs) -> ExitCode {
         namespaces: args.namespaces.clone(),
         concurrency: args.concurrency.max(1),
     };
+    let shim_options = tencent_cert_operator::shim::ShimOptions {
+        namespaces: args.namespaces.clone(),
+        ingress: args.ingress_shim,
+        gateway: args.gateway_shim,
+        gateway_check_interval: args.gateway_api_check_interval,
+    };
     let work = move |until: futures::future::BoxFuture<'static, ()>| {
         use futures::FutureExt;
-        controller::run(ctx.clone(), options.clone(), until).boxed()
+        // The route shims run beside the controller, under the same leadership and shutdown.
+        let until = until.shared();
+        let shims = tencent_cert_operator::shim::run(
+            ctx.client.clone(),
+            shim_options.clone(),
+            until.clone(),
+        );
+        futures::future::join(controller::run(ctx.clone(), options.clone(), until), shims)
+            .map(|_| ())
+            .boxed()
     };
     tracing::info!(namespaces = ?args.namespaces, leader_elect = args.leader_elect, "tencent-cert-operator running");
     let running = async {

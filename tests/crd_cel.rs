@@ -43,6 +43,7 @@ fn valid_resources_pass_every_rule() {
         json!({"certificateId": "aBcD1234", "refreshInterval": "90m"}),
         json!({"domain": "shop.example.com", "refreshInterval": "1h"}),
         json!({"domain": "*.example.com", "selector": {"projectId": 3}, "refreshInterval": "2h"}),
+        json!({"domain": "example.com", "additionalDomains": ["www.example.com"], "refreshInterval": "1h"}),
     ] {
         assert_eq!(errors("shop", spec.clone()), Vec::<String>::new(), "{spec}");
     }
@@ -71,6 +72,19 @@ fn a_selector_needs_a_domain() {
     assert!(
         errs.iter()
             .any(|e| e.contains("selector applies only with")),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn additional_domains_need_a_domain() {
+    let errs = errors(
+        "shop",
+        json!({"certificateId": "aBcD1234", "additionalDomains": ["www.example.com"], "refreshInterval": "1h"}),
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("additionalDomains applies only with")),
         "{errs:?}"
     );
 }

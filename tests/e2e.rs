@@ -7,6 +7,8 @@
 //!
 //! - `chart` (tests/e2e/chart.rs): the Helm chart's own RBAC on a real API server.
 //! - `cluster` (tests/e2e/cluster.rs): ClusterTencentCertificate across real namespaces and the real GC.
+//! - `routes` (tests/e2e/routes.rs): annotated Ingresses and a Gateway (fixture CRD installed while the
+//!   operator runs) get their Secrets, and lose them as the annotations say.
 //! - `faults` (tests/e2e/faults.rs): the API server away and back, SIGKILL mid-sync, Tencent misbehaving,
 //!   credentials rotation, namespace deletion — on a real API server.
 //!
@@ -22,6 +24,8 @@ mod cluster;
 mod faults;
 #[path = "e2e/pod_identity.rs"]
 mod pod_identity;
+#[path = "e2e/routes.rs"]
+mod routes;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

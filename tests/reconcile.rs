@@ -1104,6 +1104,42 @@ async fn no_matching_certificate_says_what_was_searched() {
 }
 
 #[tokio::test]
+async fn additional_domains_need_one_certificate_covering_every_name() {
+    let h = harness().await;
+    add(&h, "apex0090:domain=shop.test,valid-days=90");
+    add(
+        &h,
+        "both0060:domain=shop.test,san=www.shop.test,valid-days=60",
+    );
+    add(&h, "api00300:domain=api.shop.test,valid-days=300");
+    // shop.test alone would get the longer-lived apex0090; with www too, only both0060 covers both.
+    h.create(
+        "both",
+        json!({"domain": "shop.test", "additionalDomains": ["www.shop.test"]}),
+    )
+    .await;
+    let cr = h.reconcile("both").await;
+    expect_condition(&cr, "Ready", "True", "Ready");
+    assert_eq!(serving_id(&h.secret("both").await.unwrap()), "both0060");
+    // No single certificate covers shop.test and api.shop.test: none is picked, and the message says so.
+    h.create(
+        "split",
+        json!({"domain": "shop.test", "additionalDomains": ["api.shop.test"]}),
+    )
+    .await;
+    let cr = h.reconcile("split").await;
+    let ready = expect_condition(&cr, "Ready", "False", "NoMatchingCertificate");
+    assert!(
+        ready
+            .message
+            .contains("covers all of shop.test, api.shop.test"),
+        "{}",
+        ready.message
+    );
+    assert!(h.secret("split").await.is_none());
+}
+
+#[tokio::test]
 async fn two_hundred_domain_resources_share_one_list_scan() {
     let h = harness_configured(DefaultCredentials::default(), Duration::from_secs(30)).await;
     for i in 0..3 {

@@ -43,6 +43,29 @@ OPERATOR_CALLS = {
     ("", "secrets"): {"get", "list", "watch", "create", "patch", "delete"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }
+# The route shims (routeShims.*): generated TencentCertificates, and reading the routes.
+SHIM_CALLS = {(GROUP, "tencentcertificates"): {"create", "patch", "delete"}}
+INGRESS_CALLS = {("networking.k8s.io", "ingresses"): {"get", "list", "watch"}}
+GATEWAY_CALLS = {("gateway.networking.k8s.io", "gateways"): {"get", "list", "watch"}}
+
+
+def operator_calls(values):
+    """What the operator calls in the watched namespaces with these values."""
+    calls = {k: set(v) for k, v in OPERATOR_CALLS.items()}
+    shims = values.get("routeShims", {})
+    extra = []
+    if shims.get("ingress") or shims.get("gateway"):
+        extra.append(SHIM_CALLS)
+    if shims.get("ingress"):
+        extra.append(INGRESS_CALLS)
+    if shims.get("gateway"):
+        extra.append(GATEWAY_CALLS)
+    for more in extra:
+        for k, v in more.items():
+            calls.setdefault(k, set()).update(v)
+    return calls
+
+
 CREDENTIALS_CALLS = {("", "secrets"): {"get", "list", "watch"}}
 # kube-lease-manager: get and create the Lease, then patch it (strategic merge, server-side apply).
 LEASE_CALLS = {("coordination.k8s.io", "leases"): {"get", "create", "patch"}}
@@ -153,6 +176,7 @@ class Authorizer:
 
 def check_rbac(f, docs, values, release_ns, sa_name, credentials, lease):
     watched = values["watchNamespaces"]
+    calls = operator_calls(values)
     authz = Authorizer(docs, release_ns, sa_name)
     f.check(not authz.dangling, f"bindings refer to rendered roles (dangling: {authz.dangling})")
     for doc in docs:
@@ -163,7 +187,7 @@ def check_rbac(f, docs, values, release_ns, sa_name, credentials, lease):
     # Everything the operator calls is allowed.
     scopes = watched or [None, "web", "kube-system"]
     for scope in scopes:
-        for (group, resource), verbs in OPERATOR_CALLS.items():
+        for (group, resource), verbs in calls.items():
             for verb in sorted(verbs):
                 where = scope or "all namespaces"
                 f.check(authz.allowed(verb, group, resource, scope), f"allowed: {verb} {group or 'core'}/{resource} in {where}")
@@ -187,7 +211,7 @@ def check_rbac(f, docs, values, release_ns, sa_name, credentials, lease):
                     if (group, resource) in LEASE_CALLS:
                         ok = lease is not None and scope == lease[0] and verb in LEASE_CALLS[(group, resource)] and (verb == "create" or names == [lease[1]])
                     elif scope is None or scope in watched:
-                        ok = (scope is None) == (not watched) and verb in OPERATOR_CALLS.get((group, resource), set())
+                        ok = (scope is None) == (not watched) and verb in calls.get((group, resource), set())
                     else:
                         ok = (
                             credentials is not None
@@ -203,11 +227,24 @@ def check_rbac(f, docs, values, release_ns, sa_name, credentials, lease):
         ("list", "", "pods", None, None),
         ("update", "", "secrets", "web", None),
         ("deletecollection", "", "secrets", "web", None),
-        ("create", GROUP, "tencentcertificates", "web", None),
-        ("delete", GROUP, "tencentcertificates", "web", None),
         ("update", GROUP, "tencentcertificates/status", "web", None),
+        ("update", GROUP, "tencentcertificates", "web", None),
         ("list", "", "namespaces", None, None),
+        ("update", "networking.k8s.io", "ingresses", "web", None),
+        ("patch", "networking.k8s.io", "ingresses", "web", None),
+        ("update", "networking.k8s.io", "ingresses/finalizers", "web", None),
+        ("patch", "gateway.networking.k8s.io", "gateways", "web", None),
     ]
+    shims = values.get("routeShims", {})
+    if not (shims.get("ingress") or shims.get("gateway")):
+        denied += [
+            ("create", GROUP, "tencentcertificates", "web", None),
+            ("delete", GROUP, "tencentcertificates", "web", None),
+        ]
+    if not shims.get("ingress"):
+        denied += [("list", "networking.k8s.io", "ingresses", None, None)]
+    if not shims.get("gateway"):
+        denied += [("list", "gateway.networking.k8s.io", "gateways", None, None), ("list", "gateway.networking.k8s.io", "gateways", "web", None)]
     if watched:
         denied += [
             ("list", "", "secrets", None, None),
@@ -293,6 +330,8 @@ def cmd_rendered(values_path, rendered_path, release="tencent-cert-operator", re
     f.check(env_value("TENCENTCLOUD_ENDPOINT") == values["tencentEndpoint"], "TENCENTCLOUD_ENDPOINT = tencentEndpoint")
     f.check(float(env_value("OPERATOR_RATE_LIMIT")) == float(values["rateLimit"]), "OPERATOR_RATE_LIMIT = rateLimit")
     f.check(int(env_value("OPERATOR_CONCURRENCY")) == values["concurrency"], "OPERATOR_CONCURRENCY = concurrency")
+    f.check(env_value("OPERATOR_INGRESS_SHIM") == str(values["routeShims"]["ingress"]).lower(), "OPERATOR_INGRESS_SHIM = routeShims.ingress")
+    f.check(env_value("OPERATOR_GATEWAY_SHIM") == str(values["routeShims"]["gateway"]).lower(), "OPERATOR_GATEWAY_SHIM = routeShims.gateway")
     watched = values["watchNamespaces"]
     f.check(env_value("OPERATOR_NAMESPACES") == (",".join(watched) if watched else None), "OPERATOR_NAMESPACES = watchNamespaces (absent: all)")
     f.check(

@@ -240,6 +240,7 @@ impl ClusterTencentCertificate {
             certificate_id: self.spec.certificate_id.clone(),
             domain: self.spec.domain.clone(),
             selector: self.spec.selector.clone(),
+            additional_domains: Vec::new(),
             follow_renewals: self.spec.follow_renewals,
             secret_name: Some(self.spec.secret_name.clone()),
             secret_template: self.spec.secret_template.clone(),

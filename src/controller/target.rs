@@ -134,7 +134,11 @@ pub async fn resolve(
                 })
             }
         },
-        Target::Domain { domain, selector } => {
+        Target::Domain {
+            domain,
+            additional,
+            selector,
+        } => {
             let filter = domain_filter(selector);
             let list = if max_age.is_zero() {
                 client
@@ -149,7 +153,9 @@ pub async fn resolve(
                 .filter(|c| wanted_from.is_none_or(|from| c.from.as_deref() == Some(from)))
                 .cloned()
                 .collect();
-            match renewal::select_by_domain(domain, &candidates, now) {
+            let mut domains = vec![domain];
+            domains.extend(additional.iter().map(String::as_str));
+            match renewal::select_covering(&domains, &candidates, now) {
                 Some(chosen) => Ok(Resolved {
                     id: chosen.certificate_id.clone(),
                     chain: vec![chosen.certificate_id.clone()],
@@ -157,7 +163,11 @@ pub async fn resolve(
                     listed: Some(LinkInfo::from(chosen)),
                 }),
                 None => Err(SyncError::NoMatchingCertificate {
-                    domain: domain.to_string(),
+                    domain: if additional.is_empty() {
+                        domain.to_string()
+                    } else {
+                        format!("all of {}", domains.join(", "))
+                    },
                     searched: list.len(),
                     selector: selector.map(|s| format!("{s:?}")),
                 }),

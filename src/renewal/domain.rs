@@ -87,10 +87,24 @@ pub fn select_by_domain<'a>(
     candidates: &'a [CertificateSummary],
     now: Timestamp,
 ) -> Option<&'a CertificateSummary> {
+    select_covering(&[domain], candidates, now)
+}
+
+/// [`select_by_domain`] for a certificate that must cover every one of `domains` (the hosts of one
+/// Ingress TLS entry share one Secret, so one certificate must serve them all).
+pub fn select_covering<'a>(
+    domains: &[&str],
+    candidates: &'a [CertificateSummary],
+    now: Timestamp,
+) -> Option<&'a CertificateSummary> {
     candidates
         .iter()
         .filter(|certificate| is_selectable(certificate, now))
-        .filter(|certificate| certificate_covers(certificate, domain))
+        .filter(|certificate| {
+            domains
+                .iter()
+                .all(|domain| certificate_covers(certificate, domain))
+        })
         .max_by(|a, b| {
             a.not_after
                 .cmp(&b.not_after)
@@ -170,6 +184,26 @@ mod tests {
 
     fn pick<'a>(domain: &str, candidates: &'a [CertificateSummary]) -> Option<&'a str> {
         select_by_domain(domain, candidates, now()).map(|c| c.certificate_id.as_str())
+    }
+
+    #[test]
+    fn several_domains_need_one_certificate_covering_them_all() {
+        let candidates = [
+            summary("wide", &["shop.example.com", "*.shop.example.com"], -5, 30),
+            summary("newest", &["shop.example.com"], -1, 89),
+            summary("api", &["api.example.com"], -1, 89),
+        ];
+        let pick_all = |domains: &[&str]| {
+            select_covering(domains, &candidates, now()).map(|c| c.certificate_id.as_str())
+        };
+        // One name alone: the newest covering it; with the second name, only `wide` covers both.
+        assert_eq!(pick_all(&["shop.example.com"]), Some("newest"));
+        assert_eq!(
+            pick_all(&["shop.example.com", "www.shop.example.com"]),
+            Some("wide")
+        );
+        // No single certificate covers shop and api: nothing, rather than one that serves half.
+        assert_eq!(pick_all(&["shop.example.com", "api.example.com"]), None);
     }
 
     #[test]

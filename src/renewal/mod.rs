@@ -5,7 +5,9 @@
 pub mod domain;
 pub mod follow;
 
-pub use domain::{certificate_covers, domain_covers, is_selectable, select_by_domain};
+pub use domain::{
+    certificate_covers, domain_covers, is_selectable, select_by_domain, select_covering,
+};
 pub use follow::{
     Follower, LinkInfo, LinkKind, MAX_DEPTH, Resolution, Stop, follow_renewals,
     follow_renewals_with, status_in_progress, valid_at,

@@ -269,6 +269,23 @@ async fn chart_case(cluster: &Cluster, helm: &Path, label: &str, replicas: usize
         secrets.get_opt("shop").await.ok().flatten().is_some()
     })
     .await;
+    // The Ingress shim under the chart's RBAC: watch Ingresses, write the generated TencentCertificate.
+    let ingresses: Api<k8s_openapi::api::networking::v1::Ingress> =
+        Api::namespaced(cluster.client.clone(), &workload);
+    let ingress = serde_json::from_value(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": "web", "namespace": workload,
+                     "annotations": {"tencentcert.io/certificate-id": "e2eShop1",
+                                     "tencentcert.io/credentials": "tencent"}},
+        "spec": {"tls": [{"hosts": ["shop.e2e.test"], "secretName": "web-tls"}],
+                 "defaultBackend": {"service": {"name": "web", "port": {"number": 80}}}}
+    }))
+    .unwrap();
+    ingresses
+        .create(&PostParams::default(), &ingress)
+        .await
+        .unwrap();
+    wait_ready(&crs, "web-tls", "True", "Ready").await;
     // Events are written (the Recorder needs events.k8s.io create/patch).
     tokio::time::sleep(Duration::from_secs(1)).await;
     for (mut child, log_path, _) in replicas_running {
@@ -292,7 +309,9 @@ async fn chart_case(cluster: &Cluster, helm: &Path, label: &str, replicas: usize
         assert_log_has_no_secrets(&log_path);
         let _ = std::fs::remove_file(&log_path);
     }
-    eprintln!("chart {label}: {replicas} replica(s), watchNamespaces={watch}: Ready, no Forbidden");
+    eprintln!(
+        "chart {label}: {replicas} replica(s), watchNamespaces={watch}: Ready, Ingress web -> web-tls Ready, no Forbidden"
+    );
     let cluster_scoped: Vec<&Value> = rest
         .iter()
         .filter(|o| o["metadata"]["namespace"].is_null())

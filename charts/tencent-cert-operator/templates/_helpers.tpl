@@ -116,4 +116,21 @@ calls, nothing more. README "RBAC" explains each line.
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+{{- if or .Values.routeShims.ingress .Values.routeShims.gateway }}
+# Route shims: TencentCertificates generated for annotated Ingresses/Gateways, written by server-side apply
+# (which creates them) and deleted when no longer asked for.
+- apiGroups: [tencentcert.io]
+  resources: [tencentcertificates]
+  verbs: [create, patch, delete]
+{{- end }}
+{{- if .Values.routeShims.ingress }}
+- apiGroups: [networking.k8s.io]
+  resources: [ingresses]
+  verbs: [get, list, watch]
+{{- end }}
+{{- if .Values.routeShims.gateway }}
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [gateways]
+  verbs: [get, list, watch]
+{{- end }}
 {{- end }}
