@@ -6,6 +6,7 @@ pub mod crd;
 pub mod error;
 pub mod fetch;
 pub mod leader;
+pub mod outputs;
 pub mod policy;
 pub mod renewal;
 pub mod secret;
