@@ -32,6 +32,9 @@ pub enum SyncError {
     },
     #[error("invalid spec: {0}")]
     InvalidSpec(String),
+    /// A keystore password cannot be read, or an output cannot be encoded.
+    #[error("{0}")]
+    Outputs(#[from] crate::outputs::OutputError),
     #[error("Kubernetes API error while {action}: {source}")]
     Kube {
         action: &'static str,
@@ -81,6 +84,7 @@ impl SyncError {
             Self::SecretConflict(_) => REASON_SECRET_CONFLICT,
             Self::NoMatchingCertificate { .. } => REASON_NO_MATCHING_CERTIFICATE,
             Self::InvalidSpec(_) => REASON_INVALID_SPEC,
+            Self::Outputs(err) => err.reason(),
             Self::Kube { .. } => REASON_KUBERNETES_ERROR,
         }
     }
@@ -88,6 +92,12 @@ impl SyncError {
     pub fn class(&self) -> ErrorClass {
         match self {
             Self::CredentialsNotFound(_) => ErrorClass::Credentials,
+            // Like credentials: retried every 5 minutes, and at once when the password Secret (labelled
+            // tencentcert.io/credentials) changes.
+            Self::Outputs(crate::outputs::OutputError::PasswordNotFound { .. }) => {
+                ErrorClass::Credentials
+            }
+            Self::Outputs(crate::outputs::OutputError::Encoding { .. }) => ErrorClass::Permanent,
             Self::Tencent { err } => err.class(),
             Self::Bundle(_)
             | Self::Expired { .. }
