@@ -8,6 +8,8 @@
 //! - `chart` (tests/e2e/chart.rs): the Helm chart's own RBAC on a real API server.
 //! - `faults` (tests/e2e/faults.rs): the API server away and back, SIGKILL mid-sync, Tencent misbehaving,
 //!   credentials rotation, namespace deletion — on a real API server.
+//! - `outputs` (tests/e2e/outputs.rs): keystores and other outputs, read back with openssl and keytool, and a
+//!   keystore password rotation — on a real API server.
 //!
 //! Run against a cluster: `KUBECONFIG=~/.kube/config cargo test --test e2e -- --nocapture`. With kube-local
 //! (shared/tools/kube-local), also set `KUBE_LOCAL` to the script (with the `KUBE_LOCAL_DIR`/`KUBE_LOCAL_PORT`
@@ -17,6 +19,8 @@
 mod chart;
 #[path = "e2e/faults.rs"]
 mod faults;
+#[path = "e2e/outputs.rs"]
+mod outputs;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
