@@ -636,15 +636,10 @@ async fn download_and_write(
             not_after: status::format_time(bundle.meta.not_after),
         });
     }
-    // Derived before anything is written: an output that cannot be made leaves the Secret as it is.
-    let desired = desired_secret(
-        cr,
-        namespace,
-        certificate_id,
-        &bundle,
-        sync.passwords,
-        existing,
-    )?;
+    // Derived before anything is written: an output that cannot be made leaves the Secret as it is. Only
+    // our own Secret's keystores may be kept (not those of a Secret being adopted).
+    let ours = existing.filter(|e| policy::ownership(cr, Some(e)) == Ownership::Ours);
+    let desired = desired_secret(cr, namespace, certificate_id, &bundle, sync.passwords, ours)?;
     let wrote = match existing {
         Some(existing)
             if policy::ownership(cr, Some(existing)) == Ownership::Ours
