@@ -372,3 +372,65 @@ async fn turning_outputs_off_removes_their_keys() {
             .contains_key("tencentcert.io/keystores-digest")
     );
 }
+
+#[tokio::test]
+async fn a_new_certificate_or_new_options_change_the_secret_exactly_once() {
+    let h = harness().await;
+    h.put_secret("keystore-password", json!({"password": PASSWORD}))
+        .await;
+    h.create("shop", all_outputs()).await;
+    h.reconcile("shop").await;
+    let before = h.secret("shop-tls").await.unwrap();
+
+    // The certificate is replaced behind its id (a re-issue): the daily full download brings it, and the
+    // Secret — chain, key and every output — changes in one write.
+    let spec: tencent_cert_operator::sim::CertificateSpec =
+        "aBcD1234:domain=shop.example.com,with-root"
+            .parse()
+            .unwrap();
+    let mut built = tencent_cert_operator::sim::catalog::build(&[spec], None).unwrap();
+    h.sim.state().put_certificate(built.remove(0));
+    let writes = h.secret_writes();
+    h.patch_status(
+        "shop",
+        json!({"nextSyncTime": "2000-01-01T00:00:00Z", "lastDownloadTime": "2000-01-01T00:00:00Z"}),
+    )
+    .await;
+    h.reconcile("shop").await;
+    h.reconcile("shop").await;
+    assert_eq!(h.secret_writes(), writes + 1);
+    let renewed = h.secret("shop-tls").await.unwrap();
+    assert_ne!(data(&renewed, "tls.crt"), data(&before, "tls.crt"));
+    assert_ne!(
+        data(&renewed, "keystore.p12"),
+        data(&before, "keystore.p12")
+    );
+    assert_ne!(
+        data(&renewed, "tls-combined.pem"),
+        data(&before, "tls-combined.pem")
+    );
+    assert!(opens_with(&renewed, PASSWORD));
+
+    // New options (the PKCS#12 profile): one write, then nothing.
+    let mut spec = all_outputs();
+    spec["keystores"]["pkcs12"]["profile"] = json!("LegacyDES");
+    h.crs()
+        .patch(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": spec })),
+        )
+        .await
+        .unwrap();
+    let writes = h.secret_writes();
+    h.reconcile("shop").await;
+    h.reconcile("shop").await;
+    assert_eq!(h.secret_writes(), writes + 1);
+    let legacy = h.secret("shop-tls").await.unwrap();
+    assert_eq!(data(&legacy, "tls.crt"), data(&renewed, "tls.crt"));
+    assert_ne!(
+        data(&legacy, "keystore.p12"),
+        data(&renewed, "keystore.p12")
+    );
+    assert!(opens_with(&legacy, PASSWORD));
+}
