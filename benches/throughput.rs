@@ -5,6 +5,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use tencent_cert_operator::bundle;
+use tencent_cert_operator::outputs::{self, Passwords, Previous, SecretKeySelector, SecretOutputs};
 use tencent_cert_operator::secret::{self, SecretParams};
 use tencent_cert_operator::sim::{self, Account, CertificateSpec, SimConfig, catalog};
 use tencent_cert_operator::tencent::limiter::LimiterConfig;
@@ -75,6 +76,50 @@ fn main() {
         measure(&format!("secret::desired ({})", spec.id), budget, || {
             black_box(secret::desired(&params, &extracted));
         });
+        // Keystores: fresh encodings (a new certificate or password), and the check of an unchanged wave
+        // that keeps the Secret's bytes (what every reconcile of a resource with keystores does).
+        let options: SecretOutputs = serde_json::from_value(serde_json::json!({
+            "additionalOutputFormats": [{"type": "CombinedPEM"}, {"type": "DER"}],
+            "keystores": {
+                "pkcs12": {"create": true, "passwordSecretRef": {"name": "p", "key": "password"}},
+                "jks": {"create": true, "passwordSecretRef": {"name": "p", "key": "password"}}
+            }
+        }))
+        .expect("options");
+        let mut passwords = Passwords::default();
+        passwords.insert(
+            SecretKeySelector {
+                name: "p".into(),
+                key: "password".into(),
+            },
+            "bench-password".into(),
+        );
+        let derive = |previous: Previous<'_>| {
+            outputs::derive(&extracted, &spec.id, &options, true, &passwords, previous)
+                .expect("outputs")
+        };
+        measure(
+            &format!("outputs::derive, fresh keystores ({})", spec.id),
+            budget,
+            || {
+                black_box(derive(Previous::default()));
+            },
+        );
+        let first = derive(Previous::default());
+        let digest = first
+            .annotations
+            .get(outputs::KEYSTORES_DIGEST_ANNOTATION)
+            .cloned();
+        measure(
+            &format!("outputs::derive, unchanged, kept ({})", spec.id),
+            budget,
+            || {
+                black_box(derive(Previous {
+                    data: Some(&first.data),
+                    keystores_digest: digest.as_deref(),
+                }));
+            },
+        );
     }
 
     let runtime = tokio::runtime::Runtime::new().expect("runtime");

@@ -150,6 +150,10 @@ pub struct TencentCertificateSpec {
     /// Write `ca.crt` when the archive carries the root certificate.
     #[serde(default = "default_true", rename = "includeCA")]
     pub include_ca: bool,
+
+    /// More outputs in the Secret: `additionalOutputFormats`, `keystores`, `certificateIdKey`.
+    #[serde(flatten)]
+    pub outputs: crate::outputs::SecretOutputs,
 }
 
 fn default_refresh_interval() -> String {

@@ -35,6 +35,9 @@ pub enum SyncError {
     /// A role's temporary credentials could not be had (STS).
     #[error("{0}")]
     Role(Box<crate::tencent::sts::StsError>),
+    /// A keystore password cannot be read, or an output cannot be encoded.
+    #[error("{0}")]
+    Outputs(#[from] crate::outputs::OutputError),
     #[error("Kubernetes API error while {action}: {source}")]
     Kube {
         action: &'static str,
@@ -91,6 +94,7 @@ impl SyncError {
             Self::NoMatchingCertificate { .. } => REASON_NO_MATCHING_CERTIFICATE,
             Self::InvalidSpec(_) => REASON_INVALID_SPEC,
             Self::Role(err) => err.reason(),
+            Self::Outputs(err) => err.reason(),
             Self::Kube { .. } => REASON_KUBERNETES_ERROR,
         }
     }
@@ -98,6 +102,12 @@ impl SyncError {
     pub fn class(&self) -> ErrorClass {
         match self {
             Self::CredentialsNotFound(_) => ErrorClass::Credentials,
+            // Like credentials: retried every 5 minutes, and at once when the password Secret (labelled
+            // tencentcert.io/credentials) changes.
+            Self::Outputs(crate::outputs::OutputError::PasswordNotFound { .. }) => {
+                ErrorClass::Credentials
+            }
+            Self::Outputs(crate::outputs::OutputError::Encoding { .. }) => ErrorClass::Permanent,
             Self::Tencent { err } => err.class(),
             Self::Role(err) => err.class(),
             Self::Bundle(_)

@@ -121,6 +121,7 @@ pub fn manifest_secret(
             template_labels: Default::default(),
             template_annotations: Default::default(),
             include_ca,
+            outputs: Default::default(),
         },
         bundle,
     )

@@ -55,6 +55,8 @@ pub enum DownloadTrigger {
     RefreshRequested(String),
     /// The last attempt failed on credentials and the credentials Secret has changed since.
     CredentialsChanged,
+    /// The last attempt found no usable keystore password, and now there is one.
+    KeystorePasswordFixed,
     RefreshDue,
 }
 
@@ -75,6 +77,9 @@ impl DownloadTrigger {
             Self::RefreshRequested(at) => format!("a refresh was requested ({at})"),
             Self::CredentialsChanged => {
                 "the credentials Secret changed after a credentials error".into()
+            }
+            Self::KeystorePasswordFixed => {
+                "the keystore password Secret is usable again after it was not".into()
             }
             Self::RefreshDue => "the refresh interval elapsed".into(),
         }
@@ -184,6 +189,8 @@ pub struct Observed<'a> {
     pub desired_from_serving: Option<&'a Secret>,
     /// The credentials Secret changed since the credentials error of the last attempt.
     pub credentials_changed: bool,
+    /// The last attempt failed for want of a keystore password, and the password reads fine now.
+    pub keystore_password_fixed: bool,
     pub now: jiff::Timestamp,
 }
 
@@ -196,6 +203,7 @@ const CHECKS: &[Check] = &[
     check_spec_changed,
     check_refresh_requested,
     check_credentials_changed,
+    check_keystore_password_fixed,
     check_awaiting_retry,
     check_missing,
     check_adoption,
@@ -318,6 +326,11 @@ fn check_refresh_requested(o: &Observed<'_>) -> Option<Decision> {
 fn check_credentials_changed(o: &Observed<'_>) -> Option<Decision> {
     o.credentials_changed
         .then_some(Decision::Download(DownloadTrigger::CredentialsChanged))
+}
+
+fn check_keystore_password_fixed(o: &Observed<'_>) -> Option<Decision> {
+    o.keystore_password_fixed
+        .then_some(Decision::Download(DownloadTrigger::KeystorePasswordFixed))
 }
 
 fn check_refresh_due(o: &Observed<'_>) -> Option<Decision> {
@@ -488,6 +501,7 @@ mod tests {
             serving: existing.map(|_| &serving),
             desired_from_serving: desired,
             credentials_changed: false,
+            keystore_password_fixed: false,
             now: "2030-01-01T00:00:00Z".parse().unwrap(),
         })
     }
@@ -635,6 +649,7 @@ mod tests {
                 serving: Some(&serving),
                 desired_from_serving: Some(&ours()),
                 credentials_changed: changed,
+                keystore_password_fixed: false,
                 now: "2030-01-01T00:00:00Z".parse().unwrap(),
             })
         };
@@ -643,6 +658,32 @@ mod tests {
             Decision::Download(DownloadTrigger::CredentialsChanged)
         );
         assert_eq!(decide_changed(false), Decision::UpToDate);
+    }
+
+    #[test]
+    fn a_keystore_password_that_reads_again_is_acted_upon_before_the_retry_time() {
+        let waiting = failed(cr(), "KeystorePasswordNotFound", "2030-01-01T01:00:00Z");
+        let serving: Result<CertBundle, BundleError> = Ok(sample_bundle());
+        let decide_fixed = |fixed| {
+            decide(&Observed {
+                cr: &waiting,
+                existing: Some(&ours()),
+                serving: Some(&serving),
+                desired_from_serving: Some(&ours()),
+                credentials_changed: false,
+                keystore_password_fixed: fixed,
+                now: "2030-01-01T00:00:00Z".parse().unwrap(),
+            })
+        };
+        assert_eq!(
+            decide_fixed(true),
+            Decision::Download(DownloadTrigger::KeystorePasswordFixed)
+        );
+        assert_eq!(decide_fixed(false), Decision::AwaitingRetry);
+        assert_eq!(
+            DownloadTrigger::KeystorePasswordFixed.priority(),
+            Priority::Urgent
+        );
     }
 
     fn failed(mut cr: TencentCertificate, reason: &str, next: &str) -> TencentCertificate {

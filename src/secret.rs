@@ -59,6 +59,9 @@ pub struct SecretParams {
     pub template_annotations: BTreeMap<String, String>,
     /// `spec.includeCA`: write `ca.crt` when the bundle has a root.
     pub include_ca: bool,
+    /// The outputs derived from the bundle besides `tls.crt`, `tls.key` and `ca.crt` (their data keys never
+    /// clash with those: the CRD refuses such a `certificateIdKey`, and they would lose here).
+    pub outputs: crate::outputs::Derived,
 }
 
 /// The Secret the operator wants for `bundle`. Deterministic: the same inputs give an equal Secret.
@@ -71,6 +74,7 @@ pub fn desired(params: &SecretParams, bundle: &CertBundle) -> Secret {
     );
 
     let mut annotations = params.template_annotations.clone();
+    annotations.extend(params.outputs.annotations.clone());
     annotations.insert(
         CERTIFICATE_ID_ANNOTATION.to_owned(),
         params.certificate_id.clone(),
@@ -88,7 +92,7 @@ pub fn desired(params: &SecretParams, bundle: &CertBundle) -> Secret {
         bundle.meta.dns_names.join(","),
     );
 
-    let mut data = BTreeMap::new();
+    let mut data = params.outputs.data.clone();
     data.insert(
         TLS_CERT_KEY.to_owned(),
         ByteString(bundle.chain_pem.clone().into_bytes()),
@@ -236,6 +240,7 @@ mod tests {
             template_labels: BTreeMap::from([("team".to_owned(), "edge".to_owned())]),
             template_annotations: BTreeMap::from([("note".to_owned(), "hello".to_owned())]),
             include_ca: true,
+            outputs: crate::outputs::Derived::default(),
         }
     }
 
@@ -475,6 +480,46 @@ mod tests {
         assert!(!data_matches(&stale_ca, &wanted_without_ca));
         stale_ca.type_ = Some("Opaque".to_owned());
         assert!(!content_matches(&stale_ca, &wanted));
+    }
+
+    #[test]
+    fn derived_outputs_join_the_data_and_annotations_and_never_replace_ours() {
+        let mut with_outputs = params();
+        with_outputs.outputs.data.insert(
+            "qcloud_cert_id".to_owned(),
+            ByteString(b"aBcD1234".to_vec()),
+        );
+        with_outputs
+            .outputs
+            .data
+            .insert(TLS_CERT_KEY.to_owned(), ByteString(b"not a chain".to_vec()));
+        with_outputs.outputs.annotations.insert(
+            "tencentcert.io/keystores-digest".to_owned(),
+            "ab".repeat(32),
+        );
+        with_outputs
+            .outputs
+            .annotations
+            .insert(CERTIFICATE_ID_ANNOTATION.to_owned(), "forged".to_owned());
+        let bundle = bundle(true);
+        let secret = desired(&with_outputs, &bundle);
+        assert_eq!(
+            data_text(&secret, "qcloud_cert_id").as_deref(),
+            Some("aBcD1234")
+        );
+        assert_eq!(
+            data_text(&secret, TLS_CERT_KEY),
+            Some(bundle.chain_pem.clone())
+        );
+        assert_eq!(
+            annotation(&secret, "tencentcert.io/keystores-digest"),
+            Some("ab".repeat(32))
+        );
+        assert_eq!(
+            annotation(&secret, CERTIFICATE_ID_ANNOTATION).as_deref(),
+            Some("aBcD1234")
+        );
+        assert_eq!(secret.type_.as_deref(), Some(TLS_SECRET_TYPE));
     }
 
     #[test]

@@ -117,3 +117,40 @@ fn names_longer_than_a_label_value_are_refused() {
         Vec::<String>::new()
     );
 }
+
+#[test]
+fn output_rules_refuse_duplicate_formats_and_clashing_certificate_id_keys() {
+    let ok = errors(
+        "shop",
+        json!({"certificateId": "aBcD1234", "refreshInterval": "1h",
+               "additionalOutputFormats": [{"type": "CombinedPEM"}, {"type": "DER"}],
+               "certificateIdKey": "qcloud_cert_id"}),
+    );
+    assert_eq!(ok, Vec::<String>::new());
+    let twice = errors(
+        "shop",
+        json!({"certificateId": "aBcD1234", "refreshInterval": "1h",
+               "additionalOutputFormats": [{"type": "DER"}, {"type": "DER"}]}),
+    );
+    assert!(
+        twice.iter().any(|e| e.contains("may appear once")),
+        "{twice:?}"
+    );
+    for clash in [
+        "tls.crt",
+        "tls.key",
+        "ca.crt",
+        "keystore.p12",
+        "truststore.jks",
+    ] {
+        let errs = errors(
+            "shop",
+            json!({"certificateId": "aBcD1234", "refreshInterval": "1h", "certificateIdKey": clash}),
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("must not be one of the keys")),
+            "{clash}: {errs:?}"
+        );
+    }
+}

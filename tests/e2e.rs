@@ -11,6 +11,8 @@
 //!   operator runs) get their Secrets, and lose them as the annotations say.
 //! - `faults` (tests/e2e/faults.rs): the API server away and back, SIGKILL mid-sync, Tencent misbehaving,
 //!   credentials rotation, namespace deletion — on a real API server.
+//! - `outputs` (tests/e2e/outputs.rs): keystores and other outputs, read back with openssl and keytool, and a
+//!   keystore password rotation — on a real API server.
 //!
 //! Run against a cluster: `KUBECONFIG=~/.kube/config cargo test --test e2e -- --nocapture`. With kube-local
 //! (shared/tools/kube-local), also set `KUBE_LOCAL` to the script (with the `KUBE_LOCAL_DIR`/`KUBE_LOCAL_PORT`
@@ -22,6 +24,8 @@ mod chart;
 mod cluster;
 #[path = "e2e/faults.rs"]
 mod faults;
+#[path = "e2e/outputs.rs"]
+mod outputs;
 #[path = "e2e/pod_identity.rs"]
 mod pod_identity;
 #[path = "e2e/routes.rs"]

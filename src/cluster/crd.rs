@@ -248,6 +248,8 @@ impl ClusterTencentCertificate {
             credentials_ref: None,
             deletion_policy: self.spec.deletion_policy,
             include_ca: self.spec.include_ca,
+            // Additional outputs and keystores are TencentCertificate-only for now.
+            outputs: Default::default(),
         };
         let mut view =
             TencentCertificate::new(self.metadata.name.as_deref().unwrap_or_default(), spec);

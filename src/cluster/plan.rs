@@ -103,6 +103,7 @@ pub fn desired_secret(
         template_labels,
         template_annotations,
         include_ca: cr.spec.include_ca,
+        outputs: Default::default(),
     };
     let mut desired = secret::desired(&params, bundle);
     if let Some(labels) = desired.metadata.labels.as_mut() {

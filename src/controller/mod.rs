@@ -3,6 +3,7 @@
 
 pub mod bundles;
 pub mod credentials;
+pub mod passwords;
 pub mod reconcile;
 pub mod target;
 pub mod watches;
@@ -182,7 +183,7 @@ fn owner_of(secret: &PartialObjectMeta<Secret>) -> Option<ObjectRef<TencentCerti
     Some(ObjectRef::new(name).within(&namespace))
 }
 
-/// The resources that take their credentials from `secret`.
+/// The resources that take their credentials, or a keystore password, from `secret`.
 fn users_of(
     store: &Store<TencentCertificate>,
     defaults: &DefaultCredentials,
@@ -198,7 +199,11 @@ fn users_of(
     store
         .state()
         .iter()
-        .filter(|cr| credentials::uses_secret(cr, defaults, &reference))
+        .filter(|cr| {
+            credentials::uses_secret(cr, defaults, &reference)
+                || (cr.namespace().as_deref() == Some(reference.namespace.as_str())
+                    && cr.spec.outputs.reads_secret(&reference.name))
+        })
         .map(|cr| ObjectRef::from_obj(cr.as_ref()))
         .collect()
 }
@@ -384,4 +389,65 @@ pub async fn run(
         futures::future::join_all(scopes).await;
     }
     signal.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cr(name: &str, namespace: &str, spec: serde_json::Value) -> TencentCertificate {
+        let mut cr = TencentCertificate::new(name, serde_json::from_value(spec).unwrap());
+        cr.metadata.namespace = Some(namespace.into());
+        cr
+    }
+
+    fn secret(namespace: &str, name: &str) -> PartialObjectMeta<Secret> {
+        let mut secret = PartialObjectMeta::<Secret>::default();
+        secret.metadata.namespace = Some(namespace.into());
+        secret.metadata.name = Some(name.into());
+        secret
+    }
+
+    #[test]
+    fn a_keystore_password_secret_maps_to_the_resources_of_its_namespace_that_use_it() {
+        let (store, mut writer) = reflector::store();
+        let password = |name: &str| serde_json::json!({"name": name, "key": "password"});
+        for object in [
+            cr(
+                "p12",
+                "web",
+                serde_json::json!({"certificateId": "a1", "keystores": {"pkcs12": {"create": true, "passwordSecretRef": password("ks")}}}),
+            ),
+            cr(
+                "jks",
+                "web",
+                serde_json::json!({"certificateId": "a1", "credentialsRef": {"name": "tencent"}, "keystores": {"jks": {"create": true, "passwordSecretRef": password("ks")}}}),
+            ),
+            cr(
+                "off",
+                "web",
+                serde_json::json!({"certificateId": "a1", "keystores": {"jks": {"create": false, "passwordSecretRef": password("ks")}}}),
+            ),
+            cr(
+                "elsewhere",
+                "shop",
+                serde_json::json!({"certificateId": "a1", "keystores": {"jks": {"create": true, "passwordSecretRef": password("ks")}}}),
+            ),
+        ] {
+            writer.apply_watcher_event(&watcher::Event::Apply(object));
+        }
+        let defaults = DefaultCredentials::default();
+        let mut names: Vec<String> = users_of(&store, &defaults, &secret("web", "ks"))
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        names.sort();
+        assert_eq!(names, ["jks", "p12"]);
+        let tencent: Vec<String> = users_of(&store, &defaults, &secret("web", "tencent"))
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(tencent, ["jks"]);
+        assert!(users_of(&store, &defaults, &secret("web", "other")).is_empty());
+    }
 }

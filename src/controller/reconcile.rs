@@ -11,10 +11,11 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, debug, info, warn};
 
-use super::{Context, credentials, target};
+use super::{Context, credentials, passwords, target};
 use crate::bundle::{self, BundleError, CertBundle, CertMetadata};
 use crate::crd::{self, DeletionPolicy, TencentCertificate, TencentCertificateStatus};
 use crate::error::SyncError;
+use crate::outputs::{self, Passwords, Previous};
 use crate::policy::{self, Decision, DownloadTrigger, Ownership, REFRESH_REQUESTED_ANNOTATION};
 use crate::secret::{
     self, CA_CERT_KEY, CERTIFICATE_ID_ANNOTATION, FIELD_MANAGER, SecretParams, TLS_CERT_KEY,
@@ -63,7 +64,30 @@ pub fn secret_params(
         template_labels: template.labels,
         template_annotations: template.annotations,
         include_ca: cr.spec.include_ca,
+        outputs: outputs::Derived::default(),
     }
+}
+
+/// The Secret for `bundle` under `certificate_id`, with the outputs the spec asks for. `existing` is the
+/// Secret as it is: its keystores are kept when nothing they are made from changed.
+pub fn desired_secret(
+    cr: &TencentCertificate,
+    namespace: &str,
+    certificate_id: &str,
+    bundle: &CertBundle,
+    passwords: &Passwords,
+    existing: Option<&Secret>,
+) -> Result<Secret, outputs::OutputError> {
+    let mut params = secret_params(cr, namespace, certificate_id);
+    params.outputs = outputs::derive(
+        bundle,
+        certificate_id,
+        &cr.spec.outputs,
+        cr.spec.include_ca,
+        passwords,
+        Previous::of(existing),
+    )?;
+    Ok(secret::desired(&params, bundle))
 }
 
 fn serving_certificate_id(existing: &Secret) -> Option<String> {
@@ -156,10 +180,24 @@ async fn reconcile_inner(
         .and_then(serving_certificate_id)
         .or_else(|| expected_id.clone())
         .unwrap_or_default();
+    // Keystore passwords: a reconcile that cannot read them writes nothing (no Secret without the keystores
+    // it should have, no keystores under an old password) and reports why.
+    let (passwords, mut passwords_unusable) =
+        match passwords::read(&ctx.client, namespace, &cr.spec.outputs).await {
+            Ok(passwords) => (passwords, None),
+            Err(err) => (Passwords::default(), Some(err)),
+        };
     let desired_from_serving = serving_bundle
         .as_ref()
         .and_then(|b| b.as_ref().ok())
-        .map(|b| secret::desired(&secret_params(cr, namespace, &serving_id), b));
+        .filter(|_| passwords_unusable.is_none())
+        .and_then(|b| {
+            desired_secret(cr, namespace, &serving_id, b, &passwords, existing.as_ref()).ok()
+        });
+    let keystore_password_fixed = passwords_unusable.is_none()
+        && previous
+            .condition(status::CONDITION_SYNCED)
+            .is_some_and(|c| c.status == "False" && c.reason == outputs::REASON_KEYSTORE_PASSWORD);
     let uid = cr.uid().unwrap_or_default();
     let credentials_changed = match ctx.credentials_failure(&uid) {
         Some(at_failure) => {
@@ -173,6 +211,7 @@ async fn reconcile_inner(
         serving: serving_bundle.as_ref(),
         desired_from_serving: desired_from_serving.as_ref(),
         credentials_changed,
+        keystore_password_fixed,
         now,
     });
 
@@ -196,15 +235,23 @@ async fn reconcile_inner(
             conflict = Some(message.clone());
             serving = None;
         }
-        Decision::UpToDate | Decision::AwaitingRetry => {}
+        Decision::AwaitingRetry => {}
+        // Whatever else is due, nothing is written without the keystore passwords.
+        Decision::UpToDate | Decision::RepairMetadata | Decision::Download(_)
+            if passwords_unusable.is_some() =>
+        {
+            if let Some(err) = passwords_unusable.take() {
+                let (failed, retry_at) = failed_attempt(ctx, cr, &uid, &previous, &err, now).await;
+                attempt = failed;
+                next_sync = Some(retry_at);
+            }
+        }
+        Decision::UpToDate => {}
         Decision::RepairMetadata => {
-            if let Some(desired) = &desired_from_serving {
+            if let (Some(desired), Some(existing)) = (&desired_from_serving, &existing) {
                 apply_secret(&secrets, desired).await?;
                 ctx.metrics.secret_written("repair");
-                note = Some((
-                    "SecretRepaired",
-                    format!("restored the labels, annotations and owner of Secret {secret_name}"),
-                ));
+                note = Some(repair_note(existing, desired, &secret_name));
             }
         }
         Decision::Download(trigger) => {
@@ -212,6 +259,8 @@ async fn reconcile_inner(
             refresh_request = cr.annotations().get(REFRESH_REQUESTED_ANNOTATION).cloned();
             let sync = Sync {
                 existing: existing.as_ref(),
+                desired_from_serving: desired_from_serving.as_ref(),
+                passwords: &passwords,
                 serving: serving.as_ref().map(|(id, meta)| (id.as_str(), meta)),
                 last_download: previous
                     .last_download_time
@@ -261,26 +310,10 @@ async fn reconcile_inner(
                     });
                 }
                 Err(err) => {
-                    warn!(namespace, name = %cr.name_any(), reason = err.reason(), error = %err, "sync failed");
-                    let class = err.class();
-                    if class == ErrorClass::Credentials {
-                        let version =
-                            credentials::secret_version(&ctx.client, cr, &ctx.defaults).await;
-                        ctx.remember_credentials_failure(&uid, version);
-                    } else {
-                        ctx.forget_credentials_failure(&uid);
-                    }
-                    let delay = status::retry_delay(
-                        class,
-                        previous.failures.saturating_add(1),
-                        refresh,
-                        fastrand::f64(),
-                    );
-                    next_sync = Some(now + delay);
-                    attempt = Attempt::Failed {
-                        reason: err.reason().to_string(),
-                        message: err.to_string(),
-                    };
+                    let (failed, retry_at) =
+                        failed_attempt(ctx, cr, &uid, &previous, &err, now).await;
+                    attempt = failed;
+                    next_sync = Some(retry_at);
                 }
             }
         }
@@ -366,6 +399,58 @@ async fn reconcile_inner(
     })
 }
 
+/// A failed attempt: its condition, and when to retry (logged here, once).
+async fn failed_attempt(
+    ctx: &Context,
+    cr: &TencentCertificate,
+    uid: &str,
+    previous: &TencentCertificateStatus,
+    err: &SyncError,
+    now: jiff::Timestamp,
+) -> (Attempt, jiff::Timestamp) {
+    warn!(namespace = cr.namespace().unwrap_or_default(), name = %cr.name_any(), reason = err.reason(), error = %err, "sync failed");
+    let class = err.class();
+    if matches!(
+        err,
+        SyncError::CredentialsNotFound(_) | SyncError::Tencent { .. }
+    ) && class == ErrorClass::Credentials
+    {
+        let version = credentials::secret_version(&ctx.client, cr, &ctx.defaults).await;
+        ctx.remember_credentials_failure(uid, version);
+    } else {
+        ctx.forget_credentials_failure(uid);
+    }
+    let delay = status::retry_delay(
+        class,
+        previous.failures.saturating_add(1),
+        crd::refresh_interval(&cr.spec),
+        fastrand::f64(),
+    );
+    let attempt = Attempt::Failed {
+        reason: err.reason().to_string(),
+        message: err.to_string(),
+    };
+    (attempt, now + delay)
+}
+
+/// The event for a re-apply of the Secret's own certificate: its outputs were rewritten (a keystore
+/// password changed, a keystore was replaced), or only its metadata was restored.
+fn repair_note(existing: &Secret, desired: &Secret, secret_name: &str) -> (&'static str, String) {
+    if secret::data_matches(existing, desired) {
+        (
+            "SecretRepaired",
+            format!("restored the labels, annotations and owner of Secret {secret_name}"),
+        )
+    } else {
+        (
+            "SecretOutputsUpdated",
+            format!(
+                "rewrote the outputs of Secret {secret_name} derived from its certificate (keystores, additional formats, certificate id)"
+            ),
+        )
+    }
+}
+
 /// When to look again: at the planned sync, or when the certificate expires if that comes first.
 fn requeue_after(
     status: &TencentCertificateStatus,
@@ -447,6 +532,9 @@ async fn apply_secret(secrets: &Api<Secret>, desired: &Secret) -> Result<(), Syn
 /// What a sync starts from.
 struct Sync<'a> {
     existing: Option<&'a Secret>,
+    /// The Secret as the spec wants it from the certificate it already holds (when ours and usable).
+    desired_from_serving: Option<&'a Secret>,
+    passwords: &'a Passwords,
     /// The certificate id and metadata the Secret serves, if ours and usable.
     serving: Option<(&'a str, &'a CertMetadata)>,
     last_download: Option<jiff::Timestamp>,
@@ -529,10 +617,20 @@ async fn download_and_write_with(
         && !policy::download_needed(&before)
     {
         debug!(certificate_id = %certificate_id, "Tencent lists the served certificate unchanged; no download");
+        // The certificate stays; what is derived from it (e.g. keystores under a changed password) or the
+        // metadata may still have to change.
+        let wrote = match (existing, sync.desired_from_serving) {
+            (Some(existing), Some(desired)) if policy::needs_write(existing, desired, cr) => {
+                apply_secret(secrets, desired).await?;
+                ctx.metrics.secret_written("repair");
+                Some(repair_note(existing, desired, &cr.secret_name()).0)
+            }
+            _ => None,
+        };
         return Ok(Written {
             meta: meta.clone(),
             resolved,
-            wrote: None,
+            wrote,
             downloaded: false,
         });
     }
@@ -568,8 +666,10 @@ async fn download_and_write_with(
             not_after: status::format_time(bundle.meta.not_after),
         });
     }
-    let params = secret_params(cr, namespace, certificate_id);
-    let desired = secret::desired(&params, &bundle);
+    // Derived before anything is written: an output that cannot be made leaves the Secret as it is. Only
+    // our own Secret's keystores may be kept (not those of a Secret being adopted).
+    let ours = existing.filter(|e| policy::ownership(cr, Some(e)) == Ownership::Ours);
+    let desired = desired_secret(cr, namespace, certificate_id, &bundle, sync.passwords, ours)?;
     let wrote = match existing {
         Some(existing)
             if policy::ownership(cr, Some(existing)) == Ownership::Ours

@@ -275,6 +275,7 @@ pub fn desired(route: &Route, config: &ShimConfig) -> (Vec<Desired>, Vec<String>
             credentials_ref: config.credentials.as_ref().map(CredentialsRef::named),
             deletion_policy: config.deletion_policy,
             include_ca: true,
+            outputs: Default::default(),
         };
         let mut certificate = TencentCertificate::new(&secret_name, spec);
         certificate.metadata = ObjectMeta {
