@@ -104,6 +104,7 @@ fn written_secret(bundle: &CertBundle) -> Secret {
             template_labels: BTreeMap::new(),
             template_annotations: BTreeMap::new(),
             include_ca: true,
+            outputs: Default::default(),
         },
         bundle,
     )
