@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource as _, ResourceExt as _};
@@ -22,7 +22,7 @@ use super::crd::{ClusterTencentCertificate, ClusterTencentCertificateStatus, Nam
 use super::plan::{self, CLUSTER_CERTIFICATE_NAME_LABEL, NamespaceAction};
 use crate::bundle::{self, CertBundle};
 use crate::controller::credentials;
-use crate::controller::reconcile::read_secret_bundle;
+use crate::controller::reconcile::{apply_secret, delete_exact, read_secret_bundle};
 use crate::crd::{self, CredentialsRef};
 use crate::error::SyncError;
 use crate::policy::{self, DownloadTrigger};
@@ -464,18 +464,7 @@ async fn resolve_credentials(
             }
         },
     };
-    let api: Api<Secret> = Api::namespaced(ctx.base.client.clone(), &reference.namespace);
-    let secret = api
-        .get_opt(&reference.name)
-        .await
-        .map_err(SyncError::kube("reading the credentials Secret"))?
-        .ok_or_else(|| {
-            SyncError::CredentialsNotFound(format!(
-                "credentials Secret {reference} not found; create it with keys {:?} and {:?}",
-                keys.secret_id_key, keys.secret_key_key
-            ))
-        })?;
-    credentials::credentials_from_secret(&secret, &reference, &keys)
+    credentials::read_secret_credentials(&ctx.base.client, &reference, &keys).await
 }
 
 async fn write(
@@ -488,30 +477,7 @@ async fn write(
         // `type` is immutable: re-create the Secret.
         delete_exact(api, existing).await?;
     }
-    // Force: a field someone else took over (e.g. `kubectl edit` of tls.crt) is taken back.
-    api.patch(
-        &desired.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(desired),
-    )
-    .await
-    .map_err(SyncError::kube("writing the Secret"))?;
-    Ok(())
-}
-
-async fn delete_exact(api: &Api<Secret>, secret: &Secret) -> Result<(), SyncError> {
-    let params = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: secret.metadata.uid.clone(),
-            resource_version: secret.metadata.resource_version.clone(),
-        }),
-        ..DeleteParams::default()
-    };
-    match api.delete(&secret.name_any(), &params).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(err) => Err(SyncError::kube("deleting a Secret")(err)),
-    }
+    apply_secret(api, desired).await
 }
 
 async fn patch_status(

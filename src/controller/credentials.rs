@@ -235,6 +235,20 @@ pub async fn resolve(
                 });
         }
     };
+    let base = read_secret_credentials(client, &reference, &keys).await?;
+    Ok(match role {
+        Some(role) => sts::Source::AssumeRole { base, role },
+        None => sts::Source::Static(base),
+    })
+}
+
+/// Reads a key pair from the Secret `reference`, always from the API server (a rotated key must be used by
+/// the very next attempt).
+pub async fn read_secret_credentials(
+    client: &kube::Client,
+    reference: &SecretRef,
+    keys: &CredentialsRef,
+) -> Result<Credentials, SyncError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), &reference.namespace);
     let secret = api
         .get_opt(&reference.name)
@@ -246,11 +260,7 @@ pub async fn resolve(
                 keys.secret_id_key, keys.secret_key_key
             ))
         })?;
-    let base = credentials_from_secret(&secret, &reference, &keys)?;
-    Ok(match role {
-        Some(role) => sts::Source::AssumeRole { base, role },
-        None => sts::Source::Static(base),
-    })
+    credentials_from_secret(&secret, reference, keys)
 }
 
 #[cfg(test)]

@@ -504,7 +504,8 @@ async fn release_renamed_secret(
     Ok(())
 }
 
-async fn delete_exact(secrets: &Api<Secret>, secret: &Secret) -> Result<(), SyncError> {
+/// Deletes exactly this version of the Secret (uid and resourceVersion preconditions); gone already is fine.
+pub(crate) async fn delete_exact(secrets: &Api<Secret>, secret: &Secret) -> Result<(), SyncError> {
     let params = DeleteParams {
         preconditions: Some(Preconditions {
             uid: secret.metadata.uid.clone(),
@@ -519,7 +520,7 @@ async fn delete_exact(secrets: &Api<Secret>, secret: &Secret) -> Result<(), Sync
     }
 }
 
-async fn apply_secret(secrets: &Api<Secret>, desired: &Secret) -> Result<(), SyncError> {
+pub(crate) async fn apply_secret(secrets: &Api<Secret>, desired: &Secret) -> Result<(), SyncError> {
     // Force: a field someone else took over (e.g. `kubectl edit` of tls.crt) is taken back.
     let params = PatchParams::apply(FIELD_MANAGER).force();
     secrets
