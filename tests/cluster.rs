@@ -191,7 +191,8 @@ async fn one_download_serves_every_selected_namespace() {
     h.create(
         "wildcard",
         json!({"certificateId": "wild0001", "secretName": "wildcard-tls",
-               "namespaceSelector": {"matchLabels": {"tls": "wildcard"}}, "namespaces": ["extra"]}),
+               "namespaceSelector": {"matchLabels": {"tls": "wildcard"}}, "namespaces": ["extra"],
+               "certificateIdKey": "qcloud_cert_id"}),
     )
     .await;
     let cr = h
@@ -209,7 +210,12 @@ async fn one_download_serves_every_selected_namespace() {
         assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
         let labels = secret.metadata.labels.unwrap();
         assert_eq!(labels[CLUSTER_CERTIFICATE_NAME_LABEL], "wildcard");
-        assert!(secret.data.unwrap().contains_key("ca.crt"));
+        let data = secret.data.unwrap();
+        assert!(data.contains_key("ca.crt"));
+        assert_eq!(
+            data["qcloud_cert_id"].0, b"wild0001",
+            "TKE's CLB reads the id in every namespace"
+        );
     }
     assert!(h.secret("private", "wildcard-tls").await.is_none());
     assert_eq!(h.downloads(), 1, "one download for all namespaces");

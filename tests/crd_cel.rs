@@ -154,3 +154,63 @@ fn output_rules_refuse_duplicate_formats_and_clashing_certificate_id_keys() {
         );
     }
 }
+
+fn cluster_errors(spec: Value) -> Vec<String> {
+    let crd = tencent_cert_operator::cluster::crd::ClusterTencentCertificate::crd();
+    let schema = serde_json::to_value(
+        crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .and_then(|s| s.open_api_v3_schema.as_ref())
+            .unwrap(),
+    )
+    .unwrap();
+    let object = json!({
+        "apiVersion": "tencentcert.io/v1alpha1",
+        "kind": "ClusterTencentCertificate",
+        "metadata": {"name": "wildcard"},
+        "spec": spec,
+    });
+    match Validator::new().validate(&schema, &object, None) {
+        Ok(()) => Vec::new(),
+        Err(errors) => vec![format!("{errors:?}")],
+    }
+}
+
+#[test]
+fn cluster_certificates_need_a_target_and_take_no_keystores() {
+    let good = json!({"certificateId": "aBcD1234", "secretName": "wildcard-tls", "refreshInterval": "1h",
+        "namespaceSelector": {"matchLabels": {"tls": "wildcard"}}, "certificateIdKey": "qcloud_cert_id",
+        "additionalOutputFormats": [{"type": "CombinedPEM"}]});
+    assert_eq!(cluster_errors(good.clone()), Vec::<String>::new());
+
+    let mut no_target = good.clone();
+    no_target
+        .as_object_mut()
+        .unwrap()
+        .remove("namespaceSelector");
+    let e = cluster_errors(no_target);
+    assert!(e.iter().any(|e| e.contains("namespaceSelector")), "{e:?}");
+    let mut names_only = good.clone();
+    names_only
+        .as_object_mut()
+        .unwrap()
+        .remove("namespaceSelector");
+    names_only["namespaces"] = json!(["shop"]);
+    assert_eq!(cluster_errors(names_only), Vec::<String>::new());
+
+    let mut keystores = good.clone();
+    keystores["keystores"] =
+        json!({"jks": {"create": true, "passwordSecretRef": {"name": "p", "key": "k"}}});
+    let e = cluster_errors(keystores);
+    assert!(
+        e.iter()
+            .any(|e| e.contains("keystores is for TencentCertificate only")),
+        "{e:?}"
+    );
+
+    let mut both = good;
+    both["domain"] = json!("*.example.com");
+    let e = cluster_errors(both);
+    assert!(e.iter().any(|e| e.contains("exactly one")), "{e:?}");
+}

@@ -30,6 +30,8 @@ pub const MAX_LISTED_FAILURES: usize = 20;
     validation = kube::core::Rule::new("has(self.spec.certificateId) != has(self.spec.domain)").message("set exactly one of spec.certificateId and spec.domain"),
     validation = kube::core::Rule::new("!has(self.spec.selector) || has(self.spec.domain)").message("spec.selector applies only with spec.domain"),
     validation = kube::core::Rule::new("has(self.spec.namespaceSelector) || (has(self.spec.namespaces) && self.spec.namespaces.size() > 0)").message("set spec.namespaceSelector, spec.namespaces, or both"),
+    // A keystore password is a Secret in the resource's namespace; a cluster resource has none.
+    validation = kube::core::Rule::new("!has(self.spec.keystores)").message("spec.keystores is for TencentCertificate only (its password Secret lives in the resource's namespace); additionalOutputFormats and certificateIdKey work here"),
     printcolumn(name = "Certificate ID", type_ = "string", json_path = ".status.certificateId"),
     printcolumn(name = "Secret", type_ = "string", json_path = ".spec.secretName"),
     printcolumn(name = "Targeted", type_ = "integer", json_path = ".status.targetedNamespaces"),
@@ -113,6 +115,11 @@ pub struct ClusterTencentCertificateSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 1000))]
     pub namespaces: Vec<String>,
+
+    /// More outputs in every Secret: `additionalOutputFormats` and `certificateIdKey` (e.g. `qcloud_cert_id`
+    /// for TKE's CLB ingress), as for TencentCertificate. `keystores` is refused here.
+    #[serde(flatten)]
+    pub outputs: crate::outputs::SecretOutputs,
 }
 
 fn default_true() -> bool {
@@ -248,8 +255,7 @@ impl ClusterTencentCertificate {
             credentials_ref: None,
             deletion_policy: self.spec.deletion_policy,
             include_ca: self.spec.include_ca,
-            // Additional outputs and keystores are TencentCertificate-only for now.
-            outputs: Default::default(),
+            outputs: self.spec.outputs.clone(),
         };
         let mut view =
             TencentCertificate::new(self.metadata.name.as_deref().unwrap_or_default(), spec);

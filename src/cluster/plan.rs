@@ -13,6 +13,7 @@ use super::crd::{
 };
 use crate::bundle::{CertBundle, CertMetadata};
 use crate::crd::DeletionPolicy;
+use crate::outputs::{self, OutputError, Passwords, Previous};
 use crate::secret::{
     self, CERTIFICATE_NAME_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SecretParams,
 };
@@ -82,14 +83,15 @@ pub fn is_ours(secret: &Secret, name: &str) -> bool {
             == Some(name)
 }
 
-/// The Secret for one namespace: what a TencentCertificate would write, labelled with the cluster
-/// resource's name instead, and owned by it with `deletionPolicy: Delete`.
+/// The Secret for one namespace: what a TencentCertificate would write (with the additional outputs the
+/// spec asks for), labelled with the cluster resource's name instead, and owned by it with
+/// `deletionPolicy: Delete`.
 pub fn desired_secret(
     cr: &ClusterTencentCertificate,
     namespace: &str,
     certificate_id: &str,
     bundle: &CertBundle,
-) -> Secret {
+) -> Result<Secret, OutputError> {
     let (template_labels, template_annotations) = cr.secret_template();
     let params = SecretParams {
         namespace: namespace.to_string(),
@@ -103,14 +105,22 @@ pub fn desired_secret(
         template_labels,
         template_annotations,
         include_ca: cr.spec.include_ca,
-        outputs: Default::default(),
+        // No keystores here (the CRD refuses them), so no passwords and nothing randomized to keep.
+        outputs: outputs::derive(
+            bundle,
+            certificate_id,
+            &cr.spec.outputs,
+            cr.spec.include_ca,
+            &Passwords::default(),
+            Previous::default(),
+        )?,
     };
     let mut desired = secret::desired(&params, bundle);
     if let Some(labels) = desired.metadata.labels.as_mut() {
         labels.remove(CERTIFICATE_NAME_LABEL);
         labels.insert(CLUSTER_CERTIFICATE_NAME_LABEL.to_string(), cr.name_any());
     }
-    desired
+    Ok(desired)
 }
 
 /// What one namespace's Secret needs.
@@ -446,7 +456,7 @@ mod tests {
             serde_json::json!({"certificateId": "abc", "secretName": "wildcard-tls", "namespaces": ["web"]}),
         );
         let bundle = bundle();
-        let desired = desired_secret(&cr, "web", "abc", &bundle);
+        let desired = desired_secret(&cr, "web", "abc", &bundle).unwrap();
         let labels = desired.metadata.labels.clone().unwrap();
         assert_eq!(
             labels
@@ -502,11 +512,36 @@ mod tests {
     }
 
     #[test]
+    fn additional_outputs_go_into_every_namespace() {
+        let cr = cr(
+            serde_json::json!({"certificateId": "abc", "secretName": "wildcard-tls", "namespaces": ["web"],
+            "additionalOutputFormats": [{"type": "CombinedPEM"}], "certificateIdKey": "qcloud_cert_id"}),
+        );
+        let bundle = bundle();
+        let desired = desired_secret(&cr, "web", "abc", &bundle).unwrap();
+        let data = desired.data.as_ref().unwrap();
+        assert_eq!(data["qcloud_cert_id"].0, b"abc");
+        assert_eq!(
+            String::from_utf8(data["tls-combined.pem"].0.clone()).unwrap(),
+            format!("{}{}", bundle.key_pem, bundle.chain_pem)
+        );
+        // Deterministic: the same inputs give the same Secret, so an unchanged wave writes nothing.
+        assert_eq!(
+            namespace_action(
+                &cr,
+                Some(&desired),
+                &desired_secret(&cr, "web", "abc", &bundle).unwrap()
+            ),
+            NamespaceAction::UpToDate
+        );
+    }
+
+    #[test]
     fn a_namespaced_resource_of_the_same_name_is_not_ours() {
         let cr = cr(
             serde_json::json!({"certificateId": "abc", "secretName": "wildcard-tls", "namespaces": ["web"]}),
         );
-        let mut namespaced = desired_secret(&cr, "web", "abc", &bundle());
+        let mut namespaced = desired_secret(&cr, "web", "abc", &bundle()).unwrap();
         let labels = namespaced.metadata.labels.as_mut().unwrap();
         labels.remove(CLUSTER_CERTIFICATE_NAME_LABEL);
         labels.insert(CERTIFICATE_NAME_LABEL.into(), "wildcard".into());

@@ -225,11 +225,27 @@ async fn reconcile_inner(
     if let Some((id, bundle)) = &writing {
         let results = futures::stream::iter(targeted.clone())
             .map(|ns: String| {
-                let desired = plan::desired_secret(cr, &ns, id, bundle);
                 let current = existing.get(&ns).cloned().flatten();
-                let action = plan::namespace_action(cr, current.as_ref(), &desired);
+                let planned = plan::desired_secret(cr, &ns, id, bundle).map(|desired| {
+                    let action = plan::namespace_action(cr, current.as_ref(), &desired);
+                    (desired, action)
+                });
                 let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
                 async move {
+                    let (desired, action) = match planned {
+                        Ok(planned) => planned,
+                        Err(err) => {
+                            let err = SyncError::from(err);
+                            return (
+                                ns.clone(),
+                                Err(NamespaceFailure {
+                                    namespace: ns,
+                                    reason: err.reason().to_string(),
+                                    message: err.to_string(),
+                                }),
+                            );
+                        }
+                    };
                     let result = match &action {
                         NamespaceAction::UpToDate => Ok(false),
                         NamespaceAction::Conflict(message) => Err(NamespaceFailure {
