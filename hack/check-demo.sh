@@ -26,7 +26,10 @@ kubeconfig=$(sed -n 's/^  export KUBECONFIG=//p' "$log")
 [ -f "$kubeconfig" ] || fail "the printed kubeconfig ${kubeconfig} does not exist"
 
 if command -v kubectl >/dev/null; then
-  KUBECONFIG="$kubeconfig" kubectl get tcert -o wide | tee /dev/stderr | grep -Eq "^demo-no-key .*False +KeyMissing" \
+  # Captured, not tee'd to /dev/stderr: reopening a redirected log through /dev/stderr writes at offset 0.
+  table=$(KUBECONFIG="$kubeconfig" kubectl get tcert -o wide)
+  echo "$table"
+  echo "$table" | grep -Eq "^demo-no-key .*False +KeyMissing" \
     || fail "kubectl get tcert -o wide does not show demo-no-key KeyMissing"
   KUBECONFIG="$kubeconfig" kubectl describe tcert demo-expired | grep -q "Warning  Expired" \
     || fail "kubectl describe tcert demo-expired shows no Expired event"
