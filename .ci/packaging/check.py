@@ -47,6 +47,13 @@ OPERATOR_CALLS = {
 SHIM_CALLS = {(GROUP, "tencentcertificates"): {"create", "patch", "delete"}}
 INGRESS_CALLS = {("networking.k8s.io", "ingresses"): {"get", "list", "watch"}}
 GATEWAY_CALLS = {("gateway.networking.k8s.io", "gateways"): {"get", "list", "watch"}}
+# ClusterTencentCertificates (all-namespaces installs only): the resources, and the namespaces they target.
+CLUSTER_CALLS = {
+    (GROUP, "clustertencentcertificates"): {"get", "list", "watch"},
+    (GROUP, "clustertencentcertificates/status"): {"patch"},
+    (GROUP, "clustertencentcertificates/finalizers"): {"update"},
+    ("", "namespaces"): {"get", "list", "watch"},
+}
 
 
 def operator_calls(values):
@@ -60,6 +67,8 @@ def operator_calls(values):
         extra.append(INGRESS_CALLS)
     if shims.get("gateway"):
         extra.append(GATEWAY_CALLS)
+    if not values.get("watchNamespaces"):
+        extra.append(CLUSTER_CALLS)
     for more in extra:
         for k, v in more.items():
             calls.setdefault(k, set()).update(v)
@@ -229,7 +238,9 @@ def check_rbac(f, docs, values, release_ns, sa_name, credentials, lease):
         ("deletecollection", "", "secrets", "web", None),
         ("update", GROUP, "tencentcertificates/status", "web", None),
         ("update", GROUP, "tencentcertificates", "web", None),
-        ("list", "", "namespaces", None, None),
+        ("create", GROUP, "clustertencentcertificates", None, None),
+        ("update", GROUP, "clustertencentcertificates", None, None),
+        ("delete", "", "namespaces", None, None),
         ("update", "networking.k8s.io", "ingresses", "web", None),
         ("patch", "networking.k8s.io", "ingresses", "web", None),
         ("update", "networking.k8s.io", "ingresses/finalizers", "web", None),
@@ -251,6 +262,8 @@ def check_rbac(f, docs, values, release_ns, sa_name, credentials, lease):
             ("get", "", "secrets", "kube-system", "anything"),
             ("list", GROUP, "tencentcertificates", None, None),
             ("create", "events.k8s.io", "events", "kube-system", None),
+            ("list", "", "namespaces", None, None),
+            ("list", GROUP, "clustertencentcertificates", None, None),
         ]
         if credentials and credentials[0] not in watched:
             denied += [
