@@ -67,7 +67,8 @@ pub struct StatusInput<'a> {
     pub next_sync: Option<jiff::Timestamp>,
 }
 
-fn condition(
+/// A condition whose transition time moves only when its status flips (shared with the cluster resource).
+pub(crate) fn condition(
     type_: &str,
     ready: bool,
     reason: &str,

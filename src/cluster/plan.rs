@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube::{Resource as _, ResourceExt as _};
 
 use super::crd::{
@@ -213,21 +213,15 @@ fn condition(
     message: String,
     input: &StatusInput<'_>,
 ) -> Condition {
-    let status = if ok { "True" } else { "False" };
-    let last_transition_time = input
-        .previous
-        .condition(type_)
-        .filter(|c| c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or(Time(input.now));
-    Condition {
-        type_: type_.to_string(),
-        status: status.to_string(),
-        reason: reason.to_string(),
+    crate::status::condition(
+        type_,
+        ok,
+        reason,
         message,
-        observed_generation: input.generation,
-        last_transition_time,
-    }
+        input.generation,
+        &input.previous.conditions,
+        input.now,
+    )
 }
 
 pub fn compute(input: &StatusInput<'_>) -> ClusterTencentCertificateStatus {

@@ -117,7 +117,8 @@ async fn reconcile_inner(
         .filter(|ns| !ours.contains_key(*ns))
         .cloned()
         .collect();
-    let mut existing: BTreeMap<String, Option<Secret>> = futures::stream::iter(unknown)
+    // Secrets at the name in targeted namespaces without one of ours (someone else's, or one to adopt).
+    let elsewhere: BTreeMap<String, Secret> = futures::stream::iter(unknown)
         .map(|ns: String| {
             let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
             let secret_name = cr.spec.secret_name.clone();
@@ -130,12 +131,11 @@ async fn reconcile_inner(
         .collect::<Vec<_>>()
         .await
         .into_iter()
-        .map(|(ns, got)| got.map(|s| (ns, s)))
+        .filter_map(|(ns, got)| got.map(|s| s.map(|s| (ns, s))).transpose())
         .collect::<Result<_, _>>()
         .map_err(SyncError::kube("reading a targeted namespace's Secret"))?;
-    for (ns, secret) in &ours {
-        existing.insert(ns.clone(), Some(secret.clone()));
-    }
+    // Looked up, not copied: with thousands of namespaces the Secrets are most of the reconcile's memory.
+    let current_of = |ns: &str| ours.get(ns).or_else(|| elsewhere.get(ns));
 
     // What our Secrets serve now: the certificate of the last sync, read back from any of them.
     let serving: Option<(String, Arc<CertBundle>)> =
@@ -225,9 +225,9 @@ async fn reconcile_inner(
     if let Some((id, bundle)) = &writing {
         let results = futures::stream::iter(targeted.clone())
             .map(|ns: String| {
-                let current = existing.get(&ns).cloned().flatten();
+                let current = current_of(&ns);
                 let planned = plan::desired_secret(cr, &ns, id, bundle).map(|desired| {
-                    let action = plan::namespace_action(cr, current.as_ref(), &desired);
+                    let action = plan::namespace_action(cr, current, &desired);
                     (desired, action)
                 });
                 let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
@@ -254,7 +254,7 @@ async fn reconcile_inner(
                             message: message.clone(),
                         }),
                         NamespaceAction::Write { recreate } => {
-                            write(&api, current.as_ref(), &desired, *recreate)
+                            write(&api, current, &desired, *recreate)
                                 .await
                                 .map(|()| true)
                                 .map_err(|err| NamespaceFailure {
@@ -286,7 +286,7 @@ async fn reconcile_inner(
     } else if !targeted.is_empty() {
         // Nothing to write anywhere: every namespace lacks the certificate (the status says why).
         for ns in &targeted {
-            if existing.get(ns).cloned().flatten().is_none() {
+            if current_of(ns).is_none() {
                 failures.push(NamespaceFailure {
                     namespace: ns.clone(),
                     reason: match &attempt {
