@@ -231,7 +231,11 @@ fn write_new_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 fn replace_private(dir: &Path, name: &str, contents: &[u8]) -> std::io::Result<()> {
     let mut attempt = 0;
     let temporary = loop {
-        let candidate = dir.join(format!(".{name}.tmp-{}-{:08x}", std::process::id(), fastrand::u32(..)));
+        let candidate = dir.join(format!(
+            ".{name}.tmp-{}-{:08x}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
         match write_new_private(&candidate, contents) {
             Ok(()) => break candidate,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 8 => attempt += 1,

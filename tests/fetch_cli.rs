@@ -259,7 +259,10 @@ async fn plain_http_endpoints_are_refused_without_the_flag() {
     let refused = fetch_with(&sim, false, &["--certificate-id", "shop0001"]).await;
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("refusing the plain-http Tencent endpoint"), "{stderr}");
+    assert!(
+        stderr.contains("refusing the plain-http Tencent endpoint"),
+        "{stderr}"
+    );
     assert!(stderr.contains("--allow-insecure-endpoint"), "{stderr}");
     assert_eq!(sim.stats().requests, 0, "nothing reached the endpoint");
     // The flag (rather than the env var) allows it.
@@ -269,20 +272,34 @@ async fn plain_http_endpoints_are_refused_without_the_flag() {
         &["--certificate-id", "shop0001", "--allow-insecure-endpoint"],
     )
     .await;
-    assert!(allowed.status.success(), "{}", String::from_utf8_lossy(&allowed.stderr));
+    assert!(
+        allowed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
     // An http STS endpoint beside an https SSL endpoint is refused too.
     let sts = fetch_with(
         &sim,
         false,
-        &["--certificate-id", "shop0001", "--tencent-endpoint", "https://ssl.tencentcloudapi.com",
-          "--sts-endpoint", &sim.endpoint()],
+        &[
+            "--certificate-id",
+            "shop0001",
+            "--tencent-endpoint",
+            "https://ssl.tencentcloudapi.com",
+            "--sts-endpoint",
+            &sim.endpoint(),
+        ],
     )
     .await;
-    assert_eq!(sts.status.code(), Some(2), "{}", String::from_utf8_lossy(&sts.stderr));
+    assert_eq!(
+        sts.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&sts.stderr)
+    );
 
     let run = |allow: bool| {
-        let mut command =
-            tokio::process::Command::new(env!("CARGO_BIN_EXE_tencent-cert-operator"));
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_tencent-cert-operator"));
         command
             .args(["run", "--metrics-addr", "127.0.0.1:0"])
             .env("TENCENTCLOUD_ENDPOINT", sim.endpoint())
@@ -297,7 +314,10 @@ async fn plain_http_endpoints_are_refused_without_the_flag() {
     let refused = run(false).await.unwrap();
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success());
-    assert!(stderr.contains("refusing the plain-http Tencent endpoint"), "{stderr}");
+    assert!(
+        stderr.contains("refusing the plain-http Tencent endpoint"),
+        "{stderr}"
+    );
     // Allowed, it goes on to the cluster (there is none here).
     let allowed = run(true).await.unwrap();
     let stderr = String::from_utf8_lossy(&allowed.stderr);
@@ -327,22 +347,39 @@ async fn fetch_force_does_not_follow_planted_symlinks() {
     let refused = fetch(&sim, Some(SECRET_KEY), &args).await;
     assert_eq!(refused.status.code(), Some(8));
     let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(stderr.contains("tls.key") && stderr.contains("tls.crt"), "{stderr}");
-    assert!(!root.join("nowhere").exists(), "the dangling link was followed");
+    assert!(
+        stderr.contains("tls.key") && stderr.contains("tls.crt"),
+        "{stderr}"
+    );
+    assert!(
+        !root.join("nowhere").exists(),
+        "the dangling link was followed"
+    );
 
     let forced = fetch(&sim, Some(SECRET_KEY), &[&args[..], &["--force"]].concat()).await;
-    assert!(forced.status.success(), "{}", String::from_utf8_lossy(&forced.stderr));
+    assert!(
+        forced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
     assert_eq!(
         std::fs::read_to_string(&victim).unwrap(),
         "the victim's own content\n"
     );
-    assert!(!root.join("nowhere").exists(), "the dangling link was followed");
+    assert!(
+        !root.join("nowhere").exists(),
+        "the dangling link was followed"
+    );
     for name in ["tls.key", "tls.crt", "ca.crt"] {
         let meta = std::fs::symlink_metadata(dir.join(name)).unwrap();
         assert!(meta.file_type().is_file(), "{name} is still a link");
         assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{name}");
     }
-    assert!(std::fs::read_to_string(dir.join("tls.key")).unwrap().contains("PRIVATE KEY"));
+    assert!(
+        std::fs::read_to_string(dir.join("tls.key"))
+            .unwrap()
+            .contains("PRIVATE KEY")
+    );
     // No temporary file left behind.
     let names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
@@ -358,7 +395,13 @@ async fn fetch_force_does_not_follow_planted_symlinks() {
     let out = fetch(
         &sim,
         Some(SECRET_KEY),
-        &["--certificate-id", "shop0001", "--out-dir", linked.to_str().unwrap(), "--force"],
+        &[
+            "--certificate-id",
+            "shop0001",
+            "--out-dir",
+            linked.to_str().unwrap(),
+            "--force",
+        ],
     )
     .await;
     assert_eq!(out.status.code(), Some(8));

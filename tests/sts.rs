@@ -324,7 +324,11 @@ async fn extreme_expired_times_neither_overflow_nor_loop() {
         let credentials = client.credentials_at(&source, at).await.unwrap();
         assert_eq!(credentials.secret_id(), "AKIDtmp");
     }
-    assert_eq!(count.load(Ordering::SeqCst), 1, "cached until near i64::MAX");
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        1,
+        "cached until near i64::MAX"
+    );
 
     for expired in [-1, i64::MIN, 0, now - 86_400 * 365 * 50, now] {
         let (endpoint, count) = sts_answering(expired).await;

@@ -611,7 +611,8 @@ async fn redirects_are_not_followed_and_are_a_typed_error() {
             ..ClientConfig::default()
         })
         .unwrap();
-        let with_token = Credentials::new(SECRET_ID, SECRET_KEY, Some("session-token".to_string())).unwrap();
+        let with_token =
+            Credentials::new(SECRET_ID, SECRET_KEY, Some("session-token".to_string())).unwrap();
         let err = client
             .download_certificate(&with_token, "demo0001")
             .await
@@ -630,5 +631,9 @@ async fn redirects_are_not_followed_and_are_a_typed_error() {
         assert!(err.to_string().contains("not followed"), "{err}");
         server.abort();
     }
-    assert_eq!(target.stats().requests, 0, "the redirect target saw a request");
+    assert_eq!(
+        target.stats().requests,
+        0,
+        "the redirect target saw a request"
+    );
 }

@@ -80,7 +80,10 @@ mod tests {
         let a = token_digest("token-a");
         assert_eq!(cache.get(&a, start), None);
         cache.put(a, Decision::Allowed, start);
-        assert_eq!(cache.get(&a, start + Duration::from_secs(59)), Some(Decision::Allowed));
+        assert_eq!(
+            cache.get(&a, start + Duration::from_secs(59)),
+            Some(Decision::Allowed)
+        );
         assert_eq!(cache.get(&a, start + Duration::from_secs(60)), None);
         // A clock reading before the answer (never on a monotonic clock) does not panic.
         assert_eq!(cache.get(&a, start), Some(Decision::Allowed));
@@ -95,7 +98,11 @@ mod tests {
         cache.put(a, Decision::Allowed, start);
         cache.put(b, Decision::Forbidden, start + Duration::from_secs(30));
         // Full, nothing expired: c is not kept.
-        cache.put(c, Decision::Unauthenticated, start + Duration::from_secs(31));
+        cache.put(
+            c,
+            Decision::Unauthenticated,
+            start + Duration::from_secs(31),
+        );
         assert_eq!(cache.len(), 2);
         assert_eq!(cache.get(&c, start + Duration::from_secs(31)), None);
         // Later a has expired and makes room for d; b stays.

@@ -15,7 +15,9 @@ use super::{METRICS_PATH, METRICS_VERB, REVIEW_CACHE_ENTRIES, REVIEW_CACHE_TTL};
 /// The API server could not answer a review (not the same as a refusal: nothing is cached).
 #[derive(Debug, thiserror::Error)]
 pub enum ReviewError {
-    #[error("cannot create a TokenReview (needs create on tokenreviews.authentication.k8s.io): {0}")]
+    #[error(
+        "cannot create a TokenReview (needs create on tokenreviews.authentication.k8s.io): {0}"
+    )]
     TokenReview(String),
     #[error(
         "cannot create a SubjectAccessReview (needs create on subjectaccessreviews.authorization.k8s.io): {0}"
@@ -76,7 +78,9 @@ impl TokenReviewer {
             .create(&PostParams::default(), &access)
             .await
             .map_err(|e| ReviewError::AccessReview(e.to_string()))?;
-        let allowed = answer.status.is_some_and(|s| s.allowed && s.denied != Some(true));
+        let allowed = answer
+            .status
+            .is_some_and(|s| s.allowed && s.denied != Some(true));
         Ok(if allowed {
             Decision::Allowed
         } else {
@@ -121,7 +125,9 @@ impl MetricsAccess {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, DecisionCache> {
         // The cache holds plain values: a panic mid-update leaves nothing half-done worth refusing.
-        self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

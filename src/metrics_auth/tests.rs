@@ -31,7 +31,9 @@ async fn start() -> Running {
     let metrics = Arc::new(Metrics::new());
     metrics.set_certificate("web", "shop", "aBcD1234", None, false, "Pending");
     let readiness = Arc::new(Readiness::default());
-    let listener = telemetry::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let listener = telemetry::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let address = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(telemetry::serve_secure(
@@ -147,7 +149,8 @@ fn a_provided_certificate_is_loaded_and_a_bad_one_is_named() {
     std::fs::create_dir_all(&dir).unwrap();
     let missing = tls::server_config(Some(&dir)).unwrap_err();
     assert!(missing.to_string().contains("tls.crt"), "{missing}");
-    let generated = rcgen::generate_simple_self_signed(vec!["metrics.example".to_string()]).unwrap();
+    let generated =
+        rcgen::generate_simple_self_signed(vec!["metrics.example".to_string()]).unwrap();
     std::fs::write(dir.join("tls.crt"), generated.cert.pem()).unwrap();
     let key_pem = generated.signing_key.serialize_pem();
     std::fs::write(dir.join("tls.key"), "not a key").unwrap();

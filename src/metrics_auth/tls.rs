@@ -95,7 +95,10 @@ fn load(dir: &Path) -> Result<Identity, TlsSetupError> {
 
 /// A fresh ECDSA P-256 key and a certificate for the names a scraper may use.
 fn self_signed() -> Result<Identity, TlsSetupError> {
-    let mut names = vec!["localhost".to_string(), "tencent-cert-operator-metrics".to_string()];
+    let mut names = vec![
+        "localhost".to_string(),
+        "tencent-cert-operator-metrics".to_string(),
+    ];
     if let Ok(pod) = std::env::var("POD_NAME")
         && !pod.is_empty()
     {
@@ -140,7 +143,8 @@ impl TlsListener {
                 let acceptor = acceptor.clone();
                 let sender = sender.clone();
                 tokio::spawn(async move {
-                    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                    let handshake =
+                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
                     if let Ok(Ok(tls)) = handshake.await {
                         let _ = sender.send((tls, address)).await;
                     }

@@ -1208,14 +1208,20 @@ mod tests {
         for (endpoint, sts) in [
             ("http://ssl.tencentcloudapi.com", None),
             ("http://127.0.0.1:9000", None),
-            ("https://ssl.tencentcloudapi.com", Some("http://sts.tencentcloudapi.com")),
+            (
+                "https://ssl.tencentcloudapi.com",
+                Some("http://sts.tencentcloudapi.com"),
+            ),
         ] {
             let err = build(endpoint, sts, false).unwrap_err();
             assert!(
                 matches!(err, ClientBuildError::InsecureEndpoint { .. }),
                 "{endpoint} {sts:?}: {err}"
             );
-            assert!(err.to_string().contains("--allow-insecure-endpoint"), "{err}");
+            assert!(
+                err.to_string().contains("--allow-insecure-endpoint"),
+                "{err}"
+            );
             let allowed = build(endpoint, sts, true).unwrap();
             assert!(allowed.endpoint().starts_with("http"));
         }

@@ -623,7 +623,10 @@ mod tests {
                 "Credentials": {"Token": "tok", "TmpSecretId": "AKIDtmp", "TmpSecretKey": "k"},
                 "ExpiredTime": value,
             });
-            assert_eq!(parse_credentials(ACTION_ASSUME_ROLE, &answer).unwrap().1, value);
+            assert_eq!(
+                parse_credentials(ACTION_ASSUME_ROLE, &answer).unwrap().1,
+                value
+            );
         }
     }
 

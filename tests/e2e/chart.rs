@@ -176,7 +176,11 @@ fn service_account_token(cluster: &Cluster, namespace: &str, name: &str) -> Stri
         &["-n", namespace, "create", "token", name, "--duration=1h"],
     )
     .expect("kubectl create token");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -185,15 +189,22 @@ fn service_account_token(cluster: &Cluster, namespace: &str, name: &str) -> Stri
 async fn check_secure_metrics(cluster: &Cluster, port: u16, workload: &str) {
     let scraper = service_account_token(cluster, workload, "scraper");
     let tenant = service_account_token(cluster, workload, "tenant");
-    assert_eq!(scrape_https(port, "/metrics", None).await.map(|r| r.0), Some(401));
     assert_eq!(
-        scrape_https(port, "/metrics", Some("not-a-token")).await.map(|r| r.0),
+        scrape_https(port, "/metrics", None).await.map(|r| r.0),
+        Some(401)
+    );
+    assert_eq!(
+        scrape_https(port, "/metrics", Some("not-a-token"))
+            .await
+            .map(|r| r.0),
         Some(401)
     );
     let (status, body) = scrape_https(port, "/metrics", Some(&tenant)).await.unwrap();
     assert_eq!(status, 403, "{body}");
     assert!(!body.contains("e2eShop1"), "{body}");
-    let (status, body) = scrape_https(port, "/metrics", Some(&scraper)).await.unwrap();
+    let (status, body) = scrape_https(port, "/metrics", Some(&scraper))
+        .await
+        .unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("certificate_id=\"e2eShop1\""), "{body}");
     // Plain HTTP gets no metrics from the HTTPS port.

@@ -19,7 +19,12 @@ pub struct Reviews {
 
 impl Reviews {
     /// The answer to a review POSTed to `group`/`plural`, or `None` when it is not a review.
-    pub fn answer(&self, group: &str, plural: &str, body: &[u8]) -> Option<Result<Value, ApiError>> {
+    pub fn answer(
+        &self,
+        group: &str,
+        plural: &str,
+        body: &[u8],
+    ) -> Option<Result<Value, ApiError>> {
         match (group, plural) {
             ("authentication.k8s.io", "tokenreviews") => Some(self.token_review(body)),
             ("authorization.k8s.io", "subjectaccessreviews") => Some(self.access_review(body)),
@@ -47,9 +52,10 @@ impl Reviews {
         let path = spec["nonResourceAttributes"]["path"].as_str();
         let verb = spec["nonResourceAttributes"]["verb"].as_str();
         let allowed = match (path, verb) {
-            (Some(path), Some(verb)) => self
-                .non_resource
-                .contains(&(user, path.to_string(), verb.to_string())),
+            (Some(path), Some(verb)) => {
+                self.non_resource
+                    .contains(&(user, path.to_string(), verb.to_string()))
+            }
             // Resource attributes are not emulated: refused.
             _ => false,
         };
