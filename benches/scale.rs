@@ -683,6 +683,7 @@ async fn start_operator(args: &Args, endpoint: &str, port: u16) -> Result<Child>
     Ok(command
         .args(&args.operator_args)
         .env("TENCENTCLOUD_ENDPOINT", endpoint)
+        .env("TENCENTCLOUD_ALLOW_INSECURE_ENDPOINT", "true")
         .stdout(Stdio::null())
         .stderr(log)
         .kill_on_drop(true)

@@ -144,6 +144,7 @@ fn main() {
             endpoint: simulator.endpoint(),
             download_cache_ttl: Duration::ZERO,
             limiter: LimiterConfig::per_second(1_000_000.0),
+            allow_insecure_endpoint: true,
             ..ClientConfig::default()
         })
         .expect("client");

@@ -62,7 +62,7 @@ echo "creating ${n} namespaces"
 kubectl -n tco-bench-ct-ops create secret generic tencent --from-literal=secretId="$secret_id" \
   --from-literal=secretKey="$secret_key" --dry-run=client -o yaml | kubectl apply --server-side -f - >/dev/null
 
-TENCENTCLOUD_ENDPOINT="$endpoint" RUST_LOG=warn "$bin" run --metrics-addr 127.0.0.1:0 >/dev/null 2>"$work/operator.log" &
+TENCENTCLOUD_ENDPOINT="$endpoint" TENCENTCLOUD_ALLOW_INSECURE_ENDPOINT=true RUST_LOG=warn "$bin" run --metrics-addr 127.0.0.1:0 >/dev/null 2>"$work/operator.log" &
 operator=$!
 sleep 2
 start=$(date +%s.%N)

@@ -40,6 +40,9 @@ pub enum FetchError {
     Tencent { err: TencentError },
     #[error("{0}")]
     Bundle(#[from] BundleError),
+    /// The endpoint settings are refused (e.g. plain http without `--allow-insecure-endpoint`).
+    #[error("{0}")]
+    Endpoint(#[from] crate::tencent::client::ClientBuildError),
     #[error("{0}")]
     Output(String),
 }
@@ -61,6 +64,7 @@ impl FetchError {
                 ErrorClass::NotYetIssued => exit_code::NOT_ISSUED,
             },
             Self::Bundle(_) => exit_code::BUNDLE,
+            Self::Endpoint(_) => exit_code::USAGE,
             Self::Output(_) => exit_code::OUTPUT,
         }
     }
@@ -146,6 +150,10 @@ pub fn render(secret: &Secret, format: Format) -> Result<String, FetchError> {
 
 /// Writes `tls.crt`, `tls.key` and (when present and wanted) `ca.crt` into `dir`, each mode 0600.
 /// Refuses to replace existing files unless `force`; checks all names before writing any.
+///
+/// Nothing planted at the paths is followed: a symlinked `dir` is refused, a new file is created with
+/// `O_EXCL` (which does not follow a symlink), and a replaced file is written to a fresh temporary file in
+/// `dir` and renamed over the old name, which replaces a symlink itself, not what it points to.
 pub fn write_files(
     dir: &Path,
     bundle: &CertBundle,
@@ -161,11 +169,13 @@ pub fn write_files(
     }
     std::fs::create_dir_all(dir)
         .map_err(|e| FetchError::Output(format!("cannot create {}: {e}", dir.display())))?;
+    refuse_symlinked_dir(dir)?;
     if !force {
         let existing: Vec<String> = files
             .iter()
             .map(|(name, _)| dir.join(name))
-            .filter(|path| path.exists())
+            // symlink_metadata: a dangling symlink exists too.
+            .filter(|path| path.symlink_metadata().is_ok())
             .map(|path| path.display().to_string())
             .collect();
         if !existing.is_empty() {
@@ -178,37 +188,69 @@ pub fn write_files(
     let mut written = Vec::new();
     for (name, contents) in files {
         let path = dir.join(name);
-        write_private(&path, contents.as_bytes(), force)
-            .map_err(|e| FetchError::Output(format!("cannot write {}: {e}", path.display())))?;
+        let result = if force {
+            replace_private(dir, name, contents.as_bytes())
+        } else {
+            write_new_private(&path, contents.as_bytes())
+        };
+        result.map_err(|e| FetchError::Output(format!("cannot write {}: {e}", path.display())))?;
         written.push(path);
     }
     Ok(written)
 }
 
-fn write_private(path: &Path, contents: &[u8], replace: bool) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true);
-    if replace {
-        options.create(true).truncate(true);
-    } else {
-        options.create_new(true);
+/// The output directory itself must not be a symlink (one planted there would send the key elsewhere).
+fn refuse_symlinked_dir(dir: &Path) -> Result<(), FetchError> {
+    let metadata = dir
+        .symlink_metadata()
+        .map_err(|e| FetchError::Output(format!("cannot read {}: {e}", dir.display())))?;
+    if metadata.file_type().is_symlink() {
+        return Err(FetchError::Output(format!(
+            "refusing to write key files through the symlink {}: pass the directory it points to",
+            dir.display()
+        )));
     }
+    Ok(())
+}
+
+/// Creates `path` (never an existing file or symlink) with mode 0600 and writes `contents`.
+fn write_new_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
-        let mut file = options.open(path)?;
-        // An existing file keeps its old mode on open: tighten it explicitly.
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        file.write_all(contents)?;
-        file.sync_all()
     }
-    #[cfg(not(unix))]
-    {
-        let mut file = options.open(path)?;
-        file.write_all(contents)?;
-        file.sync_all()
-    }
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+/// Writes `contents` to a new temporary file in `dir` and renames it over `dir/name`.
+fn replace_private(dir: &Path, name: &str, contents: &[u8]) -> std::io::Result<()> {
+    let mut attempt = 0;
+    let temporary = loop {
+        let candidate = dir.join(format!(
+            ".{name}.tmp-{}-{:08x}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        match write_new_private(&candidate, contents) {
+            Ok(()) => break candidate,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 8 => attempt += 1,
+            Err(e) => {
+                // Created but not fully written: ours to remove (an existing name is not ours).
+                if e.kind() != std::io::ErrorKind::AlreadyExists {
+                    let _ = std::fs::remove_file(&candidate);
+                }
+                return Err(e);
+            }
+        }
+    };
+    std::fs::rename(&temporary, dir.join(name)).inspect_err(|_| {
+        let _ = std::fs::remove_file(&temporary);
+    })
 }
 
 #[cfg(test)]

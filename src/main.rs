@@ -127,6 +127,10 @@ struct TencentArgs {
     /// itself when it is not Tencent's, e.g. the simulator, which serves both).
     #[arg(long, env = "TENCENTCLOUD_STS_ENDPOINT")]
     sts_endpoint: Option<String>,
+    /// Accept http:// endpoints (a local simulator). Without it they are refused at start-up: the answers
+    /// carry private keys, the requests signatures and tokens.
+    #[arg(long, env = "TENCENTCLOUD_ALLOW_INSECURE_ENDPOINT")]
+    allow_insecure_endpoint: bool,
 }
 
 #[derive(Args)]
@@ -186,6 +190,15 @@ struct RunArgs {
     /// Address of the /metrics, /healthz and /readyz server.
     #[arg(long, env = "OPERATOR_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
+    /// Serve that address over HTTPS and answer /metrics only to a bearer token the API server accepts
+    /// (TokenReview) whose user may get the non-resource URL /metrics (SubjectAccessReview); answers are
+    /// cached for a minute. /healthz and /readyz stay open.
+    #[arg(long, env = "OPERATOR_METRICS_SECURE")]
+    metrics_secure: bool,
+    /// Directory holding tls.crt and tls.key for --metrics-secure (a mounted kubernetes.io/tls Secret),
+    /// read at start-up; without it a self-signed certificate is generated at start-up.
+    #[arg(long, env = "OPERATOR_METRICS_CERT_DIR", requires = "metrics_secure")]
+    metrics_cert_dir: Option<PathBuf>,
     /// Log format (the level comes from RUST_LOG, default info).
     #[arg(long, env = "OPERATOR_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -271,13 +284,13 @@ struct FetchArgs {
 async fn run_fetch(args: FetchArgs) -> ExitCode {
     use tencent_cert_operator::fetch::{self, FetchError};
     let result = async {
-        let credentials = tencent::Credentials::from_env().map_err(FetchError::from)?;
         let client = tencent::Client::new(ClientConfig {
             endpoint: args.tencent.tencent_endpoint.clone(),
             sts_endpoint: args.tencent.sts_endpoint.clone(),
+            allow_insecure_endpoint: args.tencent.allow_insecure_endpoint,
             ..ClientConfig::default()
-        })
-        .map_err(|e| FetchError::Output(e.to_string()))?;
+        })?;
+        let credentials = tencent::Credentials::from_env().map_err(FetchError::from)?;
         let bundle = fetch::fetch(&client, &credentials, &args.certificate_id).await?;
         eprintln!(
             "{}",
@@ -543,17 +556,7 @@ async fn run_renew(args: RenewArgs) -> ExitCode {
 }
 
 async fn run_operator(args: RunArgs) -> ExitCode {
-    let client = match connect().await {
-        Ok(client) => client,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if let Err(message) = check_crd(&client, &args.namespaces).await {
-        eprintln!("error: {message}");
-        return ExitCode::FAILURE;
-    }
+    // The Tencent side first: a refused endpoint is reported at once, before any cluster is needed.
     let mut endpoint = args.tencent.tencent_endpoint.clone();
     let _demo = if args.demo {
         match demo::start_simulator().await {
@@ -579,6 +582,8 @@ async fn run_operator(args: RunArgs) -> ExitCode {
         ClientConfig {
             endpoint,
             sts_endpoint: args.tencent.sts_endpoint.clone(),
+            // `--demo` talks to the simulator this process started on loopback.
+            allow_insecure_endpoint: args.tencent.allow_insecure_endpoint || args.demo,
             limiter: tencent::limiter::LimiterConfig::per_second(args.rate_limit),
             ..ClientConfig::default()
         },
@@ -589,6 +594,30 @@ async fn run_operator(args: RunArgs) -> ExitCode {
             eprintln!("error: {err}");
             return ExitCode::FAILURE;
         }
+    };
+    let client = match connect().await {
+        Ok(client) => client,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(message) = check_crd(&client, &args.namespaces).await {
+        eprintln!("error: {message}");
+        return ExitCode::FAILURE;
+    }
+    let metrics_tls = if args.metrics_secure {
+        match tencent_cert_operator::metrics_auth::tls::server_config(
+            args.metrics_cert_dir.as_deref(),
+        ) {
+            Ok(config) => Some(config),
+            Err(err) => {
+                eprintln!("error: --metrics-secure: {err}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
     };
     let pod_identity = if args.default_credentials_pod_identity {
         match tencent::sts::WebIdentity::from_env() {
@@ -634,12 +663,27 @@ async fn run_operator(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let server = tokio::spawn(telemetry::serve(
-        listener,
-        metrics.clone(),
-        readiness.clone(),
-        leader::shutdown_requested(stopped.clone()),
-    ));
+    let server = if let Some(tls) = metrics_tls {
+        let access = Arc::new(tencent_cert_operator::metrics_auth::MetricsAccess::new(
+            client.clone(),
+        ));
+        tracing::info!(addr = %args.metrics_addr, "/metrics over HTTPS for callers allowed to get /metrics");
+        tokio::spawn(telemetry::serve_secure(
+            listener,
+            tls,
+            metrics.clone(),
+            readiness.clone(),
+            access,
+            leader::shutdown_requested(stopped.clone()),
+        ))
+    } else {
+        tokio::spawn(telemetry::serve(
+            listener,
+            metrics.clone(),
+            readiness.clone(),
+            leader::shutdown_requested(stopped.clone()),
+        ))
+    };
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutdown requested: finishing in-flight reconciles");

@@ -21,6 +21,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::metrics_auth::{Decision, MetricsAccess};
+
 /// `--log-format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -554,11 +556,61 @@ struct ServerState {
 }
 
 pub fn router(metrics: Arc<Metrics>, readiness: Arc<Readiness>) -> Router {
-    Router::new()
-        .route("/metrics", get(render_metrics))
+    router_with_access(metrics, readiness, None)
+}
+
+/// [`router`], with `/metrics` behind `access` when given (`--metrics-secure`); the probes stay open.
+pub fn router_with_access(
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    access: Option<Arc<MetricsAccess>>,
+) -> Router {
+    let mut metrics_route = Router::new().route("/metrics", get(render_metrics));
+    if let Some(access) = access {
+        metrics_route = metrics_route.route_layer(axum::middleware::from_fn_with_state(
+            access,
+            require_metrics_access,
+        ));
+    }
+    metrics_route
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .with_state(ServerState { metrics, readiness })
+}
+
+/// 401 without an accepted bearer token, 403 when its user may not `get /metrics`, 503 when the API
+/// server cannot say (see [`crate::metrics_auth`]).
+async fn require_metrics_access(
+    State(access): State<Arc<MetricsAccess>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok());
+    match access.decide(authorization).await {
+        Ok(Decision::Allowed) => next.run(request).await,
+        Ok(Decision::Unauthenticated) => (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "Unauthorized: /metrics needs a bearer token the Kubernetes API server accepts\n",
+        )
+            .into_response(),
+        Ok(Decision::Forbidden) => (
+            StatusCode::FORBIDDEN,
+            "Forbidden: the token's user may not get the non-resource URL /metrics\n",
+        )
+            .into_response(),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot review a /metrics request");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cannot review the token with the Kubernetes API server\n",
+            )
+                .into_response()
+        }
+    }
 }
 
 async fn render_metrics(State(state): State<ServerState>) -> impl IntoResponse {
@@ -589,6 +641,24 @@ pub async fn serve(
     axum::serve(listener, router(metrics, readiness))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// [`serve`] over HTTPS with `tls`, `/metrics` behind `access` (`--metrics-secure`).
+pub async fn serve_secure(
+    listener: tokio::net::TcpListener,
+    tls: Arc<tokio_rustls::rustls::ServerConfig>,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    access: Arc<MetricsAccess>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = crate::metrics_auth::tls::TlsListener::new(listener, tls)?;
+    axum::serve(
+        listener,
+        router_with_access(metrics, readiness, Some(access)),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// Binds the telemetry address, with the address in the error.

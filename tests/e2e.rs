@@ -195,6 +195,7 @@ fn start_operator_with_env(
         .args(extra)
         .env("KUBECONFIG", &cluster.kubeconfig)
         .env("TENCENTCLOUD_ENDPOINT", sim.endpoint())
+        .env("TENCENTCLOUD_ALLOW_INSECURE_ENDPOINT", "true")
         // Debug level: the secrecy checks then cover the most verbose logs too.
         .env(
             "RUST_LOG",

@@ -63,6 +63,7 @@ async fn harness_configured(defaults: DefaultCredentials, cache_ttl: Duration) -
         download_cache_ttl: cache_ttl,
         // `make_due` stands for a refresh interval passing; by then lookups are stale too.
         lookup_cache_ttl: cache_ttl,
+        allow_insecure_endpoint: true,
         ..ClientConfig::default()
     })
     .unwrap();

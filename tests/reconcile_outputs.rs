@@ -46,6 +46,7 @@ async fn harness() -> Harness {
         endpoint: sim.endpoint(),
         download_cache_ttl: Duration::ZERO,
         lookup_cache_ttl: Duration::ZERO,
+        allow_insecure_endpoint: true,
         ..ClientConfig::default()
     })
     .unwrap();

@@ -56,6 +56,7 @@ async fn start(
 fn client_with(sim: &SimHandle, adjust: impl FnOnce(&mut ClientConfig)) -> Client {
     let mut config = ClientConfig {
         endpoint: sim.endpoint(),
+        allow_insecure_endpoint: true,
         ..ClientConfig::default()
     };
     adjust(&mut config);

@@ -82,6 +82,7 @@ async fn start_with_controller() -> Harness {
     .unwrap();
     let tencent = tencent::Client::new(ClientConfig {
         endpoint: sim.endpoint(),
+        allow_insecure_endpoint: true,
         ..ClientConfig::default()
     })
     .unwrap();

@@ -46,6 +46,7 @@ async fn simulator(role: SimRole) -> SimHandle {
 fn client(sim: &SimHandle) -> Client {
     Client::new(ClientConfig {
         endpoint: sim.endpoint(),
+        allow_insecure_endpoint: true,
         ..ClientConfig::default()
     })
     .unwrap()
@@ -279,4 +280,70 @@ async fn the_simulator_requires_the_unsigned_form_for_web_identity_and_a_signatu
         .await
         .unwrap();
     assert_eq!(code(skipped), "AuthFailure.InvalidAuthorization");
+}
+
+/// An STS stand-in answering every request with these temporary credentials expiring at `expired_time`;
+/// returns its endpoint and a request counter.
+async fn sts_answering(
+    expired_time: i64,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    let app = axum::Router::new().fallback(move || {
+        seen.fetch_add(1, Ordering::SeqCst);
+        async move {
+            axum::Json(serde_json::json!({"Response": {
+                "Credentials": {"Token": "tok", "TmpSecretId": "AKIDtmp", "TmpSecretKey": "tmpkey"},
+                "ExpiredTime": expired_time,
+                "RequestId": "r"
+            }}))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{address}"), count)
+}
+
+/// `ExpiredTime` at the ends of i64 and far in the past: no overflow anywhere on the way (debug builds
+/// panic on one); a far-future expiry is cached, an expired one is refused and held, not re-asked.
+#[tokio::test]
+async fn extreme_expired_times_neither_overflow_nor_loop() {
+    use std::sync::atomic::Ordering;
+    let now = now();
+    let (endpoint, count) = sts_answering(i64::MAX).await;
+    let client = Client::new(ClientConfig {
+        endpoint,
+        allow_insecure_endpoint: true,
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    let source = assume_role();
+    for at in [now, now + 86_400 * 365 * 100, i64::MIN] {
+        let credentials = client.credentials_at(&source, at).await.unwrap();
+        assert_eq!(credentials.secret_id(), "AKIDtmp");
+    }
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        1,
+        "cached until near i64::MAX"
+    );
+
+    for expired in [-1, i64::MIN, 0, now - 86_400 * 365 * 50, now] {
+        let (endpoint, count) = sts_answering(expired).await;
+        let client = Client::new(ClientConfig {
+            endpoint,
+            allow_insecure_endpoint: true,
+            ..ClientConfig::default()
+        })
+        .unwrap();
+        let err = client.credentials_at(&source, now).await.unwrap_err();
+        assert_eq!(err.reason(), "InvalidResponse", "{expired}: {err}");
+        assert!(err.to_string().contains("ExpiredTime"), "{err}");
+        // Held for FAILURE_HOLD_SECS: no second request.
+        let again = client.credentials_at(&source, now + 1).await.unwrap_err();
+        assert_eq!(again.reason(), "InvalidResponse");
+        assert_eq!(count.load(Ordering::SeqCst), 1, "{expired}");
+    }
 }

@@ -50,6 +50,7 @@ fn client_for(sim: &SimHandle) -> Client {
 fn client_with(sim: &SimHandle, adjust: impl FnOnce(&mut ClientConfig)) -> Client {
     let mut config = ClientConfig {
         endpoint: sim.endpoint(),
+        allow_insecure_endpoint: true,
         ..ClientConfig::default()
     };
     adjust(&mut config);
@@ -263,6 +264,7 @@ async fn an_unreachable_endpoint_is_a_transient_network_error() {
         .port();
     let client = Client::new(ClientConfig {
         endpoint: format!("http://127.0.0.1:{port}"),
+        allow_insecure_endpoint: true,
         ..ClientConfig::default()
     })
     .unwrap();
@@ -557,6 +559,7 @@ async fn the_observer_hears_requests_and_coalesced_downloads() {
         ClientConfig {
             endpoint: sim.endpoint(),
             download_cache_ttl: Duration::from_secs(30),
+            allow_insecure_endpoint: true,
             ..ClientConfig::default()
         },
         recorder.clone(),
@@ -579,5 +582,58 @@ async fn the_observer_hears_requests_and_coalesced_downloads() {
     assert_eq!(
         *recorder.requests.lock().unwrap(),
         [("DownloadCertificate".to_string(), "Success".to_string())]
+    );
+}
+
+/// A signed request carries the signature and `X-TC-Token` made for one host: a redirect must not take
+/// them to another. An endpoint answering 3xx towards a second listener (the simulator, which would
+/// answer) is a typed error, and the second listener sees nothing.
+#[tokio::test]
+async fn redirects_are_not_followed_and_are_a_typed_error() {
+    let target = simulator(&["demo0001"]).await;
+    for status in [301u16, 302, 303, 307, 308] {
+        let location = target.endpoint();
+        let redirector = axum::Router::new().fallback(move || {
+            let location = location.clone();
+            async move {
+                (
+                    axum::http::StatusCode::from_u16(status).unwrap(),
+                    [(axum::http::header::LOCATION, location)],
+                )
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(listener, redirector).await });
+        let client = Client::new(ClientConfig {
+            endpoint: format!("http://{address}"),
+            allow_insecure_endpoint: true,
+            ..ClientConfig::default()
+        })
+        .unwrap();
+        let with_token =
+            Credentials::new(SECRET_ID, SECRET_KEY, Some("session-token".to_string())).unwrap();
+        let err = client
+            .download_certificate(&with_token, "demo0001")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            TencentError::Redirected {
+                action: "DownloadCertificate".into(),
+                status
+            }
+        );
+        assert_eq!(
+            (err.class(), err.reason()),
+            (ErrorClass::Permanent, "TencentHttpError")
+        );
+        assert!(err.to_string().contains("not followed"), "{err}");
+        server.abort();
+    }
+    assert_eq!(
+        target.stats().requests,
+        0,
+        "the redirect target saw a request"
     );
 }

@@ -76,6 +76,11 @@ def operator_calls(values):
 
 
 CREDENTIALS_CALLS = {("", "secrets"): {"get", "list", "watch"}}
+# metrics.secure: reviews of scrapers' tokens, cluster-scoped calls whatever watchNamespaces says.
+METRICS_AUTH_CALLS = {
+    ("authentication.k8s.io", "tokenreviews"): {"create"},
+    ("authorization.k8s.io", "subjectaccessreviews"): {"create"},
+}
 # kube-lease-manager: get and create the Lease, then patch it (strategic merge, server-side apply).
 LEASE_CALLS = {("coordination.k8s.io", "leases"): {"get", "create", "patch"}}
 
@@ -204,6 +209,11 @@ def check_rbac(f, docs, values, release_ns, sa_name, credentials, lease):
         cred_ns, cred_name = credentials
         for verb in ("get", "list", "watch"):
             f.check(authz.allowed(verb, "", "secrets", cred_ns, cred_name), f"allowed: {verb} secret {cred_ns}/{cred_name} (default credentials)")
+    secure = bool(values["metrics"].get("secure"))
+    if secure:
+        for (group, resource), verbs in METRICS_AUTH_CALLS.items():
+            for verb in verbs:
+                f.check(authz.allowed(verb, group, resource), f"allowed: {verb} {group}/{resource} (metrics.secure)")
     if lease:
         lease_ns, lease_name = lease
         f.check(authz.allowed("create", "coordination.k8s.io", "leases", lease_ns), f"allowed: create leases in {lease_ns}")
@@ -217,7 +227,9 @@ def check_rbac(f, docs, values, release_ns, sa_name, credentials, lease):
             for resource in rule.get("resources", []):
                 for verb in rule.get("verbs", []):
                     what = f"granted by {binding}: {verb} {group or 'core'}/{resource} in {scope or 'all namespaces'}" + (f" names {names}" if names else "")
-                    if (group, resource) in LEASE_CALLS:
+                    if (group, resource) in METRICS_AUTH_CALLS:
+                        ok = secure and scope is None and verb in METRICS_AUTH_CALLS[(group, resource)]
+                    elif (group, resource) in LEASE_CALLS:
                         ok = lease is not None and scope == lease[0] and verb in LEASE_CALLS[(group, resource)] and (verb == "create" or names == [lease[1]])
                     elif scope is None or scope in watched:
                         ok = (scope is None) == (not watched) and verb in calls.get((group, resource), set())
@@ -279,6 +291,8 @@ def check_rbac(f, docs, values, release_ns, sa_name, credentials, lease):
         ]
     else:
         denied += [("create", "coordination.k8s.io", "leases", release_ns, None)]
+    if not secure:
+        denied += [(verb, group, resource, None, None) for (group, resource), verbs in METRICS_AUTH_CALLS.items() for verb in verbs]
     for verb, group, resource, namespace, name in denied:
         where = namespace or "all namespaces"
         f.check(not authz.allowed(verb, group, resource, namespace, name), f"denied: {verb} {group or 'core'}/{resource} in {where}" + (f" name {name}" if name else ""))
@@ -401,9 +415,26 @@ def cmd_rendered(values_path, rendered_path, release="tencent-cert-operator", re
     f.check(spec.get("automountServiceAccountToken") is not False, "service account token mounted")
     ports = {p["name"]: p for p in container.get("ports", [])}
     f.check(ports.get("metrics", {}).get("containerPort") == values["metrics"]["port"], "container port 'metrics' = metrics.port")
+    secure = bool(values["metrics"].get("secure"))
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
         get = container.get(probe, {}).get("httpGet", {})
         f.check(get.get("path") == path and get.get("port") == "metrics", f"{probe} GET {path} on port metrics")
+        f.check(get.get("scheme", "HTTP") == ("HTTPS" if secure else "HTTP"), f"{probe} over {'HTTPS' if secure else 'HTTP'} (metrics.secure={secure})")
+    f.check(env_value("OPERATOR_METRICS_SECURE") == ("true" if secure else None), "OPERATOR_METRICS_SECURE set iff metrics.secure")
+    f.check(
+        env_value("TENCENTCLOUD_ALLOW_INSECURE_ENDPOINT") == ("true" if values.get("allowInsecureEndpoint") else None),
+        "TENCENTCLOUD_ALLOW_INSECURE_ENDPOINT set iff allowInsecureEndpoint",
+    )
+    cert_secret = values["metrics"].get("certSecret") if secure else ""
+    cert_dir = env_value("OPERATOR_METRICS_CERT_DIR")
+    f.check((cert_dir is not None) == bool(cert_secret), "OPERATOR_METRICS_CERT_DIR set iff metrics.certSecret (with secure)")
+    if cert_secret:
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        mounts = {m["name"]: m for m in container.get("volumeMounts", [])}
+        f.check(volumes.get("metrics-tls", {}).get("secret", {}).get("secretName") == cert_secret, "metrics-tls volume from metrics.certSecret")
+        f.check(mounts.get("metrics-tls", {}).get("mountPath") == cert_dir and mounts["metrics-tls"].get("readOnly") is True, "metrics-tls mounted read-only at OPERATOR_METRICS_CERT_DIR")
+    else:
+        f.check(not spec.get("volumes") and not container.get("volumeMounts"), "no volumes without metrics.certSecret")
     resources = container.get("resources", {})
     f.check(bool(resources.get("requests")) and bool(resources.get("limits", {}).get("memory")), "resource requests and a memory limit")
 
@@ -428,6 +459,14 @@ def cmd_rendered(values_path, rendered_path, release="tencent-cert-operator", re
         f.check(len(aggregated) == (2 if values["rbac"]["aggregateToDefaultRoles"] else 0), "aggregated ClusterRoles for view/edit/admin as configured")
         for role in aggregated:
             f.check(all(r.get("apiGroups") == [GROUP] for r in role["rules"]), f"aggregated {role['metadata']['name']} is about TencentCertificates only")
+        readers = [d for d in by_kind.get("ClusterRole", []) if d["metadata"]["name"] == f"{full}-metrics-reader"]
+        if secure and f.check(len(readers) == 1, "metrics-reader ClusterRole with metrics.secure"):
+            f.check(readers[0]["rules"] == [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}], "metrics-reader: get /metrics only")
+            bindings = [d for d in by_kind.get("ClusterRoleBinding", []) if d["roleRef"]["name"] == f"{full}-metrics-reader"]
+            wanted = [{"kind": "ServiceAccount", "name": r["name"], "namespace": r["namespace"]} for r in values["metrics"].get("readers") or []]
+            f.check([b["subjects"] for b in bindings] == ([wanted] if wanted else []), "metrics-reader bound to metrics.readers only")
+        elif not secure:
+            f.check(not readers, "no metrics-reader ClusterRole without metrics.secure")
     else:
         f.check(not any(k in by_kind for k in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding")), "no RBAC with rbac.create=false")
 
@@ -444,6 +483,17 @@ def cmd_rendered(values_path, rendered_path, release="tencent-cert-operator", re
                 f.check(all(service["metadata"]["labels"].get(k) == v for k, v in selector.items()), "ServiceMonitor selects the metrics Service")
                 f.check(release_ns in monitor["spec"]["namespaceSelector"]["matchNames"], "ServiceMonitor looks in the release namespace")
                 f.check([e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"], "ServiceMonitor scrapes port 'metrics'")
+                endpoint = monitor["spec"]["endpoints"][0]
+                if secure:
+                    monitor_values = values["serviceMonitor"]
+                    f.check(endpoint.get("scheme") == "https", "ServiceMonitor scheme https (metrics.secure)")
+                    f.check(endpoint.get("tlsConfig") == monitor_values["tlsConfig"], "ServiceMonitor tlsConfig from serviceMonitor.tlsConfig")
+                    if monitor_values.get("authorization"):
+                        f.check(endpoint.get("authorization") == monitor_values["authorization"] and "bearerTokenFile" not in endpoint, "ServiceMonitor authorization from values, no bearerTokenFile")
+                    else:
+                        f.check(endpoint.get("bearerTokenFile") == monitor_values["bearerTokenFile"], "ServiceMonitor bearerTokenFile (metrics.secure)")
+                else:
+                    f.check(not any(k in endpoint for k in ("scheme", "tlsConfig", "authorization", "bearerTokenFile")), "ServiceMonitor plain http without metrics.secure")
     else:
         f.check(not services, "no Service with metrics.service.enabled=false")
     f.check(len(by_kind.get("ServiceMonitor", [])) == (1 if values["serviceMonitor"]["enabled"] else 0), "ServiceMonitor as configured")

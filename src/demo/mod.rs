@@ -153,6 +153,8 @@ pub async fn run(
     let tencent = tencent::Client::with_observer(
         ClientConfig {
             endpoint: simulator.endpoint(),
+            // The simulator speaks plain http on loopback.
+            allow_insecure_endpoint: true,
             ..ClientConfig::default()
         },
         metrics.clone(),

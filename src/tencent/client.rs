@@ -71,6 +71,9 @@ pub struct ClientConfig {
     pub list_cache_ttl: Duration,
     /// Certificates per `DescribeCertificates` page (1..=1000).
     pub list_page_size: u32,
+    /// Accept `http://` endpoints (a local simulator). Off by default: the answer of
+    /// `DownloadCertificate` carries the private key, and every request the signature and token.
+    pub allow_insecure_endpoint: bool,
 }
 
 impl Default for ClientConfig {
@@ -86,6 +89,7 @@ impl Default for ClientConfig {
             language: "en-US".to_string(),
             list_cache_ttl: Duration::from_secs(60),
             list_page_size: list::DEFAULT_PAGE_SIZE,
+            allow_insecure_endpoint: false,
         }
     }
 }
@@ -94,6 +98,12 @@ impl Default for ClientConfig {
 pub enum ClientBuildError {
     #[error("invalid Tencent endpoint {endpoint:?}: {why}")]
     InvalidEndpoint { endpoint: String, why: String },
+    #[error(
+        "refusing the plain-http Tencent endpoint {endpoint:?}: its answers carry private keys and its \
+         requests signatures and tokens; use https, or --allow-insecure-endpoint \
+         (TENCENTCLOUD_ALLOW_INSECURE_ENDPOINT=true) for a local simulator"
+    )]
+    InsecureEndpoint { endpoint: String },
     #[error("cannot build the HTTP client: {0}")]
     Http(String),
 }
@@ -234,16 +244,26 @@ impl Api {
         endpoint: &str,
         service: &'static str,
         version: &'static str,
+        allow_insecure: bool,
     ) -> Result<Self, ClientBuildError> {
         let invalid = |why: &str| ClientBuildError::InvalidEndpoint {
             endpoint: endpoint.to_string(),
             why: why.to_string(),
         };
         let url = reqwest::Url::parse(endpoint).map_err(|e| invalid(&e.to_string()))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(invalid(
-                "the scheme must be https (or http for a local simulator)",
-            ));
+        match url.scheme() {
+            "https" => {}
+            "http" if allow_insecure => {}
+            "http" => {
+                return Err(ClientBuildError::InsecureEndpoint {
+                    endpoint: endpoint.to_string(),
+                });
+            }
+            _ => {
+                return Err(invalid(
+                    "the scheme must be https (or http for a local simulator)",
+                ));
+            }
         }
         if url.path() != "/" || url.query().is_some() {
             return Err(invalid("API 3.0 endpoints take no path or query"));
@@ -340,13 +360,17 @@ impl Client {
         config: ClientConfig,
         observer: Arc<dyn Observer>,
     ) -> Result<Self, ClientBuildError> {
-        let ssl = Api::parse(&config.endpoint, SERVICE, API_VERSION)?;
+        let insecure = config.allow_insecure_endpoint;
+        let ssl = Api::parse(&config.endpoint, SERVICE, API_VERSION, insecure)?;
         let sts_endpoint = config
             .sts_endpoint
             .clone()
             .unwrap_or_else(|| sts_endpoint_for(&config.endpoint));
-        let sts = Api::parse(&sts_endpoint, STS_SERVICE, STS_API_VERSION)?;
+        let sts = Api::parse(&sts_endpoint, STS_SERVICE, STS_API_VERSION, insecure)?;
         let http = reqwest::Client::builder()
+            // Every request carries a signature (and maybe X-TC-Token) made for this host; a redirect
+            // would hand them to another. A 3xx answer becomes `TencentError::Redirected`.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
             .user_agent(concat!("tencent-cert-operator/", env!("CARGO_PKG_VERSION")))
@@ -845,6 +869,12 @@ impl Client {
         };
         let mut response = request.send().await.map_err(transport)?;
         let status = response.status();
+        if status.is_redirection() {
+            return Err(TencentError::Redirected {
+                action: action.to_string(),
+                status: status.as_u16(),
+            });
+        }
         if !status.is_success() {
             return Err(TencentError::HttpStatus {
                 action: action.to_string(),
@@ -872,7 +902,9 @@ fn response_code(result: &Result<Value, TencentError>) -> String {
         Err(TencentError::Api { code, .. }) => code.clone(),
         Err(TencentError::Timeout { .. }) => "Timeout".to_string(),
         Err(TencentError::Connect { .. }) => "ConnectionError".to_string(),
-        Err(TencentError::HttpStatus { status, .. }) => format!("HTTP{status}"),
+        Err(TencentError::HttpStatus { status, .. } | TencentError::Redirected { status, .. }) => {
+            format!("HTTP{status}")
+        }
         Err(_) => "InvalidResponse".to_string(),
     }
 }
@@ -1118,6 +1150,7 @@ mod tests {
     fn endpoints_are_validated_and_host_includes_non_default_port() {
         let client = Client::new(ClientConfig {
             endpoint: "http://127.0.0.1:9000".into(),
+            allow_insecure_endpoint: true,
             ..ClientConfig::default()
         })
         .unwrap();
@@ -1137,6 +1170,7 @@ mod tests {
         );
         let explicit = Client::new(ClientConfig {
             sts_endpoint: Some("http://127.0.0.1:9001".into()),
+            allow_insecure_endpoint: true,
             ..ClientConfig::default()
         })
         .unwrap();
@@ -1158,6 +1192,44 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn plain_http_endpoints_are_refused_unless_allowed() {
+        let build = |endpoint: &str, sts: Option<&str>, allow: bool| {
+            Client::new(ClientConfig {
+                endpoint: endpoint.into(),
+                sts_endpoint: sts.map(String::from),
+                allow_insecure_endpoint: allow,
+                ..ClientConfig::default()
+            })
+        };
+        // The SSL endpoint, and the STS endpoint derived from it or given on its own.
+        for (endpoint, sts) in [
+            ("http://ssl.tencentcloudapi.com", None),
+            ("http://127.0.0.1:9000", None),
+            (
+                "https://ssl.tencentcloudapi.com",
+                Some("http://sts.tencentcloudapi.com"),
+            ),
+        ] {
+            let err = build(endpoint, sts, false).unwrap_err();
+            assert!(
+                matches!(err, ClientBuildError::InsecureEndpoint { .. }),
+                "{endpoint} {sts:?}: {err}"
+            );
+            assert!(
+                err.to_string().contains("--allow-insecure-endpoint"),
+                "{err}"
+            );
+            let allowed = build(endpoint, sts, true).unwrap();
+            assert!(allowed.endpoint().starts_with("http"));
+        }
+        let derived = build("http://ssl.tencentcloudapi.com", None, true).unwrap();
+        assert_eq!(derived.sts_endpoint(), "http://sts.tencentcloudapi.com/");
+        // https needs no flag; the flag does not loosen anything else.
+        assert!(build("https://ssl.tencentcloudapi.com", None, false).is_ok());
+        assert!(build("ftp://x", None, true).is_err());
     }
 
     #[test]

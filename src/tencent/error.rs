@@ -288,6 +288,13 @@ pub enum TencentError {
     },
     #[error("Tencent Cloud {action} returned HTTP {status}")]
     HttpStatus { action: String, status: u16 },
+    /// A 3xx answer. Redirects are never followed: the signed request (and its token) would go to a
+    /// host it was not made for.
+    #[error(
+        "Tencent Cloud {action} answered HTTP {status}, a redirect, which is not followed (the request \
+         carries credentials); set the endpoint to the URL that answers directly"
+    )]
+    Redirected { action: String, status: u16 },
     #[error("Tencent Cloud {action} timed out after {}s", .after.as_secs_f64())]
     Timeout { action: String, after: Duration },
     #[error("cannot reach the Tencent Cloud API for {action}: {detail}")]
@@ -349,7 +356,9 @@ impl TencentError {
             Self::HttpStatus { status, .. } if *status >= 500 => {
                 (ErrorClass::Transient, reason::NETWORK_ERROR)
             }
-            Self::HttpStatus { .. } => (ErrorClass::Permanent, reason::TENCENT_HTTP_ERROR),
+            Self::HttpStatus { .. } | Self::Redirected { .. } => {
+                (ErrorClass::Permanent, reason::TENCENT_HTTP_ERROR)
+            }
             Self::Timeout { .. } | Self::Connect { .. } => {
                 (ErrorClass::Transient, reason::NETWORK_ERROR)
             }

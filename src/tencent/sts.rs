@@ -124,6 +124,15 @@ pub enum Source {
 }
 
 impl Source {
+    /// The STS action that yields this source's credentials (`AssumeRole` for a static key, which needs
+    /// none).
+    fn action(&self) -> &'static str {
+        match self {
+            Self::Static(_) | Self::AssumeRole { .. } => ACTION_ASSUME_ROLE,
+            Self::WebIdentity(_) => ACTION_ASSUME_ROLE_WITH_WEB_IDENTITY,
+        }
+    }
+
     /// Identifies the source (not the temporary key): the cache key, and the fingerprint of the
     /// credentials it yields. A rotated base key is a new source.
     pub fn key(&self) -> [u8; 32] {
@@ -291,9 +300,36 @@ fn scrubbed(source: &Source, err: TencentError) -> TencentError {
 
 /// When to refresh credentials issued at `issued_at` that expire at `expires_at` (Unix seconds): half
 /// their lifetime before expiry, at most [`REFRESH_AHEAD_MAX_SECS`] before.
+/// `ExpiredTime` comes from the network: any i64 must give an answer, never an overflow.
 pub fn refresh_at(issued_at: i64, expires_at: i64) -> i64 {
-    let lifetime = (expires_at - issued_at).max(0);
-    expires_at - (lifetime / 2).min(REFRESH_AHEAD_MAX_SECS)
+    let lifetime = expires_at.saturating_sub(issued_at).max(0);
+    expires_at.saturating_sub((lifetime / 2).min(REFRESH_AHEAD_MAX_SECS))
+}
+
+/// Temporary credentials that expire at or before `now` are of no use: an answer saying so is malformed
+/// (and held like any failure, instead of asking STS again on every call).
+pub fn check_expiry(action: &str, expires_at: i64, now: i64) -> Result<(), TencentError> {
+    if expires_at > now {
+        Ok(())
+    } else {
+        Err(TencentError::Malformed {
+            action: action.to_string(),
+            detail: format!(
+                "ExpiredTime {expires_at} is not after the current time {now} (Unix seconds)"
+            ),
+        })
+    }
+}
+
+/// Seconds from `now` until `expires_at`, saturating (negative once expired).
+fn remaining_secs(expires_at: i64, now: i64) -> i64 {
+    expires_at.saturating_sub(now)
+}
+
+/// Whether credentials expiring at `expires_at` may still be handed out at `now` after a transient
+/// refresh failure.
+fn still_usable(expires_at: i64, now: i64) -> bool {
+    remaining_secs(expires_at, now) >= MIN_REMAINING_SECS
 }
 
 /// Temporary credentials and their expiry (`ExpiredTime`, Unix seconds), from an STS answer.
@@ -377,7 +413,7 @@ impl Cache {
         entries.retain(|_, entry| match entry.try_lock() {
             Ok(entry) => match (&entry.current, &entry.failure) {
                 (Some((_, _, expires_at)), _) => *expires_at > now,
-                (None, Some((_, at))) => now - at < FAILURE_HOLD_SECS,
+                (None, Some((_, at))) => now.saturating_sub(*at) < FAILURE_HOLD_SECS,
                 (None, None) => false,
             },
             Err(_) => true,
@@ -408,25 +444,32 @@ impl Client {
             return Ok(credentials.clone());
         }
         if let Some((err, at)) = &entry.failure
-            && now - at < FAILURE_HOLD_SECS
+            && now.saturating_sub(*at) < FAILURE_HOLD_SECS
         {
             return match &entry.current {
                 Some((credentials, _, expires_at))
-                    if err.class() == ErrorClass::Transient
-                        && expires_at - now >= MIN_REMAINING_SECS =>
+                    if err.class() == ErrorClass::Transient && still_usable(*expires_at, now) =>
                 {
                     Ok(credentials.clone())
                 }
                 _ => Err(err.clone()),
             };
         }
-        match self.assume(source).await {
+        let assumed = self
+            .assume(source)
+            .await
+            .and_then(|(credentials, expires_at)| {
+                check_expiry(source.action(), expires_at, now)
+                    .map(|()| (credentials, expires_at))
+                    .map_err(|err| StsError::rejected(source, err))
+            });
+        match assumed {
             Ok((credentials, expires_at)) => {
                 let credentials = credentials.with_source(key);
                 // Neither the temporary SecretId nor anything else of the key is logged.
                 tracing::debug!(
                     role = source.role_arn().unwrap_or_default(),
-                    expires_in_secs = expires_at - now,
+                    expires_in_secs = remaining_secs(expires_at, now),
                     "STS issued temporary credentials"
                 );
                 entry.current = Some((credentials.clone(), now, expires_at));
@@ -446,7 +489,7 @@ impl Client {
                 match &entry.current {
                     Some((credentials, _, expires_at))
                         if err.class() == ErrorClass::Transient
-                            && expires_at - now >= MIN_REMAINING_SECS =>
+                            && still_usable(*expires_at, now) =>
                     {
                         Ok(credentials.clone())
                     }
@@ -540,6 +583,51 @@ mod tests {
         assert_eq!(refresh_at(1000, 1600), 1300);
         assert_eq!(refresh_at(1000, 1000), 1000);
         assert_eq!(refresh_at(1000, 900), 900);
+    }
+
+    #[test]
+    fn expiry_arithmetic_never_overflows() {
+        // ExpiredTime is whatever the network says: extremes and far-past values.
+        let now = 1_700_000_000;
+        for expires_at in [i64::MAX, i64::MIN, -1, 0, 1, now - 86_400 * 365 * 100, now] {
+            for issued_at in [i64::MIN, -1, 0, now, i64::MAX] {
+                let at = refresh_at(issued_at, expires_at);
+                assert!(at <= expires_at, "{issued_at} {expires_at} -> {at}");
+            }
+            let _ = remaining_secs(expires_at, i64::MAX);
+            let _ = remaining_secs(expires_at, i64::MIN);
+            let _ = still_usable(expires_at, now);
+        }
+        // A far-future expiry refreshes at most 15 minutes ahead; issued in the far past, too.
+        assert_eq!(refresh_at(now, i64::MAX), i64::MAX - REFRESH_AHEAD_MAX_SECS);
+        assert_eq!(refresh_at(i64::MIN, now), now - REFRESH_AHEAD_MAX_SECS);
+        assert_eq!(remaining_secs(i64::MIN, now), i64::MIN);
+        assert_eq!(remaining_secs(i64::MAX, -1), i64::MAX);
+        assert!(still_usable(i64::MAX, i64::MIN));
+        assert!(!still_usable(i64::MIN, i64::MAX));
+    }
+
+    #[test]
+    fn credentials_that_already_expired_are_refused() {
+        let now = 1_700_000_000;
+        assert!(check_expiry(ACTION_ASSUME_ROLE, i64::MAX, now).is_ok());
+        assert!(check_expiry(ACTION_ASSUME_ROLE, now + 1, now).is_ok());
+        for past in [now, now - 1, -1, i64::MIN, 0] {
+            let err = check_expiry(ACTION_ASSUME_ROLE, past, now).unwrap_err();
+            assert_eq!(err.reason(), reason::INVALID_RESPONSE, "{past}");
+            assert!(err.to_string().contains("ExpiredTime"), "{err}");
+        }
+        // Any i64 parses; the checks above decide.
+        for value in [i64::MAX, i64::MIN, -5] {
+            let answer = json!({
+                "Credentials": {"Token": "tok", "TmpSecretId": "AKIDtmp", "TmpSecretKey": "k"},
+                "ExpiredTime": value,
+            });
+            assert_eq!(
+                parse_credentials(ACTION_ASSUME_ROLE, &answer).unwrap().1,
+                value
+            );
+        }
     }
 
     #[test]

@@ -10,6 +10,9 @@
 //! names, Table output from a CRD's printer columns, and core `v1` events that include the
 //! `events.k8s.io/v1` ones (`kubectl describe`).
 //!
+//! `TokenReview`/`SubjectAccessReview` answer from [`Builder::token_user`] and
+//! [`Builder::allow_non_resource`] (non-resource URLs only).
+//!
 //! Not emulated (only a real cluster shows these): RBAC (the bearer token is all-or-nothing), other
 //! authentication, and admission webhooks; OpenAPI/CRD
 //! schema validation, defaulting and pruning; version conversion (objects are stored once per resource);
@@ -41,6 +44,7 @@ mod gc;
 mod negotiate;
 mod patch;
 mod paths;
+mod reviews;
 mod selectors;
 mod server;
 mod ssa;
@@ -95,6 +99,7 @@ pub struct Builder {
     bookmark_interval: Duration,
     tls: Option<TlsIdentity>,
     token: Option<String>,
+    reviews: reviews::Reviews,
 }
 
 impl Default for Builder {
@@ -107,6 +112,7 @@ impl Default for Builder {
             bookmark_interval: Duration::from_secs(10),
             tls: None,
             token: None,
+            reviews: reviews::Reviews::default(),
         }
     }
 }
@@ -154,6 +160,30 @@ impl Builder {
     /// only authentication: any holder of the token may do anything (there is no RBAC).
     pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
+        self
+    }
+
+    /// TokenReviews of `token` authenticate it as `username` in `groups` (any other token: not
+    /// authenticated). Reviews are answered, not stored.
+    pub fn token_user(mut self, token: &str, username: &str, groups: &[&str]) -> Self {
+        self.reviews.users.insert(
+            token.to_string(),
+            (
+                username.to_string(),
+                groups.iter().map(|g| g.to_string()).collect(),
+            ),
+        );
+        self
+    }
+
+    /// SubjectAccessReviews allow `username` to `verb` the non-resource URL `path` (everything else is
+    /// refused; resource attributes are not emulated).
+    pub fn allow_non_resource(mut self, username: &str, path: &str, verb: &str) -> Self {
+        self.reviews.non_resource.insert((
+            username.to_string(),
+            path.to_string(),
+            verb.to_string(),
+        ));
         self
     }
 
@@ -206,6 +236,7 @@ impl Builder {
             bookmark_interval: self.bookmark_interval.max(Duration::from_millis(10)),
             address: address.to_string(),
             token: self.token.clone(),
+            reviews: self.reviews.clone(),
         });
         if self.garbage_collection {
             tokio::spawn(gc::run(

@@ -49,6 +49,8 @@ pub struct Shared {
     pub address: String,
     /// Required bearer token, if any.
     pub token: Option<String>,
+    /// What TokenReviews and SubjectAccessReviews answer.
+    pub reviews: crate::reviews::Reviews,
 }
 
 impl Shared {
@@ -181,6 +183,16 @@ async fn handle(AxumState(shared): AxumState<Arc<Shared>>, request: Request) -> 
             code,
             format!("injected fault for {} {}", parts.method, resource.plural),
         ));
+    }
+    if parts.method == Method::POST
+        && let Some(answer) = shared
+            .reviews
+            .answer(&resource.group, &resource.plural, &body)
+    {
+        return match answer {
+            Ok(review) => json_response(201, &review),
+            Err(e) => error_response(&e),
+        };
     }
     let accept = parts
         .headers
