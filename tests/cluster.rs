@@ -105,7 +105,6 @@ impl Harness {
         self.controller = Some(start_controller(&self.api, &self.sim));
     }
 
-
     async fn namespace(&self, name: &str, labels: &[(&str, &str)]) {
         let labels: serde_json::Map<String, Value> = labels
             .iter()
@@ -523,7 +522,10 @@ impl Harness {
             "type": "kubernetes.io/tls",
             "stringData": {"tls.crt": crt, "tls.key": key}});
         self.secrets(namespace)
-            .create(&PostParams::default(), &serde_json::from_value(planted).unwrap())
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(planted).unwrap(),
+            )
             .await
             .unwrap();
     }
@@ -574,29 +576,46 @@ async fn a_tenants_edited_or_planted_secret_never_reaches_another_namespace() {
     // name, then overwrites their own Secret with their pair.
     h.tenant_plants("aaa-untargeted", "wildcard-tls", &genuine, &forged)
         .await;
-    h.tenant_plants("a-tenant", "decoy", &genuine, &forged).await;
-    h.tenant_overwrites("a-tenant", "wildcard-tls", &forged).await;
-    let took = h.wait_for_crt("a-tenant", "wildcard-tls", &genuine_crt).await;
+    h.tenant_plants("a-tenant", "decoy", &genuine, &forged)
+        .await;
+    h.tenant_overwrites("a-tenant", "wildcard-tls", &forged)
+        .await;
+    let took = h
+        .wait_for_crt("a-tenant", "wildcard-tls", &genuine_crt)
+        .await;
     assert!(
         took < Duration::from_secs(15),
         "the edited Secret must be repaired within seconds, took {took:?}"
     );
     // A namespace that joins now receives Tencent's certificate, and so does everyone else.
     h.namespace("zzz-new", &[("tls", "wildcard")]).await;
-    h.wait_for_crt("zzz-new", "wildcard-tls", &genuine_crt).await;
-    h.wait_for("wildcard", "Ready in 3 namespaces", |cr| counts(cr) == (3, 3, 0))
+    h.wait_for_crt("zzz-new", "wildcard-tls", &genuine_crt)
         .await;
-    assert_eq!(tls_crt(&h.secret("shop", "wildcard-tls").await.unwrap()), genuine_crt);
-    assert_eq!(h.downloads(), 1, "repaired from the certificate held in memory");
+    h.wait_for("wildcard", "Ready in 3 namespaces", |cr| {
+        counts(cr) == (3, 3, 0)
+    })
+    .await;
+    assert_eq!(
+        tls_crt(&h.secret("shop", "wildcard-tls").await.unwrap()),
+        genuine_crt
+    );
+    assert_eq!(
+        h.downloads(),
+        1,
+        "repaired from the certificate held in memory"
+    );
 
     // After a restart (nothing in memory) the forged Secret sorts first again: the content comes from a
     // Secret whose certificate matches the status fingerprint, still without a download.
     h.stop_controller().await;
-    h.tenant_overwrites("a-tenant", "wildcard-tls", &forged).await;
+    h.tenant_overwrites("a-tenant", "wildcard-tls", &forged)
+        .await;
     h.restart_controller();
-    h.wait_for_crt("a-tenant", "wildcard-tls", &genuine_crt).await;
+    h.wait_for_crt("a-tenant", "wildcard-tls", &genuine_crt)
+        .await;
     h.namespace("zzz-later", &[("tls", "wildcard")]).await;
-    h.wait_for_crt("zzz-later", "wildcard-tls", &genuine_crt).await;
+    h.wait_for_crt("zzz-later", "wildcard-tls", &genuine_crt)
+        .await;
     assert_eq!(h.downloads(), 1);
 
     // Every Secret forged while the operator was away: nothing local can be trusted, so Tencent's
@@ -712,8 +731,10 @@ async fn a_secret_name_change_writes_the_new_secrets_before_the_old_ones_go() {
         .unwrap();
     h.wait_for_secret("blog", "old-tls", false).await;
     assert!(h.secret("blog", "new-tls").await.is_some());
-    h.wait_for("wildcard", "Ready in 2 namespaces", |cr| counts(cr) == (2, 2, 0))
-        .await;
+    h.wait_for("wildcard", "Ready in 2 namespaces", |cr| {
+        counts(cr) == (2, 2, 0)
+    })
+    .await;
     // Retain: the new Secrets are written and the old ones stay.
     for ns in ["web", "blog"] {
         h.wait_for_secret(ns, "kept-new", true).await;
@@ -753,7 +774,10 @@ async fn secrets_are_listed_as_metadata_in_pages() {
                 .is_some_and(|a| a.contains("PartialObjectMetadata")),
             "a cluster-wide list of full Secrets: {list:?}"
         );
-        assert!(list.query.contains("limit="), "an unpaginated list: {list:?}");
+        assert!(
+            list.query.contains("limit="),
+            "an unpaginated list: {list:?}"
+        );
     }
 }
 

@@ -351,8 +351,10 @@ async fn e2e_real_tenant_secrets_never_spread_and_renames_leave_no_keys() {
         .unwrap();
     let mut cert = TencentCertificate::new(
         "own",
-        serde_json::from_value(json!({"certificateId": "e2eNew01", "secretName": "own-first",
-            "followRenewals": false, "credentialsRef": {"name": "tencent"}}))
+        serde_json::from_value(
+            json!({"certificateId": "e2eNew01", "secretName": "own-first",
+            "followRenewals": false, "credentialsRef": {"name": "tencent"}}),
+        )
         .unwrap(),
     );
     cert.metadata.namespace = Some(shop.clone());
@@ -385,8 +387,18 @@ async fn e2e_real_tenant_secrets_never_spread_and_renames_leave_no_keys() {
     // The retry (5 s later) writes the new Secret; then the old one goes.
     let shop_secrets = secrets(&shop);
     eventually("the new Secret, then the old one gone", || async {
-        shop_secrets.get_opt("own-second").await.ok().flatten().is_some()
-            && shop_secrets.get_opt("own-first").await.ok().flatten().is_none()
+        shop_secrets
+            .get_opt("own-second")
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+            && shop_secrets
+                .get_opt("own-first")
+                .await
+                .ok()
+                .flatten()
+                .is_none()
     })
     .await;
 

@@ -276,10 +276,7 @@ fn run_interleaved(shared: &Shared, method: &str, plural: &str) {
         return;
     }
     let pending = {
-        let mut interleaved = shared
-            .interleaved
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut interleaved = shared.interleaved.lock().unwrap_or_else(|p| p.into_inner());
         match interleaved.iter().position(|i| i.plural == plural) {
             Some(at) => interleaved.remove(at),
             None => return,
