@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::Secret;
 use std::time::Duration;
 
 use crate::bundle::{BundleError, CertBundle, CertMetadata};
-use crate::crd::TencentCertificate;
+use crate::crd::{DeletionPolicy, TencentCertificate};
 use crate::renewal::LinkInfo;
 use crate::secret::{self, CERTIFICATE_ID_ANNOTATION, FIELD_MANAGER, TLS_SECRET_TYPE};
 use crate::tencent::priority::Priority;
@@ -36,6 +36,41 @@ pub fn ownership(cr: &TencentCertificate, existing: Option<&Secret>) -> Ownershi
         Ownership::Adoptable
     } else {
         Ownership::Foreign
+    }
+}
+
+/// What becomes of the Secret a `secretName` change left behind (design.md §10: the new Secret is
+/// written first, the old one removed after, and the name the status shows always serves).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Renamed {
+    /// No change of name pending.
+    Nothing,
+    /// The new Secret does not serve yet (its download failed, someone else holds the name): the old one
+    /// keeps serving, and the status keeps naming it so that a later reconcile still knows it.
+    KeepServing(String),
+    /// The new Secret serves: the old one goes (if it is ours).
+    Release(String),
+    /// The new Secret serves; `deletionPolicy: Retain` keeps the old one.
+    Retained,
+}
+
+pub fn renamed(
+    previous_name: Option<&str>,
+    secret_name: &str,
+    new_in_place: bool,
+    deletion_policy: DeletionPolicy,
+) -> Renamed {
+    match previous_name {
+        Some(old) if old != secret_name => {
+            if !new_in_place {
+                Renamed::KeepServing(old.to_string())
+            } else if deletion_policy == DeletionPolicy::Delete {
+                Renamed::Release(old.to_string())
+            } else {
+                Renamed::Retained
+            }
+        }
+        _ => Renamed::Nothing,
     }
 }
 
@@ -945,5 +980,25 @@ mod tests {
             DownloadTrigger::RefreshRequested("x".into()).download_max_age(hour),
             Duration::ZERO
         );
+    }
+
+    #[test]
+    fn the_old_secret_goes_only_once_the_new_one_serves() {
+        use DeletionPolicy::{Delete, Retain};
+        assert_eq!(renamed(None, "b", false, Delete), Renamed::Nothing);
+        assert_eq!(renamed(Some("b"), "b", true, Delete), Renamed::Nothing);
+        assert_eq!(
+            renamed(Some("a"), "b", false, Delete),
+            Renamed::KeepServing("a".into())
+        );
+        assert_eq!(
+            renamed(Some("a"), "b", false, Retain),
+            Renamed::KeepServing("a".into())
+        );
+        assert_eq!(
+            renamed(Some("a"), "b", true, Delete),
+            Renamed::Release("a".into())
+        );
+        assert_eq!(renamed(Some("a"), "b", true, Retain), Renamed::Retained);
     }
 }

@@ -125,6 +125,48 @@ pub fn desired(params: &SecretParams, bundle: &CertBundle) -> Secret {
     }
 }
 
+/// The part of `desired` that a create carries: what every Secret the operator writes holds (its type,
+/// `tls.crt`, `tls.key`, the labels named in `kept_labels` and the operator's own annotations).
+///
+/// Why not all of it: a create is the only write that fails when the name is taken (so a Secret someone
+/// else created after the read is never taken over), but the fields it writes belong to a managedFields
+/// entry of operation `Update` that a later server-side apply cannot remove. So the create holds only
+/// fields that are always wanted, and everything optional (template labels and annotations, `ca.crt`,
+/// additional outputs, the owner reference) comes with the apply that follows, which can take it away again.
+pub fn creation_core(desired: &Secret, kept_labels: &[&str]) -> Secret {
+    const ALWAYS_ANNOTATED: [&str; 4] = [
+        CERTIFICATE_ID_ANNOTATION,
+        NOT_AFTER_ANNOTATION,
+        FINGERPRINT_ANNOTATION,
+        DNS_NAMES_ANNOTATION,
+    ];
+    let keep = |map: Option<&BTreeMap<String, String>>, keys: &[&str]| {
+        map.map(|m| {
+            m.iter()
+                .filter(|(k, _)| keys.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<BTreeMap<_, _>>()
+        })
+    };
+    Secret {
+        metadata: ObjectMeta {
+            name: desired.metadata.name.clone(),
+            namespace: desired.metadata.namespace.clone(),
+            labels: keep(desired.metadata.labels.as_ref(), kept_labels),
+            annotations: keep(desired.metadata.annotations.as_ref(), &ALWAYS_ANNOTATED),
+            ..ObjectMeta::default()
+        },
+        type_: desired.type_.clone(),
+        data: desired.data.as_ref().map(|data| {
+            data.iter()
+                .filter(|(k, _)| *k == TLS_CERT_KEY || *k == TLS_PRIVATE_KEY_KEY)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        }),
+        ..Secret::default()
+    }
+}
+
 /// Whether `existing` already has everything `desired` sets: no write needed. Labels, annotations and owner
 /// references that others added to `existing` are ignored.
 pub fn content_matches(existing: &Secret, desired: &Secret) -> bool {
@@ -545,5 +587,38 @@ mod tests {
             "yes".to_owned(),
         )]));
         assert!(!adoption_allowed(&foreign));
+    }
+
+    #[test]
+    fn a_create_carries_only_what_is_always_written() {
+        let mut params = params();
+        params.owner = Some(owner());
+        let full = desired(&params, &bundle(true));
+        let core = creation_core(&full, &[MANAGED_BY_LABEL, CERTIFICATE_NAME_LABEL]);
+        assert_eq!(core.type_.as_deref(), Some(TLS_SECRET_TYPE));
+        assert_eq!(core.metadata.name.as_deref(), Some("www-tls"));
+        let data = core.data.as_ref().unwrap();
+        assert_eq!(
+            data.keys().collect::<Vec<_>>(),
+            [TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY]
+        );
+        assert_eq!(
+            data[TLS_PRIVATE_KEY_KEY],
+            full.data.as_ref().unwrap()[TLS_PRIVATE_KEY_KEY]
+        );
+        let labels = core.metadata.labels.as_ref().unwrap();
+        assert!(labels.contains_key(CERTIFICATE_NAME_LABEL) && !labels.contains_key("team"));
+        let annotations = core.metadata.annotations.as_ref().unwrap();
+        assert!(
+            annotations.contains_key(FINGERPRINT_ANNOTATION) && !annotations.contains_key("note")
+        );
+        assert!(
+            core.metadata.owner_references.is_none(),
+            "the apply sets it"
+        );
+        // Everything in the core is what the full Secret has: the apply after it changes no value.
+        let full_data = full.data.as_ref().unwrap();
+        assert!(data.iter().all(|(k, v)| full_data.get(k) == Some(v)));
+        assert!(metadata_matches(&full, &core));
     }
 }

@@ -26,7 +26,31 @@ const WAIT: Duration = Duration::from_secs(60);
 struct Harness {
     api: FakeApiServer,
     sim: SimHandle,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    controller: Option<Running>,
+}
+
+/// A running controller: dropping `stop` shuts it down gracefully.
+struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// The controller with a fresh context (nothing in memory), as after an operator restart.
+fn start_controller(api: &FakeApiServer, sim: &SimHandle) -> Running {
+    let tencent = tencent::Client::new(ClientConfig {
+        endpoint: sim.endpoint(),
+        download_cache_ttl: Duration::ZERO,
+        lookup_cache_ttl: Duration::ZERO,
+        allow_insecure_endpoint: true,
+        ..ClientConfig::default()
+    })
+    .unwrap();
+    let ctx = Arc::new(Context::new(api.client(), tencent, Default::default()));
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(tencent_cert_operator::cluster::run(ctx, 4, async move {
+        let _ = rx.await;
+    }));
+    Running { stop, task }
 }
 
 async fn harness() -> Harness {
@@ -49,25 +73,11 @@ async fn harness() -> Harness {
     )
     .await
     .unwrap();
-    let tencent = tencent::Client::new(ClientConfig {
-        endpoint: sim.endpoint(),
-        download_cache_ttl: Duration::ZERO,
-        lookup_cache_ttl: Duration::ZERO,
-        allow_insecure_endpoint: true,
-        ..ClientConfig::default()
-    })
-    .unwrap();
-    let ctx = Arc::new(Context::new(client, tencent, Default::default()));
+    let controller = Some(start_controller(&api, &sim));
     let h = Harness {
         api,
         sim,
-        _stop: {
-            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-            tokio::spawn(tencent_cert_operator::cluster::run(ctx, 4, async move {
-                let _ = rx.await;
-            }));
-            tx
-        },
+        controller,
     };
     h.namespace("ops", &[]).await;
     let credentials: Secret = serde_json::from_value(json!({
@@ -84,6 +94,18 @@ async fn harness() -> Harness {
 }
 
 impl Harness {
+    async fn stop_controller(&mut self) {
+        if let Some(running) = self.controller.take() {
+            drop(running.stop);
+            running.task.await.unwrap();
+        }
+    }
+
+    fn restart_controller(&mut self) {
+        assert!(self.controller.is_none(), "stop it first");
+        self.controller = Some(start_controller(&self.api, &self.sim));
+    }
+
     async fn namespace(&self, name: &str, labels: &[(&str, &str)]) {
         let labels: serde_json::Map<String, Value> = labels
             .iter()
@@ -460,4 +482,340 @@ async fn bad_credentials_and_expired_certificates_write_nothing() {
     .await;
     assert!(h.secret("shop", "a-tls").await.is_none());
     assert!(h.secret("shop", "b-tls").await.is_none());
+}
+
+/// A key pair a tenant made themselves: `(tls.crt, tls.key)` PEM.
+fn forged_pair() -> (String, String) {
+    let forged = rcgen::generate_simple_self_signed(vec!["*.example.com".to_string()]).unwrap();
+    (forged.cert.pem(), forged.signing_key.serialize_pem())
+}
+
+fn tls_crt(secret: &Secret) -> Vec<u8> {
+    secret.data.as_ref().unwrap()["tls.crt"].0.clone()
+}
+
+impl Harness {
+    /// The tenant of `namespace` overwrites the data of the Secret `name` (as `kubectl edit` would).
+    async fn tenant_overwrites(&self, namespace: &str, name: &str, (crt, key): &(String, String)) {
+        self.secrets(namespace)
+            .patch(
+                name,
+                &PatchParams::apply("kubectl-edit").force(),
+                &Patch::Apply(json!({"apiVersion": "v1", "kind": "Secret",
+                    "metadata": {"name": name, "namespace": namespace},
+                    "stringData": {"tls.crt": crt, "tls.key": key}})),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// The tenant of `namespace` plants a copy of `genuine`'s labels and annotations with their own data.
+    async fn tenant_plants(
+        &self,
+        namespace: &str,
+        name: &str,
+        genuine: &Secret,
+        (crt, key): &(String, String),
+    ) {
+        let planted = json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace,
+                "labels": genuine.metadata.labels, "annotations": genuine.metadata.annotations},
+            "type": "kubernetes.io/tls",
+            "stringData": {"tls.crt": crt, "tls.key": key}});
+        self.secrets(namespace)
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(planted).unwrap(),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Polls until `namespace/name` holds `crt`; returns how long that took.
+    async fn wait_for_crt(&self, namespace: &str, name: &str, crt: &[u8]) -> Duration {
+        let started = tokio::time::Instant::now();
+        loop {
+            if let Some(secret) = self.secret(namespace, name).await
+                && tls_crt(&secret) == crt
+            {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < WAIT,
+                "{namespace}/{name} never held the expected certificate"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Issue 21, item 1: a tenant's edited or planted Secret never decides what another namespace receives,
+/// and their own edited Secret is repaired at once — with the operator's memory, and after a restart from
+/// a Secret whose certificate matches the status fingerprint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_edited_or_planted_secret_never_reaches_another_namespace() {
+    let mut h = harness().await;
+    // The tenant's namespace sorts first.
+    h.namespace("a-tenant", &[("tls", "wildcard")]).await;
+    h.namespace("shop", &[("tls", "wildcard")]).await;
+    h.namespace("aaa-untargeted", &[]).await;
+    h.create(
+        "wildcard",
+        json!({"certificateId": "wild0001", "secretName": "wildcard-tls",
+               "namespaceSelector": {"matchLabels": {"tls": "wildcard"}}}),
+    )
+    .await;
+    h.wait_for("wildcard", "Ready in 2 namespaces", |cr| {
+        counts(cr) == (2, 2, 0) && ready(cr).is_some_and(|(s, _)| s == "True")
+    })
+    .await;
+    let genuine = h.secret("shop", "wildcard-tls").await.unwrap();
+    let genuine_crt = tls_crt(&genuine);
+    let forged = forged_pair();
+
+    // The tenant plants copies carrying the managed labels and annotations, elsewhere and under another
+    // name, then overwrites their own Secret with their pair.
+    h.tenant_plants("aaa-untargeted", "wildcard-tls", &genuine, &forged)
+        .await;
+    h.tenant_plants("a-tenant", "decoy", &genuine, &forged)
+        .await;
+    h.tenant_overwrites("a-tenant", "wildcard-tls", &forged)
+        .await;
+    let took = h
+        .wait_for_crt("a-tenant", "wildcard-tls", &genuine_crt)
+        .await;
+    assert!(
+        took < Duration::from_secs(15),
+        "the edited Secret must be repaired within seconds, took {took:?}"
+    );
+    // A namespace that joins now receives Tencent's certificate, and so does everyone else.
+    h.namespace("zzz-new", &[("tls", "wildcard")]).await;
+    h.wait_for_crt("zzz-new", "wildcard-tls", &genuine_crt)
+        .await;
+    h.wait_for("wildcard", "Ready in 3 namespaces", |cr| {
+        counts(cr) == (3, 3, 0)
+    })
+    .await;
+    assert_eq!(
+        tls_crt(&h.secret("shop", "wildcard-tls").await.unwrap()),
+        genuine_crt
+    );
+    assert_eq!(
+        h.downloads(),
+        1,
+        "repaired from the certificate held in memory"
+    );
+
+    // After a restart (nothing in memory) the forged Secret sorts first again: the content comes from a
+    // Secret whose certificate matches the status fingerprint, still without a download.
+    h.stop_controller().await;
+    h.tenant_overwrites("a-tenant", "wildcard-tls", &forged)
+        .await;
+    h.restart_controller();
+    h.wait_for_crt("a-tenant", "wildcard-tls", &genuine_crt)
+        .await;
+    h.namespace("zzz-later", &[("tls", "wildcard")]).await;
+    h.wait_for_crt("zzz-later", "wildcard-tls", &genuine_crt)
+        .await;
+    assert_eq!(h.downloads(), 1);
+
+    // Every Secret forged while the operator was away: nothing local can be trusted, so Tencent's
+    // certificate is downloaded again.
+    h.stop_controller().await;
+    for ns in ["a-tenant", "shop", "zzz-new", "zzz-later"] {
+        h.tenant_overwrites(ns, "wildcard-tls", &forged).await;
+    }
+    h.restart_controller();
+    for ns in ["a-tenant", "shop", "zzz-new", "zzz-later"] {
+        h.wait_for_crt(ns, "wildcard-tls", &genuine_crt).await;
+    }
+    assert_eq!(h.downloads(), 2);
+    // The planted copies fed nothing; and the fingerprint in status is still Tencent's.
+    let status = h.crs().get("wildcard").await.unwrap().status.unwrap();
+    assert_eq!(
+        status.fingerprint_sha256.as_deref(),
+        genuine.metadata.annotations.as_ref().unwrap()["tencentcert.io/fingerprint-sha256"]
+            .as_str()
+            .into()
+    );
+}
+
+/// The writes to Secrets in `namespace`, in order: (method, Secret name).
+fn secret_write_log(h: &Harness, namespace: &str) -> Vec<(String, String)> {
+    h.api
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.plural == "secrets"
+                && r.namespace.as_deref() == Some(namespace)
+                && matches!(r.method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE")
+        })
+        .map(|r| {
+            let name = r.name.clone().unwrap_or_else(|| {
+                serde_json::from_str::<Value>(&r.body)
+                    .ok()
+                    .and_then(|b| b["metadata"]["name"].as_str().map(str::to_string))
+                    .unwrap_or_default()
+            });
+            (r.method, name)
+        })
+        .collect()
+}
+
+/// Issue 21, item 2 (cluster kind): after a `secretName` change the new Secrets are written first and the
+/// old ones go after, in every namespace; a conflict at the new name keeps the old Secret; `Retain` keeps
+/// the old ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_name_change_writes_the_new_secrets_before_the_old_ones_go() {
+    let h = harness().await;
+    h.namespace("web", &[("tls", "w")]).await;
+    h.namespace("blog", &[("tls", "w")]).await;
+    h.create(
+        "wildcard",
+        json!({"certificateId": "wild0001", "secretName": "old-tls",
+               "namespaceSelector": {"matchLabels": {"tls": "w"}}}),
+    )
+    .await;
+    h.create(
+        "kept",
+        json!({"certificateId": "wild0001", "secretName": "kept-old", "deletionPolicy": "Retain",
+               "namespaceSelector": {"matchLabels": {"tls": "w"}}}),
+    )
+    .await;
+    for name in ["wildcard", "kept"] {
+        h.wait_for(name, "Ready in 2 namespaces", |cr| counts(cr) == (2, 2, 0))
+            .await;
+    }
+    let foreign: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "new-tls", "namespace": "blog"}, "type": "Opaque",
+        "stringData": {"mine": "yes"}}))
+    .unwrap();
+    h.secrets("blog")
+        .create(&PostParams::default(), &foreign)
+        .await
+        .unwrap();
+
+    for (name, new) in [("wildcard", "new-tls"), ("kept", "kept-new")] {
+        h.crs()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"secretName": new}})),
+            )
+            .await
+            .unwrap();
+    }
+    h.wait_for_secret("web", "old-tls", false).await;
+    assert!(h.secret("web", "new-tls").await.is_some());
+    let log = secret_write_log(&h, "web");
+    let written = log
+        .iter()
+        .rposition(|(m, n)| m != "DELETE" && n == "new-tls")
+        .expect("new-tls written in web");
+    let deleted = log
+        .iter()
+        .rposition(|(m, n)| m == "DELETE" && n == "old-tls")
+        .expect("old-tls deleted in web");
+    assert!(written < deleted, "the new Secret first: {log:?}");
+    // blog: someone else's Secret at the new name; the old one keeps serving there.
+    h.wait_for("wildcard", "blog in conflict", |cr| counts(cr) == (2, 1, 1))
+        .await;
+    assert!(h.secret("blog", "old-tls").await.is_some());
+    assert_eq!(
+        h.secret("blog", "new-tls").await.unwrap().type_.as_deref(),
+        Some("Opaque")
+    );
+    // The name is freed: blog gets the new Secret, then loses the old one.
+    h.secrets("blog")
+        .delete("new-tls", &DeleteParams::default())
+        .await
+        .unwrap();
+    h.wait_for_secret("blog", "old-tls", false).await;
+    assert!(h.secret("blog", "new-tls").await.is_some());
+    h.wait_for("wildcard", "Ready in 2 namespaces", |cr| {
+        counts(cr) == (2, 2, 0)
+    })
+    .await;
+    // Retain: the new Secrets are written and the old ones stay.
+    for ns in ["web", "blog"] {
+        h.wait_for_secret(ns, "kept-new", true).await;
+        assert!(h.secret(ns, "kept-old").await.is_some());
+    }
+}
+
+/// Issue 21, smaller (a): Secrets are listed cluster-wide as metadata only, in pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_listed_as_metadata_in_pages() {
+    let h = harness().await;
+    h.namespace("shop", &[]).await;
+    h.create(
+        "wildcard",
+        json!({"certificateId": "wild0001", "secretName": "wildcard-tls", "namespaces": ["shop"]}),
+    )
+    .await;
+    h.wait_for("wildcard", "Ready", |cr| counts(cr) == (1, 1, 0))
+        .await;
+    let lists: Vec<_> = h
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.plural == "secrets"
+                && r.method == "GET"
+                && r.namespace.is_none()
+                && r.name.is_none()
+                && !r.query.contains("watch=true")
+        })
+        .collect();
+    assert!(!lists.is_empty(), "the reconcile lists our Secrets");
+    for list in lists {
+        assert!(
+            list.accept
+                .as_deref()
+                .is_some_and(|a| a.contains("PartialObjectMetadata")),
+            "a cluster-wide list of full Secrets: {list:?}"
+        );
+        assert!(
+            list.query.contains("limit="),
+            "an unpaginated list: {list:?}"
+        );
+    }
+}
+
+/// Issue 21, smaller (b): a Secret someone else creates between the read and the write is not taken over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_created_between_read_and_write_is_not_taken_over() {
+    let h = harness().await;
+    h.namespace("shop", &[]).await;
+    h.api.create_before_next_write(
+        "",
+        "v1",
+        "secrets",
+        Some("shop"),
+        json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "wildcard-tls", "namespace": "shop"},
+            "type": "kubernetes.io/tls",
+            "data": {"tls.crt": "dGhlaXJz", "tls.key": "dGhlaXJz"}}),
+    );
+    h.create(
+        "wildcard",
+        json!({"certificateId": "wild0001", "secretName": "wildcard-tls", "namespaces": ["shop"]}),
+    )
+    .await;
+    let cr = h
+        .wait_for("wildcard", "shop in conflict", |cr| counts(cr) == (1, 0, 1))
+        .await;
+    assert_eq!(
+        cr.status.unwrap().namespace_failures[0].reason,
+        "SecretConflict"
+    );
+    let theirs = h.secret("shop", "wildcard-tls").await.unwrap();
+    assert_eq!(tls_crt(&theirs), b"theirs");
+    assert!(
+        theirs
+            .metadata
+            .labels
+            .as_ref()
+            .is_none_or(|l| !l.contains_key(CLUSTER_CERTIFICATE_NAME_LABEL))
+    );
 }

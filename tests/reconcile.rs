@@ -904,7 +904,8 @@ async fn include_ca_false_leaves_out_the_root() {
 async fn a_kubernetes_api_failure_is_an_error_and_leaves_no_half_written_state() {
     let h = harness().await;
     h.create("shop", json!({"certificateId": "aBcD1234"})).await;
-    h.api.fail_next("PATCH", "secrets", 500, 1);
+    // A new Secret is created (POST): a create is the write that fails when someone else took the name.
+    h.api.fail_next("POST", "secrets", 500, 1);
     let cr = h.reconcile("shop").await;
     expect_condition(&cr, "Synced", "False", "KubernetesError");
     assert!(h.secret("shop").await.is_none());
@@ -1213,7 +1214,9 @@ async fn a_first_sync_wave_asks_tencent_per_certificate_not_per_resource() {
     // The concurrent half shares one batched lookup; the rest is answered from it.
     assert_eq!(h.sim.stats().action_total("DescribeCertificates"), 1);
     assert_eq!(h.sim.stats().action_total("DescribeCertificateDetail"), 0);
-    assert_eq!(h.secret_writes() - writes_before, 40);
+    // Each new Secret: a create of what every Secret holds, then the apply of the rest (here the owner
+    // reference), which only an apply can take away again later (see `secret::creation_core`).
+    assert_eq!(h.secret_writes() - writes_before, 80);
 }
 
 const ROLE_ARN: &str = "qcs::cam::uin/100000000001:roleName/cert-reader";
@@ -1341,4 +1344,157 @@ async fn pod_identity_serves_as_default_credentials() {
     let visible = visible_text(&h, "shop").await;
     assert!(!visible.contains("sa-token-reconcile-0001"));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The writes to Secrets in [`NS`], in order: (method, Secret name).
+fn secret_write_log(h: &Harness) -> Vec<(String, String)> {
+    h.api
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.plural == "secrets"
+                && r.namespace.as_deref() == Some(NS)
+                && matches!(r.method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE")
+        })
+        .map(|r| {
+            let name = r.name.clone().unwrap_or_else(|| {
+                serde_json::from_str::<Value>(&r.body)
+                    .ok()
+                    .and_then(|b| b["metadata"]["name"].as_str().map(str::to_string))
+                    .unwrap_or_default()
+            });
+            (r.method, name)
+        })
+        .collect()
+}
+
+fn position(log: &[(String, String)], methods: &[&str], name: &str) -> Option<usize> {
+    log.iter()
+        .rposition(|(m, n)| methods.contains(&m.as_str()) && n == name)
+}
+
+#[tokio::test]
+async fn a_secret_name_change_never_leaves_the_name_without_a_secret() {
+    let h = harness().await;
+    h.create(
+        "shop",
+        json!({"certificateId": "aBcD1234", "secretName": "first", "followRenewals": false}),
+    )
+    .await;
+    h.reconcile("shop").await;
+    let served = h.secret("first").await.unwrap().data;
+
+    // The download for the new name fails: the old Secret keeps serving.
+    h.sim
+        .state()
+        .add_fault("aBcD1234=FailedOperation.NetworkError:1".parse().unwrap());
+    h.patch_spec("shop", json!({"secretName": "second"})).await;
+    let cr = h.reconcile("shop").await;
+    expect_condition(&cr, "Synced", "False", "NetworkError");
+    assert!(
+        h.secret("first").await.is_some_and(|s| s.data == served),
+        "a failed download must leave the old Secret in place"
+    );
+    assert!(h.secret("second").await.is_none());
+
+    // Someone else's Secret at the new name: a conflict, and the old Secret still serves.
+    let foreign: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "third", "namespace": NS}, "type": "Opaque", "data": {"mine": base64("yes")}
+    }))
+    .unwrap();
+    h.secrets()
+        .create(&PostParams::default(), &foreign)
+        .await
+        .unwrap();
+    h.patch_spec("shop", json!({"secretName": "third"})).await;
+    let cr = h.reconcile("shop").await;
+    expect_condition(&cr, "Ready", "False", "SecretConflict");
+    assert!(h.secret("first").await.is_some_and(|s| s.data == served));
+    assert_eq!(h.secret("third").await.unwrap().data, foreign.data);
+
+    // A free name: the new Secret is written first, then the old one goes.
+    h.patch_spec("shop", json!({"secretName": "second"})).await;
+    let cr = h.reconcile("shop").await;
+    expect_condition(&cr, "Ready", "True", "Ready");
+    assert_eq!(status(&cr).secret_name.as_deref(), Some("second"));
+    assert!(h.secret("second").await.is_some());
+    assert!(h.secret("first").await.is_none());
+    let log = secret_write_log(&h);
+    let written = position(&log, &["POST", "PATCH"], "second").expect("second written");
+    let deleted = position(&log, &["DELETE"], "first").expect("first deleted");
+    assert!(written < deleted, "the new Secret first: {log:?}");
+}
+
+#[tokio::test]
+async fn a_type_change_deletes_only_once_the_new_secret_is_ready_and_creates_at_once() {
+    let h = harness().await;
+    let opaque: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "shop", "namespace": NS, "labels": {"tencentcert.io/certificate-name": "shop"}},
+        "type": "Opaque", "data": {"x": base64("y")}
+    }))
+    .unwrap();
+    h.secrets()
+        .create(&PostParams::default(), &opaque)
+        .await
+        .unwrap();
+    h.create(
+        "shop",
+        json!({"certificateId": "aBcD1234", "followRenewals": false}),
+    )
+    .await;
+    // No certificate to replace it with: the Secret stays as it is.
+    h.sim
+        .state()
+        .add_fault("aBcD1234=FailedOperation.NetworkError:1".parse().unwrap());
+    let cr = h.reconcile("shop").await;
+    expect_condition(&cr, "Synced", "False", "NetworkError");
+    assert_eq!(
+        h.secret("shop").await.unwrap().type_.as_deref(),
+        Some("Opaque")
+    );
+    h.make_download_due("shop").await;
+    let cr = h.reconcile("shop").await;
+    expect_condition(&cr, "Ready", "True", "Ready");
+    // Delete, then the create straight after (no other request to Secrets in between).
+    let log = secret_write_log(&h);
+    let deleted = position(&log, &["DELETE"], "shop").expect("deleted");
+    assert_eq!(
+        log.get(deleted + 1).map(|(m, n)| (m.as_str(), n.as_str())),
+        Some(("POST", "shop")),
+        "{log:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_secret_created_by_someone_else_between_read_and_write_is_not_taken_over() {
+    let h = harness().await;
+    h.create("shop", json!({"certificateId": "aBcD1234"})).await;
+    // Their Secret appears after the reconcile saw none and before it writes.
+    let theirs = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "shop", "namespace": NS},
+        "type": "kubernetes.io/tls",
+        "data": {"tls.crt": base64("their certificate"), "tls.key": base64("their key")},
+    });
+    h.api
+        .create_before_next_write("", "v1", "secrets", Some(NS), theirs);
+    let cr = h.reconcile("shop").await;
+    let secret = h.secret("shop").await.unwrap();
+    assert_eq!(data(&secret, "tls.key"), b"their key", "taken over");
+    assert!(
+        secret
+            .metadata
+            .labels
+            .as_ref()
+            .is_none_or(|l| !l.contains_key("tencentcert.io/certificate-name")),
+        "their Secret must not be labelled as ours"
+    );
+    expect_condition(&cr, "Ready", "False", "SecretConflict");
+    // And from then on it is someone else's Secret: reported, never touched.
+    let cr = h.reconcile("shop").await;
+    expect_condition(&cr, "Ready", "False", "SecretConflict");
+    assert_eq!(
+        data(&h.secret("shop").await.unwrap(), "tls.key"),
+        b"their key"
+    );
 }

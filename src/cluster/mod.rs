@@ -10,7 +10,8 @@ pub mod crd;
 pub mod plan;
 pub mod reconcile;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -24,15 +25,52 @@ use tracing::{debug, info, warn};
 
 use crate::controller::{Context, watches};
 pub use crd::ClusterTencentCertificate;
-use plan::{CLUSTER_CERTIFICATE_NAME_LABEL, NamespaceInfo};
+use plan::{CLUSTER_CERTIFICATE_NAME_LABEL, HeldCertificate, NamespaceInfo, Verified};
 
 /// Shared by the cluster resources' reconciles.
 pub struct ClusterContext {
     pub base: Arc<Context>,
     namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// Per cluster resource name: what this process remembers of it.
+    memory: Mutex<HashMap<String, Memory>>,
+}
+
+/// What this process remembers of one cluster resource: the certificate it last wrote (downloaded, or
+/// checked against the status fingerprint) and, per namespace, the Secret version it last found right.
+/// Lost on restart; then the Secrets are read again and only a matching fingerprint is trusted.
+#[derive(Debug, Clone, Default)]
+pub struct Memory {
+    uid: String,
+    pub held: Option<HeldCertificate>,
+    pub verified: HashMap<String, Verified>,
 }
 
 impl ClusterContext {
+    /// What is remembered of `cr` (nothing for a new resource of a name seen before).
+    pub fn remembered(&self, cr: &ClusterTencentCertificate) -> Memory {
+        let uid = cr.uid().unwrap_or_default();
+        self.memory()
+            .get(&cr.name_any())
+            .filter(|m| m.uid == uid)
+            .cloned()
+            .unwrap_or(Memory {
+                uid,
+                ..Memory::default()
+            })
+    }
+
+    pub fn remember(&self, cr: &ClusterTencentCertificate, memory: Memory) {
+        self.memory().insert(cr.name_any(), memory);
+    }
+
+    fn forget(&self, name: &str) {
+        self.memory().remove(name);
+    }
+
+    fn memory(&self) -> std::sync::MutexGuard<'_, HashMap<String, Memory>> {
+        self.memory.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The namespaces `cr` targets now, sorted.
     pub fn targeted_namespaces(&self, cr: &ClusterTencentCertificate) -> Vec<String> {
         let mut names: Vec<String> = self
@@ -100,7 +138,9 @@ pub async fn run(
     let ctx = Arc::new(ClusterContext {
         base: base.clone(),
         namespaces: namespace_store.clone(),
+        memory: Mutex::new(HashMap::new()),
     });
+    let forget = ctx.clone();
 
     let controller = Controller::new(resources, watcher::Config::default())
         .with_config(kube_controller::Config::default().concurrency(concurrency))
@@ -144,11 +184,13 @@ pub async fn run(
         )
         .for_each(|result| {
             let metrics = metrics.clone();
+            let forget = forget.clone();
             async move {
                 match result {
                     Ok((object, _)) => debug!(object = %object, "reconciled cluster certificate"),
                     Err(kube_controller::Error::ObjectNotFound(object)) => {
                         metrics.forget_certificate("", &object.name);
+                        forget.forget(&object.name);
                         debug!(object = %object, "cluster certificate deleted");
                     }
                     Err(err) => warn!(error = %err, "cluster certificate controller error"),

@@ -1,11 +1,13 @@
 //! Pure decisions of a ClusterTencentCertificate reconcile: which namespaces it targets, what each
 //! namespace's Secret needs, and the status that results.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, ObjectMeta};
 use kube::{Resource as _, ResourceExt as _};
+use sha2::Digest as _;
 
 use super::crd::{
     ClusterTencentCertificate, ClusterTencentCertificateStatus, MAX_LISTED_FAILURES,
@@ -70,9 +72,14 @@ pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, Stri
     labels_hold && expressions_hold
 }
 
-/// Whether this Secret was written by the ClusterTencentCertificate `name`.
+/// Whether this Secret was written by the ClusterTencentCertificate `name` (by its labels, which anyone
+/// who may edit Secrets in a namespace can set: see [`inventory`] for where such a Secret counts).
 pub fn is_ours(secret: &Secret, name: &str) -> bool {
-    let labels = secret.metadata.labels.as_ref();
+    labelled_ours(&secret.metadata, name)
+}
+
+fn labelled_ours(meta: &ObjectMeta, name: &str) -> bool {
+    let labels = meta.labels.as_ref();
     labels
         .and_then(|l| l.get(MANAGED_BY_LABEL))
         .map(String::as_str)
@@ -81,6 +88,131 @@ pub fn is_ours(secret: &Secret, name: &str) -> bool {
             .and_then(|l| l.get(CLUSTER_CERTIFICATE_NAME_LABEL))
             .map(String::as_str)
             == Some(name)
+}
+
+/// The labels a create carries (see `secret::creation_core`): the ones that make the Secret ours.
+pub const CREATED_LABELS: [&str; 2] = [MANAGED_BY_LABEL, CLUSTER_CERTIFICATE_NAME_LABEL];
+
+/// The Secrets carrying our labels, from the metadata list, by what they may be used for.
+#[derive(Debug, Default)]
+pub struct Inventory {
+    /// Per targeted namespace, its Secret under `secretName`: the only Secret that counts as the
+    /// namespace's own.
+    pub own: BTreeMap<String, ObjectMeta>,
+    /// Every other Secret with our labels: under an old `secretName`, in a namespace no longer targeted,
+    /// or a copy someone planted. Never read and never a source of content; deleted once nothing needs
+    /// them (see [`leftovers_to_delete`]).
+    pub leftovers: Vec<ObjectMeta>,
+}
+
+pub fn inventory(
+    cr: &ClusterTencentCertificate,
+    listed: Vec<ObjectMeta>,
+    targeted: &[String],
+) -> Inventory {
+    let name = cr.name_any();
+    let mut inventory = Inventory::default();
+    for meta in listed.into_iter().filter(|m| labelled_ours(m, &name)) {
+        let namespace = meta.namespace.clone().unwrap_or_default();
+        let own = meta.name.as_deref() == Some(cr.spec.secret_name.as_str())
+            && targeted.contains(&namespace);
+        if own {
+            inventory.own.insert(namespace, meta);
+        } else {
+            inventory.leftovers.push(meta);
+        }
+    }
+    inventory
+}
+
+/// A certificate and the id it was downloaded under.
+#[derive(Debug, Clone)]
+pub struct HeldCertificate {
+    pub id: String,
+    pub bundle: Arc<CertBundle>,
+}
+
+/// The content the operator may write without downloading: only a certificate whose id and fingerprint are
+/// the status's (what it last downloaded). First the one this process holds in memory; else one of the
+/// targeted namespaces' own Secrets (`read`, under `secretName` and labelled ours) whose fingerprint —
+/// computed from its `tls.crt`, never taken from its annotations — is the status's. Whatever a tenant
+/// edited or planted fails this and so never feeds another namespace; it is repaired from what passes, or
+/// from a download when nothing does.
+pub fn trusted_content(
+    cr: &ClusterTencentCertificate,
+    held: Option<&HeldCertificate>,
+    inventory: &Inventory,
+    read: &BTreeMap<String, Option<Secret>>,
+) -> Option<HeldCertificate> {
+    let status = cr.status.as_ref()?;
+    let id = status.certificate_id.as_deref()?;
+    let fingerprint = status.fingerprint_sha256.as_deref()?;
+    if let Some(held) = held
+        && held.id == id
+        && held.bundle.meta.fingerprint_sha256 == fingerprint
+    {
+        return Some(held.clone());
+    }
+    let name = cr.name_any();
+    read.iter()
+        .filter(|(ns, _)| inventory.own.contains_key(*ns))
+        .filter_map(|(_, secret)| secret.as_ref())
+        .filter(|secret| is_ours(secret, &name))
+        .filter_map(|secret| crate::controller::reconcile::read_secret_bundle(secret)?.ok())
+        .find(|bundle| bundle.meta.fingerprint_sha256 == fingerprint)
+        .map(|bundle| HeldCertificate {
+            id: id.to_string(),
+            bundle: Arc::new(bundle),
+        })
+}
+
+/// A namespace's Secret as the operator last found it (or wrote it) matching what it wanted: its
+/// resourceVersion then, and a digest of the desired Secret. The same version for the same desired Secret
+/// needs no read: nobody has changed it since.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub resource_version: String,
+    pub desired: [u8; 32],
+}
+
+/// A digest of everything the desired Secret says (kept in memory only: it covers the private key).
+pub fn desired_digest(desired: &Secret) -> [u8; 32] {
+    let bytes = serde_json::to_vec(desired).unwrap_or_default();
+    sha2::Sha256::digest(&bytes).into()
+}
+
+pub fn known_up_to_date(
+    verified: Option<&Verified>,
+    own: Option<&ObjectMeta>,
+    desired: &[u8; 32],
+) -> bool {
+    match (verified, own.and_then(|m| m.resource_version.as_deref())) {
+        (Some(v), Some(rv)) => v.resource_version == rv && &v.desired == desired,
+        _ => false,
+    }
+}
+
+/// The leftovers that go now (`deletionPolicy: Delete`; `Retain` keeps them all): in a namespace no
+/// longer targeted, at once; in a targeted one, only once that namespace's Secret under `secretName` is in
+/// place (`settled`), so the operator never leaves a namespace without the Secret — e.g. after a
+/// `secretName` change, the new Secret is written first and the old one deleted after.
+pub fn leftovers_to_delete<'a>(
+    cr: &ClusterTencentCertificate,
+    inventory: &'a Inventory,
+    targeted: &[String],
+    settled: &BTreeSet<String>,
+) -> Vec<&'a ObjectMeta> {
+    if cr.spec.deletion_policy == DeletionPolicy::Retain {
+        return Vec::new();
+    }
+    inventory
+        .leftovers
+        .iter()
+        .filter(|meta| {
+            let ns = meta.namespace.clone().unwrap_or_default();
+            !targeted.contains(&ns) || settled.contains(&ns)
+        })
+        .collect()
 }
 
 /// The Secret for one namespace: what a TencentCertificate would write (with the additional outputs the
@@ -172,21 +304,6 @@ pub fn namespace_action(
     } else {
         NamespaceAction::Write { recreate: false }
     }
-}
-
-/// Namespaces holding one of our Secrets that the target no longer selects, and whether the Secret goes.
-pub fn released(
-    cr: &ClusterTencentCertificate,
-    ours: &BTreeMap<String, Secret>,
-    targeted: &[String],
-) -> Vec<String> {
-    if cr.spec.deletion_policy == DeletionPolicy::Retain {
-        return Vec::new();
-    }
-    ours.keys()
-        .filter(|ns| !targeted.contains(ns))
-        .cloned()
-        .collect()
 }
 
 /// Everything the status is computed from.
@@ -542,23 +659,180 @@ mod tests {
         assert!(!is_ours(&namespaced, "wildcard"));
     }
 
+    fn meta(namespace: &str, name: &str, ours: bool) -> ObjectMeta {
+        let mut labels = BTreeMap::new();
+        if ours {
+            labels.insert(MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string());
+            labels.insert(
+                CLUSTER_CERTIFICATE_NAME_LABEL.to_string(),
+                "wildcard".to_string(),
+            );
+        }
+        ObjectMeta {
+            namespace: Some(namespace.into()),
+            name: Some(name.into()),
+            labels: Some(labels),
+            resource_version: Some("7".into()),
+            ..ObjectMeta::default()
+        }
+    }
+
     #[test]
-    fn released_namespaces_follow_the_deletion_policy() {
-        let delete =
-            cr(serde_json::json!({"certificateId": "abc", "secretName": "s", "namespaces": ["a"]}));
-        let retain = cr(
-            serde_json::json!({"certificateId": "abc", "secretName": "s", "namespaces": ["a"], "deletionPolicy": "Retain"}),
+    fn only_the_secret_under_secret_name_in_a_targeted_namespace_is_its_own() {
+        let cr = cr(
+            serde_json::json!({"certificateId": "abc", "secretName": "s", "namespaces": ["a", "b"]}),
         );
-        let ours: BTreeMap<String, Secret> = [
-            ("a".to_string(), Secret::default()),
-            ("b".to_string(), Secret::default()),
+        let listed = vec![
+            meta("a", "s", true),
+            meta("a", "decoy", true),
+            meta("b", "s", false),
+            meta("elsewhere", "s", true),
+        ];
+        let inventory = inventory(&cr, listed, &["a".to_string(), "b".to_string()]);
+        assert_eq!(inventory.own.keys().collect::<Vec<_>>(), ["a"]);
+        let leftovers: Vec<_> = inventory
+            .leftovers
+            .iter()
+            .map(|m| (m.namespace.as_deref().unwrap(), m.name.as_deref().unwrap()))
+            .collect();
+        assert_eq!(leftovers, [("a", "decoy"), ("elsewhere", "s")]);
+    }
+
+    #[test]
+    fn leftovers_go_once_the_namespace_is_settled_and_never_with_retain() {
+        let delete = cr(
+            serde_json::json!({"certificateId": "abc", "secretName": "new", "namespaces": ["a", "b"]}),
+        );
+        let retain = cr(
+            serde_json::json!({"certificateId": "abc", "secretName": "new", "namespaces": ["a", "b"], "deletionPolicy": "Retain"}),
+        );
+        let targeted = ["a".to_string(), "b".to_string()];
+        let listed = || {
+            vec![
+                meta("a", "old", true),
+                meta("b", "old", true),
+                meta("gone", "old", true),
+            ]
+        };
+        let settled: BTreeSet<String> = ["a".to_string()].into();
+        let inv = inventory(&delete, listed(), &targeted);
+        let going: Vec<_> = leftovers_to_delete(&delete, &inv, &targeted, &settled)
+            .into_iter()
+            .map(|m| m.namespace.clone().unwrap())
+            .collect();
+        // b's new Secret is not in place yet: its old one stays.
+        assert_eq!(going, ["a", "gone"]);
+        let inv = inventory(&retain, listed(), &targeted);
+        assert!(leftovers_to_delete(&retain, &inv, &targeted, &settled).is_empty());
+    }
+
+    fn pem_secret(namespace: &str, name: &str, crt: &str, key: &str) -> Secret {
+        Secret {
+            metadata: meta(namespace, name, true),
+            data: Some(
+                [
+                    (
+                        "tls.crt".to_string(),
+                        k8s_openapi::ByteString(crt.as_bytes().to_vec()),
+                    ),
+                    (
+                        "tls.key".to_string(),
+                        k8s_openapi::ByteString(key.as_bytes().to_vec()),
+                    ),
+                ]
+                .into(),
+            ),
+            ..Secret::default()
+        }
+    }
+
+    fn pair() -> (String, String) {
+        let made = rcgen::generate_simple_self_signed(vec!["*.example.com".to_string()]).unwrap();
+        (made.cert.pem(), made.signing_key.serialize_pem())
+    }
+
+    #[test]
+    fn content_is_trusted_only_when_its_computed_fingerprint_is_the_status_one() {
+        let genuine = pair();
+        let forged = pair();
+        let genuine_bundle = crate::bundle::from_pem_entries(&[
+            ("tls.crt", genuine.0.as_bytes()),
+            ("tls.key", genuine.1.as_bytes()),
+        ])
+        .unwrap();
+        let mut cr = cr(
+            serde_json::json!({"certificateId": "abc", "secretName": "s", "namespaces": ["a", "b"]}),
+        );
+        cr.status = Some(ClusterTencentCertificateStatus {
+            certificate_id: Some("abc".into()),
+            fingerprint_sha256: Some(genuine_bundle.meta.fingerprint_sha256.clone()),
+            ..Default::default()
+        });
+        let targeted = ["a".to_string(), "b".to_string()];
+        let listed = vec![
+            meta("a", "s", true),
+            meta("b", "s", true),
+            meta("c", "s", true),
+        ];
+        let inv = inventory(&cr, listed, &targeted);
+        // The forged Secret sorts first and carries the genuine annotations: it is not taken.
+        let mut forged_secret = pem_secret("a", "s", &forged.0, &forged.1);
+        forged_secret.metadata.annotations = Some(
+            [(
+                secret::FINGERPRINT_ANNOTATION.to_string(),
+                genuine_bundle.meta.fingerprint_sha256.clone(),
+            )]
+            .into(),
+        );
+        let mut read: BTreeMap<String, Option<Secret>> = [
+            ("a".to_string(), Some(forged_secret)),
+            (
+                "b".to_string(),
+                Some(pem_secret("b", "s", &genuine.0, &genuine.1)),
+            ),
         ]
         .into();
+        let trusted = trusted_content(&cr, None, &inv, &read).expect("b's Secret matches");
         assert_eq!(
-            released(&delete, &ours, &["a".to_string()]),
-            vec!["b".to_string()]
+            trusted.bundle.meta.fingerprint_sha256,
+            genuine_bundle.meta.fingerprint_sha256
         );
-        assert!(released(&retain, &ours, &["a".to_string()]).is_empty());
+        // Only the forged one left (and a genuine copy outside the target, never read as a source).
+        read.insert("b".into(), Some(pem_secret("b", "s", &forged.0, &forged.1)));
+        read.insert(
+            "c".into(),
+            Some(pem_secret("c", "s", &genuine.0, &genuine.1)),
+        );
+        assert!(trusted_content(&cr, None, &inv, &read).is_none());
+        // What this process holds wins when it matches the status, and only then.
+        let held = HeldCertificate {
+            id: "abc".into(),
+            bundle: Arc::new(genuine_bundle.clone()),
+        };
+        assert!(trusted_content(&cr, Some(&held), &inv, &read).is_some());
+        let stale = HeldCertificate {
+            id: "other".into(),
+            bundle: Arc::new(genuine_bundle),
+        };
+        assert!(trusted_content(&cr, Some(&stale), &inv, &read).is_none());
+    }
+
+    #[test]
+    fn a_secret_needs_no_read_only_at_the_version_verified_for_the_same_desired_secret() {
+        let own = meta("a", "s", true);
+        let desired = desired_digest(&Secret::default());
+        let verified = Verified {
+            resource_version: "7".into(),
+            desired,
+        };
+        assert!(known_up_to_date(Some(&verified), Some(&own), &desired));
+        assert!(!known_up_to_date(None, Some(&own), &desired));
+        assert!(!known_up_to_date(Some(&verified), None, &desired));
+        let mut edited = own.clone();
+        edited.resource_version = Some("8".into());
+        assert!(!known_up_to_date(Some(&verified), Some(&edited), &desired));
+        let other = desired_digest(&pem_secret("a", "s", "x", "y"));
+        assert!(!known_up_to_date(Some(&verified), Some(&own), &other));
     }
 
     #[test]

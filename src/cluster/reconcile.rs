@@ -4,12 +4,13 @@
 //! Tencent work is per resource (one lookup or download for all namespaces, shared with TencentCertificates
 //! naming the same id through the bundle cache); Kubernetes work is per namespace.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
@@ -17,21 +18,25 @@ use kube::{Api, Resource as _, ResourceExt as _};
 use serde_json::json;
 use tracing::{debug, info, warn};
 
-use super::ClusterContext;
 use super::crd::{ClusterTencentCertificate, ClusterTencentCertificateStatus, NamespaceFailure};
-use super::plan::{self, CLUSTER_CERTIFICATE_NAME_LABEL, NamespaceAction};
+use super::plan::{
+    self, CLUSTER_CERTIFICATE_NAME_LABEL, HeldCertificate, NamespaceAction, Verified,
+};
+use super::{ClusterContext, Memory};
 use crate::bundle::{self, CertBundle};
 use crate::controller::credentials;
-use crate::controller::reconcile::{apply_secret, delete_exact, read_secret_bundle};
+use crate::controller::write;
 use crate::crd::{self, CredentialsRef};
 use crate::error::SyncError;
 use crate::policy::{self, DownloadTrigger};
-use crate::secret::{CERTIFICATE_ID_ANNOTATION, FIELD_MANAGER};
+use crate::secret::FIELD_MANAGER;
 use crate::status::{self, Attempt};
 use crate::tencent::{Credentials, ErrorClass};
 
 /// Secrets read or written at once.
 const NAMESPACE_CONCURRENCY: usize = 16;
+/// Secrets per page of the metadata list.
+const LIST_PAGE: u32 = 500;
 /// How soon failing namespaces are looked at again. A foreign Secret that consents to adoption (or goes)
 /// raises no event this controller watches, so it is polled, at a pace that costs little.
 const NAMESPACE_RETRY: Duration = Duration::from_secs(30);
@@ -87,206 +92,237 @@ pub fn error_policy(
     ))
 }
 
-async fn reconcile_inner(
+/// What the gather saw of the Secrets.
+struct Gathered {
+    targeted: Vec<String>,
+    inventory: plan::Inventory,
+    /// Secrets read in full, per targeted namespace, at `secretName` (`None`: nothing there).
+    read: BTreeMap<String, Option<Secret>>,
+    /// The content that may be written again without a download (see `plan::trusted_content`).
+    trusted: Option<HeldCertificate>,
+}
+
+/// Lists our Secrets (metadata only), reads the few needed in full, and picks what content can be trusted.
+async fn gather(
     cr: &ClusterTencentCertificate,
     ctx: &ClusterContext,
-) -> Result<(Action, String), ClusterReconcileError> {
-    let name = cr.name_any();
-    let now = jiff::Timestamp::now();
-    let view = cr.selection();
-    let refresh = crd::refresh_interval(&view.spec);
-    let previous = cr.status.clone().unwrap_or_default();
-    let client = &ctx.base.client;
-
-    // Gather: the targeted namespaces, our Secrets everywhere, and whatever sits at the name elsewhere.
+    memory: &Memory,
+) -> Result<Gathered, SyncError> {
     let targeted = ctx.targeted_namespaces(cr);
-    let all_secrets: Api<Secret> = Api::all(client.clone());
-    let ours: BTreeMap<String, Secret> = all_secrets
-        .list(&ListParams::default().labels(&format!("{CLUSTER_CERTIFICATE_NAME_LABEL}={name}")))
-        .await
-        .map_err(SyncError::kube(
-            "listing the Secrets of the cluster certificate",
-        ))?
-        .items
-        .into_iter()
-        .filter(|s| plan::is_ours(s, &name))
-        .filter_map(|s| s.namespace().map(|ns| (ns, s)))
-        .collect();
-    let unknown: Vec<String> = targeted
+    let listed = list_labelled(&ctx.base.client, &cr.name_any()).await?;
+    let inventory = plan::inventory(cr, listed, &targeted);
+    let held = plan::trusted_content(cr, memory.held.as_ref(), &inventory, &BTreeMap::new());
+    // A namespace without its own Secret is read (someone else's may sit at the name). One with its own
+    // is read now only when nothing trusted is held (its content is then a candidate), else later and
+    // only if it changed since it was last found right.
+    let to_read: Vec<String> = targeted
         .iter()
-        .filter(|ns| !ours.contains_key(*ns))
+        .filter(|ns| held.is_none() || !inventory.own.contains_key(*ns))
         .cloned()
         .collect();
-    // Secrets at the name in targeted namespaces without one of ours (someone else's, or one to adopt).
-    let elsewhere: BTreeMap<String, Secret> = futures::stream::iter(unknown)
+    let read = read_secrets(&ctx.base.client, &cr.spec.secret_name, to_read).await?;
+    let trusted = held.or_else(|| plan::trusted_content(cr, None, &inventory, &read));
+    Ok(Gathered {
+        targeted,
+        inventory,
+        read,
+        trusted,
+    })
+}
+
+/// The metadata of every Secret labelled with this resource's name, page by page. Anyone who may edit a
+/// namespace's Secrets can set the label, so only metadata is listed, bounded per page, and trimmed to
+/// what [`plan::inventory`] looks at.
+async fn list_labelled(client: &kube::Client, name: &str) -> Result<Vec<ObjectMeta>, SyncError> {
+    let api: Api<Secret> = Api::all(client.clone());
+    let mut params = ListParams::default()
+        .labels(&format!("{CLUSTER_CERTIFICATE_NAME_LABEL}={name}"))
+        .limit(LIST_PAGE);
+    let mut listed = Vec::new();
+    loop {
+        let page = api.list_metadata(&params).await.map_err(SyncError::kube(
+            "listing the Secrets of the cluster certificate",
+        ))?;
+        listed.extend(page.items.into_iter().map(|s| ObjectMeta {
+            name: s.metadata.name,
+            namespace: s.metadata.namespace,
+            labels: s.metadata.labels,
+            uid: s.metadata.uid,
+            resource_version: s.metadata.resource_version,
+            ..ObjectMeta::default()
+        }));
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(listed),
+        }
+    }
+}
+
+/// The Secret `secret_name` in each of `namespaces`, read concurrently.
+async fn read_secrets(
+    client: &kube::Client,
+    secret_name: &str,
+    namespaces: Vec<String>,
+) -> Result<BTreeMap<String, Option<Secret>>, SyncError> {
+    futures::stream::iter(namespaces)
         .map(|ns: String| {
             let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
-            let secret_name = cr.spec.secret_name.clone();
-            async move {
-                let got = api.get_opt(&secret_name).await;
-                (ns, got)
-            }
+            async move { (ns, api.get_opt(secret_name).await) }
         })
         .buffer_unordered(NAMESPACE_CONCURRENCY)
         .collect::<Vec<_>>()
         .await
         .into_iter()
-        .filter_map(|(ns, got)| got.map(|s| s.map(|s| (ns, s))).transpose())
+        .map(|(ns, got)| got.map(|s| (ns, s)))
         .collect::<Result<_, _>>()
-        .map_err(SyncError::kube("reading a targeted namespace's Secret"))?;
-    // Looked up, not copied: with thousands of namespaces the Secrets are most of the reconcile's memory.
-    let current_of = |ns: &str| ours.get(ns).or_else(|| elsewhere.get(ns));
+        .map_err(SyncError::kube("reading a targeted namespace's Secret"))
+}
 
-    // What our Secrets serve now: the certificate of the last sync, read back from any of them.
-    let serving: Option<(String, Arc<CertBundle>)> =
-        previous.certificate_id.as_ref().and_then(|id| {
-            ours.values()
-                .filter(|s| s.annotations().get(CERTIFICATE_ID_ANNOTATION) == Some(id))
-                .find_map(|s| read_secret_bundle(s).and_then(Result::ok))
-                .map(|b| (id.clone(), Arc::new(b)))
-        });
+/// The outcome of asking Tencent Cloud, when it was asked.
+struct Asked {
+    attempt: Attempt,
+    fetched: Option<Fetched>,
+    next_sync: Option<jiff::Timestamp>,
+}
 
-    // Decide whether to ask Tencent Cloud: first sync, spec change, refresh (or retry) due.
+/// Asks Tencent Cloud when needed: first sync (or nothing trusted to write), spec change, refresh or
+/// retry due.
+async fn ask_tencent(
+    cr: &ClusterTencentCertificate,
+    ctx: &ClusterContext,
+    serving: Option<&(String, Arc<CertBundle>)>,
+    now: jiff::Timestamp,
+) -> Asked {
+    let view = cr.selection();
+    let refresh = crd::refresh_interval(&view.spec);
+    let previous = cr.status.clone().unwrap_or_default();
     let spec_changed = previous.observed_generation != cr.metadata.generation;
     let due = previous
         .next_sync_time
         .as_deref()
         .and_then(|t| t.parse::<jiff::Timestamp>().ok())
         .is_none_or(|t| t <= now);
-    let mut attempt = Attempt::NotNeeded;
-    let mut fetched: Option<Fetched> = None;
-    let mut next_sync = None;
-    if serving.is_none() || spec_changed || due {
-        let trigger = if serving.is_none() {
-            DownloadTrigger::SecretMissing
-        } else if spec_changed {
-            DownloadTrigger::SpecChanged
-        } else {
-            DownloadTrigger::RefreshDue
-        };
-        let result = crate::tencent::priority::scope(
-            trigger.priority(),
-            fetch(
-                cr,
-                ctx,
-                &view,
-                &previous,
-                serving.as_ref(),
-                &trigger,
-                now,
+    let mut asked = Asked {
+        attempt: Attempt::NotNeeded,
+        fetched: None,
+        next_sync: None,
+    };
+    if !(serving.is_none() || spec_changed || due) {
+        return asked;
+    }
+    let trigger = if serving.is_none() {
+        DownloadTrigger::SecretMissing
+    } else if spec_changed {
+        DownloadTrigger::SpecChanged
+    } else {
+        DownloadTrigger::RefreshDue
+    };
+    let result = crate::tencent::priority::scope(
+        trigger.priority(),
+        fetch(cr, ctx, &view, &previous, serving, &trigger, now, refresh),
+    )
+    .await;
+    match result {
+        Ok(got) if got.bundle.meta.is_expired_at(now) => {
+            asked.attempt = Attempt::Failed {
+                reason: crate::error::REASON_EXPIRED.to_string(),
+                message: SyncError::Expired {
+                    certificate_id: got.id.clone(),
+                    not_after: status::format_time(got.bundle.meta.not_after),
+                }
+                .to_string(),
+            };
+            asked.next_sync =
+                Some(now + status::retry_delay(ErrorClass::Permanent, 1, refresh, fastrand::f64()));
+        }
+        Ok(got) => {
+            asked.attempt = Attempt::Succeeded;
+            asked.next_sync = Some(now + status::refresh_delay(refresh, fastrand::f64()));
+            asked.fetched = Some(got);
+        }
+        Err(err) => {
+            warn!(name = %cr.name_any(), reason = err.reason(), error = %err, "cluster certificate sync failed");
+            let delay = status::retry_delay(
+                err.class(),
+                previous.failures.saturating_add(1),
                 refresh,
-            ),
-        )
-        .await;
-        match result {
-            Ok(got) if got.bundle.meta.is_expired_at(now) => {
-                attempt = Attempt::Failed {
-                    reason: crate::error::REASON_EXPIRED.to_string(),
-                    message: SyncError::Expired {
-                        certificate_id: got.id.clone(),
-                        not_after: status::format_time(got.bundle.meta.not_after),
-                    }
-                    .to_string(),
-                };
-                next_sync = Some(
-                    now + status::retry_delay(ErrorClass::Permanent, 1, refresh, fastrand::f64()),
-                );
-            }
-            Ok(got) => {
-                attempt = Attempt::Succeeded;
-                next_sync = Some(now + status::refresh_delay(refresh, fastrand::f64()));
-                fetched = Some(got);
-            }
-            Err(err) => {
-                warn!(name = %name, reason = err.reason(), error = %err, "cluster certificate sync failed");
-                let delay = status::retry_delay(
-                    err.class(),
-                    previous.failures.saturating_add(1),
-                    refresh,
-                    fastrand::f64(),
-                );
-                next_sync = Some(now + delay);
-                attempt = Attempt::Failed {
-                    reason: err.reason().to_string(),
-                    message: err.to_string(),
-                };
-            }
+                fastrand::f64(),
+            );
+            asked.next_sync = Some(now + delay);
+            asked.attempt = Attempt::Failed {
+                reason: err.reason().to_string(),
+                message: err.to_string(),
+            };
         }
     }
-    // Write what was fetched; when fetching failed, what the Secrets already hold still goes to namespaces
-    // that lack it (never an expired certificate).
-    let writing: Option<(String, Arc<CertBundle>)> = match fetched.as_ref() {
-        Some(f) => Some((f.id.clone(), f.bundle.clone())),
-        None => serving.clone().filter(|(_, b)| !b.meta.is_expired_at(now)),
+    asked
+}
+
+async fn reconcile_inner(
+    cr: &ClusterTencentCertificate,
+    ctx: &ClusterContext,
+) -> Result<(Action, String), ClusterReconcileError> {
+    let name = cr.name_any();
+    let now = jiff::Timestamp::now();
+    let refresh = crd::refresh_interval(&cr.selection().spec);
+    let previous = cr.status.clone().unwrap_or_default();
+    let mut memory = ctx.remembered(cr);
+
+    let gathered = gather(cr, ctx, &memory).await?;
+    let serving = gathered
+        .trusted
+        .as_ref()
+        .map(|t| (t.id.clone(), t.bundle.clone()));
+    let Asked {
+        attempt,
+        fetched,
+        next_sync,
+    } = ask_tencent(cr, ctx, serving.as_ref(), now).await;
+    // Write what was fetched; when fetching failed, the trusted content still goes to namespaces that lack
+    // it (never an expired certificate).
+    let writing: Option<HeldCertificate> = match fetched.as_ref() {
+        Some(f) => Some(HeldCertificate {
+            id: f.id.clone(),
+            bundle: f.bundle.clone(),
+        }),
+        None => gathered
+            .trusted
+            .clone()
+            .filter(|t| !t.bundle.meta.is_expired_at(now)),
     };
 
+    let targeted = &gathered.targeted;
     let mut failures = Vec::new();
     let mut written = 0usize;
-    if let Some((id, bundle)) = &writing {
-        let results = futures::stream::iter(targeted.clone())
-            .map(|ns: String| {
-                let current = current_of(&ns);
-                let planned = plan::desired_secret(cr, &ns, id, bundle).map(|desired| {
-                    let action = plan::namespace_action(cr, current, &desired);
-                    (desired, action)
-                });
-                let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
-                async move {
-                    let (desired, action) = match planned {
-                        Ok(planned) => planned,
-                        Err(err) => {
-                            let err = SyncError::from(err);
-                            return (
-                                ns.clone(),
-                                Err(NamespaceFailure {
-                                    namespace: ns,
-                                    reason: err.reason().to_string(),
-                                    message: err.to_string(),
-                                }),
-                            );
-                        }
-                    };
-                    let result = match &action {
-                        NamespaceAction::UpToDate => Ok(false),
-                        NamespaceAction::Conflict(message) => Err(NamespaceFailure {
-                            namespace: ns.clone(),
-                            reason: crate::error::REASON_SECRET_CONFLICT.to_string(),
-                            message: message.clone(),
-                        }),
-                        NamespaceAction::Write { recreate } => {
-                            write(&api, current, &desired, *recreate)
-                                .await
-                                .map(|()| true)
-                                .map_err(|err| NamespaceFailure {
-                                    namespace: ns.clone(),
-                                    reason: err.reason().to_string(),
-                                    message: err.to_string(),
-                                })
-                        }
-                    };
-                    (ns.clone(), result)
+    let mut settled = BTreeSet::new();
+    if let Some(content) = &writing {
+        let outcomes = write_namespaces(cr, ctx, &gathered, content, &memory).await;
+        for (ns, outcome) in outcomes {
+            match outcome {
+                Ok((wrote, verified)) => {
+                    if wrote {
+                        written += 1;
+                        debug!(name = %name, namespace = %ns, "wrote the cluster certificate's Secret");
+                    }
+                    memory.verified.insert(ns.clone(), verified);
+                    settled.insert(ns);
                 }
-            })
-            .buffer_unordered(NAMESPACE_CONCURRENCY)
-            .collect::<Vec<_>>()
-            .await;
-        for (ns, result) in results {
-            match result {
-                Ok(true) => {
-                    written += 1;
-                    debug!(name = %name, namespace = %ns, "wrote the cluster certificate's Secret");
+                Err(failure) => {
+                    memory.verified.remove(&ns);
+                    failures.push(failure);
                 }
-                Ok(false) => {}
-                Err(failure) => failures.push(failure),
             }
         }
         if written > 0 {
             ctx.base.metrics.secret_written("cluster");
         }
+        memory.held = Some(content.clone());
     } else if !targeted.is_empty() {
         // Nothing to write anywhere: every namespace lacks the certificate (the status says why).
-        for ns in &targeted {
-            if current_of(ns).is_none() {
+        for ns in targeted {
+            if !gathered.inventory.own.contains_key(ns)
+                && gathered.read.get(ns).is_none_or(Option::is_none)
+            {
                 failures.push(NamespaceFailure {
                     namespace: ns.clone(),
                     reason: match &attempt {
@@ -298,28 +334,11 @@ async fn reconcile_inner(
             }
         }
     }
+    memory.verified.retain(|ns, _| targeted.contains(ns));
+    let released = release_leftovers(cr, ctx, &gathered, &settled).await;
+    ctx.remember(cr, memory);
 
-    // Namespaces that stopped matching lose the Secret with `deletionPolicy: Delete`.
-    let mut released = 0usize;
-    for ns in plan::released(cr, &ours, &targeted) {
-        if ctx.terminating(&ns) {
-            continue;
-        }
-        if let Some(secret) = ours.get(&ns) {
-            let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
-            match delete_exact(&api, secret).await {
-                Ok(()) => {
-                    released += 1;
-                    info!(name = %name, namespace = %ns, "deleted the Secret of a namespace the target no longer selects");
-                }
-                Err(err) => {
-                    warn!(name = %name, namespace = %ns, error = %err, "cannot delete a released Secret")
-                }
-            }
-        }
-    }
-
-    let serving_now = writing.as_ref().map(|(id, b)| (id.as_str(), &b.meta));
+    let serving_now = writing.as_ref().map(|c| (c.id.as_str(), &c.bundle.meta));
     let new_status = plan::compute(&plan::StatusInput {
         previous: &previous,
         generation: cr.metadata.generation,
@@ -365,6 +384,113 @@ async fn reconcile_inner(
         requeue
     };
     Ok((Action::requeue(requeue), reason))
+}
+
+/// Makes each targeted namespace's Secret hold `content`: per namespace, whether it was written and the
+/// version now verified, or why not.
+async fn write_namespaces(
+    cr: &ClusterTencentCertificate,
+    ctx: &ClusterContext,
+    gathered: &Gathered,
+    content: &HeldCertificate,
+    memory: &Memory,
+) -> Vec<(String, Result<(bool, Verified), NamespaceFailure>)> {
+    let client = &ctx.base.client;
+    futures::stream::iter(gathered.targeted.clone())
+        .map(|ns: String| {
+            let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+            // Looked up, not copied: with thousands of namespaces the Secrets are most of the memory.
+            let known = gathered.read.get(&ns);
+            let own = gathered.inventory.own.get(&ns);
+            let verified = memory.verified.get(&ns);
+            async move {
+                let result = write_namespace(cr, &api, &ns, content, known, own, verified).await;
+                let result = result.map_err(|err| NamespaceFailure {
+                    namespace: ns.clone(),
+                    reason: err.reason().to_string(),
+                    message: err.to_string(),
+                });
+                (ns, result)
+            }
+        })
+        .buffer_unordered(NAMESPACE_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await
+}
+
+/// One namespace: nothing to do when its Secret is at the version last found right for the same desired
+/// Secret; else read (unless the gather did), decide, write. Returns whether it wrote, and what is verified.
+async fn write_namespace(
+    cr: &ClusterTencentCertificate,
+    api: &Api<Secret>,
+    ns: &str,
+    content: &HeldCertificate,
+    known: Option<&Option<Secret>>,
+    own: Option<&ObjectMeta>,
+    verified: Option<&Verified>,
+) -> Result<(bool, Verified), SyncError> {
+    let desired = plan::desired_secret(cr, ns, &content.id, &content.bundle)?;
+    let digest = plan::desired_digest(&desired);
+    let verified_at = |resource_version: Option<&String>| Verified {
+        resource_version: resource_version.cloned().unwrap_or_default(),
+        desired: digest,
+    };
+    if plan::known_up_to_date(verified, own, &digest) {
+        return Ok((
+            false,
+            verified_at(own.and_then(|m| m.resource_version.as_ref())),
+        ));
+    }
+    let read_now;
+    let current = match known {
+        Some(read) => read.as_ref(),
+        None => {
+            read_now = api
+                .get_opt(&cr.spec.secret_name)
+                .await
+                .map_err(SyncError::kube("reading a targeted namespace's Secret"))?;
+            read_now.as_ref()
+        }
+    };
+    match plan::namespace_action(cr, current, &desired) {
+        NamespaceAction::UpToDate => Ok((
+            false,
+            verified_at(current.and_then(|s| s.metadata.resource_version.as_ref())),
+        )),
+        NamespaceAction::Conflict(message) => Err(SyncError::SecretConflict(message)),
+        NamespaceAction::Write { .. } => {
+            let stored = write::write_secret(api, current, &desired, &plan::CREATED_LABELS).await?;
+            Ok((true, verified_at(stored.metadata.resource_version.as_ref())))
+        }
+    }
+}
+
+/// Deletes the leftovers whose time has come (see `plan::leftovers_to_delete`); returns how many went.
+async fn release_leftovers(
+    cr: &ClusterTencentCertificate,
+    ctx: &ClusterContext,
+    gathered: &Gathered,
+    settled: &BTreeSet<String>,
+) -> usize {
+    let mut released = 0usize;
+    for meta in plan::leftovers_to_delete(cr, &gathered.inventory, &gathered.targeted, settled) {
+        let ns = meta.namespace.clone().unwrap_or_default();
+        if ctx.terminating(&ns) {
+            continue;
+        }
+        let api: Api<Secret> = Api::namespaced(ctx.base.client.clone(), &ns);
+        let secret = meta.name.as_deref().unwrap_or_default();
+        match write::delete_exact(&api, meta).await {
+            Ok(()) => {
+                released += 1;
+                info!(name = %cr.name_any(), namespace = %ns, secret, "deleted a Secret left behind (old secretName, or a namespace no longer targeted)");
+            }
+            Err(err) => {
+                warn!(name = %cr.name_any(), namespace = %ns, secret, error = %err, "cannot delete a Secret left behind")
+            }
+        }
+    }
+    released
 }
 
 /// Resolves the selection and gets its bundle: from the Secrets when Tencent's listing shows the served
@@ -483,19 +609,6 @@ async fn resolve_credentials(
     credentials::read_secret_credentials(&ctx.base.client, &reference, &keys).await
 }
 
-async fn write(
-    api: &Api<Secret>,
-    existing: Option<&Secret>,
-    desired: &Secret,
-    recreate: bool,
-) -> Result<(), SyncError> {
-    if recreate && let Some(existing) = existing {
-        // `type` is immutable: re-create the Secret.
-        delete_exact(api, existing).await?;
-    }
-    apply_secret(api, desired).await
-}
-
 async fn patch_status(
     ctx: &ClusterContext,
     cr: &ClusterTencentCertificate,
@@ -545,8 +658,7 @@ async fn publish_events(
             type_: EventType::Normal,
             reason: "SecretsReleased".into(),
             note: Some(format!(
-                "deleted Secret {} from {released} namespace(s) the target no longer selects",
-                cr.spec.secret_name
+                "deleted {released} Secret(s) left behind: under an old secretName, or in a namespace the                  target no longer selects"
             )),
             action: "DeleteSecret".into(),
             secondary: None,

@@ -7,6 +7,7 @@ pub mod passwords;
 pub mod reconcile;
 pub mod target;
 pub mod watches;
+pub mod write;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

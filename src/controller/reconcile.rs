@@ -4,22 +4,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, debug, info, warn};
 
+use super::write::{self, apply_secret, delete_exact};
 use super::{Context, credentials, passwords, target};
 use crate::bundle::{self, BundleError, CertBundle, CertMetadata};
 use crate::crd::{self, DeletionPolicy, TencentCertificate, TencentCertificateStatus};
 use crate::error::SyncError;
 use crate::outputs::{self, Passwords, Previous};
-use crate::policy::{self, Decision, DownloadTrigger, Ownership, REFRESH_REQUESTED_ANNOTATION};
+use crate::policy::{
+    self, Decision, DownloadTrigger, Ownership, REFRESH_REQUESTED_ANNOTATION, Renamed,
+};
 use crate::secret::{
-    self, CA_CERT_KEY, CERTIFICATE_ID_ANNOTATION, FIELD_MANAGER, SecretParams, TLS_CERT_KEY,
-    TLS_PRIVATE_KEY_KEY,
+    self, CA_CERT_KEY, CERTIFICATE_ID_ANNOTATION, CERTIFICATE_NAME_LABEL, FIELD_MANAGER,
+    MANAGED_BY_LABEL, SecretParams, TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY,
 };
 use crate::status::{self, Attempt, Serving, StatusInput};
 use crate::tencent::ErrorClass;
@@ -32,6 +35,9 @@ pub enum ReconcileError {
     #[error(transparent)]
     Sync(#[from] SyncError),
 }
+
+/// The labels a create carries (see `secret::creation_core`): the ones that make the Secret ours.
+const CREATED_LABELS: [&str; 2] = [MANAGED_BY_LABEL, CERTIFICATE_NAME_LABEL];
 
 /// The Secret's data read back as a bundle; `None` when `tls.crt` or `tls.key` is absent.
 pub fn read_secret_bundle(secret: &Secret) -> Option<Result<CertBundle, BundleError>> {
@@ -161,8 +167,6 @@ async fn reconcile_inner(
     let previous = cr.status.clone().unwrap_or_default();
     let now = jiff::Timestamp::now();
     let refresh = crd::refresh_interval(&cr.spec);
-
-    release_renamed_secret(cr, ctx, &secrets, &previous, &secret_name).await?;
 
     let existing = secrets
         .get_opt(&secret_name)
@@ -322,6 +326,25 @@ async fn reconcile_inner(
         let delay = status::retry_delay(ErrorClass::Permanent, 1, refresh, fastrand::f64());
         next_sync = Some(now + delay);
     }
+    // A Secret left behind by a `secretName` change goes only once the new one serves; until then the
+    // status keeps naming the old one, which is what still serves.
+    let new_in_place = serving.is_some() && conflict.is_none();
+    let status_secret_name = match policy::renamed(
+        previous.secret_name.as_deref(),
+        &secret_name,
+        new_in_place,
+        cr.spec.deletion_policy,
+    ) {
+        Renamed::KeepServing(old) => old,
+        Renamed::Release(old) => match release_renamed_secret(cr, ctx, &secrets, &old).await {
+            Ok(()) => secret_name.clone(),
+            Err(err) => {
+                warn!(namespace, name = %cr.name_any(), secret = %old, error = %err, "cannot delete the Secret left behind by a secretName change; retrying later");
+                old
+            }
+        },
+        Renamed::Nothing | Renamed::Retained => secret_name.clone(),
+    };
 
     // The certificate the Secret should hold now.
     let expected = resolved
@@ -337,7 +360,7 @@ async fn reconcile_inner(
             .as_ref()
             .map(|r| (r.id.as_str(), r.chain.as_slice())),
         note: resolved.as_ref().and_then(|r| r.note.as_deref()),
-        secret_name: &secret_name,
+        secret_name: &status_secret_name,
         serving: serving.as_ref().map(|(id, meta)| Serving {
             certificate_id: id,
             meta,
@@ -468,24 +491,13 @@ fn requeue_after(
     next.min(expiry.unwrap_or(next)).max(Duration::from_secs(1))
 }
 
-/// With `deletionPolicy: Delete`, a Secret left behind by a `secretName` change is deleted (if ours).
+/// Deletes the Secret `old_name` left behind by a `secretName` change, if it is ours.
 async fn release_renamed_secret(
     cr: &TencentCertificate,
     ctx: &Context,
     secrets: &Api<Secret>,
-    previous: &TencentCertificateStatus,
-    secret_name: &str,
+    old_name: &str,
 ) -> Result<(), SyncError> {
-    let Some(old_name) = previous
-        .secret_name
-        .as_deref()
-        .filter(|old| *old != secret_name)
-    else {
-        return Ok(());
-    };
-    if cr.spec.deletion_policy != DeletionPolicy::Delete {
-        return Ok(());
-    }
     let Some(old) = secrets
         .get_opt(old_name)
         .await
@@ -496,37 +508,11 @@ async fn release_renamed_secret(
     if policy::ownership(cr, Some(&old)) == Ownership::Ours {
         info!(
             secret = old_name,
-            "deleting the Secret left behind by a secretName change"
+            "deleting the Secret left behind by a secretName change, now that the new one serves"
         );
-        delete_exact(secrets, &old).await?;
+        delete_exact(secrets, &old.metadata).await?;
         ctx.metrics.secret_written("delete");
     }
-    Ok(())
-}
-
-/// Deletes exactly this version of the Secret (uid and resourceVersion preconditions); gone already is fine.
-pub(crate) async fn delete_exact(secrets: &Api<Secret>, secret: &Secret) -> Result<(), SyncError> {
-    let params = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: secret.metadata.uid.clone(),
-            resource_version: secret.metadata.resource_version.clone(),
-        }),
-        ..DeleteParams::default()
-    };
-    match secrets.delete(&secret.name_any(), &params).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(err) => Err(SyncError::kube("deleting a Secret")(err)),
-    }
-}
-
-pub(crate) async fn apply_secret(secrets: &Api<Secret>, desired: &Secret) -> Result<(), SyncError> {
-    // Force: a field someone else took over (e.g. `kubectl edit` of tls.crt) is taken back.
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    secrets
-        .patch(&desired.name_any(), &params, &Patch::Apply(desired))
-        .await
-        .map_err(SyncError::kube("writing the Secret"))?;
     Ok(())
 }
 
@@ -678,19 +664,20 @@ async fn download_and_write_with(
         {
             None
         }
-        Some(existing) => {
-            if existing.type_.as_deref() != desired.type_.as_deref() {
-                // `type` is immutable: re-create the Secret.
-                delete_exact(secrets, existing).await?;
-                apply_secret(secrets, &desired).await?;
-                Some("SecretRecreated")
-            } else {
-                apply_secret(secrets, &desired).await?;
-                Some("SecretUpdated")
-            }
+        // `type` is immutable and consumers reference this very name, so writing the new Secret first
+        // under another name is no option: delete and create. The download and the whole new Secret are
+        // ready by now, so the name is empty only between the delete and the create right after it.
+        Some(existing) if existing.type_.as_deref() != desired.type_.as_deref() => {
+            write::recreate_secret(secrets, existing, &desired, &CREATED_LABELS).await?;
+            Some("SecretRecreated")
         }
-        None => {
+        Some(_) => {
             apply_secret(secrets, &desired).await?;
+            Some("SecretUpdated")
+        }
+        // None seen: a create, which fails (SecretConflict) if someone else's Secret appeared since.
+        None => {
+            write::create_secret(secrets, &desired, &CREATED_LABELS).await?;
             Some("SecretCreated")
         }
     };

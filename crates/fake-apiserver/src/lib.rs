@@ -66,7 +66,7 @@ use tokio::sync::Notify;
 pub use status::ApiError;
 pub use tls::TlsIdentity;
 
-use server::{Fault, Shared};
+use server::{Fault, Interleaved, Shared};
 use store::{GcQueue, Op, ResKey, State};
 
 /// One request as the server received it.
@@ -230,6 +230,7 @@ impl Builder {
             state: Mutex::new(state),
             log: Mutex::new(Vec::new()),
             faults: Mutex::new(Vec::new()),
+            interleaved: Mutex::new(Vec::new()),
             shutdown: shutdown_rx.clone(),
             outages,
             outage_length: Mutex::new(Duration::ZERO),
@@ -518,6 +519,36 @@ impl FakeApiServer {
             status,
             remaining: times,
         });
+    }
+
+    /// Creates `object` (as [`FakeApiServer::create`] does) just before the next write (POST, PUT, PATCH or
+    /// DELETE) to `plural` is handled: another writer that wins the race between a client's read and its
+    /// write.
+    pub fn create_before_next_write(
+        &self,
+        group: &str,
+        version: &str,
+        plural: &str,
+        namespace: Option<&str>,
+        object: Value,
+    ) {
+        let op = Op {
+            group: group.to_string(),
+            version: version.to_string(),
+            plural: plural.to_string(),
+            namespace: namespace.map(str::to_string),
+            manager: "fake-apiserver".to_string(),
+            ..Op::default()
+        };
+        self.shared
+            .interleaved
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Interleaved {
+                plural: plural.to_string(),
+                op,
+                object,
+            });
     }
 
     /// Waits until the garbage collector has no queued or running work (returns at once with GC off).

@@ -35,11 +35,20 @@ pub struct Fault {
     pub remaining: u32,
 }
 
+/// An object stored just before the next write (POST, PUT, PATCH, DELETE) to `plural` is handled: a
+/// concurrent writer winning the race between a client's read and its write.
+pub struct Interleaved {
+    pub plural: String,
+    pub op: Op,
+    pub object: Value,
+}
+
 /// Everything the handler and the public API share.
 pub struct Shared {
     pub state: Mutex<State>,
     pub log: Mutex<Vec<RecordedRequest>>,
     pub faults: Mutex<Vec<Fault>>,
+    pub interleaved: Mutex<Vec<Interleaved>>,
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Bumped by [`crate::FakeApiServer::outage`]: the server stops serving and its watches end.
     pub outages: tokio::sync::watch::Sender<u64>,
@@ -178,6 +187,7 @@ async fn handle(AxumState(shared): AxumState<Arc<Shared>>, request: Request) -> 
         Ok(other) => return discovery(&shared, other),
         Err(e) => return error_response(&e),
     };
+    run_interleaved(&shared, parts.method.as_str(), &resource.plural);
     if let Some(code) = take_fault(&shared, parts.method.as_str(), &resource.plural) {
         return error_response(&ApiError::for_code(
             code,
@@ -271,6 +281,24 @@ fn record(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .push(entry);
+}
+
+fn run_interleaved(shared: &Shared, method: &str, plural: &str) {
+    if !matches!(method, "POST" | "PUT" | "PATCH" | "DELETE") {
+        return;
+    }
+    let pending = {
+        let mut interleaved = shared.interleaved.lock().unwrap_or_else(|p| p.into_inner());
+        match interleaved.iter().position(|i| i.plural == plural) {
+            Some(at) => interleaved.remove(at),
+            None => return,
+        }
+    };
+    let mut state = shared.state();
+    // The test chose the object; a refusal is its own mistake, shown where it looks.
+    if let Err(err) = state.create(&pending.op, pending.object) {
+        eprintln!("fake-apiserver: the interleaved create failed: {err:?}");
+    }
 }
 
 fn take_fault(shared: &Shared, method: &str, plural: &str) -> Option<u16> {
