@@ -13,7 +13,7 @@ use pkcs8::der::asn1::{AnyRef, ObjectIdentifier};
 use proptest::prelude::*;
 use tencent_cert_operator::bundle::{self, BundleError, ExtractLimits, InvalidBundleDetail};
 use tencent_cert_operator::sim::layout::{ZipLayout, ZipParts};
-use tencent_cert_operator::sim::pki::{KeyKind, LeafSpec};
+use tencent_cert_operator::sim::pki::{KeyEncoding, KeyKind, LeafSpec, RsaTestKey};
 use zip::write::{SimpleFileOptions, ZipWriter};
 
 const SM2_CURVE: &str = "1.2.156.10197.1.301";
@@ -493,6 +493,164 @@ fn rejects_broken_blocks() {
         matches!(detail, InvalidBundleDetail::MalformedKey { .. }),
         "{detail:?}"
     );
+}
+
+/// A ZIP with `cert_pem` plus the intermediate, and `key_pem` as the key.
+fn zip_of_cert_and_key(cert_pem: &str, key_pem: &str) -> Vec<u8> {
+    let chain = format!("{cert_pem}{}", pki().intermediate.cert_pem);
+    zip_of(&[
+        ("Nginx/1_bundle.crt", chain.as_bytes()),
+        ("Nginx/2_key.key", key_pem.as_bytes()),
+    ])
+}
+
+#[test]
+fn rejects_rsa_keys_shorter_than_1024_bits() {
+    let key = RsaTestKey::generate(768, 65_537).expect("rsa key");
+    let spec = LeafSpec::valid_now(&[DOMAIN], KeyKind::Rsa2048);
+    let cert_pem = pki().issue_leaf_for_rsa_key(&spec, &key).expect("leaf");
+    let key_pem = bundle::pem::encode("RSA PRIVATE KEY", &key.pkcs1_der);
+    let error = bundle::extract(&zip_of_cert_and_key(&cert_pem, &key_pem)).expect_err("weak");
+    assert_eq!(
+        error,
+        BundleError::UnsupportedAlgorithm {
+            what: "an RSA-768 private key (shorter than 1024 bits)".to_owned()
+        }
+    );
+    assert_eq!(error.reason(), "UnsupportedAlgorithm");
+    assert_no_key_material(&error, &key_pem);
+}
+
+#[test]
+fn rejects_rsa_keys_longer_than_16384_bits_before_any_arithmetic() {
+    // Not a key: every integer is 2,060 bytes of 0xff. Refused by the modulus length alone.
+    let huge = [0xff_u8; 2060];
+    let uint = pkcs1::UintRef::new(&huge).expect("uint");
+    let structure = pkcs1::RsaPrivateKey {
+        modulus: uint,
+        public_exponent: uint,
+        private_exponent: uint,
+        prime1: uint,
+        prime2: uint,
+        exponent1: uint,
+        exponent2: uint,
+        coefficient: uint,
+        other_prime_infos: None,
+    };
+    let key_pem = pem_block("RSA PRIVATE KEY", &structure.to_der().expect("der"));
+    let cert_pem = &leaf(KeyKind::EcdsaP256).1.cert_pem;
+    let error = bundle::extract(&zip_of_cert_and_key(cert_pem, &key_pem)).expect_err("huge");
+    assert_eq!(
+        error,
+        BundleError::UnsupportedAlgorithm {
+            what: "an RSA private key longer than 16384 bits".to_owned()
+        }
+    );
+}
+
+/// One thing wrong in an otherwise valid RSA key.
+#[derive(Debug, Clone, Copy)]
+enum RsaCorruption {
+    Prime1,
+    PrivateExponent,
+    Exponent1,
+    Coefficient,
+    EvenPublicExponent,
+    MultiPrimeVersion,
+}
+
+/// The standard RSA-2048 leaf's key as PKCS#1 PEM, with `corruption`.
+fn corrupted_rsa_key(corruption: RsaCorruption) -> String {
+    let pkcs1_pem = leaf(KeyKind::Rsa2048)
+        .1
+        .key_pem_as(KeyEncoding::Pkcs1)
+        .expect("pkcs1");
+    let blocks = bundle::pem::parse_blocks(pkcs1_pem.as_bytes(), 1).expect("pem");
+    let der = &blocks.first().expect("one block").der;
+    let key = pkcs1::RsaPrivateKey::try_from(der.as_slice()).expect("pkcs1");
+    // The same integer with bit 1 of its lowest byte flipped: same length, still odd if it was.
+    let flip = |value: pkcs1::UintRef<'_>| {
+        let mut bytes = value.as_bytes().to_vec();
+        if let Some(last) = bytes.last_mut() {
+            *last ^= 0x02;
+        }
+        bytes
+    };
+    let flipped: Vec<u8>;
+    let mut changed = key.clone();
+    match corruption {
+        RsaCorruption::Prime1 => {
+            flipped = flip(key.prime1);
+            changed.prime1 = pkcs1::UintRef::new(&flipped).expect("uint");
+        }
+        RsaCorruption::PrivateExponent => {
+            flipped = flip(key.private_exponent);
+            changed.private_exponent = pkcs1::UintRef::new(&flipped).expect("uint");
+        }
+        RsaCorruption::Exponent1 => {
+            flipped = flip(key.exponent1);
+            changed.exponent1 = pkcs1::UintRef::new(&flipped).expect("uint");
+        }
+        RsaCorruption::Coefficient => {
+            flipped = flip(key.coefficient);
+            changed.coefficient = pkcs1::UintRef::new(&flipped).expect("uint");
+        }
+        RsaCorruption::EvenPublicExponent => {
+            changed.public_exponent = pkcs1::UintRef::new(&[1, 0, 0]).expect("uint");
+        }
+        RsaCorruption::MultiPrimeVersion => {}
+    }
+    let mut corrupted = changed.to_der().expect("der");
+    if let RsaCorruption::MultiPrimeVersion = corruption {
+        // Version 1 (multi-prime), the first INTEGER after the SEQUENCE header, without otherPrimeInfos.
+        let version_at = corrupted
+            .windows(3)
+            .position(|window| window == [0x02, 0x01, 0x00])
+            .expect("version");
+        corrupted[version_at + 2] = 1;
+    }
+    pem_block("RSA PRIVATE KEY", &corrupted)
+}
+
+#[test]
+fn rejects_rsa_keys_whose_components_disagree() {
+    const CRT: &str = "its CRT values (exponent1, exponent2, coefficient) do not match its primes";
+    let cases = [
+        (
+            RsaCorruption::Prime1,
+            "its primes do not multiply to its modulus",
+        ),
+        (
+            RsaCorruption::PrivateExponent,
+            "its private exponent does not invert its public exponent",
+        ),
+        (RsaCorruption::Exponent1, CRT),
+        (RsaCorruption::Coefficient, CRT),
+        (
+            RsaCorruption::EvenPublicExponent,
+            "its public exponent is not an odd number from 3 to 2^33",
+        ),
+        (
+            RsaCorruption::MultiPrimeVersion,
+            "it is not a valid PKCS#1 RSA key",
+        ),
+    ];
+    let cert_pem = &leaf(KeyKind::Rsa2048).1.cert_pem;
+    for (corruption, reason) in cases {
+        let key_pem = corrupted_rsa_key(corruption);
+        let error =
+            bundle::extract(&zip_of_cert_and_key(cert_pem, &key_pem)).expect_err("corrupted");
+        assert_eq!(
+            error,
+            BundleError::InvalidBundle(InvalidBundleDetail::MalformedKey {
+                entry: "\"Nginx/2_key.key\"".to_owned(),
+                reason,
+            }),
+            "{corruption:?}"
+        );
+        assert_eq!(error.reason(), "InvalidBundle");
+        assert_no_key_material(&error, &key_pem);
+    }
 }
 
 #[test]

@@ -10,7 +10,7 @@ use tencent_cert_operator::bundle::{self, KeyAlgorithm};
 use tencent_cert_operator::sim::layout::{
     self, KEYSTORE_PASSWORD_PLACEHOLDER, LayoutOptions, ZipLayout, ZipParts,
 };
-use tencent_cert_operator::sim::pki::{KeyEncoding, KeyKind, LeafSpec};
+use tencent_cert_operator::sim::pki::{KeyEncoding, KeyKind, LeafSpec, RsaTestKey};
 
 fn extract_layout(layout: ZipLayout, kind: KeyKind) {
     let (spec, cert) = leaf(kind);
@@ -407,5 +407,59 @@ fn secret_files_read_back_as_the_same_bundle() {
         ])
         .expect("read back");
         assert_eq!(read_back, extracted);
+    }
+}
+
+/// RSA keys the operator accepted with the `rsa` crate and still accepts without it, though ring (its first
+/// candidate validator) refuses each: 1024 bits (ring: at least 2048), e = 3 (ring: at least 65537), 4160
+/// bits (ring: at most 4096, primes a multiple of 512 bits). PKCS#1 and PKCS#8 inputs give the same PKCS#8
+/// output, which wraps the key's own PKCS#1 bytes.
+#[test]
+fn extracts_rsa_keys_outside_rings_limits() {
+    use pkcs8::der::{Decode as _, Encode as _};
+    let rsa_null = pkcs8::AlgorithmIdentifierRef {
+        oid: pkcs8::ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1"),
+        parameters: Some(pkcs8::der::asn1::AnyRef::from(pkcs8::der::asn1::Null)),
+    };
+    for (bits, exponent) in [(1024, 65_537), (2048, 3), (4160, 65_537)] {
+        let key = RsaTestKey::generate(bits, exponent).expect("rsa key");
+        let spec = LeafSpec::valid_now(&[DOMAIN], KeyKind::Rsa2048);
+        let cert_pem = pki().issue_leaf_for_rsa_key(&spec, &key).expect("leaf");
+        let chain = format!("{cert_pem}{}", pki().intermediate.cert_pem);
+        let pkcs8_der = pkcs8::PrivateKeyInfo::new(rsa_null, &key.pkcs1_der)
+            .to_der()
+            .expect("pkcs8");
+        let mut outputs = Vec::new();
+        for key_pem in [
+            bundle::pem::encode("RSA PRIVATE KEY", &key.pkcs1_der),
+            bundle::pem::encode("PRIVATE KEY", &pkcs8_der),
+        ] {
+            let zip = zip_of(&[
+                ("Nginx/1_bundle.crt", chain.as_bytes()),
+                ("Nginx/2_key.key", key_pem.as_bytes()),
+            ]);
+            let extracted = bundle::extract(&zip)
+                .unwrap_or_else(|error| panic!("RSA-{bits} e={exponent}: {error}"));
+            assert_eq!(
+                extracted.meta.key_algorithm,
+                KeyAlgorithm::Rsa {
+                    bits: u32::try_from(bits).expect("bits")
+                }
+            );
+            assert_eq!(extracted.chain_pem, chain);
+            outputs.push(extracted.key_pem);
+        }
+        assert_eq!(
+            outputs[0], outputs[1],
+            "RSA-{bits}: PKCS#1 and PKCS#8 agree"
+        );
+        let blocks = bundle::pem::parse_blocks(outputs[0].as_bytes(), 2).expect("output PEM");
+        let [block] = blocks.as_slice() else {
+            panic!("one PEM block expected, got {}", blocks.len());
+        };
+        assert_eq!(block.label, "PRIVATE KEY");
+        let info = pkcs8::PrivateKeyInfo::from_der(&block.der).expect("output is PKCS#8");
+        assert_eq!(info.algorithm, rsa_null);
+        assert_eq!(info.private_key, key.pkcs1_der.as_slice());
     }
 }

@@ -2,9 +2,9 @@
 //! P-256/P-384. A key is identified by its public key, so the same key in several files and encodings is one
 //! key, and a key is matched to a certificate by comparing public keys.
 //!
-//! RSA keys are parsed and validated by the `rsa` crate. ECDSA keys are checked by ring, which derives the
-//! public key from the private scalar and compares it with the embedded one; a SEC1 key without an embedded
-//! public key is resolved later by trying the certificates' public keys the same way.
+//! RSA keys are checked by arithmetic on their components (see [`super::rsa_key`]). ECDSA keys are checked by
+//! ring, which derives the public key from the private scalar and compares it with the embedded one; a SEC1
+//! key without an embedded public key is resolved later by trying the certificates' public keys the same way.
 
 use pkcs8::der::asn1::{AnyRef, ObjectIdentifier};
 use pkcs8::der::{Decode as _, Encode as _};
@@ -12,18 +12,11 @@ use ring::rand::SystemRandom;
 use ring::signature::{
     ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING, EcdsaKeyPair,
 };
-use rsa::pkcs1::DecodeRsaPrivateKey as _;
-use rsa::pkcs8::EncodePrivateKey as _;
-use rsa::traits::PublicKeyParts as _;
 
 use super::KeyAlgorithm;
 use super::oid;
 use super::pem::PemBlock;
-
-/// Smallest RSA modulus accepted; Go's crypto/tls (Traefik, Envoy Gateway's control plane) refuses less.
-const MIN_RSA_BITS: usize = 1024;
-/// Largest RSA modulus accepted: bounds the cost of validating a hostile key (Tencent issues up to 4096).
-const MAX_RSA_BITS: usize = 16384;
+use super::rsa_key::{self, RsaKey};
 
 /// A NIST curve an ingress controller can serve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -126,8 +119,14 @@ pub(crate) struct PrivateKey {
 }
 
 enum KeyMaterial {
-    Rsa(Box<rsa::RsaPrivateKey>),
-    Ec { curve: EcCurve, scalar: Vec<u8> },
+    /// The checked DER `RSAPrivateKey`, as it came (DER is canonical, so the same key gives the same bytes).
+    Rsa {
+        pkcs1_der: Vec<u8>,
+    },
+    Ec {
+        curve: EcCurve,
+        scalar: Vec<u8>,
+    },
 }
 
 impl std::fmt::Debug for PrivateKey {
@@ -199,11 +198,19 @@ impl PrivateKey {
     pub(crate) fn to_pkcs8_der(&self) -> Result<Vec<u8>, MalformedKey> {
         const ENCODE_FAILED: MalformedKey = MalformedKey("it could not be re-encoded as PKCS#8");
         match &self.material {
-            KeyMaterial::Rsa(key) => Ok(key
-                .to_pkcs8_der()
-                .map_err(|_| ENCODE_FAILED)?
-                .as_bytes()
-                .to_vec()),
+            KeyMaterial::Rsa { pkcs1_der } => {
+                // RFC 8017 A.1: rsaEncryption with NULL parameters, as OpenSSL and the `rsa` crate write it.
+                let algorithm_oid =
+                    ObjectIdentifier::new(oid::RSA_ENCRYPTION).map_err(|_| ENCODE_FAILED)?;
+                let info = pkcs8::PrivateKeyInfo::new(
+                    pkcs8::AlgorithmIdentifierRef {
+                        oid: algorithm_oid,
+                        parameters: Some(AnyRef::from(pkcs8::der::asn1::Null)),
+                    },
+                    pkcs1_der,
+                );
+                info.to_der().map_err(|_| ENCODE_FAILED)
+            }
             KeyMaterial::Ec { curve, scalar } => {
                 let point = match &self.public {
                     Some(PublicKeyId::Ec { point, .. }) => Some(point.as_slice()),
@@ -278,28 +285,15 @@ fn parse_pkcs8(der: &[u8]) -> Result<KeyBlock, MalformedKey> {
 }
 
 fn parse_pkcs1(der: &[u8]) -> Result<KeyBlock, MalformedKey> {
-    let structure = rsa::pkcs1::RsaPrivateKey::try_from(der)
-        .map_err(|_| MalformedKey("it is not a valid PKCS#1 RSA key"))?;
-    let declared_bits = structure.modulus.as_bytes().len().saturating_mul(8);
-    if declared_bits > MAX_RSA_BITS + 8 {
-        return Ok(KeyBlock::Unsupported(format!(
-            "an RSA private key longer than {MAX_RSA_BITS} bits"
-        )));
+    match rsa_key::check_pkcs1(der)? {
+        RsaKey::Unsupported(what) => Ok(KeyBlock::Unsupported(what)),
+        RsaKey::Valid { modulus, exponent } => Ok(KeyBlock::Usable(PrivateKey {
+            material: KeyMaterial::Rsa {
+                pkcs1_der: der.to_vec(),
+            },
+            public: Some(PublicKeyId::rsa(&modulus, &exponent)),
+        })),
     }
-    // `from_pkcs1_der` checks that the components are consistent (primes multiply to the modulus, …).
-    let key = rsa::RsaPrivateKey::from_pkcs1_der(der)
-        .map_err(|_| MalformedKey("it is not a valid PKCS#1 RSA key"))?;
-    let bits = key.n().bits();
-    if bits < MIN_RSA_BITS {
-        return Ok(KeyBlock::Unsupported(format!(
-            "an RSA-{bits} private key (shorter than {MIN_RSA_BITS} bits)"
-        )));
-    }
-    let public = PublicKeyId::rsa(&key.n().to_bytes_be(), &key.e().to_bytes_be());
-    Ok(KeyBlock::Usable(PrivateKey {
-        material: KeyMaterial::Rsa(Box::new(key)),
-        public: Some(public),
-    }))
 }
 
 /// Reads a SEC1 `ECPrivateKey`; `outer_curve` is the curve named by an enclosing PKCS#8 structure.

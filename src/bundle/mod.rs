@@ -11,6 +11,7 @@ mod error;
 mod key;
 mod oid;
 pub mod pem;
+mod rsa_key;
 
 use std::fmt;
 

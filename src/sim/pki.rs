@@ -288,49 +288,11 @@ impl Pki {
 
     /// Issues a leaf (server) certificate signed by the intermediate, with a fresh key and a CSR.
     pub fn issue_leaf(&self, spec: &LeafSpec) -> Result<IssuedCert, PkiError> {
-        let common_name = spec.domains.first().ok_or(PkiError::NoDomain)?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name.as_str());
-        params.subject_alt_names = spec
-            .domains
-            .iter()
-            .map(|domain| {
-                domain
-                    .clone()
-                    .try_into()
-                    .map(SanType::DnsName)
-                    .map_err(|_| PkiError::InvalidDnsName {
-                        name: domain.clone(),
-                    })
-            })
-            .chain(
-                spec.ip_addresses
-                    .iter()
-                    .map(|ip| Ok(SanType::IpAddress(*ip))),
-            )
-            .collect::<Result<_, _>>()?;
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = if spec.key.is_rsa() {
-            vec![
-                KeyUsagePurpose::DigitalSignature,
-                KeyUsagePurpose::KeyEncipherment,
-            ]
-        } else {
-            vec![KeyUsagePurpose::DigitalSignature]
-        };
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let mut params = leaf_params(spec)?;
         let (key, pkcs8_der) = generate_key(spec.key)?;
         // rcgen refuses a serial and an AKI in a CSR: serialize it before setting them.
         let csr_pem = params.serialize_request(&key)?.pem()?;
-
-        params.not_before = offset_date_time(spec.not_before)?;
-        params.not_after = offset_date_time(spec.not_after)?;
-        let serial = random_serial();
-        params.serial_number = Some(SerialNumber::from_slice(&serial));
-        params.use_authority_key_identifier_extension = true;
+        let serial = set_leaf_validity_and_serial(&mut params, spec)?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(issued(
             cert.der(),
@@ -340,6 +302,126 @@ impl Pki {
             Some(csr_pem),
         ))
     }
+
+    /// Issues a leaf certificate for an [`RsaTestKey`] (RSA key usages whatever `spec.key` says); returns its
+    /// PEM. For tests of RSA keys that [`KeyKind`] does not offer.
+    pub fn issue_leaf_for_rsa_key(
+        &self,
+        spec: &LeafSpec,
+        key: &RsaTestKey,
+    ) -> Result<String, PkiError> {
+        let rsa_spec = LeafSpec {
+            key: KeyKind::Rsa2048,
+            ..spec.clone()
+        };
+        let mut params = leaf_params(&rsa_spec)?;
+        set_leaf_validity_and_serial(&mut params, &rsa_spec)?;
+        let cert = params.signed_by(key, &self.issuer)?;
+        Ok(pem::encode("CERTIFICATE", cert.der()))
+    }
+}
+
+/// An RSA key of any size and public exponent, beyond the sizes [`KeyKind`] offers: for tests of the
+/// operator's RSA key checks (size limits, small exponents). Generating a 4096-bit or larger one takes seconds.
+pub struct RsaTestKey {
+    /// The private key, DER `RSAPrivateKey` (PKCS#1).
+    pub pkcs1_der: Vec<u8>,
+    /// The public key, DER `RSAPublicKey` (PKCS#1), as a certificate carries it.
+    public_pkcs1_der: Vec<u8>,
+}
+
+impl RsaTestKey {
+    /// A fresh two-prime key with a `bits`-bit modulus and public exponent `exponent`.
+    pub fn generate(bits: usize, exponent: u64) -> Result<Self, PkiError> {
+        use rsa::pkcs1::{EncodeRsaPrivateKey as _, EncodeRsaPublicKey as _};
+        let key = rsa::RsaPrivateKey::new_with_exp(&mut OsRng, bits, &rsa::BigUint::from(exponent))
+            .map_err(|error| PkiError::RsaKeyGeneration(error.to_string()))?;
+        let pkcs1_der = key
+            .to_pkcs1_der()
+            .map_err(encoding_error)?
+            .as_bytes()
+            .to_vec();
+        let public_pkcs1_der = key
+            .to_public_key()
+            .to_pkcs1_der()
+            .map_err(encoding_error)?
+            .into_vec();
+        Ok(Self {
+            pkcs1_der,
+            public_pkcs1_der,
+        })
+    }
+}
+
+impl rcgen::PublicKeyData for RsaTestKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.public_pkcs1_der
+    }
+
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
+        &rcgen::PKCS_RSA_SHA256
+    }
+}
+
+// Never print the private key.
+impl fmt::Debug for RsaTestKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RsaTestKey")
+            .field("pkcs1_der_len", &self.pkcs1_der.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A leaf's subject, SANs and usages, without validity or serial (a CSR must carry neither).
+fn leaf_params(spec: &LeafSpec) -> Result<CertificateParams, PkiError> {
+    let common_name = spec.domains.first().ok_or(PkiError::NoDomain)?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name.as_str());
+    params.subject_alt_names = spec
+        .domains
+        .iter()
+        .map(|domain| {
+            domain
+                .clone()
+                .try_into()
+                .map(SanType::DnsName)
+                .map_err(|_| PkiError::InvalidDnsName {
+                    name: domain.clone(),
+                })
+        })
+        .chain(
+            spec.ip_addresses
+                .iter()
+                .map(|ip| Ok(SanType::IpAddress(*ip))),
+        )
+        .collect::<Result<_, _>>()?;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = if spec.key.is_rsa() {
+        vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ]
+    } else {
+        vec![KeyUsagePurpose::DigitalSignature]
+    };
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    Ok(params)
+}
+
+/// Sets the validity, a random serial and the AKI; returns the serial.
+fn set_leaf_validity_and_serial(
+    params: &mut CertificateParams,
+    spec: &LeafSpec,
+) -> Result<Vec<u8>, PkiError> {
+    params.not_before = offset_date_time(spec.not_before)?;
+    params.not_after = offset_date_time(spec.not_after)?;
+    let serial = random_serial();
+    params.serial_number = Some(SerialNumber::from_slice(&serial));
+    params.use_authority_key_identifier_extension = true;
+    Ok(serial)
 }
 
 fn ca_params(
