@@ -312,6 +312,9 @@ def check_test_hook(f, hooks, values, release_ns, full):
     f.check(args[0] == "check" and args[args.index("--namespace") + 1] == release_ns, "the test runs `check` on the release namespace")
     f.check(args[args.index("--service") + 1] == f"{full[:55].rstrip('-')}-metrics", "the test asks the metrics Service's endpoints")
     f.check(pod["spec"]["restartPolicy"] == "Never", "the test Pod runs once")
+    labels = pod["metadata"].get("labels") or {}
+    operator_name = values.get("nameOverride") or "tencent-cert-operator"
+    f.check(labels.get("app.kubernetes.io/name") != operator_name, "the test Pod does not carry the operator's selector labels")
     sc = container.get("securityContext", {})
     f.check(sc.get("readOnlyRootFilesystem") is True and sc.get("allowPrivilegeEscalation") is False, "the test container is restricted")
     sa = pod["spec"]["serviceAccountName"]

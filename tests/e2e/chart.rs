@@ -21,7 +21,7 @@ use super::{
     simulator, wait_ready,
 };
 
-fn helm() -> Option<PathBuf> {
+pub(super) fn helm() -> Option<PathBuf> {
     std::env::var_os("HELM").map(PathBuf::from).or_else(|| {
         let pinned =
             Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/.tools-packaging/helm-v3.18.0");
@@ -40,6 +40,8 @@ fn render(helm: &Path, release: &str, namespace: &str, set: &[String]) -> Vec<Va
             "/charts/tencent-cert-operator"
         ))
         .args(["--namespace", namespace])
+        // The CRDs are installed by the test (and must outlive each case); the test hook is node.rs's.
+        .args(["--set", "crds.enabled=false", "--skip-tests"])
         .env("HELM_CACHE_HOME", scratch.join("cache"))
         .env("HELM_CONFIG_HOME", scratch.join("config"))
         .env("HELM_DATA_HOME", scratch.join("data"));
