@@ -16,7 +16,9 @@ pub const RESOURCES: [&str; 2] = ["tencentcertificates", "clustertencentcertific
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
-    #[error("discovery of {API_VERSION} failed (are the CRDs installed? crds.enabled, or crds/): {0}")]
+    #[error(
+        "discovery of {API_VERSION} failed (are the CRDs installed? crds.enabled, or crds/): {0}"
+    )]
     Discovery(#[source] kube::Error),
     #[error("{API_VERSION} does not serve {}: install or upgrade the CRDs", .0.join(", "))]
     NotServed(Vec<String>),
@@ -141,10 +143,10 @@ pub async fn attempt(
         RESOURCES.join(", ")
     )];
     let slices = Api::<EndpointSlice>::namespaced(client.clone(), &options.namespace)
-        .list(&ListParams::default().labels(&format!(
-            "kubernetes.io/service-name={}",
-            options.service
-        )))
+        .list(
+            &ListParams::default()
+                .labels(&format!("kubernetes.io/service-name={}", options.service)),
+        )
         .await
         .map_err(|source| CheckError::Endpoints {
             namespace: options.namespace.clone(),

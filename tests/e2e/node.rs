@@ -449,7 +449,11 @@ async fn http_status(url: &str) -> Option<u16> {
 fn operator_process(uid: &str) -> Option<u32> {
     let marker = format!("pod{uid}");
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(cgroup) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
@@ -463,7 +467,9 @@ fn operator_process(uid: &str) -> Option<u32> {
             .split(|b| *b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        if args.first().is_some_and(|a| a.ends_with("tencent-cert-operator"))
+        if args
+            .first()
+            .is_some_and(|a| a.ends_with("tencent-cert-operator"))
             && args.get(1).map(String::as_str) == Some("run")
         {
             return Some(pid);
@@ -637,7 +643,13 @@ async fn e2e_node_chart_defaults() {
     env.assert_no_restarts(&[&release_namespace]).await;
 
     // crds.keep: uninstalling leaves the CRDs, the resource and its Secret.
-    env.helm_ok(&["uninstall", "tco", "--namespace", &release_namespace, "--wait"]);
+    env.helm_ok(&[
+        "uninstall",
+        "tco",
+        "--namespace",
+        &release_namespace,
+        "--wait",
+    ]);
     for crd in CRDS {
         env.kubectl_ok(&["get", "crd", crd]);
     }
@@ -687,7 +699,10 @@ async fn e2e_node_chart_two_replicas_watch_namespaces() {
     let leases: Api<Lease> = Api::namespaced(env.cluster.client.clone(), &release_namespace);
     let leader = lease_holder(&leases.get("tencent-cert-operator").await.unwrap())
         .expect("a leader holds the Lease");
-    let names: Vec<String> = pods.iter().filter_map(|p| p.metadata.name.clone()).collect();
+    let names: Vec<String> = pods
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
     assert!(names.contains(&leader), "{leader} is one of {names:?}");
     let standby = names.iter().find(|n| **n != leader).unwrap().clone();
 
@@ -725,25 +740,32 @@ async fn e2e_node_chart_two_replicas_watch_namespaces() {
     }
 
     // The standby takes the Lease and repairs a deleted Secret.
-    until(Duration::from_secs(60), "the standby holds the Lease", || {
-        let leases = leases.clone();
-        let standby = standby.clone();
-        async move {
-            leases
-                .get("tencent-cert-operator")
-                .await
-                .ok()
-                .and_then(|l| lease_holder(&l))
-                == Some(standby)
-        }
-    })
+    until(
+        Duration::from_secs(60),
+        "the standby holds the Lease",
+        || {
+            let leases = leases.clone();
+            let standby = standby.clone();
+            async move {
+                leases
+                    .get("tencent-cert-operator")
+                    .await
+                    .ok()
+                    .and_then(|l| lease_holder(&l))
+                    == Some(standby)
+            }
+        },
+    )
     .await;
     eprintln!(
         "leader {leader} evicted; {standby} holds the Lease after {:?}",
         evicted.elapsed()
     );
     let original = secrets.get("shop").await.unwrap().data;
-    secrets.delete("shop", &DeleteParams::default()).await.unwrap();
+    secrets
+        .delete("shop", &DeleteParams::default())
+        .await
+        .unwrap();
     let deleted = Instant::now();
     until(
         Duration::from_secs(60),
@@ -762,7 +784,10 @@ async fn e2e_node_chart_two_replicas_watch_namespaces() {
         },
     )
     .await;
-    eprintln!("deleted Secret re-created by {standby} in {:?}", deleted.elapsed());
+    eprintln!(
+        "deleted Secret re-created by {standby} in {:?}",
+        deleted.elapsed()
+    );
     wait_ready(&crs, "shop", "True", "Ready").await;
     env.kubectl_ok(&[
         "-n",
@@ -902,7 +927,10 @@ async fn e2e_node_api_server_outage_probes() {
     );
     assert_eq!(operator_process(&uid), Some(pid), "the same process");
     let original = secrets.get("shop").await.unwrap().data;
-    secrets.delete("shop", &DeleteParams::default()).await.unwrap();
+    secrets
+        .delete("shop", &DeleteParams::default())
+        .await
+        .unwrap();
     until(Duration::from_secs(60), "the Secret is re-created", || {
         let secrets = secrets.clone();
         let original = original.clone();
@@ -947,7 +975,13 @@ fn release_objects(env: &NodeEnv, release: &str, namespace: &str) -> BTreeMap<St
         let kind = object["kind"].as_str().unwrap().to_string();
         let name = object["metadata"]["name"].as_str().unwrap().to_string();
         let object_namespace = object["metadata"]["namespace"].as_str().map(String::from);
-        let mut args = vec!["get".to_string(), kind.clone(), name.clone(), "-o".into(), "json".into()];
+        let mut args = vec![
+            "get".to_string(),
+            kind.clone(),
+            name.clone(),
+            "-o".into(),
+            "json".into(),
+        ];
         if let Some(ns) = &object_namespace {
             args.extend(["-n".into(), ns.clone()]);
         }
@@ -1043,7 +1077,13 @@ fn adopt_crds(env: &NodeEnv, release: &str, namespace: &str) {
         if kubectl(&env.cluster.kubeconfig, &["get", "crd", crd])
             .is_some_and(|o| o.status.success())
         {
-            env.kubectl_ok(&["label", "--overwrite", "crd", crd, "app.kubernetes.io/managed-by=Helm"]);
+            env.kubectl_ok(&[
+                "label",
+                "--overwrite",
+                "crd",
+                crd,
+                "app.kubernetes.io/managed-by=Helm",
+            ]);
             env.kubectl_ok(&[
                 "annotate",
                 "--overwrite",
@@ -1073,7 +1113,14 @@ async fn e2e_node_upgrade_from_old_crd_chart() {
     let app = create_namespace(&env.cluster, "node-up-old-app").await;
     let endpoint = env.start_simulator(&release_namespace).await;
     let values = env.image_values(&endpoint);
-    env.helm_deploy("install", "tco", &old_chart, &release_namespace, &values, &[]);
+    env.helm_deploy(
+        "install",
+        "tco",
+        &old_chart,
+        &release_namespace,
+        &values,
+        &[],
+    );
     let (secrets, crs) = env.ready_certificate(&app).await;
 
     // The old CRD prunes a field it does not know.
@@ -1099,7 +1146,13 @@ async fn e2e_node_upgrade_from_old_crd_chart() {
 
     // A plain upgrade is refused: the CRDs exist and this release did not create them.
     let chart = CHART.to_string();
-    let mut args = vec!["upgrade", "tco", chart.as_str(), "--namespace", &release_namespace];
+    let mut args = vec![
+        "upgrade",
+        "tco",
+        chart.as_str(),
+        "--namespace",
+        &release_namespace,
+    ];
     let sets: Vec<String> = values.iter().map(|v| format!("--set={v}")).collect();
     args.extend(sets.iter().map(String::as_str));
     let refused = env.helm_command(&args);
@@ -1112,8 +1165,18 @@ async fn e2e_node_upgrade_from_old_crd_chart() {
     let (not_ready, watching) = watch_ready(crs.clone());
     adopt_crds(&env, "tco", &release_namespace);
     let upgraded = Instant::now();
-    env.helm_deploy("upgrade", "tco", Path::new(CHART), &release_namespace, &values, &[]);
-    eprintln!("helm upgrade --wait after adoption: {:?}", upgraded.elapsed());
+    env.helm_deploy(
+        "upgrade",
+        "tco",
+        Path::new(CHART),
+        &release_namespace,
+        &values,
+        &[],
+    );
+    eprintln!(
+        "helm upgrade --wait after adoption: {:?}",
+        upgraded.elapsed()
+    );
     env.kubectl_ok(&[
         "-n",
         &release_namespace,
@@ -1128,7 +1191,11 @@ async fn e2e_node_upgrade_from_old_crd_chart() {
         0,
         "shop was not Ready during the upgrade"
     );
-    assert_eq!(secret_version(&secrets).await, before, "the Secret was rewritten");
+    assert_eq!(
+        secret_version(&secrets).await,
+        before,
+        "the Secret was rewritten"
+    );
     for crd in CRDS {
         let labels = env.kubectl_ok(&["get", "crd", crd, "-o", "jsonpath={.metadata.labels.helm\\.sh/chart} {.metadata.annotations.helm\\.sh/resource-policy}"]);
         eprintln!("{crd}: {labels}");
@@ -1190,7 +1257,14 @@ async fn e2e_node_upgrade_from_previous_chart() {
     let app = create_namespace(&env.cluster, "node-up-app").await;
     let endpoint = env.start_simulator(&release_namespace).await;
     let values = env.image_values(&endpoint);
-    env.helm_deploy("install", "tco", &previous, &release_namespace, &values, &[]);
+    env.helm_deploy(
+        "install",
+        "tco",
+        &previous,
+        &release_namespace,
+        &values,
+        &[],
+    );
     let (secrets, crs) = env.ready_certificate(&app).await;
     let mut before = release_objects(&env, "tco", &release_namespace);
     for crd in CRDS {
@@ -1233,8 +1307,16 @@ async fn e2e_node_upgrade_from_previous_chart() {
         eprintln!("  {change}  [{}]", why.unwrap_or("UNEXPECTED"));
         assert!(why.is_some(), "an upgrade changed {change}");
     }
-    assert_eq!(not_ready.load(Ordering::Relaxed), 0, "not Ready during the upgrade");
-    assert_eq!(secret_version(&secrets).await, secret_before, "the Secret was rewritten");
+    assert_eq!(
+        not_ready.load(Ordering::Relaxed),
+        0,
+        "not Ready during the upgrade"
+    );
+    assert_eq!(
+        secret_version(&secrets).await,
+        secret_before,
+        "the Secret was rewritten"
+    );
     assert_eq!(crs.get("shop").await.unwrap().metadata.uid, cr_uid);
 
     // The same chart again: nothing changes, not even a resourceVersion; the pod stays.
@@ -1261,7 +1343,13 @@ async fn e2e_node_upgrade_from_previous_chart() {
         kinds
             .into_iter()
             .map(|(kind, name, ns)| {
-                let mut args = vec!["get", kind.as_str(), name.as_str(), "-o", "jsonpath={.metadata.resourceVersion}"];
+                let mut args = vec![
+                    "get",
+                    kind.as_str(),
+                    name.as_str(),
+                    "-o",
+                    "jsonpath={.metadata.resourceVersion}",
+                ];
                 if let Some(ns) = ns.as_deref() {
                     args.extend(["-n", ns]);
                 }
@@ -1271,9 +1359,19 @@ async fn e2e_node_upgrade_from_previous_chart() {
             .collect::<BTreeMap<_, _>>()
     };
     let versions_before = versions(&env);
-    env.helm_deploy("upgrade", "tco", Path::new(CHART), &release_namespace, &values, &[]);
+    env.helm_deploy(
+        "upgrade",
+        "tco",
+        Path::new(CHART),
+        &release_namespace,
+        &values,
+        &[],
+    );
     let versions_after = versions(&env);
-    assert_eq!(versions_before, versions_after, "a no-op upgrade changed objects");
+    assert_eq!(
+        versions_before, versions_after,
+        "a no-op upgrade changed objects"
+    );
     let pod_after: Vec<String> = env
         .operator_pods(&release_namespace)
         .await
@@ -1290,12 +1388,26 @@ async fn e2e_node_upgrade_from_previous_chart() {
     let crd_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/");
     let applied = env.kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-f", crd_dir]);
     eprintln!("kubectl apply --server-side --force-conflicts -f crds/:\n{applied}");
-    env.helm_deploy("upgrade", "tco", Path::new(CHART), &release_namespace, &values, &[]);
+    env.helm_deploy(
+        "upgrade",
+        "tco",
+        Path::new(CHART),
+        &release_namespace,
+        &values,
+        &[],
+    );
 
     // crds.enabled=false: the CRDs leave the release but stay (resource-policy keep).
     let mut without = values.clone();
     without.push("crds.enabled=false".into());
-    env.helm_deploy("upgrade", "tco", Path::new(CHART), &release_namespace, &without, &[]);
+    env.helm_deploy(
+        "upgrade",
+        "tco",
+        Path::new(CHART),
+        &release_namespace,
+        &without,
+        &[],
+    );
     for crd in CRDS {
         env.kubectl_ok(&["get", "crd", crd]);
     }
