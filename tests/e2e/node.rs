@@ -572,6 +572,29 @@ async fn delete_and_follow(pods: &Api<Pod>, name: &str) -> (Option<i32>, Duratio
     (exit, ended.unwrap_or_else(|| deleted.elapsed()))
 }
 
+/// `kubectl cordon NODE` until dropped (then uncordoned, also when the test fails).
+struct Cordon {
+    kubeconfig: PathBuf,
+    node: String,
+}
+
+impl Cordon {
+    fn new(kubeconfig: &Path, node: &str) -> Self {
+        let out = kubectl(kubeconfig, &["cordon", node]).expect("kubectl runs");
+        assert!(out.status.success(), "kubectl cordon {node}");
+        Cordon {
+            kubeconfig: kubeconfig.to_path_buf(),
+            node: node.to_string(),
+        }
+    }
+}
+
+impl Drop for Cordon {
+    fn drop(&mut self) {
+        let _ = kubectl(&self.kubeconfig, &["uncordon", &self.node]);
+    }
+}
+
 fn lease_holder(lease: &Lease) -> Option<String> {
     lease.spec.as_ref()?.holder_identity.clone()
 }
@@ -696,17 +719,8 @@ async fn e2e_node_chart_two_replicas_watch_namespaces() {
     assert!(pods.iter().all(pod_ready), "both replicas Ready");
     let (secrets, crs) = env.ready_certificate(&app).await;
 
-    let leases: Api<Lease> = Api::namespaced(env.cluster.client.clone(), &release_namespace);
-    let leader = lease_holder(&leases.get("tencent-cert-operator").await.unwrap())
-        .expect("a leader holds the Lease");
-    let names: Vec<String> = pods
-        .iter()
-        .filter_map(|p| p.metadata.name.clone())
-        .collect();
-    assert!(names.contains(&leader), "{leader} is one of {names:?}");
-    let standby = names.iter().find(|n| **n != leader).unwrap().clone();
-
-    // The PDB (maxUnavailable 1): the leader's eviction goes through, the standby's right after is refused.
+    // A node drain, as `kubectl drain` does it: the node cordoned (the replacement pod stays Pending), the
+    // leader evicted — the PDB (maxUnavailable 1) lets it go — then the standby's eviction refused.
     let pdb_status = || {
         env.kubectl_ok(&[
             "-n",
@@ -718,7 +732,7 @@ async fn e2e_node_chart_two_replicas_watch_namespaces() {
             "jsonpath={.status.currentHealthy}/{.status.expectedPods} healthy, {.status.disruptionsAllowed} disruption allowed",
         ])
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(120);
     let mut pdb = pdb_status();
     while pdb != "2/2 healthy, 1 disruption allowed" && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -726,39 +740,65 @@ async fn e2e_node_chart_two_replicas_watch_namespaces() {
     }
     eprintln!("PodDisruptionBudget: {pdb}");
     assert_eq!(pdb, "2/2 healthy, 1 disruption allowed");
-    let pod_api: Api<Pod> = Api::namespaced(env.cluster.client.clone(), &release_namespace);
+    let leases: Api<Lease> = Api::namespaced(env.cluster.client.clone(), &release_namespace);
+    let names: Vec<String> = pods.iter().filter_map(|p| p.metadata.name.clone()).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let leader = loop {
+        let holder = leases
+            .get("tencent-cert-operator")
+            .await
+            .ok()
+            .and_then(|l| lease_holder(&l));
+        if let Some(holder) = holder.filter(|h| names.contains(h)) {
+            break holder;
+        }
+        assert!(Instant::now() < deadline, "no running pod holds the Lease");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let standby = names.iter().find(|n| **n != leader).unwrap().clone();
+    let node = pods[0]
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .unwrap();
+    let cordoned = Cordon::new(&env.cluster.kubeconfig, &node);
+    // kube's client retries a 429 by default (15 times, backing off up to minutes): not for this question.
+    let mut config = kube::Config::from_kubeconfig(&kube::config::KubeConfigOptions::default())
+        .await
+        .unwrap();
+    config.default_retry = false;
+    let pod_api: Api<Pod> =
+        Api::namespaced(kube::Client::try_from(config).unwrap(), &release_namespace);
+    let evict = kube::api::EvictParams::default();
     pod_api
-        .evict(&leader, &Default::default())
+        .evict(&leader, &evict)
         .await
         .expect("the PDB allows evicting one of two pods");
     let evicted = Instant::now();
-    match pod_api.evict(&standby, &Default::default()).await {
-        Err(kube::Error::Api(response)) if response.code == 429 => {
-            eprintln!("second eviction refused: {}", response.message)
+    match pod_api.evict(&standby, &evict).await {
+        Err(kube::Error::Api(status)) if status.code == 429 => {
+            eprintln!("leader {leader} evicted; evicting {standby} next refused: {}", status.message)
         }
-        other => panic!("the PDB let a second pod go: {other:?}"),
+        other => panic!("the PDB let the second pod go: {other:?}"),
     }
 
-    // The standby takes the Lease and repairs a deleted Secret.
-    until(
-        Duration::from_secs(60),
-        "the standby holds the Lease",
-        || {
-            let leases = leases.clone();
-            let standby = standby.clone();
-            async move {
-                leases
-                    .get("tencent-cert-operator")
-                    .await
-                    .ok()
-                    .and_then(|l| lease_holder(&l))
-                    == Some(standby)
-            }
-        },
-    )
+    // The standby takes the Lease (the replacement cannot start on the cordoned node) and repairs a
+    // deleted Secret.
+    until(Duration::from_secs(60), "the standby holds the Lease", || {
+        let leases = leases.clone();
+        let standby = standby.clone();
+        async move {
+            leases
+                .get("tencent-cert-operator")
+                .await
+                .ok()
+                .and_then(|l| lease_holder(&l))
+                == Some(standby)
+        }
+    })
     .await;
     eprintln!(
-        "leader {leader} evicted; {standby} holds the Lease after {:?}",
+        "{standby} holds the Lease {:?} after the leader's eviction",
         evicted.elapsed()
     );
     let original = secrets.get("shop").await.unwrap().data;
@@ -788,6 +828,7 @@ async fn e2e_node_chart_two_replicas_watch_namespaces() {
         "deleted Secret re-created by {standby} in {:?}",
         deleted.elapsed()
     );
+    drop(cordoned);
     wait_ready(&crs, "shop", "True", "Ready").await;
     env.kubectl_ok(&[
         "-n",
