@@ -741,7 +741,10 @@ async fn e2e_node_chart_two_replicas_watch_namespaces() {
     eprintln!("PodDisruptionBudget: {pdb}");
     assert_eq!(pdb, "2/2 healthy, 1 disruption allowed");
     let leases: Api<Lease> = Api::namespaced(env.cluster.client.clone(), &release_namespace);
-    let names: Vec<String> = pods.iter().filter_map(|p| p.metadata.name.clone()).collect();
+    let names: Vec<String> = pods
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
     let deadline = Instant::now() + Duration::from_secs(60);
     let leader = loop {
         let holder = leases
@@ -777,25 +780,32 @@ async fn e2e_node_chart_two_replicas_watch_namespaces() {
     let evicted = Instant::now();
     match pod_api.evict(&standby, &evict).await {
         Err(kube::Error::Api(status)) if status.code == 429 => {
-            eprintln!("leader {leader} evicted; evicting {standby} next refused: {}", status.message)
+            eprintln!(
+                "leader {leader} evicted; evicting {standby} next refused: {}",
+                status.message
+            )
         }
         other => panic!("the PDB let the second pod go: {other:?}"),
     }
 
     // The standby takes the Lease (the replacement cannot start on the cordoned node) and repairs a
     // deleted Secret.
-    until(Duration::from_secs(60), "the standby holds the Lease", || {
-        let leases = leases.clone();
-        let standby = standby.clone();
-        async move {
-            leases
-                .get("tencent-cert-operator")
-                .await
-                .ok()
-                .and_then(|l| lease_holder(&l))
-                == Some(standby)
-        }
-    })
+    until(
+        Duration::from_secs(60),
+        "the standby holds the Lease",
+        || {
+            let leases = leases.clone();
+            let standby = standby.clone();
+            async move {
+                leases
+                    .get("tencent-cert-operator")
+                    .await
+                    .ok()
+                    .and_then(|l| lease_holder(&l))
+                    == Some(standby)
+            }
+        },
+    )
     .await;
     eprintln!(
         "{standby} holds the Lease {:?} after the leader's eviction",
