@@ -8,6 +8,7 @@ pub mod demo;
 pub mod error;
 pub mod fetch;
 pub mod inspect;
+pub mod install_check;
 pub mod leader;
 pub mod metrics_auth;
 pub mod outputs;

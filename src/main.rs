@@ -50,6 +50,9 @@ enum Command {
     Status(StatusArgs),
     /// Ask the operator to download again now (sets the tencentcert.io/refresh-requested-at annotation).
     Renew(RenewArgs),
+    /// Check an installation from inside the cluster (the chart's `helm test`): the CRDs are served and
+    /// every operator pod behind the metrics Service answers /readyz.
+    Check(CheckArgs),
     /// Print the version and build target.
     Version,
 }
@@ -322,6 +325,53 @@ async fn run_fetch(args: FetchArgs) -> ExitCode {
         Err(err) => {
             eprintln!("error: {err}");
             ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// Namespace of the operator and its metrics Service.
+    #[arg(long, env = "POD_NAMESPACE")]
+    namespace: String,
+    /// The metrics Service whose EndpointSlices name the operator pods.
+    #[arg(long)]
+    service: String,
+    /// Name of the Service port that serves /readyz.
+    #[arg(long, default_value = "metrics")]
+    port_name: String,
+    /// Seconds to retry before giving up.
+    #[arg(long, default_value_t = 60)]
+    timeout: u64,
+}
+
+async fn run_check(args: CheckArgs) -> ExitCode {
+    let client = match kube::Client::try_default().await {
+        Ok(client) => client,
+        Err(err) => {
+            eprintln!("error: no usable Kubernetes configuration: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let options = tencent_cert_operator::install_check::Options {
+        namespace: args.namespace,
+        service: args.service,
+        port_name: args.port_name,
+        timeout: Duration::from_secs(args.timeout),
+    };
+    match tencent_cert_operator::install_check::run(&client, &options, |line| eprintln!("{line}"))
+        .await
+    {
+        Ok(lines) => {
+            for line in lines {
+                println!("{line}");
+            }
+            println!("check passed");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("check failed: {err}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -851,6 +901,7 @@ async fn async_main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Check(args) => run_check(args).await,
         Command::Version => {
             println!(
                 "tencent-cert-operator {} (commit {}, target {})",

@@ -11,6 +11,9 @@
 //!   operator runs) get their Secrets, and lose them as the annotations say.
 //! - `faults` (tests/e2e/faults.rs): the API server away and back, SIGKILL mid-sync, Tencent misbehaving,
 //!   credentials rotation, namespace deletion — on a real API server.
+//! - `node` (tests/e2e/node.rs): the chart installed with `helm install --wait` on kube-local's real node
+//!   (`up --node`): the operator and the simulator as pods, probes, securityContext, SIGTERM, leader hand-over
+//!   and the PDB, an API-server outage, `helm test`, upgrades from older committed charts.
 //! - `outputs` (tests/e2e/outputs.rs): keystores and other outputs, read back with openssl and keytool, and a
 //!   keystore password rotation — on a real API server.
 //!
@@ -24,6 +27,8 @@ mod chart;
 mod cluster;
 #[path = "e2e/faults.rs"]
 mod faults;
+#[path = "e2e/node.rs"]
+mod node;
 #[path = "e2e/outputs.rs"]
 mod outputs;
 #[path = "e2e/pod_identity.rs"]

@@ -2,8 +2,9 @@
 """Structural checks behind .ci/packaging-checks. Run with the packaging venv's Python (needs PyYAML).
 
   check.py rendered VALUES_FILE|- RENDERED.yaml   Deployment, RBAC (a small RBAC authorizer), Service,
-                                                 ServiceMonitor, PDB and credentials handling agree with the
-                                                 values, and the operator gets exactly what it calls.
+                                                 ServiceMonitor, PDB, CRDs, the helm test hook and credentials
+                                                 handling agree with the values, and the operator gets exactly
+                                                 what it calls.
   check.py kv-output KV_OUTPUT RENDERED.yaml KIND...   kubernetes-validate judged every object, and only
                                                  the listed kinds (custom resources) went unvalidated.
   check.py crd-schema CRD.yaml OUT.json           the CRD's openAPIV3Schema as a strict JSON Schema for CRs.
@@ -16,6 +17,8 @@
   check.py dashboard-rules DASHBOARD.json OUT.yaml   every query of the Grafana dashboard (Grafana variables
                                                  filled in) as a recording rule, for `promtool check rules`
                                                  to parse with Prometheus' own parser.
+  check.py crds RENDERED.yaml|- CRD.yaml... keep|no-keep   templates/crds.yaml: each generated CRD with its spec,
+                                                 the chart's labels, resource-policy keep as asked.
   check.py env RENDERED.yaml                      the operator container's environment as NAME=VALUE lines
                                                  (downward-API fields filled in as the kubelet would), then a
                                                  line "ARGS <args>".
@@ -302,10 +305,47 @@ def check_rbac(f, docs, values, release_ns, sa_name, credentials, lease):
 # ---------------------------------------------------------------------------------------------------------
 
 
+def is_hook(doc):
+    return "helm.sh/hook" in (doc.get("metadata", {}).get("annotations") or {})
+
+
+def check_test_hook(f, hooks, values, release_ns, full):
+    """The `helm test` hook: a Pod running `check` with the operator's image and securityContext, as a
+    ServiceAccount that may list EndpointSlices in the release namespace and nothing else."""
+    wanted = values["helmTest"]["enabled"] and values["metrics"]["service"]["enabled"]
+    pods = [d for d in hooks if d["kind"] == "Pod"]
+    if not f.check(len(pods) == (1 if wanted else 0), f"helm test Pod rendered iff helmTest.enabled and metrics.service.enabled ({wanted})"):
+        return
+    f.check(all(d["metadata"]["annotations"]["helm.sh/hook"] == "test" for d in hooks), "every hook is a test hook")
+    if not pods:
+        f.check(not hooks, "no test hook objects")
+        return
+    pod = pods[0]
+    (container,) = pod["spec"]["containers"]
+    args = container["args"]
+    f.check(args[0] == "check" and args[args.index("--namespace") + 1] == release_ns, "the test runs `check` on the release namespace")
+    f.check(args[args.index("--service") + 1] == f"{full[:55].rstrip('-')}-metrics", "the test asks the metrics Service's endpoints")
+    f.check(pod["spec"]["restartPolicy"] == "Never", "the test Pod runs once")
+    labels = pod["metadata"].get("labels") or {}
+    operator_name = values.get("nameOverride") or "tencent-cert-operator"
+    f.check(labels.get("app.kubernetes.io/name") != operator_name, "the test Pod does not carry the operator's selector labels")
+    sc = container.get("securityContext", {})
+    f.check(sc.get("readOnlyRootFilesystem") is True and sc.get("allowPrivilegeEscalation") is False, "the test container is restricted")
+    sa = pod["spec"]["serviceAccountName"]
+    authz = Authorizer(hooks, release_ns, sa)
+    grants = [(scope, tuple(r.get("apiGroups", [])), tuple(r.get("resources", [])), tuple(r.get("verbs", []))) for scope, r, _ in authz.grants]
+    f.check(grants == [(release_ns, ("discovery.k8s.io",), ("endpointslices",), ("list",))], f"the test may list EndpointSlices in the release namespace only ({grants})")
+
+
 def cmd_rendered(values_path, rendered_path, release="tencent-cert-operator", release_ns="tencent-cert-operator"):
     values = values_for(values_path)
     docs = load_docs(rendered_path)
     f = Failures()
+    hooks = [d for d in docs if is_hook(d)]
+    docs = [d for d in docs if not is_hook(d)]
+    check_test_hook(f, hooks, values, release_ns, fullname(values, release))
+    crds = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
+    f.check(len(crds) == (2 if values["crds"]["enabled"] else 0), "both CRDs rendered iff crds.enabled")
     by_kind = {}
     for doc in docs:
         by_kind.setdefault(doc["kind"], []).append(doc)
@@ -652,10 +692,18 @@ def strip_helm_labels(doc):
     return doc
 
 
+def crd_essence(doc):
+    """A CRD as deploy/ and the chart must agree on: its name and spec (the chart adds Helm's metadata)."""
+    return {"kind": doc["kind"], "metadata": {"name": doc["metadata"]["name"]}, "spec": doc["spec"]}
+
+
 def cmd_compare(chart_path, kustomize_path):
     f = Failures()
-    chart = {key(d): strip_helm_labels(d) for d in load_docs(chart_path)}
-    built = {key(d): d for d in load_docs(kustomize_path)}
+    chart = {key(d): strip_helm_labels(d) for d in load_docs(chart_path) if not is_hook(d)}
+    for k, doc in list(chart.items()):
+        if k[0] == "CustomResourceDefinition":
+            chart[k] = crd_essence(doc)
+    built = {key(d): (crd_essence(d) if d["kind"] == "CustomResourceDefinition" else d) for d in load_docs(kustomize_path)}
     for k, doc in sorted(chart.items(), key=lambda item: [str(x) for x in item[0]]):
         label = f"{k[0]} {k[1] + '/' if k[1] else ''}{k[2]}"
         if f.check(k in built, f"{label} in deploy/"):
@@ -664,6 +712,28 @@ def cmd_compare(chart_path, kustomize_path):
     f.check(not extra, f"deploy/ has nothing the chart does not render (extra: {extra})")
     f.check(any(k[0] == "Namespace" for k in built), "deploy/ creates its Namespace")
     f.finish("compare")
+
+
+def cmd_crds(rendered_path, *args):
+    """templates/crds.yaml as rendered: each generated CRD (the files named) with the same spec, the chart's
+    labels, and helm.sh/resource-policy: keep iff the last argument is `keep`."""
+    *crd_paths, policy = args
+    f = Failures()
+    rendered = {d["metadata"]["name"]: d for d in load_docs("/dev/stdin" if rendered_path == "-" else rendered_path)}
+    for path in crd_paths:
+        (source,) = [d for d in load_docs(path) if d.get("kind") == "CustomResourceDefinition"]
+        name = source["metadata"]["name"]
+        doc = rendered.pop(name, None)
+        if not f.check(doc is not None, f"{name} rendered"):
+            continue
+        f.check(doc["spec"] == source["spec"], f"{name}: spec equals {path}")
+        labels = doc["metadata"].get("labels") or {}
+        f.check(labels.get("app.kubernetes.io/managed-by") == "Helm" and "helm.sh/chart" in labels, f"{name}: the chart's labels")
+        f.check("app.kubernetes.io/instance" not in labels, f"{name}: no release instance label (one CRD per cluster)")
+        keep = (doc["metadata"].get("annotations") or {}).get("helm.sh/resource-policy") == "keep"
+        f.check(keep == (policy == "keep"), f"{name}: resource-policy keep is {policy == 'keep'}")
+    f.check(not rendered, f"nothing else rendered ({sorted(rendered)})")
+    f.finish("crds")
 
 
 def cmd_env(rendered_path, release_ns="tencent-cert-operator"):
@@ -735,6 +805,7 @@ def main(argv):
         "split": cmd_split,
         "compare": cmd_compare,
         "env": cmd_env,
+        "crds": cmd_crds,
         "rule-groups": cmd_rule_groups,
         "dashboard-rules": cmd_dashboard_rules,
     }

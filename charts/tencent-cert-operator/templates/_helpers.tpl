@@ -34,6 +34,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{/* The standard labels of every rendered object, plus commonLabels. */}}
 {{- define "tencent-cert-operator.labels" -}}
 helm.sh/chart: {{ include "tencent-cert-operator.chart" . }}
+{{ include "tencent-cert-operator.podLabels" . }}
+{{- end }}
+
+{{/* The labels of the operator pods: the standard labels but helm.sh/chart, plus commonLabels. */}}
+{{- define "tencent-cert-operator.podLabels" -}}
 {{ include "tencent-cert-operator.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | toString | trunc 63 | trimSuffix "-" | trimSuffix "." | trimSuffix "_" | quote }}
 app.kubernetes.io/component: operator
@@ -133,4 +138,15 @@ calls, nothing more. README "RBAC" explains each line.
   resources: [gateways]
   verbs: [get, list, watch]
 {{- end }}
+{{- end }}
+
+{{/*
+Labels of the CRDs: the standard ones without the release's instance (a CRD is cluster-wide, one per cluster
+whichever release installed it).
+*/}}
+{{- define "tencent-cert-operator.crdLabels" -}}
+helm.sh/chart: {{ include "tencent-cert-operator.chart" . }}
+app.kubernetes.io/name: {{ include "tencent-cert-operator.name" . }}
+app.kubernetes.io/part-of: tencent-cert-operator
+app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
