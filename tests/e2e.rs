@@ -11,6 +11,8 @@
 //!   operator runs) get their Secrets, and lose them as the annotations say.
 //! - `faults` (tests/e2e/faults.rs): the API server away and back, SIGKILL mid-sync, Tencent misbehaving,
 //!   credentials rotation, namespace deletion — on a real API server.
+//! - `fencing` (tests/e2e/fencing.rs): a leader frozen mid-backlog (SIGSTOP) until the standby took over and
+//!   synced everything writes nothing once resumed — on a real API server.
 //! - `outputs` (tests/e2e/outputs.rs): keystores and other outputs, read back with openssl and keytool, and a
 //!   keystore password rotation — on a real API server.
 //!
@@ -24,6 +26,8 @@ mod chart;
 mod cluster;
 #[path = "e2e/faults.rs"]
 mod faults;
+#[path = "e2e/fencing.rs"]
+mod fencing;
 #[path = "e2e/outputs.rs"]
 mod outputs;
 #[path = "e2e/pod_identity.rs"]
@@ -189,7 +193,10 @@ fn start_operator_with_env(
 ) -> (tokio::process::Child, PathBuf) {
     let log_path = std::env::temp_dir().join(format!("tco-e2e-{label}-{}.log", std::process::id()));
     let log = std::fs::File::create(&log_path).unwrap();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tencent-cert-operator"))
+    // Another build (e.g. main's, for a before/after comparison) when E2E_OPERATOR_BIN names one.
+    let binary = std::env::var_os("E2E_OPERATOR_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_tencent-cert-operator").into());
+    let child = tokio::process::Command::new(binary)
         .arg("run")
         .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
         .args(extra)

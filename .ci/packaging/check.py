@@ -76,7 +76,7 @@ def operator_calls(values):
 
 
 CREDENTIALS_CALLS = {("", "secrets"): {"get", "list", "watch"}}
-# kube-lease-manager: get and create the Lease, then patch it (strategic merge, server-side apply).
+# The elector (src/leader/elector.rs): get and create the Lease, then patch it (merge, resourceVersion-conditional).
 LEASE_CALLS = {("coordination.k8s.io", "leases"): {"get", "create", "patch"}}
 
 
