@@ -73,7 +73,8 @@ impl Timing {
         (self.renew_grace / 8).clamp(Duration::from_millis(100), Duration::from_secs(2))
     }
 
-    /// The longest one Lease request may take: a leader's is also cut at the end of its term.
+    /// The longest one Lease read, or claim by a replica that does not lead, may take (a leader's renewal
+    /// may take until the end of its term).
     pub fn request_timeout(&self) -> Duration {
         (self.duration / 3).clamp(Duration::from_secs(1), Duration::from_secs(10))
     }

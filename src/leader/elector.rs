@@ -170,11 +170,12 @@ impl Elector {
     /// Writes `claim`; on success grants the term it won and returns when to renew it.
     async fn claim(&mut self, claim: Claim) -> Option<Instant> {
         let sent = Instant::now();
-        // A leader's request is cut at the end of its term: past that, the answer no longer matters.
-        let mut deadline = sent + self.timing.request_timeout();
-        if let Ok(Some(term_ends)) = self.fence.check() {
-            deadline = deadline.min(term_ends);
-        }
+        // A leader's renewal may take until the end of its term (a slow API server is no reason to give
+        // up early); past that the answer no longer matters. Others are bounded as reads are.
+        let deadline = match self.fence.check() {
+            Ok(Some(term_ends)) => term_ends,
+            _ => sent + self.timing.request_timeout(),
+        };
         let renewing = matches!(claim, Claim::Renew { .. });
         let written = tokio::time::timeout_at(deadline, self.write(claim)).await;
         match written {
