@@ -80,6 +80,12 @@ impl SyncError {
         matches!(self, Self::Kube { source, .. } if namespace_terminating(source))
     }
 
+    /// A write refused by the fence: this replica is not (or no longer) the leader. Not a failure of the
+    /// resource: the reconcile stops without status, events or failure metrics.
+    pub fn not_leader(&self) -> bool {
+        matches!(self, Self::Kube { source, .. } if crate::leader::fence::refused(source))
+    }
+
     pub fn kube(action: &'static str) -> impl FnOnce(kube::Error) -> Self {
         move |source| Self::Kube { action, source }
     }

@@ -221,7 +221,8 @@ struct RunArgs {
     /// Seconds a Lease stays valid without renewal (how long a dead leader can block a standby).
     #[arg(long, env = "OPERATOR_LEASE_DURATION", default_value_t = 15)]
     lease_duration: u64,
-    /// Seconds before expiry at which the leader renews its Lease.
+    /// Seconds before expiry at which the leader renews its Lease; must be shorter than
+    /// --lease-duration. The leader stops writing half of it before expiry if renewals keep failing.
     #[arg(long, env = "OPERATOR_LEASE_RENEW_GRACE", default_value_t = 5)]
     lease_renew_grace: u64,
     /// Seconds to let in-flight reconciles finish after SIGTERM before exiting anyway.
@@ -480,17 +481,40 @@ async fn run_sim(args: SimArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The Lease election `run` takes part in with `--leader-elect`.
+fn leader_election(args: &RunArgs) -> LeaderElection {
+    LeaderElection {
+        lease_name: args.leader_election_lease_name.clone(),
+        namespace: args
+            .leader_election_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or_else(|| "default".to_string()),
+        identity: std::env::var("POD_NAME").unwrap_or_else(|_| {
+            format!(
+                "tencent-cert-operator-{}-{:08x}",
+                std::process::id(),
+                fastrand::u32(..)
+            )
+        }),
+        lease_duration: Duration::from_secs(args.lease_duration),
+        renew_grace: Duration::from_secs(args.lease_renew_grace),
+    }
+}
+
 /// Connects and checks the cluster: one clear line instead of a stack of retries when it is not there.
-async fn connect() -> Result<kube::Client, String> {
-    let client = kube::Client::try_default().await.map_err(|e| {
+async fn connect() -> Result<(kube::Config, kube::Client), String> {
+    let unusable = |e: &dyn std::fmt::Display| {
         format!("no usable Kubernetes configuration (KUBECONFIG or in-cluster): {e}")
-    })?;
+    };
+    let config = kube::Config::infer().await.map_err(|e| unusable(&e))?;
+    let client = kube::Client::try_from(config.clone()).map_err(|e| unusable(&e))?;
     let version = tokio::time::timeout(Duration::from_secs(10), client.apiserver_version())
         .await
         .map_err(|_| "the Kubernetes API server did not answer within 10s".to_string())?
         .map_err(|e| format!("cannot reach the Kubernetes API server: {e}"))?;
     tracing::info!(version = %version.git_version, "connected to Kubernetes");
-    Ok(client)
+    Ok((config, client))
 }
 
 async fn check_crd(client: &kube::Client, namespaces: &[String]) -> Result<(), String> {
@@ -606,6 +630,11 @@ async fn run_renew(args: RenewArgs) -> ExitCode {
 }
 
 async fn run_operator(args: RunArgs) -> ExitCode {
+    let election = args.leader_elect.then(|| leader_election(&args));
+    if let Some(Err(err)) = election.as_ref().map(LeaderElection::timing) {
+        eprintln!("error: {err}");
+        return ExitCode::FAILURE;
+    }
     // The Tencent side first: a refused endpoint is reported at once, before any cluster is needed.
     let mut endpoint = args.tencent.tencent_endpoint.clone();
     let _demo = if args.demo {
@@ -645,10 +674,23 @@ async fn run_operator(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let client = match connect().await {
-        Ok(client) => client,
+    let (config, client) = match connect().await {
+        Ok(connected) => connected,
         Err(message) => {
             eprintln!("error: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Everything but the elector writes through the fence: with leader election, only within the term.
+    let fence = if election.is_some() {
+        leader::Fence::standby()
+    } else {
+        leader::Fence::unbounded()
+    };
+    let operator_client = match leader::fenced_client(config, &fence) {
+        Ok(client) => client,
+        Err(err) => {
+            eprintln!("error: cannot build the Kubernetes client: {err}");
             return ExitCode::FAILURE;
         }
     };
@@ -699,7 +741,8 @@ async fn run_operator(args: RunArgs) -> ExitCode {
     };
     let readiness = Arc::new(Readiness::default());
     let ctx = Arc::new(
-        Context::new(client.clone(), tencent, defaults)
+        Context::new(operator_client, tencent, defaults)
+            .with_fence(fence.clone())
             .with_metrics(metrics.clone())
             .with_readiness(readiness.clone())
             .with_full_download_interval(args.full_download_interval),
@@ -749,6 +792,7 @@ async fn run_operator(args: RunArgs) -> ExitCode {
         ingress: args.ingress_shim,
         gateway: args.gateway_shim,
         gateway_check_interval: args.gateway_api_check_interval,
+        fence: fence.clone(),
     };
     let work = move |until: futures::future::BoxFuture<'static, ()>| {
         use futures::FutureExt;
@@ -765,27 +809,18 @@ async fn run_operator(args: RunArgs) -> ExitCode {
     };
     tracing::info!(namespaces = ?args.namespaces, leader_elect = args.leader_elect, "tencent-cert-operator running");
     let running = async {
-        if args.leader_elect {
-            let election = LeaderElection {
-                lease_name: args.leader_election_lease_name.clone(),
-                namespace: args
-                    .leader_election_namespace
-                    .clone()
-                    .or_else(|| std::env::var("POD_NAMESPACE").ok())
-                    .unwrap_or_else(|| "default".to_string()),
-                identity: std::env::var("POD_NAME").unwrap_or_else(|_| {
-                    format!(
-                        "tencent-cert-operator-{}-{:08x}",
-                        std::process::id(),
-                        fastrand::u32(..)
-                    )
-                }),
-                lease_duration: Duration::from_secs(args.lease_duration),
-                renew_grace: Duration::from_secs(args.lease_renew_grace),
-            };
-            leader::run_while_leading(client, election, stopped.clone(), readiness, metrics, work)
-                .await
-                .map_err(|e| e.to_string())
+        if let Some(election) = election {
+            leader::run_while_leading(
+                client,
+                election,
+                fence,
+                stopped.clone(),
+                readiness,
+                metrics,
+                work,
+            )
+            .await
+            .map_err(|e| e.to_string())
         } else {
             leader::run_unelected(stopped.clone(), readiness, metrics, work).await;
             Ok(())

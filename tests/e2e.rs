@@ -14,6 +14,8 @@
 //! - `node` (tests/e2e/node.rs): the chart installed with `helm install --wait` on kube-local's real node
 //!   (`up --node`): the operator and the simulator as pods, probes, securityContext, SIGTERM, leader hand-over
 //!   and the PDB, an API-server outage, `helm test`, upgrades from older committed charts.
+//! - `fencing` (tests/e2e/fencing.rs): a leader frozen mid-backlog (SIGSTOP) until the standby took over and
+//!   synced everything writes nothing once resumed — on a real API server.
 //! - `outputs` (tests/e2e/outputs.rs): keystores and other outputs, read back with openssl and keytool, and a
 //!   keystore password rotation — on a real API server.
 //!
@@ -29,6 +31,8 @@ mod cluster;
 mod faults;
 #[path = "e2e/node.rs"]
 mod node;
+#[path = "e2e/fencing.rs"]
+mod fencing;
 #[path = "e2e/outputs.rs"]
 mod outputs;
 #[path = "e2e/pod_identity.rs"]
@@ -194,7 +198,10 @@ fn start_operator_with_env(
 ) -> (tokio::process::Child, PathBuf) {
     let log_path = std::env::temp_dir().join(format!("tco-e2e-{label}-{}.log", std::process::id()));
     let log = std::fs::File::create(&log_path).unwrap();
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tencent-cert-operator"))
+    // Another build (e.g. main's, for a before/after comparison) when E2E_OPERATOR_BIN names one.
+    let binary = std::env::var_os("E2E_OPERATOR_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_tencent-cert-operator").into());
+    let child = tokio::process::Command::new(binary)
         .arg("run")
         .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
         .args(extra)

@@ -55,6 +55,7 @@ async fn start(gateway: bool) -> Harness {
         ingress: true,
         gateway,
         gateway_check_interval: Duration::from_millis(100),
+        ..ShimOptions::default()
     };
     tokio::spawn(shim::run(api.client(), options, until(&stop)));
     Harness {

@@ -84,7 +84,7 @@ METRICS_AUTH_CALLS = {
     ("authentication.k8s.io", "tokenreviews"): {"create"},
     ("authorization.k8s.io", "subjectaccessreviews"): {"create"},
 }
-# kube-lease-manager: get and create the Lease, then patch it (strategic merge, server-side apply).
+# The elector (src/leader/elector.rs): get and create the Lease, then patch it (merge, resourceVersion-conditional).
 LEASE_CALLS = {("coordination.k8s.io", "leases"): {"get", "create", "patch"}}
 
 

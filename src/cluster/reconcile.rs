@@ -45,6 +45,19 @@ const NAMESPACE_RETRY: Duration = Duration::from_secs(30);
 pub enum ClusterReconcileError {
     #[error(transparent)]
     Sync(#[from] SyncError),
+    /// Leadership ended during the reconcile: it was cancelled, or a write was refused.
+    #[error(transparent)]
+    NotLeader(#[from] crate::leader::NotLeader),
+}
+
+impl ClusterReconcileError {
+    /// Stopped because this replica does not lead: no status, no event, not counted as a failure.
+    pub fn not_leader(&self) -> bool {
+        match self {
+            Self::NotLeader(_) => true,
+            Self::Sync(err) => err.not_leader(),
+        }
+    }
 }
 
 /// The certificate to write, and how this reconcile got it.
@@ -61,7 +74,17 @@ pub async fn reconcile(
 ) -> Result<Action, ClusterReconcileError> {
     let started = std::time::Instant::now();
     let name = cr.name_any();
-    let result = reconcile_inner(&cr, &ctx).await;
+    // Cancelled where it waits the moment leadership ends.
+    let result = match ctx.base.fence.guard(reconcile_inner(&cr, &ctx)).await {
+        Ok(result) => result,
+        Err(not_leader) => Err(not_leader.into()),
+    };
+    if let Err(err) = &result
+        && err.not_leader()
+    {
+        debug!(name = %name, "not the leader: cluster certificate reconcile stopped");
+        return result.map(|(action, _)| action);
+    }
     let (outcome, reason) = match &result {
         Ok((_, reason)) if reason.is_empty() => ("synced", String::new()),
         Ok((_, reason)) => ("failed", reason.clone()),
@@ -687,6 +710,9 @@ async fn publish_events(
     let recorder = ctx.base.recorder();
     for event in events {
         if let Err(err) = recorder.publish(&event, &reference).await {
+            if crate::leader::fence::refused(&err) {
+                break;
+            }
             warn!(error = %err, reason = %event.reason, "cannot publish event");
         }
     }

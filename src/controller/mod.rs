@@ -52,6 +52,9 @@ pub struct Context {
     /// Per resource UID: the credentials Secret's resourceVersion when its last attempt failed on
     /// credentials (`None`: the Secret was missing). A different version now means "try again at once".
     credentials_at_failure: Mutex<HashMap<String, Option<String>>>,
+    /// Whether this replica may write (the leader's term); `client` refuses writes outside it, and
+    /// reconciles stop when it ends.
+    pub fence: crate::leader::Fence,
 }
 
 impl Context {
@@ -75,7 +78,15 @@ impl Context {
             bundles: bundles::BundleCache::default(),
             readiness: Arc::new(crate::telemetry::Readiness::default()),
             credentials_at_failure: Mutex::new(HashMap::new()),
+            fence: crate::leader::Fence::unbounded(),
         }
+    }
+
+    /// Stops reconciles when `fence` closes; `client` should be built with the same fence
+    /// ([`crate::leader::fenced_client`]).
+    pub fn with_fence(mut self, fence: crate::leader::Fence) -> Self {
+        self.fence = fence;
+        self
     }
 
     /// A recorder for one reconcile's events. kube's `Recorder` keeps every event it published for six

@@ -34,6 +34,20 @@ pub enum ReconcileError {
     NoNamespace,
     #[error(transparent)]
     Sync(#[from] SyncError),
+    /// Leadership ended during the reconcile: it was cancelled, or a write was refused.
+    #[error(transparent)]
+    NotLeader(#[from] crate::leader::NotLeader),
+}
+
+impl ReconcileError {
+    /// Stopped because this replica does not lead: no status, no event, not counted as a failure.
+    pub fn not_leader(&self) -> bool {
+        match self {
+            Self::NotLeader(_) => true,
+            Self::Sync(err) => err.not_leader(),
+            Self::NoNamespace => false,
+        }
+    }
 }
 
 /// The labels a create carries (see `secret::creation_core`): the ones that make the Secret ours.
@@ -128,10 +142,20 @@ pub async fn reconcile(
         target = %cr.spec.describe_target()
     );
     let started = std::time::Instant::now();
-    let result = reconcile_inner(&cr, &ctx, &namespace)
-        .instrument(span)
-        .await;
+    // Cancelled where it waits (e.g. at the Tencent rate limiter) the moment leadership ends.
+    let result = match ctx
+        .fence
+        .guard(reconcile_inner(&cr, &ctx, &namespace).instrument(span))
+        .await
+    {
+        Ok(result) => result,
+        Err(not_leader) => Err(not_leader.into()),
+    };
     match result {
+        Err(err) if err.not_leader() => {
+            debug!(namespace = %namespace, name = %name, "not the leader: reconcile stopped");
+            Err(err)
+        }
         Ok(outcome) => {
             ctx.metrics
                 .reconciled(outcome.result, &outcome.reason, started.elapsed());
@@ -313,6 +337,8 @@ async fn reconcile_inner(
                         reason: String::new(),
                     });
                 }
+                // A write refused by the fence: stop, without a status or an event.
+                Err(err) if err.not_leader() => return Err(err.into()),
                 Err(err) => {
                     let (failed, retry_at) =
                         failed_attempt(ctx, cr, &uid, &previous, &err, now).await;
@@ -788,6 +814,10 @@ async fn publish_events(
     let recorder = ctx.recorder();
     for event in events {
         if let Err(err) = recorder.publish(&event, &reference).await {
+            if crate::leader::fence::refused(&err) {
+                debug!(reason = %event.reason, "not publishing an event: not the leader");
+                break;
+            }
             if crate::error::namespace_terminating(&err) {
                 debug!(reason = %event.reason, "not publishing an event: the namespace is being deleted");
                 break;

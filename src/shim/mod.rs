@@ -51,6 +51,19 @@ pub enum ShimError {
         #[source]
         source: kube::Error,
     },
+    /// Leadership ended during the sync: it was cancelled, or a write was refused.
+    #[error(transparent)]
+    NotLeader(#[from] crate::leader::NotLeader),
+}
+
+impl ShimError {
+    /// Stopped because this replica does not lead: not a failure to retry or warn about.
+    fn not_leader(&self) -> bool {
+        match self {
+            Self::NotLeader(_) => true,
+            Self::Kube { source, .. } => crate::leader::fence::refused(source),
+        }
+    }
 }
 
 fn kube_error(action: impl Into<String>) -> impl FnOnce(kube::Error) -> ShimError {
@@ -66,6 +79,9 @@ pub struct ShimOptions {
     pub gateway: bool,
     /// How often to look for the Gateway API (discovery) until it is installed.
     pub gateway_check_interval: Duration,
+    /// Writes stop, and syncs are cancelled, when the leader's term ends (the client must be built with
+    /// the same fence).
+    pub fence: crate::leader::Fence,
 }
 
 impl Default for ShimOptions {
@@ -75,6 +91,7 @@ impl Default for ShimOptions {
             ingress: true,
             gateway: true,
             gateway_check_interval: Duration::from_secs(60),
+            fence: crate::leader::Fence::unbounded(),
         }
     }
 }
@@ -88,6 +105,7 @@ struct ShimContext<K> {
     /// The TencentCertificates generated from this kind of route (by label), without status.
     generated: Store<TencentCertificate>,
     route_of: fn(&K) -> Option<Route>,
+    fence: crate::leader::Fence,
 }
 
 fn reference_of(route: &Route) -> ObjectReference {
@@ -129,6 +147,10 @@ async fn publish(
         secondary: certificate.map(|name| certificate_reference(&route.namespace, name)),
     };
     if let Err(err) = recorder.publish(&event, &reference_of(route)).await {
+        if crate::leader::fence::refused(&err) {
+            debug!(reason, "not publishing an event: not the leader");
+            return;
+        }
         warn!(error = %err, reason, "cannot publish event");
     }
 }
@@ -301,11 +323,19 @@ where
     if object.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    sync(&route, &ctx).await
+    // Cancelled the moment leadership ends.
+    match ctx.fence.guard(sync(&route, &ctx)).await {
+        Ok(result) => result,
+        Err(not_leader) => Err(not_leader.into()),
+    }
 }
 
 fn error_policy<K>(_object: Arc<K>, err: &ShimError, _ctx: Arc<ShimContext<K>>) -> Action {
-    warn!(error = %err, "route sync failed; retrying");
+    if err.not_leader() {
+        debug!("not the leader: route sync stopped");
+    } else {
+        warn!(error = %err, "route sync failed; retrying");
+    }
     Action::requeue(Duration::from_secs(15) + Duration::from_millis(fastrand::u64(..5000)))
 }
 
@@ -326,6 +356,7 @@ async fn run_kind<K>(
     generated: Api<TencentCertificate>,
     kind: RouteKind,
     route_of: fn(&K) -> Option<Route>,
+    fence: crate::leader::Fence,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -356,6 +387,7 @@ async fn run_kind<K>(
         client,
         generated: store,
         route_of,
+        fence,
     });
     // A generated resource's change wakes its route, and every other route of its namespace naming its
     // Secret: one that lost a conflict to it takes over once it is gone.
@@ -499,6 +531,7 @@ pub async fn run(
                 generated,
                 RouteKind::Ingress,
                 ingress::route_of,
+                options.fence.clone(),
                 wait_for_stop(),
             )));
         }
@@ -509,6 +542,7 @@ pub async fn run(
         let every = options.gateway_check_interval;
         let stopped = stopped.clone();
         let wait_for_stop = wait_for_stop.clone();
+        let fence = options.fence.clone();
         tasks.push(Box::pin(async move {
             if !wait_for_gateway_api(&client, every, stopped).await {
                 return;
@@ -522,6 +556,7 @@ pub async fn run(
                         generated,
                         RouteKind::Gateway,
                         gateway::route_of,
+                        fence.clone(),
                         wait_for_stop(),
                     )
                 });

@@ -382,6 +382,11 @@ impl FakeApiServer {
 
     /// [`Self::client`], with failures as errors.
     pub fn try_client(&self) -> Result<kube::Client, String> {
+        kube::Client::try_from(self.config()?).map_err(|e| e.to_string())
+    }
+
+    /// The client configuration behind [`Self::client`], to build a client with layers of one's own.
+    pub fn config(&self) -> Result<kube::Config, String> {
         let uri = self.url.parse().map_err(|e| format!("server URL: {e}"))?;
         let mut config = kube::Config::new(uri);
         config.default_namespace = "default".to_string();
@@ -391,7 +396,7 @@ impl FakeApiServer {
         if let Some(token) = &self.token {
             config.auth_info.token = Some(token.clone().into());
         }
-        kube::Client::try_from(config).map_err(|e| e.to_string())
+        Ok(config)
     }
 
     /// Writes a kubeconfig (context `fake`, namespace `default`) pointing at [`Self::url`], with the CA
