@@ -9,6 +9,7 @@ pub mod error;
 pub mod fetch;
 pub mod inspect;
 pub mod leader;
+pub mod message;
 pub mod outputs;
 pub mod policy;
 pub mod renewal;

@@ -11,6 +11,8 @@
 //!   operator runs) get their Secrets, and lose them as the annotations say.
 //! - `faults` (tests/e2e/faults.rs): the API server away and back, SIGKILL mid-sync, Tencent misbehaving,
 //!   credentials rotation, namespace deletion — on a real API server.
+//! - `leaks` (tests/e2e/leaks.rs): values of a tenant's credentials Secret, named by `secretIdKey`, never
+//!   reach status, events, the log or the metrics — on a real API server.
 //! - `outputs` (tests/e2e/outputs.rs): keystores and other outputs, read back with openssl and keytool, and a
 //!   keystore password rotation — on a real API server.
 //!
@@ -24,6 +26,8 @@ mod chart;
 mod cluster;
 #[path = "e2e/faults.rs"]
 mod faults;
+#[path = "e2e/leaks.rs"]
+mod leaks;
 #[path = "e2e/outputs.rs"]
 mod outputs;
 #[path = "e2e/pod_identity.rs"]
