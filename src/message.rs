@@ -92,7 +92,11 @@ mod tests {
                 assert!(text.starts_with(kept), "{piece} {max}");
                 assert_eq!(kept.len() % piece.len(), 0, "{piece} {max}");
                 // As much as fits: one more character would not.
-                let room = if max >= ELLIPSIS.len() { max - ELLIPSIS.len() } else { max };
+                let room = if max >= ELLIPSIS.len() {
+                    max - ELLIPSIS.len()
+                } else {
+                    max
+                };
                 assert!(kept.len() + piece.len() > room, "{piece} {max}");
             }
         }
@@ -125,7 +129,11 @@ mod tests {
             secondary: None,
         });
         assert_eq!(
-            (short.reason.as_str(), short.note.as_deref(), short.action.as_str()),
+            (
+                short.reason.as_str(),
+                short.note.as_deref(),
+                short.action.as_str()
+            ),
             ("Synced", Some("fine"), "Sync")
         );
     }

@@ -231,7 +231,10 @@ async fn a_value_that_is_no_secret_id_is_refused_before_anything_is_sent() {
     assert_no_marker(&h.visible(&log));
     for cr in reconciled {
         let (status, reason, message) = synced(&cr);
-        assert_eq!((status.as_str(), reason.as_str()), ("False", "InvalidCredentials"));
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("False", "InvalidCredentials")
+        );
         // The message names the Secret and the key.
         assert!(message.contains("tenant/tencent"), "{message}");
         assert!(message.contains("\"api-token\""), "{message}");
@@ -247,8 +250,11 @@ async fn a_value_that_is_no_secret_id_is_refused_before_anything_is_sent() {
 async fn a_secret_id_tencent_quotes_back_never_reaches_status_events_logs_or_metrics() {
     let (log, _guard) = capture();
     let h = harness().await;
-    h.create("shaped", json!({"name": "tencent", "secretIdKey": "other-id"}))
-        .await;
+    h.create(
+        "shaped",
+        json!({"name": "tencent", "secretIdKey": "other-id"}),
+    )
+    .await;
     h.create(
         "shaped-role",
         json!({"name": "tencent", "secretIdKey": "other-id", "role": {"roleArn": ROLE}}),
@@ -259,8 +265,14 @@ async fn a_secret_id_tencent_quotes_back_never_reaches_status_events_logs_or_met
     assert_no_marker(&h.visible(&log));
     let (status, reason, message) = synced(&shaped);
     assert_eq!((status.as_str(), reason.as_str()), ("False", "AuthFailed"));
-    assert!(message.contains("AuthFailure.SecretIdNotFound"), "{message}");
-    assert!(message.contains("<SecretId>"), "redacted in place: {message}");
+    assert!(
+        message.contains("AuthFailure.SecretIdNotFound"),
+        "{message}"
+    );
+    assert!(
+        message.contains("<SecretId>"),
+        "redacted in place: {message}"
+    );
     let (status, reason, message) = synced(&shaped_role);
     assert_eq!(
         (status.as_str(), reason.as_str()),

@@ -156,7 +156,10 @@ async fn a_trust_policy_that_does_not_name_the_key_is_a_condition_saying_what_to
     assert!(text.contains("UnauthorizedOperation"), "{text}");
     assert!(text.contains("trust policy"), "{text}");
     // The key is named by where it is, never by its SecretId (a value of the tenant's Secret).
-    assert!(text.contains(ROLE) && text.contains("credentials Secret"), "{text}");
+    assert!(
+        text.contains(ROLE) && text.contains("credentials Secret"),
+        "{text}"
+    );
     assert!(!text.contains(BASE_ID), "{text}");
     assert!(!text.contains(BASE_KEY), "{text}");
     // Other resources on the same source get the answer without asking STS again for a while.

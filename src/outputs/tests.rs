@@ -493,12 +493,30 @@ fn a_password_change_alone_rewrites_each_kind_of_keystore() {
             data: Some(&data),
             keystores_digest: digest.as_deref(),
         };
-        let same = derive(&bundle, "aBcD1234", &options, true, &passwords(PASSWORD), previous)
-            .unwrap();
+        let same = derive(
+            &bundle,
+            "aBcD1234",
+            &options,
+            true,
+            &passwords(PASSWORD),
+            previous,
+        )
+        .unwrap();
         assert_eq!(same, first, "unchanged: kept, no write (pkcs12 {pkcs12})");
-        let changed = derive(&bundle, "aBcD1234", &options, true, &passwords("new-pass"), previous)
-            .unwrap();
-        let key = if pkcs12 { "keystore.p12" } else { "keystore.jks" };
+        let changed = derive(
+            &bundle,
+            "aBcD1234",
+            &options,
+            true,
+            &passwords("new-pass"),
+            previous,
+        )
+        .unwrap();
+        let key = if pkcs12 {
+            "keystore.p12"
+        } else {
+            "keystore.jks"
+        };
         assert_ne!(changed.data[key], first.data[key], "{key}");
         if pkcs12 {
             assert!(

@@ -128,7 +128,10 @@ async fn publish(
         action,
         secondary: certificate.map(|name| certificate_reference(&route.namespace, name)),
     };
-    if let Err(err) = recorder.publish(&crate::message::fit_event(event), &reference_of(route)).await {
+    if let Err(err) = recorder
+        .publish(&crate::message::fit_event(event), &reference_of(route))
+        .await
+    {
         warn!(error = %err, reason, "cannot publish event");
     }
 }

@@ -93,7 +93,10 @@ pub(crate) struct Issued {
 }
 
 fn random_text(length: usize) -> String {
-    random_from(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789", length)
+    random_from(
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+        length,
+    )
 }
 
 fn random_from(alphabet: &[u8], length: usize) -> String {

@@ -75,7 +75,9 @@ pub fn redact_secret_ids(text: &str) -> String {
         }
         out.push_str(&rest[..start]);
         let candidate = &rest[start..];
-        let end = candidate.find(|c: char| !word(c)).unwrap_or(candidate.len());
+        let end = candidate
+            .find(|c: char| !word(c))
+            .unwrap_or(candidate.len());
         if end > SECRET_ID_PREFIX.len() {
             out.push_str("<SecretId>");
         } else {
@@ -304,7 +306,12 @@ mod tests {
         // A long-term API key (AKID + 32 alphanumerics, the console's and the docs' shape), an STS
         // temporary SecretId (longer, with '-' and '_'), and the short ones the tests use.
         let long_term = format!("AKID{}", "a1B2".repeat(8));
-        let temporary = format!("AKID{}-{}_{}", "Xy9".repeat(10), "q".repeat(20), "Z7".repeat(6));
+        let temporary = format!(
+            "AKID{}-{}_{}",
+            "Xy9".repeat(10),
+            "q".repeat(20),
+            "Z7".repeat(6)
+        );
         assert_eq!(long_term.len(), 36);
         assert!(temporary.len() > 60);
         for id in [long_term.as_str(), temporary.as_str(), "AKID1", "AKIDsim"] {
@@ -337,7 +344,9 @@ mod tests {
     #[test]
     fn secret_id_shaped_words_are_redacted_from_free_text() {
         assert_eq!(
-            redact_secret_ids("The SecretId `AKIDabc-1_x` is not found, AKID alone stays; XAKIDnope too"),
+            redact_secret_ids(
+                "The SecretId `AKIDabc-1_x` is not found, AKID alone stays; XAKIDnope too"
+            ),
             "The SecretId `<SecretId>` is not found, AKID alone stays; XAKIDnope too"
         );
         assert_eq!(redact_secret_ids("AKIDx"), "<SecretId>");

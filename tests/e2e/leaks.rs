@@ -45,13 +45,8 @@ async fn e2e_real_secret_values_never_reach_status_events_logs_or_metrics() {
     .unwrap();
     let namespace = create_namespace(&cluster, "leaks").await;
     let port = free_port();
-    let (mut operator, log_path) = start_operator(
-        &cluster,
-        &sim,
-        "leaks",
-        port,
-        &["--namespace", &namespace],
-    );
+    let (mut operator, log_path) =
+        start_operator(&cluster, &sim, "leaks", port, &["--namespace", &namespace]);
     let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &namespace);
     let secret: Secret = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret",
@@ -72,13 +67,21 @@ async fn e2e_real_secret_values_never_reach_status_events_logs_or_metrics() {
     let crs: Api<TencentCertificate> = Api::namespaced(cluster.client.clone(), &namespace);
     let role = json!({"roleArn": ROLE});
     let cases = [
-        ("plain", json!({"name": "tencent", "secretIdKey": "api-token"}), "InvalidCredentials"),
+        (
+            "plain",
+            json!({"name": "tencent", "secretIdKey": "api-token"}),
+            "InvalidCredentials",
+        ),
         (
             "plain-role",
             json!({"name": "tencent", "secretIdKey": "api-token", "role": role}),
             "InvalidCredentials",
         ),
-        ("shaped", json!({"name": "tencent", "secretIdKey": "other-id"}), "AuthFailed"),
+        (
+            "shaped",
+            json!({"name": "tencent", "secretIdKey": "other-id"}),
+            "AuthFailed",
+        ),
         (
             "shaped-role",
             json!({"name": "tencent", "secretIdKey": "other-id", "role": role}),

@@ -579,7 +579,10 @@ async fn events_recorder_and_lease_concurrency_work_through_the_generic_store() 
             ..note.clone()
         };
         let err = recorder.publish(&long, &cm.object_ref(&())).await;
-        assert!(matches!(err, Err(kube::Error::Api(ref s)) if s.code == 422), "{err:?}");
+        assert!(
+            matches!(err, Err(kube::Error::Api(ref s)) if s.code == 422),
+            "{err:?}"
+        );
     }
     let fits = Note {
         reason: "Fits".into(),
