@@ -246,6 +246,9 @@ pub fn derive(
     Ok(derived)
 }
 
+/// Keystores kept from the Secret (data key, bytes), and their digest.
+type KeptKeystores<'d> = (Vec<(&'static str, &'d ByteString)>, String);
+
 /// The Secret's keystores under `wanted`, with their digest, when they can stay: the annotation matches
 /// `inputs` with their bytes, and each opens with its current password.
 fn kept_keystores<'d>(
@@ -256,7 +259,7 @@ fn kept_keystores<'d>(
     pkcs12: Option<&Pkcs12Keystore>,
     jks: Option<&JksKeystore>,
     passwords: &Passwords,
-) -> Result<Option<(Vec<(&'static str, &'d ByteString)>, String)>, OutputError> {
+) -> Result<Option<KeptKeystores<'d>>, OutputError> {
     let Some(bytes) = wanted
         .iter()
         .map(|key| data.get(*key).map(|b| (*key, b)))

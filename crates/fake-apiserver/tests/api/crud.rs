@@ -572,23 +572,24 @@ async fn events_recorder_and_lease_concurrency_work_through_the_generic_store() 
     assert_eq!(server.request_count("POST", "events"), 1);
     assert_eq!(server.request_count("PATCH", "events"), 1);
     // As kube-apiserver: a note over 1024 bytes (or a reason over 128) refuses the whole event.
-    for (reason, text) in [("Long", "n".repeat(1025)), ("R".repeat(129), "ok".into())] {
-        let long = Note {
-            reason,
-            note: Some(text),
-            ..note.clone()
-        };
+    let sized = |reason: String, note: String| Note {
+        type_: EventType::Normal,
+        reason,
+        note: Some(note),
+        action: "Sync".into(),
+        secondary: None,
+    };
+    for long in [
+        sized("Long".into(), "n".repeat(1025)),
+        sized("R".repeat(129), "ok".into()),
+    ] {
         let err = recorder.publish(&long, &cm.object_ref(&())).await;
         assert!(
             matches!(err, Err(kube::Error::Api(ref s)) if s.code == 422),
             "{err:?}"
         );
     }
-    let fits = Note {
-        reason: "Fits".into(),
-        note: Some("n".repeat(1024)),
-        ..note.clone()
-    };
+    let fits = sized("Fits".into(), "n".repeat(1024));
     recorder.publish(&fits, &cm.object_ref(&())).await.unwrap();
 
     // Leader election: two candidates race to update one Lease; the stale one gets 409.
