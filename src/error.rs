@@ -8,6 +8,10 @@ use crate::tencent::{ErrorClass, TencentError};
 pub enum SyncError {
     #[error("{0}")]
     CredentialsNotFound(String),
+    /// The credentials Secret holds something under the SecretId key that is not a SecretId; refused
+    /// before any request. The message names the Secret and the key, never the value.
+    #[error("{0}")]
+    InvalidCredentials(String),
     #[error("{err}; {}", err.hint())]
     Tencent { err: TencentError },
     #[error("{0}")]
@@ -59,6 +63,7 @@ impl From<TencentError> for SyncError {
 }
 
 pub const REASON_CREDENTIALS_NOT_FOUND: &str = "CredentialsNotFound";
+pub const REASON_INVALID_CREDENTIALS: &str = "InvalidCredentials";
 pub const REASON_EXPIRED: &str = "Expired";
 pub const REASON_SECRET_CONFLICT: &str = "SecretConflict";
 pub const REASON_KUBERNETES_ERROR: &str = "KubernetesError";
@@ -93,6 +98,7 @@ impl SyncError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::CredentialsNotFound(_) => REASON_CREDENTIALS_NOT_FOUND,
+            Self::InvalidCredentials(_) => REASON_INVALID_CREDENTIALS,
             Self::Tencent { err } => err.reason(),
             Self::Bundle(err) => err.reason(),
             Self::Expired { .. } => REASON_EXPIRED,
@@ -107,7 +113,7 @@ impl SyncError {
 
     pub fn class(&self) -> ErrorClass {
         match self {
-            Self::CredentialsNotFound(_) => ErrorClass::Credentials,
+            Self::CredentialsNotFound(_) | Self::InvalidCredentials(_) => ErrorClass::Credentials,
             // Like credentials: retried every 5 minutes, and at once when the password Secret (labelled
             // tencentcert.io/credentials) changes.
             Self::Outputs(crate::outputs::OutputError::PasswordNotFound { .. }) => {

@@ -10,6 +10,7 @@ pub mod fetch;
 pub mod inspect;
 pub mod install_check;
 pub mod leader;
+pub mod message;
 pub mod metrics_auth;
 pub mod outputs;
 pub mod policy;

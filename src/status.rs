@@ -78,6 +78,13 @@ pub(crate) fn condition(
     now: jiff::Timestamp,
 ) -> Condition {
     let status = if ready { "True" } else { "False" };
+    // Within metav1.Condition's limit: our CRDs do not enforce it, but clients that validate conditions
+    // against it (and CRDs that embed the upstream schema) refuse a longer message.
+    let message = if message.len() > crate::message::CONDITION_MESSAGE_MAX_BYTES {
+        crate::message::truncate(&message, crate::message::CONDITION_MESSAGE_MAX_BYTES).into_owned()
+    } else {
+        message
+    };
     // The transition time moves only when the status flips, as the condition conventions require.
     let last_transition_time = previous
         .iter()
@@ -628,5 +635,17 @@ mod tests {
         );
         assert_eq!(refresh_delay(refresh, 0.0), Duration::from_secs(3240));
         assert!(refresh_delay(refresh, 0.999) < Duration::from_secs(3960));
+    }
+
+    #[test]
+    fn condition_messages_are_cut_to_the_metav1_limit() {
+        let now: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let long = "証".repeat(20_000);
+        let c = condition("Synced", false, "AuthFailed", long.clone(), None, &[], now);
+        assert!(c.message.len() <= crate::message::CONDITION_MESSAGE_MAX_BYTES);
+        assert!(c.message.ends_with(crate::message::ELLIPSIS));
+        assert!(long.starts_with(c.message.trim_end_matches(crate::message::ELLIPSIS)));
+        let short = condition("Synced", true, "Synced", "ok".into(), None, &[], now);
+        assert_eq!(short.message, "ok");
     }
 }

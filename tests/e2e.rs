@@ -16,6 +16,8 @@
 //!   and the PDB, an API-server outage, `helm test`, upgrades from older committed charts.
 //! - `fencing` (tests/e2e/fencing.rs): a leader frozen mid-backlog (SIGSTOP) until the standby took over and
 //!   synced everything writes nothing once resumed — on a real API server.
+//! - `leaks` (tests/e2e/leaks.rs): values of a tenant's credentials Secret, named by `secretIdKey`, never
+//!   reach status, events, the log or the metrics — on a real API server.
 //! - `outputs` (tests/e2e/outputs.rs): keystores and other outputs, read back with openssl and keytool, and a
 //!   keystore password rotation — on a real API server.
 //!
@@ -33,6 +35,8 @@ mod faults;
 mod node;
 #[path = "e2e/fencing.rs"]
 mod fencing;
+#[path = "e2e/leaks.rs"]
+mod leaks;
 #[path = "e2e/outputs.rs"]
 mod outputs;
 #[path = "e2e/pod_identity.rs"]

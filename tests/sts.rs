@@ -85,7 +85,7 @@ async fn a_role_yields_temporary_credentials_that_download() {
     assert!(
         temporary
             .to_string()
-            .contains("temporary, with session token")
+            .contains("temporary credentials (with session token)")
     );
     // Keyed by the source, so shared downloads and lookups keep their key across refreshes.
     assert_eq!(temporary.fingerprint(), source.key());
@@ -156,7 +156,12 @@ async fn a_trust_policy_that_does_not_name_the_key_is_a_condition_saying_what_to
     let text = err.to_string();
     assert!(text.contains("UnauthorizedOperation"), "{text}");
     assert!(text.contains("trust policy"), "{text}");
-    assert!(text.contains(ROLE) && text.contains(BASE_ID), "{text}");
+    // The key is named by where it is, never by its SecretId (a value of the tenant's Secret).
+    assert!(
+        text.contains(ROLE) && text.contains("credentials Secret"),
+        "{text}"
+    );
+    assert!(!text.contains(BASE_ID), "{text}");
     assert!(!text.contains(BASE_KEY), "{text}");
     // Other resources on the same source get the answer without asking STS again for a while.
     let held = client.credentials_at(&source, t0 + 1).await.unwrap_err();

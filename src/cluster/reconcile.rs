@@ -708,7 +708,8 @@ async fn publish_events(
     }
     let reference = cr.object_ref(&());
     let recorder = ctx.base.recorder();
-    for event in events {
+    // Cut to the API server's limits: an event it refuses is lost, and only logged.
+    for event in events.into_iter().map(crate::message::fit_event) {
         if let Err(err) = recorder.publish(&event, &reference).await {
             if crate::leader::fence::refused(&err) {
                 break;

@@ -8,6 +8,7 @@ use kube::Api;
 use crate::crd::{CredentialsRef, TencentCertificate};
 use crate::error::SyncError;
 use crate::tencent::Credentials;
+use crate::tencent::credentials::CredentialsError;
 use crate::tencent::sts::{self, Role, WebIdentity};
 
 /// Label that opts a credentials Secret into being watched, so fixing it re-syncs at once (instead of at
@@ -182,10 +183,18 @@ pub fn credentials_from_secret(
     let secret_id = read(&keys.secret_id_key).ok_or_else(|| missing(&keys.secret_id_key))?;
     let secret_key = read(&keys.secret_key_key).ok_or_else(|| missing(&keys.secret_key_key))?;
     let token = read(&keys.token_key);
-    Credentials::new(secret_id, secret_key, token).map_err(|err| {
-        SyncError::CredentialsNotFound(format!(
-            "Secret {reference} holds unusable credentials: {err}"
-        ))
+    Credentials::new(secret_id, secret_key, token).map_err(|err| match err {
+        // Names the Secret and the key, never the value: the key is the tenant's choice, and whatever it
+        // holds (a token, a password) must not reach status, events or logs.
+        CredentialsError::NotASecretId(_) => SyncError::InvalidCredentials(format!(
+            "the value under key {:?} of Secret {reference} is not a Tencent Cloud SecretId (\"AKID\" \
+             followed by letters, digits, '-' or '_'); nothing was sent to Tencent Cloud. Point \
+             credentialsRef.secretIdKey at the key that holds the SecretId",
+            keys.secret_id_key
+        )),
+        other => SyncError::CredentialsNotFound(format!(
+            "Secret {reference} holds unusable credentials: {other}"
+        )),
     })
 }
 

@@ -461,7 +461,9 @@ async fn failed_attempt(
     let class = err.class();
     if matches!(
         err,
-        SyncError::CredentialsNotFound(_) | SyncError::Tencent { .. }
+        SyncError::CredentialsNotFound(_)
+            | SyncError::InvalidCredentials(_)
+            | SyncError::Tencent { .. }
     ) && class == ErrorClass::Credentials
     {
         let version = credentials::secret_version(&ctx.client, cr, &ctx.defaults).await;
@@ -812,7 +814,8 @@ async fn publish_events(
     }
     let reference = cr.object_ref(&());
     let recorder = ctx.recorder();
-    for event in events {
+    // Cut to the API server's limits: an event it refuses is lost, and only logged.
+    for event in events.into_iter().map(crate::message::fit_event) {
         if let Err(err) = recorder.publish(&event, &reference).await {
             if crate::leader::fence::refused(&err) {
                 debug!(reason = %event.reason, "not publishing an event: not the leader");

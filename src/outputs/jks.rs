@@ -90,6 +90,21 @@ pub fn encode(
     Ok(out)
 }
 
+/// Whether `file`'s integrity digest (its trailer) is the one `password` gives, as `keytool` checks it on
+/// load. Says nothing about the entries.
+pub fn verifies(file: &[u8], password: &str) -> bool {
+    const DIGEST_LEN: usize = 20;
+    let Some(body_len) = file.len().checked_sub(DIGEST_LEN) else {
+        return false;
+    };
+    let (body, trailer) = file.split_at(body_len);
+    let mut digest = Context::new(&SHA1_FOR_LEGACY_USE_ONLY);
+    digest.update(&utf16_be(password));
+    digest.update(WHITENER);
+    digest.update(body);
+    digest.finish().as_ref() == trailer
+}
+
 /// Java's `char[]` password as bytes: each UTF-16 code unit, high byte first.
 fn utf16_be(password: &str) -> Vec<u8> {
     password.encode_utf16().flat_map(u16::to_be_bytes).collect()
@@ -245,6 +260,22 @@ mod tests {
             &key[..],
             "the key is not in clear"
         );
+    }
+
+    #[test]
+    fn the_integrity_digest_verifies_only_with_the_password() {
+        let cert = vec![0x30, 0x03, 0x02, 0x01, 0x01];
+        let entries = [Entry::TrustedCertificate {
+            alias: "ca",
+            cert: &cert,
+        }];
+        let file = encode(&entries, "pässword", 0, &SystemRandom::new()).unwrap();
+        assert!(verifies(&file, "pässword"));
+        assert!(!verifies(&file, "password"));
+        assert!(!verifies(&file[..10], "pässword"));
+        let mut tampered = file.clone();
+        tampered[8] ^= 1;
+        assert!(!verifies(&tampered, "pässword"));
     }
 
     #[test]

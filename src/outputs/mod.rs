@@ -6,12 +6,22 @@
 //! A keystore is different at every write (random salts and IVs), so comparing a fresh one with the
 //! Secret's would rewrite it at every wave, and ingress controllers and Java services reload on each write.
 //! cert-manager avoids that by re-encoding only when it re-issues. Here the Secret carries an annotation,
-//! [`KEYSTORES_DIGEST_ANNOTATION`]: SHA-256 over every input of the keystores (chain, key, root, profile,
-//! alias, passwords) followed by the keystore bytes written. When the annotation still matches the new
-//! inputs with the Secret's own keystore bytes, those bytes are kept and nothing is written; any change of
-//! an input, or of the keystore bytes in the Secret (someone replaced them), gives a different digest and one
-//! fresh set of keystores. The digest covers the private key, so it reveals nothing about a password without
-//! the key, and whoever can read the annotation can read the Secret's data anyway.
+//! [`KEYSTORES_DIGEST_ANNOTATION`]: SHA-256 over the keystores' non-secret inputs (chain, key, root,
+//! profile, alias, and *which* Secret key holds each password) followed by the keystore bytes written. The
+//! Secret's keystores are kept, and nothing is written, when the annotation matches those inputs with the
+//! Secret's own keystore bytes **and** each of those keystores opens with its current password; any other
+//! change (an input, a password, the keystore bytes replaced by someone) gives one fresh set of keystores.
+//!
+//! No password goes into the digest. An unsalted SHA-256 over inputs that include the password (as before)
+//! lets whoever sees the annotation test password guesses at hash speed. The annotation is now a function of
+//! the Secret's data and the spec only, so it tells no one anything that the data does not: a password
+//! change is seen by opening the stored keystore with the new password, as its consumer would. What the data
+//! itself offers is the keystore formats' own: a PKCS#12 file costs the PBKDF2 iterations per guess, a JKS
+//! file a SHA-1 (Java's format). An HMAC keyed by a secret the operator keeps in the same Secret would not
+//! help: whoever reads the Secret reads that key too, and then has a fast oracle even for a PKCS#12-only
+//! Secret. Opening costs a PKCS#12 import (about the keystore's PBKDF2 iterations) per reconcile that keeps
+//! keystores; a JKS check is one SHA-1. Secrets written before this change carry a digest of the old form:
+//! they get fresh keystores once.
 
 pub mod jks;
 pub mod spec;
@@ -109,18 +119,50 @@ impl OutputError {
     }
 }
 
-/// What the outputs add to the Secret: data keys, and annotations.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// What the outputs add to the Secret: data keys, and annotations. `Debug` shows the keys and sizes, never
+/// the data (the private key, keystores).
+#[derive(Clone, Default, PartialEq)]
 pub struct Derived {
     pub data: BTreeMap<String, ByteString>,
     pub annotations: BTreeMap<String, String>,
 }
 
-/// What the Secret holds now (to keep its keystores when nothing changed).
-#[derive(Debug, Clone, Copy, Default)]
+/// What the Secret holds now (to keep its keystores when nothing changed). `Debug` as [`Derived`]'s.
+#[derive(Clone, Copy, Default)]
 pub struct Previous<'a> {
     pub data: Option<&'a BTreeMap<String, ByteString>>,
     pub keystores_digest: Option<&'a str>,
+}
+
+/// `key: <N bytes>` for each data key.
+struct Sizes<'a>(&'a BTreeMap<String, ByteString>);
+
+impl std::fmt::Debug for Sizes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut map = f.debug_map();
+        for (key, value) in self.0 {
+            map.entry(key, &format_args!("<{} bytes>", value.0.len()));
+        }
+        map.finish()
+    }
+}
+
+impl std::fmt::Debug for Derived {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Derived")
+            .field("data", &Sizes(&self.data))
+            .field("annotations", &self.annotations.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Previous<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Previous")
+            .field("data", &self.data.map(Sizes))
+            .field("keystores_digest", &self.keystores_digest.is_some())
+            .finish()
+    }
 }
 
 impl<'a> Previous<'a> {
@@ -172,17 +214,12 @@ pub fn derive(
         return Ok(derived);
     }
 
-    let inputs = keystore_inputs(bundle, include_ca, pkcs12, jks, passwords)?;
+    let inputs = keystore_inputs(bundle, include_ca, pkcs12, jks);
     let wanted = keystore_keys(pkcs12.is_some(), jks.is_some(), material.root.is_some());
-    let kept = previous.data.and_then(|data| {
-        let bytes: Option<Vec<(&str, &ByteString)>> = wanted
-            .iter()
-            .map(|key| data.get(*key).map(|b| (*key, b)))
-            .collect();
-        let bytes = bytes?;
-        let digest = keystores_digest(&inputs, bytes.iter().map(|(k, b)| (*k, b.0.as_slice())));
-        (previous.keystores_digest == Some(digest.as_str())).then_some((bytes, digest))
-    });
+    let kept = match previous.data {
+        Some(data) => kept_keystores(data, &wanted, &inputs, previous, pkcs12, jks, passwords)?,
+        None => None,
+    };
     let (stores, digest) = match kept {
         Some((bytes, digest)) => (
             bytes
@@ -207,6 +244,65 @@ pub fn derive(
         .annotations
         .insert(KEYSTORES_DIGEST_ANNOTATION.into(), digest);
     Ok(derived)
+}
+
+/// Keystores kept from the Secret (data key, bytes), and their digest.
+type KeptKeystores<'d> = (Vec<(&'static str, &'d ByteString)>, String);
+
+/// The Secret's keystores under `wanted`, with their digest, when they can stay: the annotation matches
+/// `inputs` with their bytes, and each opens with its current password.
+fn kept_keystores<'d>(
+    data: &'d BTreeMap<String, ByteString>,
+    wanted: &[&'static str],
+    inputs: &[u8],
+    previous: Previous<'_>,
+    pkcs12: Option<&Pkcs12Keystore>,
+    jks: Option<&JksKeystore>,
+    passwords: &Passwords,
+) -> Result<Option<KeptKeystores<'d>>, OutputError> {
+    let Some(bytes) = wanted
+        .iter()
+        .map(|key| data.get(*key).map(|b| (*key, b)))
+        .collect::<Option<Vec<_>>>()
+    else {
+        return Ok(None);
+    };
+    let digest = keystores_digest(inputs, bytes.iter().map(|(k, b)| (*k, b.0.as_slice())));
+    if previous.keystores_digest != Some(digest.as_str()) {
+        return Ok(None);
+    }
+    for (key, store) in &bytes {
+        if !opens_with_current_password(key, &store.0, pkcs12, jks, passwords)? {
+            return Ok(None);
+        }
+    }
+    Ok(Some((bytes, digest)))
+}
+
+/// Whether the keystore under data key `key` opens with the password the spec names for it now.
+fn opens_with_current_password(
+    key: &str,
+    store: &[u8],
+    pkcs12: Option<&Pkcs12Keystore>,
+    jks: Option<&JksKeystore>,
+    passwords: &Passwords,
+) -> Result<bool, OutputError> {
+    match (key, pkcs12, jks) {
+        (PKCS12_KEYSTORE_KEY | PKCS12_TRUSTSTORE_KEY, Some(options), _) => {
+            let password = passwords.get(&options.password_secret_ref)?;
+            Ok(p12_keystore::KeyStore::from_pkcs12(
+                store,
+                password,
+                p12_keystore::Pkcs12ImportPolicy::Strict,
+            )
+            .is_ok())
+        }
+        (JKS_KEYSTORE_KEY | JKS_TRUSTSTORE_KEY, _, Some(options)) => {
+            let password = passwords.get(&options.password_secret_ref)?;
+            Ok(jks::verifies(store, password))
+        }
+        _ => Ok(false),
+    }
 }
 
 /// The keystore data keys, in a fixed order.
@@ -277,20 +373,20 @@ impl Material {
     }
 }
 
-/// Length-prefixed encoding of everything the keystores are made from.
+/// Length-prefixed encoding of what the keystores are made from, except the passwords (see the module
+/// docs): where each password is read from stands for it.
 fn keystore_inputs(
     bundle: &CertBundle,
     include_ca: bool,
     pkcs12: Option<&Pkcs12Keystore>,
     jks: Option<&JksKeystore>,
-    passwords: &Passwords,
-) -> Result<Vec<u8>, OutputError> {
+) -> Vec<u8> {
     let mut out = Vec::new();
     let mut put = |bytes: &[u8]| {
         out.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
         out.extend_from_slice(bytes);
     };
-    put(b"tencentcert.io/keystores v1");
+    put(b"tencentcert.io/keystores v2");
     put(bundle.chain_pem.as_bytes());
     put(bundle.key_pem.as_bytes());
     put(bundle
@@ -303,7 +399,8 @@ fn keystore_inputs(
         Some(k) => {
             put(b"pkcs12");
             put(k.profile.as_str().as_bytes());
-            put(passwords.get(&k.password_secret_ref)?.as_bytes());
+            put(k.password_secret_ref.name.as_bytes());
+            put(k.password_secret_ref.key.as_bytes());
         }
         None => put(b""),
     }
@@ -311,11 +408,12 @@ fn keystore_inputs(
         Some(k) => {
             put(b"jks");
             put(k.alias().as_bytes());
-            put(passwords.get(&k.password_secret_ref)?.as_bytes());
+            put(k.password_secret_ref.name.as_bytes());
+            put(k.password_secret_ref.key.as_bytes());
         }
         None => put(b""),
     }
-    Ok(out)
+    out
 }
 
 fn keystores_digest<'a>(

@@ -413,3 +413,169 @@ fn passwords_and_keys_never_reach_debug_or_errors() {
         assert!(!value.contains("PRIVATE KEY"));
     }
 }
+
+#[test]
+fn the_digest_annotation_does_not_let_a_password_guess_be_checked() {
+    let bundle = sample(true);
+    let options = all_outputs(Pkcs12Profile::Modern2023);
+    let derived = derive(
+        &bundle,
+        "aBcD1234",
+        &options,
+        true,
+        &passwords(PASSWORD),
+        Previous::default(),
+    )
+    .unwrap();
+    let annotation = &derived.annotations[KEYSTORES_DIGEST_ANNOTATION];
+    // The annotation is a function of the spec and the Secret's own data, and of no password: recomputed
+    // from those alone it is the same. So whatever is guessed, there is nothing to compare the guess with:
+    // it tells no one more than the keystores in the data do (opening one costs its KDF iterations).
+    let inputs = keystore_inputs(&bundle, true, options.pkcs12(), options.jks());
+    let stores = keystore_keys(true, true, true)
+        .into_iter()
+        .map(|key| (key, derived.data[key].0.as_slice()));
+    assert_eq!(&keystores_digest(&inputs, stores), annotation);
+    // Before: SHA-256 over the inputs *with the password* then the keystore bytes; anyone who could read
+    // the annotation (and the keystore bytes and chain, or the data) confirmed a guess with one hash.
+    let old_form = |guess: &str| {
+        let mut old = Vec::new();
+        let mut put = |bytes: &[u8]| {
+            old.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+            old.extend_from_slice(bytes);
+        };
+        put(b"tencentcert.io/keystores v1");
+        put(bundle.chain_pem.as_bytes());
+        put(bundle.key_pem.as_bytes());
+        put(bundle.ca_pem.as_deref().unwrap_or("").as_bytes());
+        put(b"pkcs12");
+        put(b"Modern2023");
+        put(guess.as_bytes());
+        put(b"jks");
+        put(b"shop");
+        put(guess.as_bytes());
+        let stores = keystore_keys(true, true, true)
+            .into_iter()
+            .map(|key| (key, derived.data[key].0.as_slice()));
+        keystores_digest(&old, stores)
+    };
+    assert_ne!(&old_form(PASSWORD), annotation);
+    assert_ne!(&old_form("wrong guess"), annotation);
+    for value in derived.annotations.values() {
+        assert!(!value.contains(PASSWORD));
+    }
+}
+
+#[test]
+fn a_password_change_alone_rewrites_each_kind_of_keystore() {
+    let bundle = sample(true);
+    for (pkcs12, jks) in [(true, false), (false, true)] {
+        let mut options = all_outputs(Pkcs12Profile::LegacyDES);
+        if let Some(k) = options.keystores.as_mut() {
+            if !pkcs12 {
+                k.pkcs12 = None;
+            }
+            if !jks {
+                k.jks = None;
+            }
+        }
+        let first = derive(
+            &bundle,
+            "aBcD1234",
+            &options,
+            true,
+            &passwords(PASSWORD),
+            Previous::default(),
+        )
+        .unwrap();
+        let (data, digest) = as_previous(&first);
+        let previous = Previous {
+            data: Some(&data),
+            keystores_digest: digest.as_deref(),
+        };
+        let same = derive(
+            &bundle,
+            "aBcD1234",
+            &options,
+            true,
+            &passwords(PASSWORD),
+            previous,
+        )
+        .unwrap();
+        assert_eq!(same, first, "unchanged: kept, no write (pkcs12 {pkcs12})");
+        let changed = derive(
+            &bundle,
+            "aBcD1234",
+            &options,
+            true,
+            &passwords("new-pass"),
+            previous,
+        )
+        .unwrap();
+        let key = if pkcs12 {
+            "keystore.p12"
+        } else {
+            "keystore.jks"
+        };
+        assert_ne!(changed.data[key], first.data[key], "{key}");
+        if pkcs12 {
+            assert!(
+                p12_keystore::KeyStore::from_pkcs12(
+                    &changed.data[key].0,
+                    "new-pass",
+                    p12_keystore::Pkcs12ImportPolicy::Strict
+                )
+                .is_ok()
+            );
+        } else {
+            assert!(jks::verifies(&changed.data[key].0, "new-pass"));
+        }
+    }
+}
+
+#[test]
+fn debug_of_outputs_and_secret_params_shows_no_key_material() {
+    let bundle = sample(true);
+    let derived = derive(
+        &bundle,
+        "aBcD1234",
+        &all_outputs(Pkcs12Profile::Modern2023),
+        true,
+        &passwords(PASSWORD),
+        Previous::default(),
+    )
+    .unwrap();
+    let (data, digest) = as_previous(&derived);
+    let previous = Previous {
+        data: Some(&data),
+        keystores_digest: digest.as_deref(),
+    };
+    let params = crate::secret::SecretParams {
+        namespace: "web".into(),
+        name: "shop".into(),
+        outputs: derived.clone(),
+        ..Default::default()
+    };
+    let key_body: String = bundle
+        .key_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    for text in [
+        format!("{derived:?}"),
+        format!("{derived:#?}"),
+        format!("{previous:?}"),
+        format!("{params:?}"),
+        format!("{params:#?}"),
+    ] {
+        assert!(text.contains("keystore.p12"), "keys are shown: {text}");
+        assert!(!text.contains("PRIVATE KEY"), "{text}");
+        assert!(!text.contains(&key_body[..32]), "{text}");
+        assert!(!text.contains(digest.as_deref().unwrap()), "{text}");
+        // No byte list of any value (k8s-openapi's ByteString prints its bytes).
+        for value in derived.data.values() {
+            let bytes = format!("{:?}", &value.0[..8.min(value.0.len())]);
+            assert!(!text.contains(bytes.trim_end_matches(']')), "{text}");
+        }
+    }
+}

@@ -146,7 +146,10 @@ async fn publish(
         action,
         secondary: certificate.map(|name| certificate_reference(&route.namespace, name)),
     };
-    if let Err(err) = recorder.publish(&event, &reference_of(route)).await {
+    if let Err(err) = recorder
+        .publish(&crate::message::fit_event(event), &reference_of(route))
+        .await
+    {
         if crate::leader::fence::refused(&err) {
             debug!(reason, "not publishing an event: not the leader");
             return;

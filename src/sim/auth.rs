@@ -183,10 +183,15 @@ pub fn authenticate_for(
             ),
         ));
     }
+    // Tencent's own message does not quote the SecretId today; the simulator does, so that the operator is
+    // tested against an API that echoes what it was sent (it must never reach status, events or logs).
     let account = find(parsed.secret_id).ok_or_else(|| {
         reject(
             "AuthFailure.SecretIdNotFound",
-            "The SecretId is not found, please ensure that your SecretId is correct.",
+            format!(
+                "The SecretId {} is not found, please ensure that your SecretId is correct.",
+                parsed.secret_id
+            ),
         )
     })?;
     if parsed.service != service || parsed.date != sign::utc_date(timestamp) {

@@ -93,10 +93,22 @@ pub(crate) struct Issued {
 }
 
 fn random_text(length: usize) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    random_from(
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+        length,
+    )
+}
+
+fn random_from(alphabet: &[u8], length: usize) -> String {
     (0..length)
-        .map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)
+        .map(|_| alphabet[fastrand::usize(..alphabet.len())] as char)
         .collect()
+}
+
+/// A temporary SecretId shaped as STS issues them: 68 characters, with `-` and `_` among them.
+fn temporary_secret_id() -> String {
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    format!("AKIDtmp{}", random_from(alphabet, 61))
 }
 
 type Answer = Result<Value, (&'static str, String)>;
@@ -187,7 +199,7 @@ fn params(body: &[u8]) -> Result<(Value, Params), (&'static str, String)> {
 fn issue(state: &SimState, role_arn: &str, duration: i64) -> Value {
     let now = state.now();
     let account = super::Account {
-        secret_id: format!("AKIDtmp{}", random_text(29)),
+        secret_id: temporary_secret_id(),
         secret_key: random_text(32),
         token: Some(random_text(96)),
     };

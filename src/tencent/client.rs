@@ -782,10 +782,13 @@ impl Client {
                 self.inner.limiter.current_rate(action),
             );
             let started = Instant::now();
-            let result = self.send_once(api, auth, region, action, &body).await;
+            let result = self
+                .send_once(api, auth, region, action, &body)
+                .await
+                .map_err(|err| redacted(auth, err));
             self.inner
                 .observer
-                .request(action, &response_code(&result), started.elapsed());
+                .request(action, response_code(&result), started.elapsed());
             match result {
                 Err(err) if err.is_rate_limited() => {
                     self.inner.limiter.on_rate_limited(action);
@@ -895,17 +898,38 @@ impl Client {
     }
 }
 
-/// The label a response gets in metrics.
-fn response_code(result: &Result<Value, TencentError>) -> String {
+/// Tencent's messages are free text and may quote what they were sent: no value of the credentials, and
+/// nothing shaped like a SecretId, leaves in an error (and so in status, events or logs).
+fn redacted(auth: Auth<'_>, err: TencentError) -> TencentError {
+    match err {
+        TencentError::Api {
+            action,
+            code,
+            message,
+            request_id,
+        } => TencentError::Api {
+            message: match auth {
+                Auth::Signed(credentials) => credentials.redact(&message),
+                Auth::Unsigned => super::credentials::redact_secret_ids(&message),
+            },
+            action,
+            code,
+            request_id,
+        },
+        other => other,
+    }
+}
+
+/// The label a response gets in metrics: one of a fixed set (see [`super::error::metric_code`]), whatever
+/// the endpoint answers.
+fn response_code(result: &Result<Value, TencentError>) -> &'static str {
     match result {
-        Ok(_) => "Success".to_string(),
-        Err(TencentError::Api { code, .. }) => code.clone(),
-        Err(TencentError::Timeout { .. }) => "Timeout".to_string(),
-        Err(TencentError::Connect { .. }) => "ConnectionError".to_string(),
-        Err(TencentError::HttpStatus { status, .. } | TencentError::Redirected { status, .. }) => {
-            format!("HTTP{status}")
-        }
-        Err(_) => "InvalidResponse".to_string(),
+        Ok(_) => "Success",
+        Err(TencentError::Api { code, .. }) => super::error::metric_code(code),
+        Err(TencentError::Timeout { .. }) => "Timeout",
+        Err(TencentError::Connect { .. }) => "ConnectionError",
+        Err(TencentError::HttpStatus { status, .. } | TencentError::Redirected { status, .. }) => super::error::metric_http_status(*status),
+        Err(_) => "InvalidResponse",
     }
 }
 

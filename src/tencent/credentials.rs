@@ -1,4 +1,6 @@
-//! Tencent Cloud API credentials. The SecretKey and session token never appear in `Debug` or `Display`.
+//! Tencent Cloud API credentials. No part of them (SecretId, SecretKey, session token) appears in `Debug`,
+//! `Display` or an error: whatever a tenant's Secret holds under the key they name must not reach status,
+//! events or logs, and the SecretId is a value of that Secret like any other.
 
 use std::fmt;
 
@@ -31,6 +33,60 @@ pub enum CredentialsError {
     Missing(&'static str),
     #[error("{0} contains whitespace or control characters (a copy-paste slip?)")]
     Malformed(&'static str),
+    /// Refused before anything is sent: the value would go to Tencent in the `Authorization` header, and
+    /// a key pointed at some other value of the Secret (a token, a password) must not leave the cluster.
+    #[error(
+        "{0} does not look like a Tencent Cloud SecretId (\"AKID\" followed by letters, digits, '-' or '_', at most {SECRET_ID_MAX_LEN} characters)"
+    )]
+    NotASecretId(&'static str),
+}
+
+/// Every Tencent Cloud SecretId starts with this: long-term API keys (`AKID` + 32 alphanumerics) and the
+/// temporary ones STS issues (`AKID` + ~64 characters, which include `-` and `_`).
+pub const SECRET_ID_PREFIX: &str = "AKID";
+/// Longer than any SecretId Tencent issues (temporary ones are about 68 characters).
+pub const SECRET_ID_MAX_LEN: usize = 128;
+
+/// Whether `value` has the shape of a Tencent Cloud SecretId: [`SECRET_ID_PREFIX`], then at least one of
+/// `[A-Za-z0-9_-]`, at most [`SECRET_ID_MAX_LEN`] in all. The official SDKs check only for emptiness and
+/// surrounding whitespace; this is stricter on purpose (see [`CredentialsError::NotASecretId`]).
+pub fn looks_like_secret_id(value: &str) -> bool {
+    value.len() <= SECRET_ID_MAX_LEN
+        && value.strip_prefix(SECRET_ID_PREFIX).is_some_and(|rest| {
+            !rest.is_empty()
+                && rest
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// Replaces every SecretId-shaped word of `text` (see [`looks_like_secret_id`]) with `<SecretId>`: Tencent's
+/// error messages are free text and may quote what they were sent.
+pub fn redact_secret_ids(text: &str) -> String {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(SECRET_ID_PREFIX) {
+        // Only at the start of a word: "XAKID1" is not a SecretId.
+        if rest[..start].chars().next_back().is_some_and(word) {
+            out.push_str(&rest[..start + SECRET_ID_PREFIX.len()]);
+            rest = &rest[start + SECRET_ID_PREFIX.len()..];
+            continue;
+        }
+        out.push_str(&rest[..start]);
+        let candidate = &rest[start..];
+        let end = candidate
+            .find(|c: char| !word(c))
+            .unwrap_or(candidate.len());
+        if end > SECRET_ID_PREFIX.len() {
+            out.push_str("<SecretId>");
+        } else {
+            out.push_str(&candidate[..end]);
+        }
+        rest = &candidate[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 impl Credentials {
@@ -44,6 +100,9 @@ impl Credentials {
         let secret_id = secret_id.into();
         let secret_key = secret_key.into();
         check("secretId", &secret_id)?;
+        if !looks_like_secret_id(&secret_id) {
+            return Err(CredentialsError::NotASecretId("secretId"));
+        }
         check("secretKey", &secret_key)?;
         let token = match token {
             Some(token) if !token.is_empty() => {
@@ -89,6 +148,22 @@ impl Credentials {
         &self.secret_id
     }
 
+    /// `text` with every value of these credentials, and anything shaped like a SecretId, replaced by a
+    /// placeholder (for Tencent's error messages, which are free text).
+    pub fn redact(&self, text: &str) -> String {
+        let mut text = text.to_string();
+        for (value, placeholder) in [
+            (Some(self.secret_key()), "<SecretKey>"),
+            (self.token(), "<token>"),
+            (Some(self.secret_id.as_str()), "<SecretId>"),
+        ] {
+            if let Some(value) = value.filter(|v| !v.is_empty()) {
+                text = text.replace(value, placeholder);
+            }
+        }
+        redact_secret_ids(&text)
+    }
+
     pub(crate) fn secret_key(&self) -> &str {
         self.secret_key.expose_secret()
     }
@@ -132,7 +207,7 @@ fn check(field: &'static str, value: &str) -> Result<(), CredentialsError> {
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Credentials")
-            .field("secret_id", &self.secret_id)
+            .field("secret_id", &"<redacted>")
             .field("secret_key", &"<redacted>")
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .finish()
@@ -141,11 +216,11 @@ impl fmt::Debug for Credentials {
 
 impl fmt::Display for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SecretId {}", self.secret_id)?;
-        if self.token.is_some() {
-            f.write_str(" (temporary, with session token)")?;
-        }
-        Ok(())
+        f.write_str(if self.token.is_some() {
+            "temporary credentials (with session token)"
+        } else {
+            "credentials"
+        })
     }
 }
 
@@ -163,7 +238,7 @@ mod tests {
             format!("{creds:#?}"),
             creds.to_string(),
         ] {
-            assert!(text.contains("AKIDpublic"), "{text}");
+            assert!(!text.contains("AKIDpublic"), "{text}");
             assert!(!text.contains("sEcReTkEy123"), "{text}");
             assert!(!text.contains("t0kenV4lue"), "{text}");
         }
@@ -224,5 +299,62 @@ mod tests {
             .with_source([7; 32]);
         assert_eq!(first.fingerprint(), refreshed.fingerprint());
         assert_eq!(first.fingerprint(), [7; 32]);
+    }
+
+    #[test]
+    fn secret_ids_of_every_kind_tencent_issues_are_accepted() {
+        // A long-term API key (AKID + 32 alphanumerics, the console's and the docs' shape), an STS
+        // temporary SecretId (longer, with '-' and '_'), and the short ones the tests use.
+        let long_term = format!("AKID{}", "a1B2".repeat(8));
+        let temporary = format!(
+            "AKID{}-{}_{}",
+            "Xy9".repeat(10),
+            "q".repeat(20),
+            "Z7".repeat(6)
+        );
+        assert_eq!(long_term.len(), 36);
+        assert!(temporary.len() > 60);
+        for id in [long_term.as_str(), temporary.as_str(), "AKID1", "AKIDsim"] {
+            assert!(looks_like_secret_id(id), "{id}");
+            assert!(Credentials::new(id, "key", None).is_ok(), "{id}");
+        }
+    }
+
+    #[test]
+    fn values_that_are_not_secret_ids_are_refused_without_being_quoted() {
+        let too_long = format!("AKID{}", "a".repeat(SECRET_ID_MAX_LEN));
+        for value in [
+            "hunter2-password",
+            "AKID",
+            "akidlowercase1",
+            "AKID.dotted",
+            "AKID/slash",
+            "AKIDé",
+            "eyJhbGciOiJSUzI1NiJ9.payload.sig",
+            "-----BEGIN",
+            too_long.as_str(),
+        ] {
+            let err = Credentials::new(value, "key", None).unwrap_err();
+            assert_eq!(err, CredentialsError::NotASecretId("secretId"), "{value}");
+            // ("AKID" alone is named by the message as the prefix expected.)
+            assert!(value == "AKID" || !err.to_string().contains(value), "{err}");
+        }
+    }
+
+    #[test]
+    fn secret_id_shaped_words_are_redacted_from_free_text() {
+        assert_eq!(
+            redact_secret_ids(
+                "The SecretId `AKIDabc-1_x` is not found, AKID alone stays; XAKIDnope too"
+            ),
+            "The SecretId `<SecretId>` is not found, AKID alone stays; XAKIDnope too"
+        );
+        assert_eq!(redact_secret_ids("AKIDx"), "<SecretId>");
+        assert_eq!(redact_secret_ids("no ids here"), "no ids here");
+        let creds = Credentials::new("AKIDmine1", "the-key", Some("the-token".into())).unwrap();
+        assert_eq!(
+            creds.redact("id AKIDmine1 key the-key token the-token, other AKIDother"),
+            "id <SecretId> key <SecretKey> token <token>, other <SecretId>"
+        );
     }
 }

@@ -270,6 +270,54 @@ pub fn known_codes() -> impl Iterator<Item = (&'static str, ErrorClass, &'static
     CODE_TABLE.iter().copied()
 }
 
+/// Codes outside [`CODE_TABLE`] that the operator tells apart all the same (STS's, see `sts.rs`).
+const OTHER_KNOWN_CODES: &[&str] = &[
+    "InternalError.GetRoleError",
+    "InternalError.IllegalRole",
+    "ResourceNotFound.RoleNotFound",
+];
+
+/// The metric label of every code the operator does not know by name.
+pub const METRIC_CODE_OTHER: &str = "other";
+
+/// The `code` label of a Tencent answer in metrics: the code itself when the operator classifies it by
+/// name, else [`METRIC_CODE_OTHER`]. The code is whatever the endpoint sends; as a label value as it is,
+/// each new string would be a new series, without bound.
+pub fn metric_code(code: &str) -> &'static str {
+    CODE_TABLE
+        .iter()
+        .map(|(known, _, _)| *known)
+        .chain(OTHER_KNOWN_CODES.iter().copied())
+        .find(|known| *known == code)
+        .unwrap_or(METRIC_CODE_OTHER)
+}
+
+/// HTTP statuses that get a label of their own; others are counted by class.
+const METRIC_HTTP_STATUSES: &[(u16, &str)] = &[
+    (400, "HTTP400"),
+    (401, "HTTP401"),
+    (403, "HTTP403"),
+    (404, "HTTP404"),
+    (407, "HTTP407"),
+    (408, "HTTP408"),
+    (413, "HTTP413"),
+    (429, "HTTP429"),
+    (500, "HTTP500"),
+    (502, "HTTP502"),
+    (503, "HTTP503"),
+    (504, "HTTP504"),
+];
+
+/// The `code` label of an HTTP error status in metrics: a fixed set of strings.
+pub fn metric_http_status(status: u16) -> &'static str {
+    match METRIC_HTTP_STATUSES.iter().find(|(s, _)| *s == status) {
+        Some((_, label)) => label,
+        None if (400..500).contains(&status) => "HTTP4xx",
+        None if (500..600).contains(&status) => "HTTP5xx",
+        None => "HTTPother",
+    }
+}
+
 /// Is this code a rate-limit answer (the limiter slows down on these)?
 pub fn is_rate_limit_code(code: &str) -> bool {
     classify_code(code).1 == reason::RATE_LIMITED
@@ -741,5 +789,35 @@ mod tests {
              Certificate does not exist. (RequestId req-1)"
         );
         assert!(err.hint().contains("certificate ID"));
+    }
+
+    #[test]
+    fn metric_labels_are_a_fixed_set_whatever_the_endpoint_answers() {
+        for (code, _, _) in known_codes() {
+            assert_eq!(metric_code(code), code);
+        }
+        assert_eq!(
+            metric_code("ResourceNotFound.RoleNotFound"),
+            "ResourceNotFound.RoleNotFound"
+        );
+        // New sub-codes, made-up codes, and codes carrying data map to one label.
+        for code in [
+            "AuthFailure.SomethingNew",
+            "InternalError.X",
+            "AKIDechoedBackAsACode",
+            "x".repeat(10_000).as_str(),
+            "",
+        ] {
+            assert_eq!(metric_code(code), METRIC_CODE_OTHER, "{code}");
+        }
+        let mut labels = std::collections::BTreeSet::new();
+        for status in 0..=u16::MAX {
+            labels.insert(metric_http_status(status));
+        }
+        assert_eq!(metric_http_status(503), "HTTP503");
+        assert_eq!(metric_http_status(418), "HTTP4xx");
+        assert_eq!(metric_http_status(599), "HTTP5xx");
+        assert_eq!(metric_http_status(302), "HTTPother");
+        assert_eq!(labels.len(), METRIC_HTTP_STATUSES.len() + 3);
     }
 }

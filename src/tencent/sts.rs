@@ -242,17 +242,17 @@ fn hint_for(source: &Source, err: &TencentError, transient: bool) -> String {
     let not_found = err.code() == Some("ResourceNotFound.RoleNotFound");
     match source {
         Source::Static(_) => String::new(),
-        Source::AssumeRole { base, role } if not_found => format!(
-            "no role {} exists: check the role ARN (qcs::cam::uin/<OwnerUin>:roleName/<name>) in credentialsRef.role.roleArn; \
-             the key is SecretId {}",
+        // The key is named by where it is (the credentials Secret), never by its SecretId: that is a value
+        // of the tenant's Secret, and the tenant chose which key it is read from.
+        Source::AssumeRole { role, .. } if not_found => format!(
+            "no role {} exists: check the role ARN (qcs::cam::uin/<OwnerUin>:roleName/<name>) in credentialsRef.role.roleArn",
             role.role_arn,
-            base.secret_id()
         ),
-        Source::AssumeRole { base, role } => format!(
-            "check that role {}'s trust policy (its role entity) allows the account or sub-user of SecretId {} to assume it, \
-             that this key's CAM policy allows sts:AssumeRole on it, and the role ARN in credentialsRef.role.roleArn",
+        Source::AssumeRole { role, .. } => format!(
+            "check that role {}'s trust policy (its role entity) allows the account or sub-user that owns the key in the \
+             credentials Secret to assume it, that this key's CAM policy allows sts:AssumeRole on it, and the role ARN in \
+             credentialsRef.role.roleArn",
             role.role_arn,
-            base.secret_id()
         ),
         Source::WebIdentity(identity) if not_found => format!(
             "no role {} exists: check TKE_ROLE_ARN (the tke.cloud.tencent.com/role-arn annotation of the operator's ServiceAccount)",
@@ -269,11 +269,9 @@ fn hint_for(source: &Source, err: &TencentError, transient: bool) -> String {
     }
 }
 
-/// Tencent's message may quote what it was given; a web identity token never leaves in an error.
+/// Tencent's message may quote what it was given: neither a web identity token nor any part of the base
+/// key leaves in an error.
 fn scrubbed(source: &Source, err: TencentError) -> TencentError {
-    let Source::WebIdentity(identity) = source else {
-        return err;
-    };
     match err {
         TencentError::Api {
             action,
@@ -281,11 +279,17 @@ fn scrubbed(source: &Source, err: TencentError) -> TencentError {
             message,
             request_id,
         } => {
-            let message = match std::fs::read_to_string(&identity.token_file) {
-                Ok(token) if !token.trim().is_empty() => {
-                    message.replace(token.trim(), "<redacted>")
+            let message = match source {
+                Source::Static(base) | Source::AssumeRole { base, .. } => base.redact(&message),
+                Source::WebIdentity(identity) => {
+                    let message = match std::fs::read_to_string(&identity.token_file) {
+                        Ok(token) if !token.trim().is_empty() => {
+                            message.replace(token.trim(), "<redacted>")
+                        }
+                        _ => message,
+                    };
+                    super::credentials::redact_secret_ids(&message)
                 }
-                _ => message,
             };
             TencentError::Api {
                 action,

@@ -160,8 +160,25 @@ pub fn validate(ctx: &Ctx, obj: &Value) -> Result<(), ApiError> {
     match (ctx.group, ctx.plural) {
         ("", "secrets") => validate_secret(ctx, obj),
         ("", "configmaps") => validate_configmap(ctx, obj),
+        ("events.k8s.io", "events") => validate_event(ctx, obj),
         _ => Ok(()),
     }
+}
+
+/// The lengths kube-apiserver checks on an events.k8s.io/v1 Event (`pkg/apis/core/validation/events.go`:
+/// `NoteLengthLimit` 1024, `ReasonLengthLimit` and `ActionLengthLimit` 128; Go's `len`, so bytes).
+fn validate_event(ctx: &Ctx, obj: &Value) -> Result<(), ApiError> {
+    for (field, limit) in [("note", 1024), ("reason", 128), ("action", 128)] {
+        if obj.get(field).and_then(Value::as_str).map_or(0, str::len) > limit {
+            // As the real server words it (it names the Go field `message` for the note).
+            let path = if field == "note" { "message" } else { field };
+            return Err(ctx.invalid(
+                path,
+                &format!("Invalid value: \"\": can have at most {limit} characters"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn data_map<'v>(

@@ -571,6 +571,26 @@ async fn events_recorder_and_lease_concurrency_work_through_the_generic_store() 
     assert_eq!(events[0]["regarding"]["name"], "subject");
     assert_eq!(server.request_count("POST", "events"), 1);
     assert_eq!(server.request_count("PATCH", "events"), 1);
+    // As kube-apiserver: a note over 1024 bytes (or a reason over 128) refuses the whole event.
+    let sized = |reason: String, note: String| Note {
+        type_: EventType::Normal,
+        reason,
+        note: Some(note),
+        action: "Sync".into(),
+        secondary: None,
+    };
+    for long in [
+        sized("Long".into(), "n".repeat(1025)),
+        sized("R".repeat(129), "ok".into()),
+    ] {
+        let err = recorder.publish(&long, &cm.object_ref(&())).await;
+        assert!(
+            matches!(err, Err(kube::Error::Api(ref s)) if s.code == 422),
+            "{err:?}"
+        );
+    }
+    let fits = sized("Fits".into(), "n".repeat(1024));
+    recorder.publish(&fits, &cm.object_ref(&())).await.unwrap();
 
     // Leader election: two candidates race to update one Lease; the stale one gets 409.
     let leases: Api<Lease> = Api::default_namespaced(client);
