@@ -5,6 +5,7 @@ pub mod bundles;
 pub mod credentials;
 pub mod passwords;
 pub mod reconcile;
+pub mod refresh;
 pub mod target;
 pub mod watches;
 
@@ -51,6 +52,8 @@ pub struct Context {
     /// Per resource UID: the credentials Secret's resourceVersion when its last attempt failed on
     /// credentials (`None`: the Secret was missing). A different version now means "try again at once".
     credentials_at_failure: Mutex<HashMap<String, Option<String>>>,
+    /// Refresh requests deferred to the end of their minute, and already told in an event.
+    pub(crate) refresh_deferrals: refresh::Deferrals,
 }
 
 impl Context {
@@ -74,6 +77,7 @@ impl Context {
             bundles: bundles::BundleCache::default(),
             readiness: Arc::new(crate::telemetry::Readiness::default()),
             credentials_at_failure: Mutex::new(HashMap::new()),
+            refresh_deferrals: refresh::Deferrals::default(),
         }
     }
 
