@@ -703,7 +703,9 @@ mod tests {
             Decision::Download(DownloadTrigger::SecretMissing)
         );
         // At the minute's end the request is acted upon: deferred, not dropped.
-        let just_before = until.checked_sub(jiff::SignedDuration::from_secs(1)).unwrap();
+        let just_before = until
+            .checked_sub(jiff::SignedDuration::from_secs(1))
+            .unwrap();
         assert!(matches!(
             refresh_request(&requested, just_before),
             RefreshRequest::Deferred { .. }

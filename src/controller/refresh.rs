@@ -6,8 +6,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use kube::Resource;
-use kube::runtime::events::{Event, EventType};
 use kube::ResourceExt;
+use kube::runtime::events::{Event, EventType};
 use tracing::{debug, warn};
 
 use super::Context;

@@ -266,7 +266,11 @@ async fn throttling_of_one_share_does_not_slow_the_others() {
     limiter.on_rate_limited(ACTION, A);
     assert_eq!(limiter.current_rate_for(ACTION, A), 5.0);
     assert_eq!(limiter.current_rate_for(ACTION, B), 10.0);
-    assert_eq!(limiter.current_rate(ACTION), 5.0, "the metric shows the lowest");
+    assert_eq!(
+        limiter.current_rate(ACTION),
+        5.0,
+        "the metric shows the lowest"
+    );
     let grants = grants(tasks).await;
     // During A's pause (1 s) B takes every slot; afterwards A takes at most one slot per 200 ms, its own
     // lowered rate, and B at least its fair half of the rest.
