@@ -332,6 +332,10 @@ pub struct TencentCertificateStatus {
     /// The last `tencentcert.io/refresh-requested-at` value acted upon.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_refresh_request: Option<String>,
+    /// When `lastRefreshRequest` was acted upon. A refresh is forced at most once per minute: a new
+    /// request within the minute is acted upon at its end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refresh_request_time: Option<String>,
 }
 
 /// What the spec asks for.

@@ -48,7 +48,8 @@ enum Command {
     Sim(Box<SimArgs>),
     /// Show what is wrong: conditions, the certificate in the Secret and whether it matches, events, next sync.
     Status(StatusArgs),
-    /// Ask the operator to download again now (sets the tencentcert.io/refresh-requested-at annotation).
+    /// Ask the operator to download again now, or at most once per minute per resource (sets the
+    /// tencentcert.io/refresh-requested-at annotation).
     Renew(RenewArgs),
     /// Check an installation from inside the cluster (the chart's `helm test`): the CRDs are served and
     /// every operator pod behind the metrics Service answers /readyz.
@@ -75,7 +76,8 @@ struct PluginCli {
 enum PluginCommand {
     /// Show what is wrong: conditions, the certificate in the Secret and whether it matches, events, next sync.
     Status(StatusArgs),
-    /// Ask the operator to download again now (sets the tencentcert.io/refresh-requested-at annotation).
+    /// Ask the operator to download again now, or at most once per minute per resource (sets the
+    /// tencentcert.io/refresh-requested-at annotation).
     Renew(RenewArgs),
 }
 
@@ -176,9 +178,15 @@ struct RunArgs {
     role_duration_seconds: u32,
     #[command(flatten)]
     tencent: TencentArgs,
-    /// Requests per second per Tencent API action (Tencent documents 10/s).
-    #[arg(long, env = "OPERATOR_RATE_LIMIT", default_value_t = 10.0)]
+    /// Requests per second per Tencent API action, all credentials together: the operator's overall cap
+    /// (Tencent documents 10/s per account). The budget is shared fairly between credential sets.
+    #[arg(long, env = "OPERATOR_RATE_LIMIT", default_value_t = 10.0, value_parser = parse_rate)]
     rate_limit: f64,
+    /// Requests per second per Tencent API action for one set of credentials (Tencent's limit is per
+    /// account and action); at most --rate-limit, which is the default. Set it to Tencent's limit when
+    /// --rate-limit is raised above it for several accounts.
+    #[arg(long, env = "OPERATOR_RATE_LIMIT_PER_CREDENTIALS", value_parser = parse_rate)]
+    rate_limit_per_credentials: Option<f64>,
     /// Reconciles running at once. Most of a reconcile waits on Tencent's rate limit or on lookups
     /// batched 50 ids per request, so this is well above the core count.
     #[arg(long, env = "OPERATOR_CONCURRENCY", default_value_t = 64)]
@@ -415,6 +423,20 @@ struct SimArgs {
 }
 
 /// A duration such as `24h`, `90m` or `1h30m` (the syntax of `spec.refreshInterval`).
+/// A request rate: a number of requests per second within the limiter's range.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    use tencent::limiter::{MAX_CONFIGURED_RATE, MIN_CONFIGURED_RATE};
+    text.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|rate| (MIN_CONFIGURED_RATE..=MAX_CONFIGURED_RATE).contains(rate))
+        .ok_or_else(|| {
+            format!(
+                "{text:?} is not a rate in requests per second from {MIN_CONFIGURED_RATE} to {MAX_CONFIGURED_RATE}"
+            )
+        })
+}
+
 fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
     tencent_cert_operator::crd::parse_duration(text)
         .filter(|d| !d.is_zero())
@@ -663,7 +685,13 @@ async fn run_operator(args: RunArgs) -> ExitCode {
             sts_endpoint: args.tencent.sts_endpoint.clone(),
             // `--demo` talks to the simulator this process started on loopback.
             allow_insecure_endpoint: args.tencent.allow_insecure_endpoint || args.demo,
-            limiter: tencent::limiter::LimiterConfig::per_second(args.rate_limit),
+            limiter: {
+                let limiter = tencent::limiter::LimiterConfig::per_second(args.rate_limit);
+                match args.rate_limit_per_credentials {
+                    Some(rate) => limiter.with_per_credentials_rate(rate),
+                    None => limiter,
+                }
+            },
             ..ClientConfig::default()
         },
         metrics.clone(),

@@ -11,8 +11,49 @@ use crate::renewal::LinkInfo;
 use crate::secret::{self, CERTIFICATE_ID_ANNOTATION, FIELD_MANAGER, TLS_SECRET_TYPE};
 use crate::tencent::priority::Priority;
 
-/// The annotation on a `TencentCertificate` whose every new value forces an immediate re-download.
+/// The annotation on a `TencentCertificate` whose every new value forces a re-download: at once, or at
+/// the end of [`REFRESH_REQUEST_INTERVAL`] after the last one acted upon.
 pub const REFRESH_REQUESTED_ANNOTATION: &str = "tencentcert.io/refresh-requested-at";
+
+/// "Refresh now" is honoured at most once per this interval per resource. A request within it is
+/// deferred to its end, not dropped: a tenant who rewrites the annotation in a loop gets one forced
+/// download per minute per resource, not the whole Tencent budget.
+pub const REFRESH_REQUEST_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The resource's `refresh-requested-at` value, if not acted upon yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshRequest<'a> {
+    /// No annotation, or its value was acted upon.
+    None,
+    /// A new value, to act upon now.
+    Due(&'a str),
+    /// A new value within [`REFRESH_REQUEST_INTERVAL`] of the last one acted upon: acted upon `until`.
+    Deferred { until: jiff::Timestamp },
+}
+
+/// Whether the resource's refresh request is new, and whether it may be acted upon at `now`.
+pub fn refresh_request(cr: &TencentCertificate, now: jiff::Timestamp) -> RefreshRequest<'_> {
+    let Some(requested) = cr
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(REFRESH_REQUESTED_ANNOTATION))
+    else {
+        return RefreshRequest::None;
+    };
+    let status = cr.status.as_ref();
+    if status.and_then(|s| s.last_refresh_request.as_ref()) == Some(requested) {
+        return RefreshRequest::None;
+    }
+    let honoured_at = status
+        .and_then(|s| s.last_refresh_request_time.as_deref())
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    let until = honoured_at.and_then(|at| at.checked_add(REFRESH_REQUEST_INTERVAL).ok());
+    match until {
+        Some(until) if now < until => RefreshRequest::Deferred { until },
+        _ => RefreshRequest::Due(requested),
+    }
+}
 
 /// Whose Secret is at the target name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -344,18 +385,15 @@ fn check_spec_changed(o: &Observed<'_>) -> Option<Decision> {
         .then_some(Decision::Download(DownloadTrigger::SpecChanged))
 }
 
+/// A deferred request decides nothing now: the reconcile comes back at its time (see
+/// [`refresh_request`]), and meanwhile every other check still applies.
 fn check_refresh_requested(o: &Observed<'_>) -> Option<Decision> {
-    let requested =
-        o.cr.metadata
-            .annotations
-            .as_ref()?
-            .get(REFRESH_REQUESTED_ANNOTATION)?;
-    let handled =
-        o.cr.status
-            .as_ref()
-            .and_then(|s| s.last_refresh_request.as_ref());
-    (handled != Some(requested))
-        .then(|| Decision::Download(DownloadTrigger::RefreshRequested(requested.clone())))
+    match refresh_request(o.cr, o.now) {
+        RefreshRequest::Due(requested) => Some(Decision::Download(
+            DownloadTrigger::RefreshRequested(requested.to_string()),
+        )),
+        RefreshRequest::None | RefreshRequest::Deferred { .. } => None,
+    }
 }
 
 fn check_credentials_changed(o: &Observed<'_>) -> Option<Decision> {
@@ -672,6 +710,56 @@ mod tests {
             decide_with(&requested, Some(&ours()), true, Some(&ours())),
             Decision::UpToDate
         );
+    }
+
+    #[test]
+    fn refresh_requests_are_honoured_once_per_minute_and_deferred_not_dropped() {
+        let now: jiff::Timestamp = "2030-01-01T00:00:00Z".parse().unwrap();
+        let mut requested = cr();
+        requested.metadata.annotations =
+            Some([(REFRESH_REQUESTED_ANNOTATION.to_string(), "t2".to_string())].into());
+        let status = requested.status.as_mut().unwrap();
+        status.last_refresh_request = Some("t1".into());
+        // The previous request was acted upon 30 s ago.
+        status.last_refresh_request_time = Some("2029-12-31T23:59:30Z".into());
+        let until: jiff::Timestamp = "2030-01-01T00:00:30Z".parse().unwrap();
+        assert_eq!(
+            refresh_request(&requested, now),
+            RefreshRequest::Deferred { until }
+        );
+        assert_eq!(
+            decide_with(&requested, Some(&ours()), true, Some(&ours())),
+            Decision::UpToDate,
+            "nothing is forced within the minute"
+        );
+        // Everything else still applies meanwhile.
+        assert_eq!(
+            decide_with(&requested, None, true, None),
+            Decision::Download(DownloadTrigger::SecretMissing)
+        );
+        // At the minute's end the request is acted upon: deferred, not dropped.
+        let just_before = until
+            .checked_sub(jiff::SignedDuration::from_secs(1))
+            .unwrap();
+        assert!(matches!(
+            refresh_request(&requested, just_before),
+            RefreshRequest::Deferred { .. }
+        ));
+        assert_eq!(
+            refresh_request(&requested, until),
+            RefreshRequest::Due("t2")
+        );
+        // A value already acted upon is never due again, whenever it is looked at.
+        let mut handled = requested.clone();
+        handled.status.as_mut().unwrap().last_refresh_request = Some("t2".into());
+        assert_eq!(refresh_request(&handled, until), RefreshRequest::None);
+        // The first request ever (or a status without the time) is acted upon at once.
+        let mut first = requested.clone();
+        first.status.as_mut().unwrap().last_refresh_request_time = None;
+        assert_eq!(refresh_request(&first, now), RefreshRequest::Due("t2"));
+        let mut garbled = requested;
+        garbled.status.as_mut().unwrap().last_refresh_request_time = Some("yesterday".into());
+        assert_eq!(refresh_request(&garbled, now), RefreshRequest::Due("t2"));
     }
 
     #[test]

@@ -282,6 +282,15 @@ pub fn compute(input: &StatusInput<'_>) -> TencentCertificateStatus {
             Some(value) if attempted => Some(value.to_string()),
             _ => previous.last_refresh_request.clone(),
         },
+        // The clock of the once-per-minute rule (`policy::refresh_request`) starts when a new value is
+        // acted upon, whether the attempt succeeded or not: a failing download must not be retried
+        // faster by rewriting the annotation.
+        last_refresh_request_time: match input.refresh_request {
+            Some(value) if attempted && previous.last_refresh_request.as_deref() != Some(value) => {
+                Some(format_time(input.now))
+            }
+            _ => previous.last_refresh_request_time.clone(),
+        },
     }
 }
 
@@ -600,6 +609,44 @@ mod tests {
         let mut ignored = input(&empty, Some(serving), Attempt::NotNeeded);
         ignored.refresh_request = Some("now-2");
         assert_eq!(compute(&ignored).last_refresh_request, None);
+        assert_eq!(compute(&ignored).last_refresh_request_time, None);
+    }
+
+    #[test]
+    fn the_time_a_new_refresh_request_was_acted_upon_is_kept() {
+        let m = meta("2026-06-01T00:00:00Z");
+        let serving = Serving {
+            certificate_id: "aBcD1234",
+            meta: &m,
+        };
+        let empty = TencentCertificateStatus::default();
+        let mut acted = input(&empty, Some(serving), Attempt::Succeeded);
+        acted.refresh_request = Some("now-1");
+        let first = compute(&acted);
+        let acted_at = first.last_refresh_request_time.clone();
+        assert_eq!(acted_at, Some(format_time(acted.now)));
+        // A later download that finds the same value does not restart the minute.
+        let mut later = input(&first, Some(serving), Attempt::Succeeded);
+        later.refresh_request = Some("now-1");
+        later.now = acted.now + Duration::from_secs(3600);
+        assert_eq!(compute(&later).last_refresh_request_time, acted_at);
+        // A failed attempt for a new value starts it too: rewriting the annotation is no faster retry.
+        let mut failed = input(
+            &first,
+            Some(serving),
+            Attempt::Failed {
+                reason: "NetworkError".into(),
+                message: "timeout".into(),
+            },
+        );
+        failed.refresh_request = Some("now-2");
+        failed.now = acted.now + Duration::from_secs(120);
+        let after_failure = compute(&failed);
+        assert_eq!(after_failure.last_refresh_request.as_deref(), Some("now-2"));
+        assert_eq!(
+            after_failure.last_refresh_request_time,
+            Some(format_time(failed.now))
+        );
     }
 
     #[test]

@@ -863,6 +863,7 @@ async fn a_refresh_request_forces_a_download_once() {
     );
     h.reconcile("shop").await;
     assert_eq!(h.downloads(), 2);
+    // A new request within the minute is deferred to its end, and said once.
     h.crs()
         .patch(
             "shop",
@@ -871,8 +872,30 @@ async fn a_refresh_request_forces_a_download_once() {
         )
         .await
         .unwrap();
+    let deferred = h.reconcile("shop").await;
     h.reconcile("shop").await;
+    assert_eq!(h.downloads(), 2);
+    assert_eq!(
+        status(&deferred).last_refresh_request.as_deref(),
+        Some("2026-11-27T10:00:00Z")
+    );
+    let told = h.events("RefreshDeferred");
+    assert_eq!(told.len(), 1, "{told:?}");
+    // The minute passes: the deferred request is acted upon.
+    h.crs()
+        .patch_status(
+            "shop",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"lastRefreshRequestTime": "2000-01-01T00:00:00Z"}})),
+        )
+        .await
+        .unwrap();
+    let cr = h.reconcile("shop").await;
     assert_eq!(h.downloads(), 3);
+    assert_eq!(
+        status(&cr).last_refresh_request.as_deref(),
+        Some("2026-11-27T11:00:00Z")
+    );
 }
 
 #[tokio::test]

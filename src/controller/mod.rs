@@ -5,6 +5,7 @@ pub mod bundles;
 pub mod credentials;
 pub mod passwords;
 pub mod reconcile;
+pub mod refresh;
 pub mod target;
 pub mod watches;
 pub mod write;
@@ -55,6 +56,8 @@ pub struct Context {
     /// Whether this replica may write (the leader's term); `client` refuses writes outside it, and
     /// reconciles stop when it ends.
     pub fence: crate::leader::Fence,
+    /// Refresh requests deferred to the end of their minute, and already told in an event.
+    pub(crate) refresh_deferrals: refresh::Deferrals,
 }
 
 impl Context {
@@ -79,6 +82,7 @@ impl Context {
             readiness: Arc::new(crate::telemetry::Readiness::default()),
             credentials_at_failure: Mutex::new(HashMap::new()),
             fence: crate::leader::Fence::unbounded(),
+            refresh_deferrals: refresh::Deferrals::default(),
         }
     }
 

@@ -441,8 +441,12 @@ async fn reconcile_inner(
         (Decision::RepairMetadata, _) => ("repaired", String::new()),
         _ => ("unchanged", String::new()),
     };
+    let deferred_refresh = super::refresh::deferred(ctx, cr, &decision, now).await;
     Ok(Outcome {
-        action: Action::requeue(requeue_after(&new_status, now, refresh)),
+        action: Action::requeue(super::refresh::sooner(
+            requeue_after(&new_status, now, refresh),
+            deferred_refresh,
+        )),
         result,
         reason,
     })

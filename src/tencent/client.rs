@@ -1,6 +1,7 @@
 //! The Tencent Cloud SSL API client: one per operator, shared by all reconciles.
 //!
-//! Each attempt is signed afresh, right before sending. Calls pass through the per-action rate limiter;
+//! Each attempt is signed afresh, right before sending. Calls pass through the per-action rate limiter,
+//! in the turn of their credentials (see `limiter`: the budget is shared fairly between credential sets);
 //! concurrent downloads of one certificate with one credential set share a single HTTP request, and so do
 //! concurrent scans of the certificate list with one credential set and filter; a short-lived cache serves
 //! bursts (see `coalesce`). Shared results are keyed by a digest of the *whole* credential set, so a
@@ -763,6 +764,11 @@ impl Client {
         let mut rate_limit_retries = 0;
         let mut resigned = false;
         let priority = priority::current();
+        // Each set of credentials has its own share of the budget, and its own throttling.
+        let share = match auth {
+            Auth::Signed(credentials) => credentials.fingerprint(),
+            Auth::Unsigned => super::limiter::UNSIGNED_SHARE,
+        };
         loop {
             let limiter = &self.inner.limiter;
             self.inner.observer.queue_depth(
@@ -770,7 +776,7 @@ impl Client {
                 priority.as_str(),
                 limiter.waiting(action, priority) + 1,
             );
-            let waited = limiter.acquire(action, priority).await;
+            let waited = limiter.acquire(action, share, priority).await;
             self.inner.observer.queue_depth(
                 action,
                 priority.as_str(),
@@ -791,7 +797,7 @@ impl Client {
                 .request(action, response_code(&result), started.elapsed());
             match result {
                 Err(err) if err.is_rate_limited() => {
-                    self.inner.limiter.on_rate_limited(action);
+                    self.inner.limiter.on_rate_limited(action, share);
                     if rate_limit_retries >= RATE_LIMIT_RETRIES {
                         return Err(err);
                     }

@@ -1,9 +1,11 @@
-//! Which Tencent requests go first when the rate limit is the bottleneck.
+//! Which Tencent requests of one tenant go first when the rate limit is the bottleneck.
 //!
 //! A resource that never synced, whose spec changed or whose Secret drifted is waiting for something a
-//! user is looking at; a routine refresh of a Secret that is already correct is not. Urgent requests are
-//! granted rate-limiter slots before routine ones, so a refresh load above the budget slows refreshes down
-//! and never first syncs.
+//! user is looking at; a routine refresh of a Secret that is already correct is not. Within the share of
+//! one set of credentials, urgent requests are granted rate-limiter slots before routine ones, so a refresh
+//! load above the budget slows refreshes down and never first syncs. Urgency never reaches across shares:
+//! a tenant can make its own work urgent (by editing its resources), and that must not delay anyone
+//! else's routine refreshes, the ones that pick up renewals (see `limiter`).
 //!
 //! The priority travels with the task (a task-local set by the reconcile around its Tencent work) rather
 //! than through every client method: the client, coalescer and batcher read it where a request is created.
