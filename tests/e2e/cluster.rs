@@ -45,6 +45,7 @@ fn install_cluster_crd(kubeconfig: &std::path::Path) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs KUBECONFIG of a real cluster (kube-local)"]
 async fn e2e_real_cluster_certificate() {
     const TEST: &str = "e2e_real_cluster_certificate";
     // The operator watches every namespace: it must not meet the other tests' resources.

@@ -36,11 +36,16 @@
 //! # }
 //! ```
 
+mod builtin;
 mod events;
 mod gc;
 mod negotiate;
+mod openapi;
 mod patch;
 mod paths;
+mod printers;
+mod protobuf;
+mod schema;
 mod selectors;
 mod server;
 mod ssa;
