@@ -50,7 +50,7 @@ impl Rival {
                 holder,
             } => (
                 format!("the leader Lease {namespace}/{name} (held by {holder})"),
-                format!("stop {holder}"),
+                format!("stop the process or pod {holder}"),
             ),
         };
         format!(
