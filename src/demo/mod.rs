@@ -165,7 +165,8 @@ pub async fn run(
                 out,
                 "  other operators    {}",
                 rival_note.as_deref().map_or_else(
-                    || "none found (no tencent-cert-operator Deployment, no held Lease)".to_string(),
+                    || "none found (no tencent-cert-operator Deployment, no held Lease)"
+                        .to_string(),
                     |why| format!("not checked: {why}")
                 )
             );

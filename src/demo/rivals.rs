@@ -68,18 +68,14 @@ pub fn operator_deployment(deployment: &Deployment) -> Option<i32> {
         .get("app.kubernetes.io/name")
         .is_some_and(|n| n == OPERATOR);
     let spec = deployment.spec.as_ref()?;
-    let image = spec
-        .template
-        .spec
-        .as_ref()
-        .is_some_and(|pod| {
-            pod.containers.iter().any(|c| {
-                c.image
-                    .as_deref()
-                    .and_then(|i| i.rsplit('/').next())
-                    .is_some_and(|i| i.split([':', '@']).next() == Some(OPERATOR))
-            })
-        });
+    let image = spec.template.spec.as_ref().is_some_and(|pod| {
+        pod.containers.iter().any(|c| {
+            c.image
+                .as_deref()
+                .and_then(|i| i.rsplit('/').next())
+                .is_some_and(|i| i.split([':', '@']).next() == Some(OPERATOR))
+        })
+    });
     let replicas = spec.replicas.unwrap_or(1);
     ((labelled || image) && replicas > 0).then_some(replicas)
 }
@@ -144,13 +140,29 @@ mod tests {
 
     #[test]
     fn the_charts_deployment_or_the_image_counts_unless_scaled_to_zero() {
-        let chart = deployment(json!({"app.kubernetes.io/name": "tencent-cert-operator"}), "x/y:1", 2);
+        let chart = deployment(
+            json!({"app.kubernetes.io/name": "tencent-cert-operator"}),
+            "x/y:1",
+            2,
+        );
         assert_eq!(operator_deployment(&chart), Some(2));
-        let by_image = deployment(json!({}), "ghcr.io/tencent-cert-operator/tencent-cert-operator:0.1.0", 1);
+        let by_image = deployment(
+            json!({}),
+            "ghcr.io/tencent-cert-operator/tencent-cert-operator:0.1.0",
+            1,
+        );
         assert_eq!(operator_deployment(&by_image), Some(1));
-        let scaled_down = deployment(json!({"app.kubernetes.io/name": "tencent-cert-operator"}), "x", 0);
+        let scaled_down = deployment(
+            json!({"app.kubernetes.io/name": "tencent-cert-operator"}),
+            "x",
+            0,
+        );
         assert_eq!(operator_deployment(&scaled_down), None);
-        let other = deployment(json!({"app.kubernetes.io/name": "ingress-nginx"}), "tencent-cert-operator-docs:1", 1);
+        let other = deployment(
+            json!({"app.kubernetes.io/name": "ingress-nginx"}),
+            "tencent-cert-operator-docs:1",
+            1,
+        );
         assert_eq!(operator_deployment(&other), None);
     }
 
@@ -165,18 +177,37 @@ mod tests {
             }))
             .unwrap()
         };
-        assert_eq!(live_holder(&lease("tencent-cert-operator", "pod-a", 3), now, 5), Some("pod-a".into()));
-        assert_eq!(live_holder(&lease("tencent-cert-operator", "pod-a", 60), now, 5), None);
-        assert_eq!(live_holder(&lease("tencent-cert-operator", "", 1), now, 5), None);
-        assert_eq!(live_holder(&lease("kube-scheduler", "node", 1), now, 5), None);
+        assert_eq!(
+            live_holder(&lease("tencent-cert-operator", "pod-a", 3), now, 5),
+            Some("pod-a".into())
+        );
+        assert_eq!(
+            live_holder(&lease("tencent-cert-operator", "pod-a", 60), now, 5),
+            None
+        );
+        assert_eq!(
+            live_holder(&lease("tencent-cert-operator", "", 1), now, 5),
+            None
+        );
+        assert_eq!(
+            live_holder(&lease("kube-scheduler", "node", 1), now, 5),
+            None
+        );
     }
 
     #[test]
     fn the_refusal_is_one_line_that_says_what_to_do() {
-        let rival = Rival::Deployment { namespace: "ops".into(), name: "tco".into(), replicas: 1 };
+        let rival = Rival::Deployment {
+            namespace: "ops".into(),
+            name: "tco".into(),
+            replicas: 1,
+        };
         let line = rival.refusal();
         assert!(!line.contains('\n'));
-        assert!(line.contains("kubectl -n ops scale deployment/tco --replicas=0"), "{line}");
+        assert!(
+            line.contains("kubectl -n ops scale deployment/tco --replicas=0"),
+            "{line}"
+        );
         assert!(line.contains("demo --cluster embedded"), "{line}");
     }
 }

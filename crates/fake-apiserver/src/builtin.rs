@@ -37,17 +37,73 @@ const fn builtin(
 
 /// What an operator, its chart and its examples touch.
 pub const BUILTINS: &[Builtin] = &[
-    builtin("", "v1", "namespaces", "namespace", "Namespace", false, &["ns"]),
+    builtin(
+        "",
+        "v1",
+        "namespaces",
+        "namespace",
+        "Namespace",
+        false,
+        &["ns"],
+    ),
     builtin("", "v1", "secrets", "secret", "Secret", true, &[]),
-    builtin("", "v1", "configmaps", "configmap", "ConfigMap", true, &["cm"]),
+    builtin(
+        "",
+        "v1",
+        "configmaps",
+        "configmap",
+        "ConfigMap",
+        true,
+        &["cm"],
+    ),
     builtin("", "v1", "events", "event", "Event", true, &["ev"]),
-    builtin("", "v1", "serviceaccounts", "serviceaccount", "ServiceAccount", true, &["sa"]),
+    builtin(
+        "",
+        "v1",
+        "serviceaccounts",
+        "serviceaccount",
+        "ServiceAccount",
+        true,
+        &["sa"],
+    ),
     builtin("", "v1", "services", "service", "Service", true, &["svc"]),
     builtin("", "v1", "pods", "pod", "Pod", true, &["po"]),
-    builtin("events.k8s.io", "v1", "events", "event", "Event", true, &["ev"]),
-    builtin("coordination.k8s.io", "v1", "leases", "lease", "Lease", true, &[]),
-    builtin("apps", "v1", "deployments", "deployment", "Deployment", true, &["deploy"]),
-    builtin("networking.k8s.io", "v1", "ingresses", "ingress", "Ingress", true, &["ing"]),
+    builtin(
+        "events.k8s.io",
+        "v1",
+        "events",
+        "event",
+        "Event",
+        true,
+        &["ev"],
+    ),
+    builtin(
+        "coordination.k8s.io",
+        "v1",
+        "leases",
+        "lease",
+        "Lease",
+        true,
+        &[],
+    ),
+    builtin(
+        "apps",
+        "v1",
+        "deployments",
+        "deployment",
+        "Deployment",
+        true,
+        &["deploy"],
+    ),
+    builtin(
+        "networking.k8s.io",
+        "v1",
+        "ingresses",
+        "ingress",
+        "Ingress",
+        true,
+        &["ing"],
+    ),
     builtin(
         "networking.k8s.io",
         "v1",
@@ -67,10 +123,3 @@ pub const BUILTINS: &[Builtin] = &[
         &["crd", "crds"],
     ),
 ];
-
-/// The built-in entry of a resource, if it is one of [`BUILTINS`].
-pub fn find(group: &str, plural: &str) -> Option<&'static Builtin> {
-    BUILTINS
-        .iter()
-        .find(|b| b.group == group && b.plural == plural)
-}

@@ -260,7 +260,10 @@ mod tests {
         let index = v3_index(&state);
         for path in ["api/v1", "apis/networking.k8s.io/v1", "apis/example.com/v1"] {
             let url = index["paths"][path]["serverRelativeURL"].as_str();
-            assert!(url.is_some_and(|u| u.starts_with(&format!("/openapi/v3/{path}?hash="))), "{path}: {index}");
+            assert!(
+                url.is_some_and(|u| u.starts_with(&format!("/openapi/v3/{path}?hash="))),
+                "{path}: {index}"
+            );
         }
     }
 
@@ -269,13 +272,20 @@ mod tests {
         let state = state_with_crd();
         let doc = v3_document(&state, "example.com", "v1").unwrap();
         let item = &doc["paths"]["/apis/example.com/v1/namespaces/{namespace}/widgets/{name}"];
-        assert_eq!(item["patch"]["x-kubernetes-group-version-kind"]["kind"], "Widget");
+        assert_eq!(
+            item["patch"]["x-kubernetes-group-version-kind"]["kind"],
+            "Widget"
+        );
         let params = item["patch"]["parameters"].as_array().unwrap();
         assert!(params.iter().any(|p| p["name"] == "fieldValidation"));
         let schema = &doc["components"]["schemas"]["com.example.v1.Widget"];
         assert_eq!(schema["properties"]["spec"]["type"], "object");
         let core = v3_document(&state, "", "v1").unwrap();
-        assert!(core["paths"].get("/api/v1/namespaces/{namespace}/secrets/{name}").is_some());
+        assert!(
+            core["paths"]
+                .get("/api/v1/namespaces/{namespace}/secrets/{name}")
+                .is_some()
+        );
         assert!(core["paths"].get("/api/v1/namespaces/{name}").is_some());
         assert!(v3_document(&state, "nothing.example.com", "v1").is_none());
     }

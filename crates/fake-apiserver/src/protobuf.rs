@@ -63,11 +63,17 @@ fn fields(data: &[u8]) -> Result<Vec<(u64, Wire<'_>)>, ApiError> {
                 Wire::Bytes(bytes)
             }
             1 => {
-                pos = pos.checked_add(8).filter(|p| *p <= data.len()).ok_or_else(malformed)?;
+                pos = pos
+                    .checked_add(8)
+                    .filter(|p| *p <= data.len())
+                    .ok_or_else(malformed)?;
                 continue;
             }
             5 => {
-                pos = pos.checked_add(4).filter(|p| *p <= data.len()).ok_or_else(malformed)?;
+                pos = pos
+                    .checked_add(4)
+                    .filter(|p| *p <= data.len())
+                    .ok_or_else(malformed)?;
                 continue;
             }
             _ => return Err(malformed()),
@@ -163,7 +169,9 @@ fn object(kind: &str, raw: &[u8]) -> Result<Map<String, Value>, ApiError> {
             ("Secret", 5, Wire::Varint(v)) => {
                 out.insert("immutable".into(), Value::Bool(v != 0));
             }
-            ("ConfigMap", 2, Wire::Bytes(b)) => insert_entry(&mut out, "data", map_entry(b, false)?),
+            ("ConfigMap", 2, Wire::Bytes(b)) => {
+                insert_entry(&mut out, "data", map_entry(b, false)?)
+            }
             ("ConfigMap", 3, Wire::Bytes(b)) => {
                 insert_entry(&mut out, "binaryData", map_entry(b, true)?);
             }
@@ -249,7 +257,10 @@ mod tests {
         .concat();
         let body = [MAGIC.to_vec(), field(1, &type_meta), field(2, &raw)].concat();
         let object = decode(&body).unwrap();
-        assert_eq!(object["metadata"], json!({"name": "creds", "namespace": "web", "labels": {"team": "web"}}));
+        assert_eq!(
+            object["metadata"],
+            json!({"name": "creds", "namespace": "web", "labels": {"team": "web"}})
+        );
         assert_eq!(object["data"], json!({"secretId": "/wA="}));
         assert_eq!(object["stringData"], json!({"secretKey": "k"}));
         assert_eq!(object["type"], "Opaque");
@@ -264,6 +275,11 @@ mod tests {
         assert_eq!(decode(b"k8s\x00\n\xff\xff\xff").unwrap_err().code, 400);
         // A length past the end, and a varint that never ends.
         assert_eq!(decode(b"k8s\x00\x12\x7f").unwrap_err().code, 400);
-        assert_eq!(decode(b"k8s\x00\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff").unwrap_err().code, 400);
+        assert_eq!(
+            decode(b"k8s\x00\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff")
+                .unwrap_err()
+                .code,
+            400
+        );
     }
 }

@@ -96,7 +96,8 @@ mod tests {
             unknown_fields(&schema, &object),
             ["extra", "spec.list[0].b", "spec.typo"]
         );
-        let clean = json!({"apiVersion": "v", "kind": "Widget", "metadata": {}, "spec": {"id": "x"}});
+        let clean =
+            json!({"apiVersion": "v", "kind": "Widget", "metadata": {}, "spec": {"id": "x"}});
         assert!(unknown_fields(&schema, &clean).is_empty());
     }
 

@@ -174,7 +174,10 @@ async fn handle(AxumState(shared): AxumState<Arc<Shared>>, request: Request) -> 
     let resource = match target {
         Ok(Target::Resource(r)) => r,
         Ok(other) => {
-            let accept = parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+            let accept = parts
+                .headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok());
             return discovery(&shared, other, accept);
         }
         Err(e) => return error_response(&e),
