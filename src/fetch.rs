@@ -36,7 +36,7 @@ pub enum FetchError {
         "Tencent Cloud credentials: {0} (set TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY)"
     )]
     Credentials(#[from] CredentialsError),
-    #[error("{err}; {}", err.hint())]
+    #[error("{err}; {}", fetch_hint(err))]
     Tencent { err: TencentError },
     #[error("{0}")]
     Bundle(#[from] BundleError),
@@ -45,6 +45,16 @@ pub enum FetchError {
     Endpoint(#[from] crate::tencent::client::ClientBuildError),
     #[error("{0}")]
     Output(String),
+}
+
+/// The error's hint, for `fetch`: its credentials come from the environment, not from a Secret.
+fn fetch_hint(err: &TencentError) -> &'static str {
+    match err.reason() {
+        crate::tencent::error::reason::AUTH_FAILED => {
+            "check TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY (and TENCENTCLOUD_SESSION_TOKEN for temporary credentials) in this environment, and that the key's CAM policy allows ssl:DownloadCertificate on this certificate"
+        }
+        _ => err.hint(),
+    }
 }
 
 impl From<TencentError> for FetchError {

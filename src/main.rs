@@ -524,13 +524,17 @@ fn leader_election(args: &RunArgs) -> LeaderElection {
     }
 }
 
+/// Why no client could be made, in one line. kube prints paths with `{:?}` inside quotes of its own
+/// (`'"/root/.kube/config"'`): one pair of quotes is enough.
+fn no_configuration(err: &dyn std::fmt::Display) -> String {
+    let text = err.to_string().replace("'\"", "'").replace("\"'", "'");
+    format!("no usable Kubernetes configuration (KUBECONFIG or in-cluster): {text}")
+}
+
 /// Connects and checks the cluster: one clear line instead of a stack of retries when it is not there.
 async fn connect() -> Result<(kube::Config, kube::Client), String> {
-    let unusable = |e: &dyn std::fmt::Display| {
-        format!("no usable Kubernetes configuration (KUBECONFIG or in-cluster): {e}")
-    };
-    let config = kube::Config::infer().await.map_err(|e| unusable(&e))?;
-    let client = kube::Client::try_from(config.clone()).map_err(|e| unusable(&e))?;
+    let config = kube::Config::infer().await.map_err(|e| no_configuration(&e))?;
+    let client = kube::Client::try_from(config.clone()).map_err(|e| no_configuration(&e))?;
     let version = tokio::time::timeout(Duration::from_secs(10), client.apiserver_version())
         .await
         .map_err(|_| "the Kubernetes API server did not answer within 10s".to_string())?
@@ -555,9 +559,9 @@ async fn check_crd(client: &kube::Client, namespaces: &[String]) -> Result<(), S
 
 /// The client of the current kubeconfig, and the namespace to use when none is given.
 async fn cli_client(namespace: Option<String>) -> Result<(kube::Client, String), String> {
-    let client = kube::Client::try_default().await.map_err(|e| {
-        format!("no usable Kubernetes configuration (KUBECONFIG or in-cluster): {e}")
-    })?;
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| no_configuration(&e))?;
     let namespace = namespace.unwrap_or_else(|| client.default_namespace().to_string());
     Ok((client, namespace))
 }
@@ -665,7 +669,7 @@ async fn run_operator(args: RunArgs) -> ExitCode {
                 endpoint = handle.endpoint();
                 eprintln!(
                     "demo: Tencent API simulator at {endpoint}; certificates demo0001, demo0002 (RSA), \
-                     demoNoKey1 (no private key), demoOld001 (expired).\n\
+                     demoNoKey1 (no private key), demoOld001 (expired), aBcD1234 (examples/*.yaml).\n\
                      demo: kubectl apply -f examples/demo/  then  kubectl get tcert -w"
                 );
                 Some(handle)

@@ -207,3 +207,205 @@ async fn demo_shows_every_outcome_and_cleans_up_on_ctrl_c() {
     );
     assert!(!dir.exists(), "{} must be removed", dir.display());
 }
+
+/// kubectl as the README's reader runs it: from the checkout, with the demo's kubeconfig. kubectl is needed
+/// (the machine image and CI have it).
+fn kubectl_in_checkout(kubeconfig: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("kubectl is needed for this test (it needs no cluster)");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "kubectl {}: {stdout}{stderr}",
+        args.join(" ")
+    );
+    println!("$ kubectl {}\n{stdout}{stderr}", args.join(" "));
+    stdout
+}
+
+/// `examples/*.yaml` in the README's order: the credentials first, and the annotated Ingress last (its
+/// generated TencentCertificate has the name of `tencentcertificate.yaml`'s, which goes first).
+fn examples_in_readme_order() -> Vec<String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yaml"))
+        .collect();
+    let rank = |n: &str| match n {
+        "credentials-secret.yaml" => 0,
+        "ingress-annotated.yaml" => 2,
+        _ => 1,
+    };
+    names.sort_by(|a, b| (rank(a), a).cmp(&(rank(b), b)));
+    names
+}
+
+/// The Ready condition's (status, reason) of every TencentCertificate in `web`, once each has one.
+async fn statuses_in_web(client: &kube::Client, expected: usize) -> Vec<(String, String, String)> {
+    let api: Api<TencentCertificate> = Api::namespaced(client.clone(), "web");
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let list = api.list(&Default::default()).await.unwrap();
+        let statuses: Vec<(String, String, String)> = list
+            .items
+            .iter()
+            .filter_map(|c| {
+                let ready = c.status.as_ref()?.condition("Ready")?;
+                Some((
+                    kube::ResourceExt::name_any(c),
+                    ready.status.clone(),
+                    ready.reason.clone(),
+                ))
+            })
+            .collect();
+        if statuses.len() >= expected && statuses.len() == list.items.len() {
+            return statuses;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every TencentCertificate in web got a status: {statuses:?} of {:?}",
+            list.items
+                .iter()
+                .map(kube::ResourceExt::name_any)
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// After the demo, the README's next steps exactly as written, against the printed kubeconfig and with
+/// kubectl's own validation (no `--validate=false`): `kubectl create namespace web`, then
+/// `kubectl apply -f examples/…` for every example. Each TencentCertificate gets a status within seconds
+/// (the examples' placeholder credentials fail as they would against Tencent Cloud), the annotated Ingress
+/// gets its generated TencentCertificate, and with the demo's credentials (the README's `kubectl patch`)
+/// they become Ready.
+#[tokio::test(flavor = "multi_thread")]
+async fn readme_examples_apply_unmodified_against_the_demo() {
+    let mut demo = Demo::start();
+    let kubeconfig_line = demo.wait_for("  kubeconfig ");
+    let kubeconfig = PathBuf::from(
+        kubeconfig_line
+            .trim()
+            .trim_start_matches("kubeconfig")
+            .trim(),
+    );
+    demo.wait_for("demo resources settled");
+    let kubectl = |args: &[&str]| kubectl_in_checkout(&kubeconfig, args);
+    let config = kube::Config::from_custom_kubeconfig(
+        Kubeconfig::read_from(&kubeconfig).unwrap(),
+        &KubeConfigOptions::default(),
+    )
+    .await
+    .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+
+    kubectl(&["create", "namespace", "web"]);
+    let mut hand_written = 0;
+    for example in examples_in_readme_order() {
+        let path = format!("examples/{example}");
+        if example == "ingress-annotated.yaml" {
+            // The Ingress way to the same Secret: the hand-written shop-tls goes first (README).
+            kubectl(&["delete", "-f", "examples/tencentcertificate.yaml"]);
+            hand_written -= 1;
+        }
+        let applied = kubectl(&["apply", "-f", &path]);
+        hand_written += applied
+            .matches("tencentcertificate.tencentcert.io/")
+            .count();
+    }
+    let statuses = statuses_in_web(&client, hand_written + 1).await;
+    kubectl(&["get", "tcert", "-A", "-o", "wide"]);
+    for (name, status, reason) in &statuses {
+        assert_eq!(
+            status, "False",
+            "{name}: the examples' placeholder credentials cannot work"
+        );
+        assert!(
+            ["AuthFailed", "AssumeRoleFailed", "CredentialsNotFound"].contains(&reason.as_str()),
+            "{name}: {reason}"
+        );
+    }
+    let generated: Api<TencentCertificate> = Api::namespaced(client.clone(), "web");
+    let shop = generated.get("shop-tls").await.unwrap();
+    let owner = shop.metadata.owner_references.unwrap_or_default();
+    assert!(
+        owner
+            .iter()
+            .any(|o| o.kind == "Ingress" && o.name == "shop-annotated"),
+        "shop-tls is generated by the annotated Ingress: {owner:?}"
+    );
+    kubectl(&["get", "ingress", "-n", "web"]);
+    kubectl(&["get", "secret", "-n", "web"]);
+
+    // The demo's credentials, as the README gives them: the labelled Secret changes, so at once.
+    kubectl(&[
+        "-n",
+        "web",
+        "patch",
+        "secret",
+        "tencent-credentials",
+        "-p",
+        r#"{"stringData":{"secretId":"AKIDdemoTENCENTcertOPERATOR","secretKey":"demo-secret-key-for-the-embedded-simulator"}}"#,
+    ]);
+    let api: Api<TencentCertificate> = Api::namespaced(client.clone(), "web");
+    let deadline = std::time::Instant::now() + WAIT;
+    for name in ["shop-tls", "java-tls"] {
+        loop {
+            let c = api.get(name).await.unwrap();
+            if c.status.as_ref().is_some_and(|s| s.is_true("Ready")) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} did not become Ready with the demo's credentials: {:?}",
+                c.status
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    let table = kubectl(&["get", "tcert", "-A", "-o", "wide"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("web ") && l.contains("shop-tls") && l.contains("True")),
+        "{table}"
+    );
+    let secrets = kubectl(&["get", "secret", "-n", "web"]);
+    let header = secrets.lines().next().unwrap_or_default();
+    for column in ["NAME", "TYPE", "DATA", "AGE"] {
+        assert!(header.contains(column), "{secrets}");
+    }
+    assert!(
+        secrets
+            .lines()
+            .any(|l| l.starts_with("shop-tls ") && l.contains("kubernetes.io/tls")),
+        "{secrets}"
+    );
+
+    // Namespaces go with their contents.
+    kubectl(&["delete", "namespace", "web"]);
+    let secrets: Api<Secret> = Api::namespaced(client, "web");
+    let deadline = std::time::Instant::now() + WAIT;
+    while !secrets
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "web's Secrets outlived it"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let status = demo.interrupt();
+    assert!(status.success(), "exit status after Ctrl-C: {status}");
+}

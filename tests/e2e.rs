@@ -1,7 +1,7 @@
 //! End to end: the real `tencent-cert-operator run` binary, the Tencent API simulator, and a Kubernetes API.
 //!
 //! - `e2e_against_kubeconfig_cluster` uses the cluster of `KUBECONFIG` (kind, k3d, minikube, …): installs the
-//!   CRD, works in a fresh namespace, deletes it afterwards. Skipped with a message when no cluster answers.
+//!   CRD, works in a fresh namespace, deletes it afterwards.
 //! - `e2e_against_fake_apiserver` runs the same scenarios against the in-process fake API server through a
 //!   generated kubeconfig, so CI exercises the binary and its watches without a cluster.
 //!
@@ -21,9 +21,13 @@
 //! - `outputs` (tests/e2e/outputs.rs): keystores and other outputs, read back with openssl and keytool, and a
 //!   keystore password rotation — on a real API server.
 //!
-//! Run against a cluster: `KUBECONFIG=~/.kube/config cargo test --test e2e -- --nocapture`. With kube-local
-//! (shared/tools/kube-local), also set `KUBE_LOCAL` to the script (with the `KUBE_LOCAL_DIR`/`KUBE_LOCAL_PORT`
-//! of the instance) for the API-server outage test, which stops and starts that server.
+//! Every test that needs a real cluster (or helm, or kube-local) carries one attribute, so that the summary
+//! counts it as ignored rather than passed:
+//! `#[ignore = "needs KUBECONFIG of a real cluster (kube-local)"]` (the reason may name helm or `KUBE_LOCAL`).
+//! Run them against a disposable cluster: `KUBECONFIG=… cargo test --test e2e -- --ignored --nocapture`
+//! (they fail, not skip, without one). With kube-local (shared/tools/kube-local), also set `KUBE_LOCAL` to the
+//! script (with the `KUBE_LOCAL_DIR`/`KUBE_LOCAL_PORT` of the instance) for the API-server outage test, which
+//! stops and starts that server, and `HELM` for the chart test.
 
 #[path = "e2e/chart.rs"]
 mod chart;
@@ -601,16 +605,14 @@ async fn leader_handover(cluster: &Cluster, namespace: &str) {
 }
 
 #[tokio::test]
+#[ignore = "needs KUBECONFIG of a real cluster (kube-local)"]
 async fn e2e_against_kubeconfig_cluster() {
     let _shared = REAL_SERVER.read().await;
     let cluster = match kubeconfig_cluster().await {
         Ok(cluster) => cluster,
-        Err(why) => {
-            eprintln!(
-                "SKIPPED e2e_against_kubeconfig_cluster: {why}. Set KUBECONFIG to a disposable cluster to run it."
-            );
-            return;
-        }
+        Err(why) => panic!(
+            "e2e_against_kubeconfig_cluster needs a cluster: {why}. Set KUBECONFIG to a disposable cluster (e.g. kube-local)."
+        ),
     };
     install_crd(&cluster);
     let namespace = format!("tco-e2e-{}", std::process::id());
@@ -669,19 +671,18 @@ fn install_crd(cluster: &Cluster) {
     );
 }
 
-/// The real cluster of `KUBECONFIG` with the CRD installed, or `None` after saying why `test` is skipped.
+/// The real cluster of `KUBECONFIG` with the CRD installed. The tests calling it are `#[ignore]`d (they
+/// run with `-- --ignored`), so a missing cluster fails them: a test asked for must not pass by doing nothing.
+/// (`Option` so that the callers' `let Some(cluster) = … else { return }` reads as before.)
 async fn real_cluster(test: &str) -> Option<Cluster> {
     match kubeconfig_cluster().await {
         Ok(cluster) => {
             install_crd(&cluster);
             Some(cluster)
         }
-        Err(why) => {
-            eprintln!(
-                "SKIPPED {test}: {why}. Set KUBECONFIG to a disposable cluster (e.g. kube-local) to run it."
-            );
-            None
-        }
+        Err(why) => panic!(
+            "{test} needs a cluster: {why}. Set KUBECONFIG to a disposable cluster (e.g. kube-local)."
+        ),
     }
 }
 

@@ -139,6 +139,18 @@ async fn embed(reason: String) -> Result<Cluster, DemoError> {
         .try_start()
         .await
         .map_err(DemoError::Embedded)?;
+    // The namespaces every cluster starts with (`kubectl get namespaces`; the demo's resources go to `default`).
+    for namespace in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        server
+            .create(
+                "",
+                "v1",
+                "namespaces",
+                None,
+                serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}),
+            )
+            .map_err(|e| DemoError::Embedded(format!("namespace {namespace}: {}", e.message)))?;
+    }
     let kubeconfig = files.kubeconfig();
     server
         .write_kubeconfig_named(&kubeconfig, CONTEXT_NAME)

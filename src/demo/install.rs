@@ -84,6 +84,20 @@ pub async fn crd(client: &kube::Client) -> Result<bool, DemoError> {
     }
 }
 
+/// Installs the ClusterTencentCertificate CRD (embedded API server only: it serves a CRD at once).
+pub async fn cluster_crd(client: &kube::Client) -> Result<(), DemoError> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = crate::cluster::crd::ClusterTencentCertificate::crd();
+    let name = crd.name_any();
+    crds.patch(&name, &PatchParams::apply(MANAGER), &Patch::Apply(&crd))
+        .await
+        .map_err(|source| DemoError::Install {
+            what: format!("CustomResourceDefinition {name}"),
+            source,
+        })?;
+    Ok(())
+}
+
 /// Applies the credentials Secret and the TencentCertificates (server-side apply: rerunning the demo
 /// against the same cluster changes nothing).
 pub async fn resources(client: &kube::Client, resources: &DemoResources) -> Result<(), DemoError> {

@@ -5,6 +5,7 @@
 mod cluster;
 mod install;
 mod report;
+mod rivals;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -30,12 +31,14 @@ use crate::tencent::{self, ClientConfig};
 /// The demo's credentials: only the embedded simulator accepts them (`examples/demo/credentials.yaml`).
 pub const DEMO_SECRET_ID: &str = "AKIDdemoTENCENTcertOPERATOR";
 pub const DEMO_SECRET_KEY: &str = "demo-secret-key-for-the-embedded-simulator";
-/// The simulator's certificates, as `examples/demo/certificates.yaml` names them.
-const DEMO_CERTIFICATES: [&str; 4] = [
+/// The simulator's certificates: those `examples/demo/certificates.yaml` names, and `aBcD1234`, the one of
+/// `examples/*.yaml`, so that those examples become Ready in the demo once given the demo's credentials.
+const DEMO_CERTIFICATES: [&str; 5] = [
     "demo0001:domain=shop.demo.test,san=www.shop.demo.test",
     "demo0002:domain=api.demo.test,key=rsa2048",
     "demoNoKey1:domain=csr.demo.test,no-key",
     "demoOld001:domain=old.demo.test,expired",
+    "aBcD1234:domain=shop.example.com,san=www.shop.example.com",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +62,9 @@ pub enum DemoError {
     Metrics(String),
     #[error("cannot build the Tencent client: {0}")]
     Tencent(String),
+    /// Another operator would reconcile the demo's resources (one line: what it is and what to do).
+    #[error("{0}")]
+    OtherOperator(String),
 }
 
 #[derive(Debug, Clone)]
@@ -90,6 +96,20 @@ pub async fn run(
     let client = cluster.client();
     let resources = install::DemoResources::parse()?;
     let namespace = resources.namespace();
+    let mut rival_note = None;
+    if let cluster::Cluster::Existing { .. } = &cluster {
+        match rivals::find(&client).await {
+            Ok(Some(rival)) => return Err(DemoError::OtherOperator(rival.refusal())),
+            Ok(None) => {}
+            Err(why) => rival_note = Some(why),
+        }
+    }
+    // Embedded, the whole (empty) cluster is the demo's: all namespaces, so that `kubectl apply -f examples/`
+    // into `web` is served too. On someone's cluster, only the demo's namespace.
+    let watched: Vec<String> = match &cluster {
+        cluster::Cluster::Embedded { .. } => Vec::new(),
+        cluster::Cluster::Existing { .. } => vec![namespace.clone()],
+    };
 
     let metrics = Arc::new(Metrics::new());
     let readiness = Arc::new(Readiness::default());
@@ -104,7 +124,7 @@ pub async fn run(
     let _ = writeln!(out, "tencent-cert-operator demo");
     let _ = writeln!(
         out,
-        "  Tencent Cloud API  simulator at {} (account {DEMO_SECRET_ID}; certificates demo0001, demo0002, demoNoKey1, demoOld001)",
+        "  Tencent Cloud API  simulator at {} (account {DEMO_SECRET_ID}; certificates demo0001, demo0002, demoNoKey1, demoOld001, and aBcD1234 of examples/)",
         simulator.endpoint()
     );
     match &cluster {
@@ -129,8 +149,34 @@ pub async fn run(
         }
     }
     let _ = writeln!(out, "  metrics            {metrics_url}");
+    match &cluster {
+        cluster::Cluster::Embedded { .. } => {
+            let _ = writeln!(
+                out,
+                "  operator watches   all namespaces (TencentCertificates, ClusterTencentCertificates, annotated Ingresses and Gateways)"
+            );
+        }
+        cluster::Cluster::Existing { .. } => {
+            let _ = writeln!(
+                out,
+                "  operator watches   namespace {namespace} only (TencentCertificates and annotated Ingresses/Gateways there); other namespaces are left alone"
+            );
+            let _ = writeln!(
+                out,
+                "  other operators    {}",
+                rival_note.as_deref().map_or_else(
+                    || "none found (no tencent-cert-operator Deployment, no held Lease)"
+                        .to_string(),
+                    |why| format!("not checked: {why}")
+                )
+            );
+        }
+    }
 
     let crd_installed = install::crd(&client).await?;
+    if watched.is_empty() {
+        install::cluster_crd(&client).await?;
+    }
     install::resources(&client, &resources).await?;
     let _ = writeln!(
         out,
@@ -183,10 +229,25 @@ pub async fn run(
             },
         ))
     };
+    let shims = {
+        let mut stopped = stopped.clone();
+        tokio::spawn(crate::shim::run(
+            client.clone(),
+            crate::shim::ShimOptions {
+                namespaces: watched.clone(),
+                // Installing the Gateway API CRDs into the demo shows up within seconds.
+                gateway_check_interval: Duration::from_secs(5),
+                ..crate::shim::ShimOptions::default()
+            },
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        ))
+    };
     let operator = tokio::spawn(controller::run(
         ctx,
         controller::RunOptions {
-            namespaces: vec![namespace.clone()],
+            namespaces: watched,
             concurrency: 8,
         },
         until,
@@ -223,6 +284,7 @@ pub async fn run(
 
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), operator).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), shims).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), serving).await;
     let removed = match &cluster {
         cluster::Cluster::Embedded { files, .. } => Some(files.path().to_path_buf()),

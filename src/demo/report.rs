@@ -88,9 +88,15 @@ pub fn line(
 
 fn expires(not_after: &str, now: jiff::Timestamp) -> String {
     match not_after.parse::<jiff::Timestamp>() {
+        // The words of `status` and `kubectl tcert status` for the same certificate ("in 89d").
         Ok(t) => {
-            let days = (t.as_second() - now.as_second()).div_euclid(86_400);
-            format!("; expires {not_after} ({days} days)")
+            let delta = t.as_second() - now.as_second();
+            let human = crate::inspect::human_duration(delta);
+            if delta >= 0 {
+                format!("; expires {not_after} (in {human})")
+            } else {
+                format!("; expires {not_after} ({human} ago)")
+            }
         }
         Err(_) => format!("; expires {not_after}"),
     }
@@ -248,7 +254,7 @@ mod tests {
         );
         assert!(
             text.contains(
-                "shop.demo.test, www.shop.demo.test; expires 2027-02-25T02:57:40Z (89 days)"
+                "shop.demo.test, www.shop.demo.test; expires 2027-02-25T02:57:40Z (in 89d)"
             ),
             "{text}"
         );

@@ -416,8 +416,7 @@ fn set_leaf_validity_and_serial(
     params: &mut CertificateParams,
     spec: &LeafSpec,
 ) -> Result<Vec<u8>, PkiError> {
-    params.not_before = offset_date_time(spec.not_before)?;
-    params.not_after = offset_date_time(spec.not_after)?;
+    set_validity(params, spec.not_before, spec.not_after)?;
     let serial = random_serial();
     params.serial_number = Some(SerialNumber::from_slice(&serial));
     params.use_authority_key_identifier_extension = true;
@@ -447,8 +446,7 @@ fn ca_params(
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    params.not_before = offset_date_time(not_before)?;
-    params.not_after = offset_date_time(not_after)?;
+    set_validity(&mut params, not_before, not_after)?;
     params.serial_number = Some(SerialNumber::from_slice(&random_serial()));
     params.use_authority_key_identifier_extension = path_len.is_some();
     Ok(params)
@@ -504,9 +502,21 @@ fn random_serial() -> Vec<u8> {
     serial
 }
 
-fn offset_date_time(timestamp: jiff::Timestamp) -> Result<time::OffsetDateTime, PkiError> {
-    time::OffsetDateTime::from_unix_timestamp(timestamp.as_second())
-        .map_err(|_| PkiError::TimestampOutOfRange(timestamp))
+/// rcgen takes the `time` crate's timestamps (compiled in for rcgen and x509-parser anyway): the epoch plus
+/// the seconds, so that the operator's own code names one time crate, jiff (kube's).
+fn set_validity(
+    params: &mut CertificateParams,
+    not_before: jiff::Timestamp,
+    not_after: jiff::Timestamp,
+) -> Result<(), PkiError> {
+    let since_epoch = |t: jiff::Timestamp| {
+        u64::try_from(t.as_second())
+            .map(std::time::Duration::from_secs)
+            .map_err(|_| PkiError::TimestampOutOfRange(t))
+    };
+    params.not_before = rcgen::date_time_ymd(1970, 1, 1) + since_epoch(not_before)?;
+    params.not_after = rcgen::date_time_ymd(1970, 1, 1) + since_epoch(not_after)?;
+    Ok(())
 }
 
 fn encoding_error(error: impl fmt::Display) -> PkiError {

@@ -419,13 +419,13 @@ async fn chart_case(
 }
 
 #[tokio::test]
+#[ignore = "needs KUBECONFIG of a real cluster (kube-local) and helm"]
 async fn e2e_real_chart_rbac() {
     const TEST: &str = "e2e_real_chart_rbac";
     let Some(helm) = helm() else {
-        eprintln!(
-            "SKIPPED {TEST}: no helm (set HELM, or run .ci/packaging-checks once to install it into .ci/.tools-packaging)."
+        panic!(
+            "{TEST} needs helm: set HELM, or run .ci/packaging-checks once to install it into .ci/.tools-packaging."
         );
-        return;
     };
     // With the default values the operator watches every namespace: no other test may run meanwhile.
     let _alone = REAL_SERVER.write().await;

@@ -120,6 +120,7 @@ fn read_back(dir: &Path, secret: &Secret, password: &str) {
 }
 
 #[tokio::test]
+#[ignore = "needs KUBECONFIG of a real cluster (kube-local)"]
 async fn e2e_real_outputs_and_keystore_password_rotation() {
     let Some(cluster) = real_cluster("e2e_real_outputs_and_keystore_password_rotation").await
     else {

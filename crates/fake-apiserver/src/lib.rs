@@ -6,22 +6,28 @@
 //! with history and `410 Expired`, selectors, the patch types, server-side apply with field ownership,
 //! status subresources, generation, finalizers, garbage collection, PartialObjectMetadata, validation of
 //! names/labels/Secrets, and Kubernetes `Status` errors. The store can be inspected without HTTP. For
-//! kubectl (the demo's embedded cluster): optional HTTPS with a bearer token, discovery with a CRD's short
-//! names, Table output from a CRD's printer columns, and core `v1` events that include the
-//! `events.k8s.io/v1` ones (`kubectl describe`).
+//! kubectl (the demo's embedded cluster): optional HTTPS with a bearer token, discovery of the built-in kinds
+//! from the start (`builtin.rs`) and of CRDs with their short names, OpenAPI v3 (and JSON v2) documents so
+//! that `kubectl apply` validates (`openapi.rs`), `fieldValidation=Strict` against a CRD's schema
+//! (`schema.rs`), the protobuf bodies of `kubectl create namespace|secret|configmap` (`protobuf.rs`), Table
+//! output from a CRD's printer columns and the usual columns of Secrets, Events, Namespaces, ConfigMaps and
+//! Ingresses (`printers.rs`), namespaces created `Active` and deleted with their contents, and core `v1`
+//! events that include the `events.k8s.io/v1` ones (`kubectl describe`).
 //!
 //! `TokenReview`/`SubjectAccessReview` answer from [`Builder::token_user`] and
 //! [`Builder::allow_non_resource`] (non-resource URLs only).
 //!
 //! Not emulated (only a real cluster shows these): RBAC (the bearer token is all-or-nothing), other
-//! authentication, and admission webhooks; OpenAPI/CRD
-//! schema validation, defaulting and pruning; version conversion (objects are stored once per resource);
-//! namespace existence (objects may be created in any namespace) and namespace termination phases;
+//! authentication, and admission webhooks; CRD schema types, CEL,
+//! defaulting and pruning (only undeclared fields are refused, with `fieldValidation=Strict`), the fields of
+//! built-in kinds; version conversion (objects are stored once per resource);
+//! namespace existence (objects may be created in any namespace) and the `Terminating` phase (a deleted
+//! namespace goes at once, then its contents);
 //! `listType=map|set` list merging in SSA and strategic merge patch (lists are atomic); foreground deletion
 //! (treated as background); consistent-snapshot list pagination and `resourceVersionMatch=Exact` on old
 //! versions (lists always serve the latest state); watch-cache lag, API priority and fairness (429s come
-//! only from `fail_next`); protobuf, CBOR, Table output for built-in kinds (kubectl prints NAME and AGE for
-//! them); persistence (everything lives in memory and goes with the server).
+//! only from `fail_next`); protobuf other than those creates, CBOR, Table output for other built-in kinds
+//! (kubectl prints NAME and AGE for them); persistence (everything lives in memory and goes with the server).
 //!
 //! The server runs on the caller's tokio runtime: a test that blocks its thread (e.g. waiting on a child
 //! process with `std::process`) starves it on a current-thread runtime; use `tokio::process` or
@@ -39,12 +45,17 @@
 //! # }
 //! ```
 
+mod builtin;
 mod events;
 mod gc;
 mod negotiate;
+mod openapi;
 mod patch;
 mod paths;
 mod reviews;
+mod printers;
+mod protobuf;
+mod schema;
 mod selectors;
 mod server;
 mod ssa;

@@ -21,6 +21,15 @@ pub enum Target {
         version: String,
     },
     Resource(ResourcePath),
+    /// `GET /openapi/v2`.
+    OpenApiV2,
+    /// `GET /openapi/v3`: the index of group-version documents.
+    OpenApiV3Index,
+    /// `GET /openapi/v3/api/v1`, `GET /openapi/v3/apis/{group}/{version}`.
+    OpenApiV3 {
+        group: String,
+        version: String,
+    },
 }
 
 /// A resource URL, collection or object.
@@ -63,6 +72,20 @@ pub fn parse(path: &str) -> Result<Target, ApiError> {
     let (group, version, rest) = match segments.as_slice() {
         ["version"] => return Ok(Target::Version),
         ["healthz" | "livez" | "readyz", ..] => return Ok(Target::Healthz),
+        ["openapi", "v2"] => return Ok(Target::OpenApiV2),
+        ["openapi", "v3"] => return Ok(Target::OpenApiV3Index),
+        ["openapi", "v3", "api", version] => {
+            return Ok(Target::OpenApiV3 {
+                group: String::new(),
+                version: version.to_string(),
+            });
+        }
+        ["openapi", "v3", "apis", group, version] => {
+            return Ok(Target::OpenApiV3 {
+                group: group.to_string(),
+                version: version.to_string(),
+            });
+        }
         ["api"] => return Ok(Target::CoreVersions),
         ["apis"] => return Ok(Target::Groups),
         ["api", version, rest @ ..] => ("", *version, rest),

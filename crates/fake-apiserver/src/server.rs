@@ -184,7 +184,13 @@ async fn handle(AxumState(shared): AxumState<Arc<Shared>>, request: Request) -> 
 
     let resource = match target {
         Ok(Target::Resource(r)) => r,
-        Ok(other) => return discovery(&shared, other),
+        Ok(other) => {
+            let accept = parts
+                .headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok());
+            return discovery(&shared, other, accept);
+        }
         Err(e) => return error_response(&e),
     };
     run_interleaved(&shared, parts.method.as_str(), &resource.plural);
@@ -342,10 +348,14 @@ impl Ctx {
             manager,
             force: self.query.flag("force"),
             dry_run: self.query.get("dryRun") == Some("All"),
+            strict: self.query.get("fieldValidation") == Some("Strict"),
         }
     }
 
     fn body_json(&self) -> Result<Value, ApiError> {
+        if crate::protobuf::is_protobuf(&self.content_type) {
+            return crate::protobuf::decode(&self.body);
+        }
         serde_json::from_slice(&self.body)
             .map_err(|e| ApiError::bad_request(format!("error decoding request body: {e}")))
     }
@@ -749,8 +759,27 @@ fn delete_collection(ctx: &Ctx) -> Result<Response, ApiError> {
 }
 
 /// `/version`, `/healthz`, and enough discovery (`/api`, `/apis`, resource lists) for clients that look.
-fn discovery(shared: &Shared, target: Target) -> Response {
+fn discovery(shared: &Shared, target: Target, accept: Option<&str>) -> Response {
     match target {
+        Target::OpenApiV3Index => json_response(200, &crate::openapi::v3_index(&shared.state())),
+        Target::OpenApiV3 { group, version } => {
+            match crate::openapi::v3_document(&shared.state(), &group, &version) {
+                Some(document) => json_response(200, &document),
+                None => error_response(&ApiError::new(
+                    404,
+                    "NotFound",
+                    format!("no OpenAPI document for {group}/{version}"),
+                )),
+            }
+        }
+        Target::OpenApiV2 => match negotiate::shape(accept, false, false) {
+            Ok(_) => json_response(200, &crate::openapi::v2_document(&shared.state())),
+            Err(_) => error_response(&ApiError::new(
+                406,
+                "NotAcceptable",
+                "this test API server serves /openapi/v2 as application/json only (no protobuf); /openapi/v3 describes every kind",
+            )),
+        },
         Target::Healthz => (StatusCode::OK, "ok").into_response(),
         Target::Version => json_response(
             200,

@@ -1,8 +1,8 @@
 //! `meta.k8s.io/v1` Table output for custom resources, from the CRD's `additionalPrinterColumns`, so that
 //! `kubectl get` against this server prints the columns a real cluster prints.
 //!
-//! Only resources whose CRD was created through this server get tables; for other resources kubectl's
-//! Table request falls back to plain JSON, which it prints as NAME and AGE. The JSONPath subset covers
+//! Resources whose CRD was created through this server get tables, and the built-in kinds of `printers.rs`;
+//! for other resources kubectl's Table request falls back to plain JSON, which it prints as NAME and AGE. The JSONPath subset covers
 //! what printer columns use: `.a.b`, `.a[0]`, `.a[*].b` and `.a[?(@.k=="v")].b`.
 
 use std::sync::Arc;
@@ -19,8 +19,10 @@ pub struct Column {
     pub format: String,
     pub description: String,
     pub priority: i64,
-    /// `None`: the object's name.
+    /// `None`: the object's name (unless `computed`).
     pub json_path: Option<String>,
+    /// A built-in kind's cell that is not one JSONPath (`printers.rs`).
+    pub computed: Option<crate::printers::Printer>,
 }
 
 /// A resource's columns, shared by the rows of a list or a watch.
@@ -29,6 +31,9 @@ pub type Columns = Arc<Vec<Column>>;
 /// The columns of a custom resource in this version, if its CRD is stored: Name, then the printer columns
 /// (or "Created At" when the CRD declares none), as the real server's CRD table convertor does.
 pub fn columns(state: &State, group: &str, plural: &str, version: &str) -> Option<Columns> {
+    if let Some(builtin) = crate::printers::builtin_columns(group, plural) {
+        return Some(builtin);
+    }
     let crds = state.list(
         &ResKey::new("apiextensions.k8s.io", "customresourcedefinitions"),
         None,
@@ -49,6 +54,7 @@ pub fn columns(state: &State, group: &str, plural: &str, version: &str) -> Optio
         description: "Name must be unique within a namespace.".into(),
         priority: 0,
         json_path: None,
+        computed: None,
     }];
     let declared = served
         .get("additionalPrinterColumns")
@@ -63,6 +69,7 @@ pub fn columns(state: &State, group: &str, plural: &str, version: &str) -> Optio
             description: "Creation timestamp.".into(),
             priority: 0,
             json_path: Some(".metadata.creationTimestamp".into()),
+            computed: None,
         });
     }
     for c in declared {
@@ -79,6 +86,7 @@ pub fn columns(state: &State, group: &str, plural: &str, version: &str) -> Optio
             description: text("description"),
             priority: c.get("priority").and_then(Value::as_i64).unwrap_or(0),
             json_path: Some(text("jsonPath")),
+            computed: None,
         });
     }
     Some(Arc::new(out))
@@ -105,12 +113,13 @@ impl RowObject {
 pub fn row(columns: &[Column], object: &Value, include: RowObject) -> Value {
     let cells: Vec<Value> = columns
         .iter()
-        .map(|c| match &c.json_path {
-            None => object
+        .map(|c| match (&c.json_path, c.computed) {
+            (_, Some(printer)) => crate::printers::cell(printer, object),
+            (None, None) => object
                 .pointer("/metadata/name")
                 .cloned()
                 .unwrap_or(Value::Null),
-            Some(path) => cell(&c.kind, first_match(object, path)),
+            (Some(path), None) => cell(&c.kind, first_match(object, path)),
         })
         .collect();
     let mut row = json!({ "cells": cells });
@@ -350,6 +359,7 @@ mod tests {
                 description: String::new(),
                 priority: 0,
                 json_path: None,
+                computed: None,
             },
             Column {
                 name: "Replicas".into(),
@@ -358,6 +368,7 @@ mod tests {
                 description: String::new(),
                 priority: 1,
                 json_path: Some(".spec.replicas".into()),
+                computed: None,
             },
             Column {
                 name: "Bad".into(),
@@ -366,6 +377,7 @@ mod tests {
                 description: String::new(),
                 priority: 0,
                 json_path: Some(".spec.certificateId".into()),
+                computed: None,
             },
         ];
         let r = row(&columns, &object(), RowObject::Metadata);

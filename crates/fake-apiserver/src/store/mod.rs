@@ -125,6 +125,8 @@ pub struct Op {
     pub manager: String,
     pub force: bool,
     pub dry_run: bool,
+    /// `fieldValidation=Strict`: undeclared fields of a custom resource are refused.
+    pub strict: bool,
 }
 
 impl Op {
@@ -229,7 +231,7 @@ const SERVER_METADATA: [&str; 6] = [
 
 impl State {
     pub fn new(history_limit: usize, gc: Option<GcQueue>) -> Self {
-        Self {
+        let mut state = Self {
             rv: 1,
             resources: BTreeMap::new(),
             objects: BTreeMap::new(),
@@ -238,7 +240,15 @@ impl State {
             compacted_rv: 0,
             watchers: Vec::new(),
             gc,
+        };
+        for b in crate::builtin::BUILTINS {
+            let info = state.info(b.group, b.version, b.plural);
+            info.kind = Some(b.kind.to_string());
+            info.namespaced = Some(b.namespaced);
+            info.singular = b.singular.to_string();
+            info.short_names = b.short_names.iter().map(|s| s.to_string()).collect();
         }
+        state
     }
 
     pub fn resource_version(&self) -> u64 {
@@ -428,6 +438,27 @@ impl State {
             .or_else(|| self.kind_of(&op.res()))
             .or_else(|| paths::builtin_kind(&op.group, &op.plural).map(str::to_string))
             .ok_or_else(|| ApiError::bad_request("Object 'Kind' is missing in the request body"))
+    }
+
+    /// With `fieldValidation=Strict`, refuses fields the custom resource's CRD schema does not declare.
+    fn check_fields(&self, op: &Op, kind: &str, object: &Value) -> Result<(), ApiError> {
+        if !op.strict {
+            return Ok(());
+        }
+        let version = object
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .and_then(|v| v.rsplit('/').next())
+            .unwrap_or(&op.version);
+        let Some(schema) = crate::openapi::crd_schema(self, &op.group, &op.plural, version) else {
+            return Ok(());
+        };
+        let unknown = crate::schema::unknown_fields(&schema, object);
+        if unknown.is_empty() {
+            Ok(())
+        } else {
+            Err(crate::schema::strict_error(kind, version, &unknown))
+        }
     }
 
     fn vctx<'a>(op: &'a Op, kind: &'a str, name: &'a str) -> validation::Ctx<'a> {

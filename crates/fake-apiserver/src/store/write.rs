@@ -40,6 +40,18 @@ fn spec_part(obj: &Value, status_subresource: bool) -> Value {
     v
 }
 
+/// A new namespace is `Active` and carries the `kubernetes` finalizer in its spec, as the real server's
+/// strategy sets them (`kubectl get namespaces` prints the phase).
+fn namespace_defaults(res: &ResKey, body: &mut Value) {
+    if *res != ResKey::new("", "namespaces") {
+        return;
+    }
+    if let Some(m) = body.as_object_mut() {
+        m.insert("spec".into(), json!({ "finalizers": ["kubernetes"] }));
+        m.insert("status".into(), json!({ "phase": "Active" }));
+    }
+}
+
 impl State {
     // ---------------------------------------------------------------- create
 
@@ -117,6 +129,8 @@ impl State {
             validation::fold_string_data(&mut body);
         }
         validation::validate(&Self::vctx(op, &kind, &name), &body)?;
+        self.check_fields(op, &kind, &body)?;
+        namespace_defaults(&res, &mut body);
         if self.get(&res, &ns, &name).is_some() {
             return Err(ApiError::already_exists(&op.group, &op.plural, &name));
         }
@@ -523,6 +537,8 @@ impl State {
                 validation::fold_string_data(&mut obj);
             }
             validation::validate(&Self::vctx(op, &kind, &name), &obj)?;
+            self.check_fields(op, &kind, &obj)?;
+            namespace_defaults(&op.res(), &mut obj);
             return self.insert_new(op, &kind, name, obj, managed);
         };
         self.check_identity(op, &applied, &old)?;
@@ -575,6 +591,7 @@ impl State {
         }
         let ctx = Self::vctx(op, &kind, &name);
         validation::validate(&ctx, &new)?;
+        self.check_fields(op, &kind, &new)?;
         let mut old_cmp = old.value.clone();
         meta_mut(&mut old_cmp).remove("resourceVersion");
         validation::validate_update(&ctx, &old_cmp, &new)?;
