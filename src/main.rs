@@ -533,7 +533,9 @@ fn no_configuration(err: &dyn std::fmt::Display) -> String {
 
 /// Connects and checks the cluster: one clear line instead of a stack of retries when it is not there.
 async fn connect() -> Result<(kube::Config, kube::Client), String> {
-    let config = kube::Config::infer().await.map_err(|e| no_configuration(&e))?;
+    let config = kube::Config::infer()
+        .await
+        .map_err(|e| no_configuration(&e))?;
     let client = kube::Client::try_from(config.clone()).map_err(|e| no_configuration(&e))?;
     let version = tokio::time::timeout(Duration::from_secs(10), client.apiserver_version())
         .await

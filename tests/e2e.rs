@@ -35,12 +35,12 @@ mod chart;
 mod cluster;
 #[path = "e2e/faults.rs"]
 mod faults;
-#[path = "e2e/node.rs"]
-mod node;
 #[path = "e2e/fencing.rs"]
 mod fencing;
 #[path = "e2e/leaks.rs"]
 mod leaks;
+#[path = "e2e/node.rs"]
+mod node;
 #[path = "e2e/outputs.rs"]
 mod outputs;
 #[path = "e2e/pod_identity.rs"]

@@ -934,7 +934,9 @@ fn response_code(result: &Result<Value, TencentError>) -> &'static str {
         Err(TencentError::Api { code, .. }) => super::error::metric_code(code),
         Err(TencentError::Timeout { .. }) => "Timeout",
         Err(TencentError::Connect { .. }) => "ConnectionError",
-        Err(TencentError::HttpStatus { status, .. } | TencentError::Redirected { status, .. }) => super::error::metric_http_status(*status),
+        Err(TencentError::HttpStatus { status, .. } | TencentError::Redirected { status, .. }) => {
+            super::error::metric_http_status(*status)
+        }
         Err(_) => "InvalidResponse",
     }
 }

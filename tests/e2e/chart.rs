@@ -385,7 +385,9 @@ async fn chart_case(
             .lines()
             .filter(|l| l.to_ascii_lowercase().contains("forbidden"))
             // Not RBAC: an earlier case's namespace still terminating refuses writes and new events with 403.
-            .filter(|l| !l.contains("NamespaceTerminating") && !l.contains("because it is being terminated"))
+            .filter(|l| {
+                !l.contains("NamespaceTerminating") && !l.contains("because it is being terminated")
+            })
             .take(5)
             .collect();
         assert!(
