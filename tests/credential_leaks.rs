@@ -94,6 +94,7 @@ async fn harness() -> Harness {
             endpoint: sim.endpoint(),
             download_cache_ttl: std::time::Duration::ZERO,
             lookup_cache_ttl: std::time::Duration::ZERO,
+            allow_insecure_endpoint: true,
             ..ClientConfig::default()
         },
         metrics.clone(),

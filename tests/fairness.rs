@@ -101,6 +101,7 @@ impl Harness {
                 // Every download and lookup reaches the simulator: the counts are Tencent's work.
                 download_cache_ttl: Duration::ZERO,
                 lookup_cache_ttl: Duration::ZERO,
+                allow_insecure_endpoint: true,
                 ..ClientConfig::default()
             })
             .unwrap();
@@ -372,6 +373,7 @@ async fn tencent_throttling_one_account_slows_only_that_account() {
         endpoint: sim.endpoint(),
         limiter: LimiterConfig::per_second(10.0),
         download_cache_ttl: Duration::ZERO,
+        allow_insecure_endpoint: true,
         ..ClientConfig::default()
     })
     .unwrap();

@@ -394,6 +394,7 @@ async fn queued_reconciles_are_dropped_and_write_nothing_once_the_term_ends() {
     let tencent = tencent::Client::new(ClientConfig {
         endpoint: sim.endpoint(),
         limiter: LimiterConfig::per_second(4.0),
+        allow_insecure_endpoint: true,
         ..ClientConfig::default()
     })
     .unwrap();
