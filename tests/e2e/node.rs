@@ -54,35 +54,32 @@ struct NodeEnv {
     scratch: PathBuf,
 }
 
-fn skip(test: &str, why: &str) {
-    eprintln!("SKIPPED {test}: {why}");
+/// The node tests are `#[ignore]`d and run only when asked for (`-- --ignored`): a missing node, helm or
+/// kube-local then fails them, so that a test asked for never passes by doing nothing.
+fn missing(test: &str, why: &str) -> ! {
+    panic!("{test} cannot run: {why}");
 }
 
-/// Everything a node test needs, or `None` after saying why it is skipped.
+/// Everything a node test needs (`Option` so that the callers' `let Some(env) = … else { return }` reads as before).
 async fn node_env(test: &str) -> Option<NodeEnv> {
     let Some(helm) = super::chart::helm() else {
-        skip(
+        missing(
             test,
             "no helm (set HELM, or run .ci/packaging-checks once to install it)",
-        );
-        return None;
+        )
     };
     let Some(kube_local) = std::env::var_os("KUBE_LOCAL").map(PathBuf::from) else {
-        skip(
+        missing(
             test,
             "set KUBE_LOCAL to the kube-local script (its instance started with `up --node`)",
-        );
-        return None;
+        )
     };
     let cluster = match kubeconfig_cluster().await {
         Ok(cluster) => cluster,
-        Err(why) => {
-            skip(
-                test,
-                &format!("{why}. Start kube-local with --node and set KUBECONFIG."),
-            );
-            return None;
-        }
+        Err(why) => missing(
+            test,
+            &format!("{why}. Start kube-local with --node and set KUBECONFIG."),
+        ),
     };
     let nodes = Api::<Node>::all(cluster.client.clone())
         .list(&ListParams::default())
@@ -96,11 +93,10 @@ async fn node_env(test: &str) -> Option<NodeEnv> {
             .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
     });
     if !ready {
-        skip(
+        missing(
             test,
             "the cluster has no Ready node (kube-local up --node adds one)",
-        );
-        return None;
+        )
     }
     let image = IMAGE
         .get_or_init(|| async { pack_image(&kube_local) })
