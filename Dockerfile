@@ -7,7 +7,9 @@ FROM rust:1-bookworm AS build
 ARG TCO_GIT_COMMIT=unknown
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin tencent-cert-operator \
+# --no-default-features: without the `demo` feature, the binary carries no fake API server (the simulator stays,
+# for `sim` and `run --demo`).
+RUN cargo build --release --locked --no-default-features --bin tencent-cert-operator \
  && install -D -m 0755 target/release/tencent-cert-operator /out/tencent-cert-operator
 
 FROM gcr.io/distroless/cc-debian12:nonroot

@@ -4,13 +4,13 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use tencent_cert_operator::bundle;
 use tencent_cert_operator::outputs::{self, Passwords, Previous, SecretKeySelector, SecretOutputs};
 use tencent_cert_operator::secret::{self, SecretParams};
-use tencent_cert_operator::sim::{self, Account, CertificateSpec, SimConfig, catalog};
-use tencent_cert_operator::tencent::limiter::LimiterConfig;
-use tencent_cert_operator::tencent::sign::{self, RequestToSign};
-use tencent_cert_operator::tencent::{Client, ClientConfig, Credentials};
+use tencent_sim::{self as sim, Account, CertificateSpec, SimConfig, catalog};
+use tencent_ssl::bundle;
+use tencent_ssl::limiter::LimiterConfig;
+use tencent_ssl::sign::{self, RequestToSign};
+use tencent_ssl::{Client, ClientConfig, Credentials};
 
 /// Runs `f` repeatedly for about `budget` and reports the rate.
 fn measure(name: &str, budget: Duration, mut f: impl FnMut()) {

@@ -231,16 +231,16 @@ pub struct CredentialsRole {
 }
 
 fn default_role_session_name() -> String {
-    crate::tencent::sts::DEFAULT_SESSION_NAME.to_string()
+    tencent_ssl::sts::DEFAULT_SESSION_NAME.to_string()
 }
 
 fn default_role_duration() -> u32 {
-    crate::tencent::sts::DEFAULT_DURATION_SECS
+    tencent_ssl::sts::DEFAULT_DURATION_SECS
 }
 
 impl CredentialsRole {
-    pub fn to_role(&self) -> crate::tencent::sts::Role {
-        crate::tencent::sts::Role {
+    pub fn to_role(&self) -> tencent_ssl::sts::Role {
+        tencent_ssl::sts::Role {
             role_arn: self.role_arn.clone(),
             session_name: self.role_session_name.clone(),
             duration_secs: self.duration_seconds,

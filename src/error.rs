@@ -1,8 +1,8 @@
 //! The operator's one error type for a sync attempt: each failure has a condition reason (design.md §5),
 //! a class that decides when to retry, and a message a user can act on. None carries secret material.
 
-use crate::bundle::BundleError;
-use crate::tencent::{ErrorClass, TencentError};
+use tencent_ssl::bundle::BundleError;
+use tencent_ssl::{ErrorClass, TencentError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -38,7 +38,7 @@ pub enum SyncError {
     InvalidSpec(String),
     /// A role's temporary credentials could not be had (STS).
     #[error("{0}")]
-    Role(Box<crate::tencent::sts::StsError>),
+    Role(Box<tencent_ssl::sts::StsError>),
     /// A keystore password cannot be read, or an output cannot be encoded.
     #[error("{0}")]
     Outputs(#[from] crate::outputs::OutputError),
@@ -50,8 +50,8 @@ pub enum SyncError {
     },
 }
 
-impl From<crate::tencent::sts::StsError> for SyncError {
-    fn from(err: crate::tencent::sts::StsError) -> Self {
+impl From<tencent_ssl::sts::StsError> for SyncError {
+    fn from(err: tencent_ssl::sts::StsError) -> Self {
         Self::Role(Box::new(err))
     }
 }

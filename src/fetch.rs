@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Secret;
 
-use crate::bundle::{self, BundleError, CertBundle};
 use crate::secret::{self, SecretParams};
-use crate::tencent::credentials::CredentialsError;
-use crate::tencent::{Client, Credentials, ErrorClass, TencentError};
+use tencent_ssl::bundle::{self, BundleError, CertBundle};
+use tencent_ssl::credentials::CredentialsError;
+use tencent_ssl::{Client, Credentials, ErrorClass, TencentError};
 
 /// Process exit codes, one per kind of failure, so scripts can tell them apart.
 pub mod exit_code {
@@ -42,7 +42,7 @@ pub enum FetchError {
     Bundle(#[from] BundleError),
     /// The endpoint settings are refused (e.g. plain http without `--allow-insecure-endpoint`).
     #[error("{0}")]
-    Endpoint(#[from] crate::tencent::client::ClientBuildError),
+    Endpoint(#[from] tencent_ssl::client::ClientBuildError),
     #[error("{0}")]
     Output(String),
 }
@@ -50,7 +50,7 @@ pub enum FetchError {
 /// The error's hint, for `fetch`: its credentials come from the environment, not from a Secret.
 fn fetch_hint(err: &TencentError) -> &'static str {
     match err.reason() {
-        crate::tencent::error::reason::AUTH_FAILED => {
+        tencent_ssl::error::reason::AUTH_FAILED => {
             "check TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY (and TENCENTCLOUD_SESSION_TOKEN for temporary credentials) in this environment, and that the key's CAM policy allows ssl:DownloadCertificate on this certificate"
         }
         _ => err.hint(),

@@ -1,6 +1,5 @@
 //! tencent-cert-operator: keeps `kubernetes.io/tls` Secrets in sync with Tencent Cloud SSL certificates.
 
-pub mod bundle;
 pub mod cluster;
 pub mod controller;
 pub mod crd;
@@ -14,13 +13,10 @@ pub mod message;
 pub mod metrics_auth;
 pub mod outputs;
 pub mod policy;
-pub mod renewal;
 pub mod secret;
 pub mod shim;
-pub mod sim;
 pub mod status;
 pub mod telemetry;
-pub mod tencent;
 
 /// The git commit the binary was built from (`unknown` outside a git checkout).
 pub const GIT_COMMIT: &str = env!("TCO_GIT_COMMIT");

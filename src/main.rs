@@ -15,9 +15,9 @@ use tencent_cert_operator::controller::{
 use tencent_cert_operator::crd::{self, TencentCertificate};
 use tencent_cert_operator::demo;
 use tencent_cert_operator::leader::{self, LeaderElection};
-use tencent_cert_operator::sim::{self, Account, CertificateSpec, Fault, Latency, SimConfig};
 use tencent_cert_operator::telemetry::{self, LogFormat, Metrics, Readiness};
-use tencent_cert_operator::tencent::{self, ClientConfig};
+use tencent_sim::{self as sim, Account, CertificateSpec, Fault, Latency, SimConfig};
+use tencent_ssl::{self as tencent, ClientConfig};
 
 #[derive(Parser)]
 #[command(
@@ -35,6 +35,7 @@ enum Command {
     /// Show the operator at work with nothing set up: the Tencent API simulator, the cluster of your
     /// kubeconfig (or, when none answers, an API server embedded in this process), the demo resources of
     /// examples/demo/, and the real controller. Ctrl-C stops it and removes what it wrote on disk.
+    #[cfg(feature = "demo")]
     Demo(DemoArgs),
     /// Run the operator against the cluster of the current kubeconfig (or in-cluster config).
     Run(Box<RunArgs>),
@@ -256,6 +257,7 @@ struct CrdArgs {
     cluster: bool,
 }
 
+#[cfg(feature = "demo")]
 #[derive(Args)]
 struct DemoArgs {
     /// Which Kubernetes API server to use.
@@ -886,6 +888,7 @@ async fn run_operator(args: RunArgs) -> ExitCode {
     }
 }
 
+#[cfg(feature = "demo")]
 async fn run_demo(args: DemoArgs) -> ExitCode {
     // The report already says what each resource hit; the operator's own log lines would bury it. Errors
     // only, unless RUST_LOG asks for more.
@@ -955,6 +958,7 @@ async fn async_main() -> ExitCode {
             run_operator(*args).await
         }
         Command::Fetch(args) => run_fetch(*args).await,
+        #[cfg(feature = "demo")]
         Command::Demo(args) => run_demo(args).await,
         Command::Crd(args) => match if args.cluster {
             tencent_cert_operator::cluster::crd::crd_yaml()

@@ -5,11 +5,11 @@ use k8s_openapi::api::core::v1::Secret;
 
 use std::time::Duration;
 
-use crate::bundle::{BundleError, CertBundle, CertMetadata};
 use crate::crd::{DeletionPolicy, TencentCertificate};
-use crate::renewal::LinkInfo;
 use crate::secret::{self, CERTIFICATE_ID_ANNOTATION, FIELD_MANAGER, TLS_SECRET_TYPE};
-use crate::tencent::priority::Priority;
+use tencent_ssl::bundle::{BundleError, CertBundle, CertMetadata};
+use tencent_ssl::priority::Priority;
+use tencent_ssl::renewal::LinkInfo;
 
 /// The annotation on a `TencentCertificate` whose every new value forces a re-download: at once, or at
 /// the end of [`REFRESH_REQUEST_INTERVAL`] after the last one acted upon.
@@ -584,7 +584,7 @@ mod tests {
             chain_pem: String::new(),
             key_pem: String::new(),
             ca_pem: None,
-            meta: crate::bundle::CertMetadata {
+            meta: tencent_ssl::bundle::CertMetadata {
                 not_before: "2029-01-01T00:00:00Z".parse().unwrap(),
                 not_after: "2031-01-01T00:00:00Z".parse().unwrap(),
                 serial_hex: "01".into(),
@@ -593,7 +593,7 @@ mod tests {
                 dns_names: vec![],
                 ip_addresses: vec![],
                 issuer_cn: None,
-                key_algorithm: crate::bundle::KeyAlgorithm::EcdsaP256,
+                key_algorithm: tencent_ssl::bundle::KeyAlgorithm::EcdsaP256,
             },
         }
     }

@@ -10,7 +10,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
-use crate::bundle::CertBundle;
+use tencent_ssl::bundle::CertBundle;
 
 /// The Secret type written.
 pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
@@ -249,7 +249,7 @@ fn is_subset(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bundle::{CertMetadata, KeyAlgorithm};
+    use tencent_ssl::bundle::{CertMetadata, KeyAlgorithm};
 
     const KEY_BODY: &str = "MC4CAQAwBQYDK2VwBCIEIFAKEFAKEFAKEFAKEFAKEFAKEFAKEFAKEFAKEFAKEFAK";
 

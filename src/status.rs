@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::bundle::CertMetadata;
 use crate::crd::TencentCertificateStatus;
-use crate::tencent::ErrorClass;
+use tencent_ssl::ErrorClass;
+use tencent_ssl::bundle::CertMetadata;
 
 pub const CONDITION_READY: &str = "Ready";
 pub const CONDITION_SYNCED: &str = "Synced";
@@ -339,7 +339,7 @@ mod tests {
             dns_names: vec!["shop.example.com".into()],
             ip_addresses: vec![],
             issuer_cn: Some("Test CA".into()),
-            key_algorithm: crate::bundle::KeyAlgorithm::EcdsaP256,
+            key_algorithm: tencent_ssl::bundle::KeyAlgorithm::EcdsaP256,
         }
     }
 

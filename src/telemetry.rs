@@ -332,7 +332,7 @@ impl Metrics {
         }
         tencent_requests
             .get_or_create(&RequestLabels {
-                action: crate::tencent::client::ACTION_DOWNLOAD.to_string(),
+                action: tencent_ssl::client::ACTION_DOWNLOAD.to_string(),
                 code: "Success".to_string(),
             })
             .inc_by(0);
@@ -477,7 +477,7 @@ impl Metrics {
     }
 }
 
-impl crate::tencent::Observer for Metrics {
+impl tencent_ssl::Observer for Metrics {
     fn request(&self, action: &str, code: &str, took: Duration) {
         self.tencent_requests
             .get_or_create(&RequestLabels {
@@ -673,7 +673,7 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tencent::Observer;
+    use tencent_ssl::Observer;
 
     /// The golden list: every family, with its type, as a scraper sees it.
     const GOLDEN: &[(&str, &str)] = &[

@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 use tencent_cert_operator::cluster::crd::ClusterTencentCertificate;
 use tencent_cert_operator::cluster::plan::CLUSTER_CERTIFICATE_NAME_LABEL;
 use tencent_cert_operator::controller::Context;
-use tencent_cert_operator::sim::{self, SimConfig, SimHandle};
-use tencent_cert_operator::tencent::{self, ClientConfig};
+use tencent_sim::{self as sim, SimConfig, SimHandle};
+use tencent_ssl::{self as tencent, ClientConfig};
 
 const SECRET_ID: &str = "AKIDclusterTEST0001";
 const SECRET_KEY: &str = "cluster-test-secret-key";

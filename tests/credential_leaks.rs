@@ -18,9 +18,9 @@ use serde_json::{Value, json};
 use tencent_cert_operator::controller::reconcile::reconcile;
 use tencent_cert_operator::controller::{Context, DefaultCredentials};
 use tencent_cert_operator::crd::TencentCertificate;
-use tencent_cert_operator::sim::{self, Account, SimConfig, SimHandle, SimRole};
 use tencent_cert_operator::telemetry::Metrics;
-use tencent_cert_operator::tencent::{self, ClientConfig};
+use tencent_sim::{self as sim, Account, SimConfig, SimHandle, SimRole};
+use tencent_ssl::{self as tencent, ClientConfig};
 
 const NS: &str = "tenant";
 const SECRET_ID: &str = "AKIDleakTEST0001";

@@ -57,7 +57,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tencent_cert_operator::crd::TencentCertificate;
-use tencent_cert_operator::sim::{self, SimConfig, SimHandle};
+use tencent_sim::{self as sim, SimConfig, SimHandle};
 
 const SECRET_ID: &str = "AKIDendTOendTEST001";
 const SECRET_KEY: &str = "end-to-end-secret-key";

@@ -19,9 +19,9 @@ use serde_json::{Value, json};
 use tencent_cert_operator::controller::reconcile::reconcile;
 use tencent_cert_operator::controller::{Context, DefaultCredentials};
 use tencent_cert_operator::crd::TencentCertificate;
-use tencent_cert_operator::sim::{self, Account, CertificateSpec, SimConfig, SimHandle, catalog};
-use tencent_cert_operator::tencent::limiter::LimiterConfig;
-use tencent_cert_operator::tencent::{self, ClientConfig};
+use tencent_sim::{self as sim, Account, CertificateSpec, SimConfig, SimHandle, catalog};
+use tencent_ssl::limiter::LimiterConfig;
+use tencent_ssl::{self as tencent, ClientConfig};
 
 const A_NS: &str = "tenant-a";
 const B_NS: &str = "tenant-b";

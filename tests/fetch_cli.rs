@@ -4,8 +4,8 @@ use std::path::Path;
 use std::process::Output;
 
 use k8s_openapi::api::core::v1::Secret;
-use tencent_cert_operator::bundle;
-use tencent_cert_operator::sim::{self, SimConfig, SimHandle};
+use tencent_sim::{self as sim, SimConfig, SimHandle};
+use tencent_ssl::bundle;
 
 const SECRET_ID: &str = "AKIDfetchCLItest";
 const SECRET_KEY: &str = "fetch-cli-secret-key";

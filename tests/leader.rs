@@ -19,9 +19,9 @@ use tencent_cert_operator::crd::TencentCertificate;
 use tencent_cert_operator::leader::{
     Fence, LeaderElection, LeaderError, fenced_client, run_while_leading,
 };
-use tencent_cert_operator::sim::{self, SimConfig};
 use tencent_cert_operator::telemetry::{Metrics, Readiness};
-use tencent_cert_operator::tencent::{self, ClientConfig, limiter::LimiterConfig};
+use tencent_sim::{self as sim, SimConfig};
+use tencent_ssl::{self as tencent, ClientConfig, limiter::LimiterConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;

@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use tencent_cert_operator::bundle::{self, CertBundle};
 use tencent_cert_operator::outputs::{
     self, AdditionalOutputFormat, Derived, JksKeystore, Keystores, OutputFormatType, Passwords,
     Pkcs12Keystore, Pkcs12Profile, Previous, SecretKeySelector, SecretOutputs,
 };
-use tencent_cert_operator::sim::pki::{KeyKind, LeafSpec, Pki};
+use tencent_sim::pki::{KeyKind, LeafSpec, Pki};
+use tencent_ssl::bundle::{self, CertBundle};
 
 const PASSWORD: &str = "correct horse battery staple";
 

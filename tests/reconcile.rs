@@ -13,9 +13,9 @@ use serde_json::{Value, json};
 use tencent_cert_operator::controller::reconcile::reconcile;
 use tencent_cert_operator::controller::{Context, DefaultCredentials, NamespaceAllowList};
 use tencent_cert_operator::crd::{TencentCertificate, TencentCertificateStatus};
-use tencent_cert_operator::sim::manage::{RenewLink, RenewRequest};
-use tencent_cert_operator::sim::{self, CertificateSpec, SimConfig, SimHandle, catalog};
-use tencent_cert_operator::tencent::{self, ClientConfig};
+use tencent_sim::manage::{RenewLink, RenewRequest};
+use tencent_sim::{self as sim, CertificateSpec, SimConfig, SimHandle, catalog};
+use tencent_ssl::{self as tencent, ClientConfig};
 
 const NS: &str = "web";
 const SECRET_ID: &str = "AKIDreconcileTEST01";
@@ -277,7 +277,7 @@ async fn happy_path_writes_the_tls_secret_and_reports_ready() {
     assert_eq!(owner.uid, created.metadata.uid.clone().unwrap());
     assert_eq!(owner.kind, "TencentCertificate");
     assert_eq!(owner.controller, Some(true));
-    let bundle = tencent_cert_operator::bundle::from_pem_entries(&[
+    let bundle = tencent_ssl::bundle::from_pem_entries(&[
         ("tls.crt", &data(&secret, "tls.crt")),
         ("tls.key", &data(&secret, "tls.key")),
         ("ca.crt", &data(&secret, "ca.crt")),

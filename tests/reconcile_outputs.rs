@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 use tencent_cert_operator::controller::reconcile::reconcile;
 use tencent_cert_operator::controller::{Context, DefaultCredentials};
 use tencent_cert_operator::crd::TencentCertificate;
-use tencent_cert_operator::sim::{self, SimConfig, SimHandle};
-use tencent_cert_operator::tencent::{self, ClientConfig};
+use tencent_sim::{self as sim, SimConfig, SimHandle};
+use tencent_ssl::{self as tencent, ClientConfig};
 
 const NS: &str = "web";
 const SECRET_ID: &str = "AKIDoutputsTEST0001";
@@ -385,11 +385,10 @@ async fn a_new_certificate_or_new_options_change_the_secret_exactly_once() {
 
     // The certificate is replaced behind its id (a re-issue): the daily full download brings it, and the
     // Secret — chain, key and every output — changes in one write.
-    let spec: tencent_cert_operator::sim::CertificateSpec =
-        "aBcD1234:domain=shop.example.com,with-root"
-            .parse()
-            .unwrap();
-    let mut built = tencent_cert_operator::sim::catalog::build(&[spec], None).unwrap();
+    let spec: tencent_sim::CertificateSpec = "aBcD1234:domain=shop.example.com,with-root"
+        .parse()
+        .unwrap();
+    let mut built = tencent_sim::catalog::build(&[spec], None).unwrap();
     h.sim.state().put_certificate(built.remove(0));
     let writes = h.secret_writes();
     h.patch_status(

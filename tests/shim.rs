@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 use tencent_cert_operator::controller::{self, Context, DefaultCredentials};
 use tencent_cert_operator::crd::{DeletionPolicy, TencentCertificate};
 use tencent_cert_operator::shim::{self, ShimOptions, gateway::Gateway};
-use tencent_cert_operator::sim::{self, SimConfig, SimHandle};
-use tencent_cert_operator::tencent::{self, ClientConfig};
+use tencent_sim::{self as sim, SimConfig, SimHandle};
+use tencent_ssl::{self as tencent, ClientConfig};
 use tokio::sync::watch;
 
 const NS: &str = "web";

@@ -13,13 +13,13 @@ use super::crd::{
     ClusterTencentCertificate, ClusterTencentCertificateStatus, MAX_LISTED_FAILURES,
     NamespaceFailure,
 };
-use crate::bundle::{CertBundle, CertMetadata};
 use crate::crd::DeletionPolicy;
 use crate::outputs::{self, OutputError, Passwords, Previous};
 use crate::secret::{
     self, CERTIFICATE_NAME_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SecretParams,
 };
 use crate::status::{Attempt, CONDITION_READY, CONDITION_SYNCED, format_time};
+use tencent_ssl::bundle::{CertBundle, CertMetadata};
 
 /// Label on every Secret a ClusterTencentCertificate wrote: its name. A different key from the one of
 /// TencentCertificate's Secrets, so a namespaced resource and a cluster one of the same name never take
@@ -508,7 +508,7 @@ mod tests {
                 dns_names: vec!["*.example.com".to_owned()],
                 ip_addresses: Vec::new(),
                 issuer_cn: Some("Test CA".to_owned()),
-                key_algorithm: crate::bundle::KeyAlgorithm::EcdsaP256,
+                key_algorithm: tencent_ssl::bundle::KeyAlgorithm::EcdsaP256,
             },
         }
     }
@@ -755,7 +755,7 @@ mod tests {
     fn content_is_trusted_only_when_its_computed_fingerprint_is_the_status_one() {
         let genuine = pair();
         let forged = pair();
-        let genuine_bundle = crate::bundle::from_pem_entries(&[
+        let genuine_bundle = tencent_ssl::bundle::from_pem_entries(&[
             ("tls.crt", genuine.0.as_bytes()),
             ("tls.key", genuine.1.as_bytes()),
         ])

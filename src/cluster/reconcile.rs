@@ -23,7 +23,6 @@ use super::plan::{
     self, CLUSTER_CERTIFICATE_NAME_LABEL, HeldCertificate, NamespaceAction, Verified,
 };
 use super::{ClusterContext, Memory};
-use crate::bundle::{self, CertBundle};
 use crate::controller::credentials;
 use crate::controller::write;
 use crate::crd::{self, CredentialsRef};
@@ -31,7 +30,8 @@ use crate::error::SyncError;
 use crate::policy::{self, DownloadTrigger};
 use crate::secret::FIELD_MANAGER;
 use crate::status::{self, Attempt};
-use crate::tencent::{Credentials, ErrorClass};
+use tencent_ssl::bundle::{self, CertBundle};
+use tencent_ssl::{Credentials, ErrorClass};
 
 /// Secrets read or written at once.
 const NAMESPACE_CONCURRENCY: usize = 16;
@@ -240,7 +240,7 @@ async fn ask_tencent(
     } else {
         DownloadTrigger::RefreshDue
     };
-    let result = crate::tencent::priority::scope(
+    let result = tencent_ssl::priority::scope(
         trigger.priority(),
         fetch(cr, ctx, &view, &previous, serving, &trigger, now, refresh),
     )

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::bundle::CertBundle;
-use crate::tencent::Credentials;
+use tencent_ssl::Credentials;
+use tencent_ssl::bundle::CertBundle;
 
 type Key = ([u8; 32], String);
 
@@ -78,14 +78,14 @@ impl BundleCache {
             (credentials.fingerprint(), certificate_id.to_string()),
             (now, bundle),
         );
-        crate::tencent::coalesce::evict_oldest_beyond(&mut entries, weight, self.max_bytes);
+        tencent_ssl::coalesce::evict_oldest_beyond(&mut entries, weight, self.max_bytes);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bundle::{CertMetadata, KeyAlgorithm};
+    use tencent_ssl::bundle::{CertMetadata, KeyAlgorithm};
 
     fn bundle(size: usize) -> Arc<CertBundle> {
         Arc::new(CertBundle {

@@ -7,9 +7,9 @@ use kube::Api;
 
 use crate::crd::{CredentialsRef, TencentCertificate};
 use crate::error::SyncError;
-use crate::tencent::Credentials;
-use crate::tencent::credentials::CredentialsError;
-use crate::tencent::sts::{self, Role, WebIdentity};
+use tencent_ssl::Credentials;
+use tencent_ssl::credentials::CredentialsError;
+use tencent_ssl::sts::{self, Role, WebIdentity};
 
 /// Label that opts a credentials Secret into being watched, so fixing it re-syncs at once (instead of at
 /// the next 5-minute credentials retry). The operator never watches all Secrets.

@@ -36,7 +36,7 @@ pub const DEFAULT_FULL_DOWNLOAD_INTERVAL: std::time::Duration =
 /// Shared by every reconcile.
 pub struct Context {
     pub client: Client,
-    pub tencent: crate::tencent::Client,
+    pub tencent: tencent_ssl::Client,
     pub defaults: DefaultCredentials,
     /// Who publishes the events (see [`Context::recorder`]).
     reporter: Reporter,
@@ -61,11 +61,7 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(
-        client: Client,
-        tencent: crate::tencent::Client,
-        defaults: DefaultCredentials,
-    ) -> Self {
+    pub fn new(client: Client, tencent: tencent_ssl::Client, defaults: DefaultCredentials) -> Self {
         let reporter = Reporter {
             controller: "tencent-cert-operator".into(),
             instance: std::env::var("POD_NAME").ok(),

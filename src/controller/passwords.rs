@@ -93,7 +93,7 @@ mod tests {
             assert!(message.contains("jks-password"), "{message}");
             assert_eq!(err.reason(), "KeystorePasswordNotFound");
             let sync = SyncError::from(err);
-            assert_eq!(sync.class(), crate::tencent::ErrorClass::Credentials);
+            assert_eq!(sync.class(), tencent_ssl::ErrorClass::Credentials);
         }
     }
 }

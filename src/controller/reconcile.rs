@@ -13,7 +13,6 @@ use tracing::{Instrument, debug, info, warn};
 
 use super::write::{self, apply_secret, delete_exact};
 use super::{Context, credentials, passwords, target};
-use crate::bundle::{self, BundleError, CertBundle, CertMetadata};
 use crate::crd::{self, DeletionPolicy, TencentCertificate, TencentCertificateStatus};
 use crate::error::SyncError;
 use crate::outputs::{self, Passwords, Previous};
@@ -25,7 +24,8 @@ use crate::secret::{
     MANAGED_BY_LABEL, SecretParams, TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY,
 };
 use crate::status::{self, Attempt, Serving, StatusInput};
-use crate::tencent::ErrorClass;
+use tencent_ssl::ErrorClass;
+use tencent_ssl::bundle::{self, BundleError, CertBundle, CertMetadata};
 
 /// Errors that stop a reconcile before it can report through status (reading or patching Kubernetes).
 #[derive(Debug, thiserror::Error)]
@@ -298,7 +298,7 @@ async fn reconcile_inner(
                 trigger,
                 now,
             };
-            let result = crate::tencent::priority::scope(
+            let result = tencent_ssl::priority::scope(
                 trigger.priority(),
                 download_and_write(cr, ctx, &secrets, namespace, &sync),
             )
@@ -597,7 +597,7 @@ async fn download_and_write_with(
     secrets: &Api<Secret>,
     namespace: &str,
     sync: &Sync<'_>,
-    credentials: &crate::tencent::Credentials,
+    credentials: &tencent_ssl::Credentials,
 ) -> Result<Written, SyncError> {
     let Sync {
         existing,
@@ -665,7 +665,7 @@ async fn download_and_write_with(
         .get(credentials, certificate_id, download_max_age)
     {
         Some(shared) => {
-            crate::tencent::Observer::coalesced(ctx.metrics.as_ref(), "wave");
+            tencent_ssl::Observer::coalesced(ctx.metrics.as_ref(), "wave");
             shared
         }
         None => {

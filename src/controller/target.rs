@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use crate::crd::{CertificateSelector, Target, TencentCertificate};
 use crate::error::SyncError;
-use crate::renewal::{self, LinkInfo, Stop};
-use crate::tencent::error::reason;
-use crate::tencent::list::{CertificateFilter, Tag};
-use crate::tencent::{Client, Credentials};
+use tencent_ssl::error::reason;
+use tencent_ssl::list::{CertificateFilter, Tag};
+use tencent_ssl::renewal::{self, LinkInfo, Stop};
+use tencent_ssl::{Client, Credentials};
 
 /// The certificate chosen for this sync.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,10 +15,10 @@ use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt as _;
 use serde::Serialize;
 
-use crate::bundle::{self, CertMetadata};
 use crate::crd::{Target, TencentCertificate};
 use crate::secret;
 use crate::status::{CONDITION_READY, CONDITION_SYNCED};
+use tencent_ssl::bundle::{self, CertMetadata};
 
 /// Events shown per resource (newest first).
 pub const MAX_EVENTS: usize = 8;

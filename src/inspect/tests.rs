@@ -6,10 +6,10 @@ use k8s_openapi::api::events::v1::{Event, EventSeries};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time};
 
 use super::*;
-use crate::bundle::CertBundle;
 use crate::crd::{TencentCertificate, TencentCertificateStatus};
 use crate::secret::SecretParams;
-use crate::sim::pki::{KeyKind, LeafSpec, Pki};
+use tencent_sim::pki::{KeyKind, LeafSpec, Pki};
+use tencent_ssl::bundle::CertBundle;
 
 const UID: &str = "0b7e7e0e-5a3c-4c3f-9a59-3b5a7c6f1d10";
 
@@ -33,7 +33,7 @@ fn fixture() -> Fixture {
         ))
         .unwrap();
     let chain = format!("{}{}", leaf.cert_pem, pki.intermediate.cert_pem);
-    let bundle = crate::bundle::from_pem_entries(&[
+    let bundle = tencent_ssl::bundle::from_pem_entries(&[
         ("tls.crt", chain.as_bytes()),
         ("tls.key", leaf.key_pem.as_bytes()),
     ])

@@ -40,8 +40,8 @@ use spec::{
     PKCS12_TRUSTSTORE_KEY,
 };
 
-use crate::bundle::CertBundle;
-use crate::bundle::pem;
+use tencent_ssl::bundle::CertBundle;
+use tencent_ssl::bundle::pem;
 
 /// Annotation on the Secret: the digest of the keystores' inputs and bytes (see the module docs).
 pub const KEYSTORES_DIGEST_ANNOTATION: &str = "tencentcert.io/keystores-digest";

@@ -1,6 +1,6 @@
 use super::*;
-use crate::bundle;
-use crate::sim::pki::{KeyKind, LeafSpec, Pki};
+use tencent_sim::pki::{KeyKind, LeafSpec, Pki};
+use tencent_ssl::bundle;
 
 const PASSWORD: &str = "s3cret-Pässword";
 

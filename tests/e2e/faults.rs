@@ -11,7 +11,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tencent_cert_operator::controller::reconcile::read_secret_bundle;
 use tencent_cert_operator::crd::TencentCertificate;
-use tencent_cert_operator::sim::{self, Account, Fault, Latency, SimConfig};
+use tencent_sim::{self as sim, Account, Fault, Latency, SimConfig};
 
 use super::{
     Cluster, REAL_SERVER, SECRET_KEY, assert_log_has_no_secrets, certificate, create_namespace,

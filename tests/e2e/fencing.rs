@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::{Value, json};
 use tencent_cert_operator::crd::TencentCertificate;
-use tencent_cert_operator::sim::{self, SimConfig};
+use tencent_sim::{self as sim, SimConfig};
 
 use super::{
     REAL_SERVER, SECRET_ID, SECRET_KEY, assert_log_has_no_secrets, certificate, create_namespace,

@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tencent_cert_operator::crd::TencentCertificate;
-use tencent_cert_operator::sim::{self, Account, SimConfig, SimRole};
+use tencent_sim::{self as sim, Account, SimConfig, SimRole};
 
 use super::{
     REAL_SERVER, certificate, create_namespace, delete_namespace, free_port, real_cluster, scrape,

@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tencent_cert_operator::crd::TencentCertificate;
-use tencent_cert_operator::sim::{self, SimConfig, SimRole};
+use tencent_sim::{self as sim, SimConfig, SimRole};
 
 use super::{
     REAL_SERVER, assert_log_has_no_secrets, certificate, create_namespace, delete_namespace,

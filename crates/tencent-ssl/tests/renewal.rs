@@ -5,12 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tencent_cert_operator::renewal::{self, Stop};
-use tencent_cert_operator::sim::{self, Account, CertificateSpec, Latency, SimConfig, SimHandle};
-use tencent_cert_operator::tencent::limiter::LimiterConfig;
-use tencent_cert_operator::tencent::{
-    CertificateFilter, Client, ClientConfig, Credentials, Tag, TencentError,
-};
+use tencent_sim::{self as sim, Account, CertificateSpec, Latency, SimConfig, SimHandle};
+use tencent_ssl::limiter::LimiterConfig;
+use tencent_ssl::renewal::{self, Stop};
+use tencent_ssl::{CertificateFilter, Client, ClientConfig, Credentials, Tag, TencentError};
 
 const SECRET_ID: &str = "AKIDrenewalTEST0001";
 const SECRET_KEY: &str = "renewal-secret-key-0001";
@@ -80,7 +78,7 @@ fn numbered(count: usize, prefix: &str) -> Vec<CertificateSpec> {
         .collect()
 }
 
-fn ids(list: &[tencent_cert_operator::tencent::CertificateSummary]) -> Vec<String> {
+fn ids(list: &[tencent_ssl::CertificateSummary]) -> Vec<String> {
     let mut ids: Vec<String> = list.iter().map(|c| c.certificate_id.clone()).collect();
     ids.sort();
     ids

@@ -3,11 +3,11 @@
 
 use std::path::Path;
 
-use tencent_cert_operator::sim::{self, Account, SimConfig, SimHandle, SimRole};
-use tencent_cert_operator::tencent::sts::{
+use tencent_sim::{self as sim, Account, SimConfig, SimHandle, SimRole};
+use tencent_ssl::sts::{
     self, FAILURE_HOLD_SECS, REASON_ASSUME_ROLE_FAILED, Role, Source, WebIdentity,
 };
-use tencent_cert_operator::tencent::{Client, ClientConfig, Credentials, ErrorClass};
+use tencent_ssl::{Client, ClientConfig, Credentials, ErrorClass};
 
 const BASE_ID: &str = "AKIDstsBASE0001";
 const BASE_KEY: &str = "sts-base-secret-key";

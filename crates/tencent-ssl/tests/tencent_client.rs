@@ -3,11 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tencent_cert_operator::sim::{
-    self, Account, CertificateSpec, Fault, Latency, SimConfig, SimHandle,
-};
-use tencent_cert_operator::tencent::limiter::LimiterConfig;
-use tencent_cert_operator::tencent::{Client, ClientConfig, Credentials, ErrorClass, TencentError};
+use tencent_sim::{self as sim, Account, CertificateSpec, Fault, Latency, SimConfig, SimHandle};
+use tencent_ssl::limiter::LimiterConfig;
+use tencent_ssl::{Client, ClientConfig, Credentials, ErrorClass, TencentError};
 
 const SECRET_ID: &str = "AKIDsimulatorTEST0001";
 const SECRET_KEY: &str = "simulator-secret-key-0001";
@@ -529,7 +527,7 @@ struct Recorder {
     coalesced: std::sync::Mutex<Vec<String>>,
 }
 
-impl tencent_cert_operator::tencent::Observer for Recorder {
+impl tencent_ssl::Observer for Recorder {
     fn request(&self, action: &str, code: &str, _took: Duration) {
         self.requests
             .lock()

@@ -10,7 +10,7 @@ use std::io::{Cursor, Write as _};
 use zip::CompressionMethod;
 use zip::write::{SimpleFileOptions, ZipWriter};
 
-use crate::sim::pki::{IssuedCert, Pki};
+use crate::pki::{IssuedCert, Pki};
 
 /// Content of the placeholder `keystorePass.txt` files. The real ones hold the PFX/JKS password, which the
 /// operator must never copy anywhere; tests check that this string never reaches a bundle.

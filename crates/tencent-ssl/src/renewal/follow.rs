@@ -25,8 +25,8 @@ use std::future::Future;
 
 use jiff::Timestamp;
 
-use crate::tencent::client::{CertificateDetail, STATUS_ISSUED};
-use crate::tencent::list::CertificateSummary;
+use crate::client::{CertificateDetail, STATUS_ISSUED};
+use crate::list::CertificateSummary;
 
 /// Links followed at most, whatever the caller asks for.
 pub const MAX_DEPTH: usize = 10;

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use super::layout::{self, LayoutOptions, ZipLayout, ZipParts};
 use super::pki::{KeyKind, LeafSpec, Pki, PkiError};
 use super::state::{SimCertificate, SimLinks};
-use crate::tencent::client::STATUS_ISSUED;
+use tencent_ssl::client::STATUS_ISSUED;
 
 /// Validity of a generated certificate unless `valid-days` says otherwise (Tencent's free certificates).
 pub const DEFAULT_VALID_DAYS: i64 = 90;
@@ -417,7 +417,7 @@ fn load_zip_dir(dir: &Path) -> Result<Vec<SimCertificate>, CatalogError> {
             inserted_at: jiff::Timestamp::now(),
             spec: None,
         };
-        if let Ok(bundle) = crate::bundle::extract(&certificate.zip) {
+        if let Ok(bundle) = tencent_ssl::bundle::extract(&certificate.zip) {
             let meta = &bundle.meta;
             if let Some(cn) = meta.subject_cn.clone() {
                 certificate.domain = cn;

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::catalog::{self, CatalogError, CertificateSpec, is_valid_certificate_id};
 use super::pki::{KeyKind, Pki};
 use super::state::{SimCertificate, SimLinks, SimState};
-use crate::tencent::client::STATUS_ISSUED;
+use tencent_ssl::client::STATUS_ISSUED;
 
 /// Tencent status 3: expired.
 const STATUS_EXPIRED: i64 = 3;

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use tencent_cert_operator::sim::{self, Account, SimConfig};
+use tencent_sim::{self as sim, Account, SimConfig};
 
 fn sdk_python() -> Option<String> {
     let python = std::env::var("TENCENT_SDK_PYTHON").unwrap_or_else(|_| "python3".into());

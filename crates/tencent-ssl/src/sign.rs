@@ -218,7 +218,7 @@ mod tests {
     #[test]
     fn reproduces_every_official_sdk_vector_with_intermediates() {
         let file: serde_json::Value =
-            serde_json::from_str(include_str!("../../tests/fixtures/tc3_vectors.json")).unwrap();
+            serde_json::from_str(include_str!("../tests/fixtures/tc3_vectors.json")).unwrap();
         let vectors: Vec<Vector> = serde_json::from_value(file["vectors"].clone()).unwrap();
         assert_eq!(vectors.len(), 3);
         for v in vectors {

@@ -8,9 +8,9 @@ use std::sync::OnceLock;
 
 use rcgen::PublicKeyData as _;
 use sha2::{Digest as _, Sha256};
-use tencent_cert_operator::bundle::{BundleError, CertBundle};
-use tencent_cert_operator::sim::layout::{self, LayoutOptions, ZipLayout, ZipParts};
-use tencent_cert_operator::sim::pki::{IssuedCert, KeyKind, LeafSpec, Pki};
+use tencent_sim::layout::{self, LayoutOptions, ZipLayout, ZipParts};
+use tencent_sim::pki::{IssuedCert, KeyKind, LeafSpec, Pki};
+use tencent_ssl::bundle::{BundleError, CertBundle};
 
 pub const DOMAIN: &str = "www.example.test";
 pub const SECOND_DOMAIN: &str = "api.example.test";

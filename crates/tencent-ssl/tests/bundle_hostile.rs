@@ -11,9 +11,9 @@ use common::{DOMAIN, assert_no_key_material, build, leaf, other_leaf, parts_for,
 use pkcs8::der::Encode as _;
 use pkcs8::der::asn1::{AnyRef, ObjectIdentifier};
 use proptest::prelude::*;
-use tencent_cert_operator::bundle::{self, BundleError, ExtractLimits, InvalidBundleDetail};
-use tencent_cert_operator::sim::layout::{ZipLayout, ZipParts};
-use tencent_cert_operator::sim::pki::{KeyEncoding, KeyKind, LeafSpec, RsaTestKey};
+use tencent_sim::layout::{ZipLayout, ZipParts};
+use tencent_sim::pki::{KeyEncoding, KeyKind, LeafSpec, RsaTestKey};
+use tencent_ssl::bundle::{self, BundleError, ExtractLimits, InvalidBundleDetail};
 use zip::write::{SimpleFileOptions, ZipWriter};
 
 const SM2_CURVE: &str = "1.2.156.10197.1.301";
@@ -49,7 +49,7 @@ fn zip_with(extra: &[(&str, &[u8])]) -> Vec<u8> {
 }
 
 fn pem_block(label: &str, der: &[u8]) -> String {
-    tencent_cert_operator::bundle::pem::encode(label, der)
+    tencent_ssl::bundle::pem::encode(label, der)
 }
 
 /// Deterministic filler bytes that deflate cannot shrink much.

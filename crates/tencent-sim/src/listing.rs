@@ -12,7 +12,7 @@
 use serde_json::{Map, Value, json};
 
 use super::state::{SimCertificate, SimState};
-use crate::tencent::client::STATUS_ISSUED;
+use tencent_ssl::client::STATUS_ISSUED;
 
 /// Tencent's default page size, and its cap.
 const DEFAULT_LIMIT: u64 = 10;

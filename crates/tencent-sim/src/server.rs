@@ -18,10 +18,10 @@ use super::listing::{self, ListQuery};
 use super::manage::{ControlError, RenewRequest};
 use super::state::{Fault, Latency, SimCertificate, SimState, Stats};
 use super::sts::{self, SimRole};
-use crate::tencent::client::{
+use tencent_ssl::client::{
     ACTION_DESCRIBE_DETAIL, ACTION_DOWNLOAD, API_VERSION, SERVICE, STATUS_ISSUED, STS_API_VERSION,
 };
-use crate::tencent::list::ACTION_DESCRIBE_CERTIFICATES;
+use tencent_ssl::list::ACTION_DESCRIBE_CERTIFICATES;
 
 pub fn router(state: Arc<SimState>) -> Router {
     Router::new()

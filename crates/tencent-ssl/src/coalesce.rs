@@ -143,7 +143,7 @@ where
 }
 
 /// Drops the oldest entries until the total weight is within `max_total`.
-pub(crate) fn evict_oldest_beyond<K: Clone + Eq + Hash, V>(
+pub fn evict_oldest_beyond<K: Clone + Eq + Hash, V>(
     cache: &mut HashMap<K, (Instant, V)>,
     weigh: fn(&V) -> usize,
     max_total: usize,

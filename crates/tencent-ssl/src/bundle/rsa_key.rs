@@ -139,13 +139,19 @@ mod tests {
     use pkcs8::der::Encode as _;
 
     use super::*;
-    use crate::sim::pki::RsaTestKey;
+
+    /// A PKCS#1 DER private key made by `rsa` (a dev-dependency only: test keys, no decryption).
+    fn generated_pkcs1_der(bits: usize) -> Vec<u8> {
+        use rsa::pkcs1::EncodeRsaPrivateKey as _;
+        let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, bits).expect("rsa key");
+        key.to_pkcs1_der().expect("pkcs1").as_bytes().to_vec()
+    }
 
     #[test]
     fn accepts_a_generated_key_and_reports_its_public_key() {
-        let key = RsaTestKey::generate(1024, 65_537).expect("rsa key");
-        let structure = pkcs1::RsaPrivateKey::try_from(key.pkcs1_der.as_slice()).expect("pkcs1");
-        let Ok(RsaKey::Valid { modulus, exponent }) = check_pkcs1(&key.pkcs1_der) else {
+        let pkcs1_der = generated_pkcs1_der(1024);
+        let structure = pkcs1::RsaPrivateKey::try_from(pkcs1_der.as_slice()).expect("pkcs1");
+        let Ok(RsaKey::Valid { modulus, exponent }) = check_pkcs1(&pkcs1_der) else {
             panic!("a generated key is valid");
         };
         assert_eq!(modulus, structure.modulus.as_bytes());
@@ -154,8 +160,8 @@ mod tests {
 
     #[test]
     fn refuses_a_component_longer_than_the_modulus() {
-        let key = RsaTestKey::generate(1024, 65_537).expect("rsa key");
-        let structure = pkcs1::RsaPrivateKey::try_from(key.pkcs1_der.as_slice()).expect("pkcs1");
+        let pkcs1_der = generated_pkcs1_der(1024);
+        let structure = pkcs1::RsaPrivateKey::try_from(pkcs1_der.as_slice()).expect("pkcs1");
         let long_d = [&[0x01], structure.modulus.as_bytes()].concat();
         let hostile = pkcs1::RsaPrivateKey {
             private_exponent: pkcs1::UintRef::new(&long_d).expect("uint"),

@@ -4,7 +4,7 @@
 use jiff::Timestamp;
 
 use super::follow::valid_at;
-use crate::tencent::list::CertificateSummary;
+use crate::list::CertificateSummary;
 
 /// Lowercased, without one trailing dot; `None` for an empty or blank-containing name.
 fn normalize(name: &str) -> Option<String> {
@@ -116,7 +116,7 @@ pub fn select_covering<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tencent::client::CertificateExtra;
+    use crate::client::CertificateExtra;
 
     #[test]
     fn names_cover_domains_like_browsers() {

@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 
-use crate::tencent::client::{API_VERSION, SERVICE};
-use crate::tencent::sign::{self, RequestToSign};
+use tencent_ssl::client::{API_VERSION, SERVICE};
+use tencent_ssl::sign::{self, RequestToSign};
 
 /// Tencent rejects requests whose timestamp is more than this many seconds from its clock.
 pub const MAX_CLOCK_SKEW_SECS: i64 = 300;

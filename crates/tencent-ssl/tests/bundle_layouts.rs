@@ -6,11 +6,11 @@ mod common;
 use common::{
     DOMAIN, assert_bundle, build, leaf, other_leaf, parts_for, pki, rsa_pki, spki_of_key, zip_of,
 };
-use tencent_cert_operator::bundle::{self, KeyAlgorithm};
-use tencent_cert_operator::sim::layout::{
+use tencent_sim::layout::{
     self, KEYSTORE_PASSWORD_PLACEHOLDER, LayoutOptions, ZipLayout, ZipParts,
 };
-use tencent_cert_operator::sim::pki::{KeyEncoding, KeyKind, LeafSpec, RsaTestKey};
+use tencent_sim::pki::{KeyEncoding, KeyKind, LeafSpec, RsaTestKey};
+use tencent_ssl::bundle::{self, KeyAlgorithm};
 
 fn extract_layout(layout: ZipLayout, kind: KeyKind) {
     let (spec, cert) = leaf(kind);

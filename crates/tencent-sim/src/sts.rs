@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 
 use super::auth::{self, IncomingRequest};
 use super::state::SimState;
-use crate::tencent::client::{STS_API_VERSION, STS_SERVICE};
-use crate::tencent::sts::{
+use tencent_ssl::client::{STS_API_VERSION, STS_SERVICE};
+use tencent_ssl::sts::{
     ACTION_ASSUME_ROLE, ACTION_ASSUME_ROLE_WITH_WEB_IDENTITY, DEFAULT_DURATION_SECS,
     MAX_DURATION_SECS,
 };
@@ -294,7 +294,7 @@ fn assume_role_with_web_identity(state: &SimState, request: &IncomingRequest<'_>
     if !role
         .web_identity_tokens
         .iter()
-        .any(|t| crate::tencent::sign::signatures_equal(t, token))
+        .any(|t| tencent_ssl::sign::signatures_equal(t, token))
     {
         return fail(
             "InvalidParameter.WebIdentityTokenError",

@@ -16,7 +16,7 @@ use rcgen::{
 use rsa::pkcs8::EncodePrivateKey as _;
 use rsa::rand_core::{OsRng, RngCore as _};
 
-use crate::bundle::pem;
+use tencent_ssl::bundle::pem;
 
 /// Validity of the generated CAs around "now".
 const CA_VALIDITY_DAYS: i64 = 3650;
@@ -562,7 +562,7 @@ mod tests {
                 Err(PkiError::UnsupportedEncoding { .. })
             ));
             // The re-encoded key is the same key.
-            let native_der = crate::bundle::pem::parse_blocks(native_pem.as_bytes(), 1)
+            let native_der = tencent_ssl::bundle::pem::parse_blocks(native_pem.as_bytes(), 1)
                 .expect("pem")
                 .remove(0)
                 .der;
