@@ -79,6 +79,7 @@
 //! assert_eq!(network.class(), ErrorClass::Transient);
 //! ```
 
+pub mod apply;
 pub mod bundle;
 pub mod client;
 pub mod coalesce;
