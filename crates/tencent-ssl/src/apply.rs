@@ -198,13 +198,19 @@ pub const APPLY_REFUSALS: &[(&str, &str)] = &[
     ("FailedOperation.PackageExpired", reason::QUOTA_EXCEEDED),
     ("FailedOperation.PackageNotFound", reason::INVALID_REQUEST),
     ("FailedOperation.CertificateExists", reason::INVALID_REQUEST),
-    ("FailedOperation.InvalidCertificateSource", reason::INVALID_REQUEST),
+    (
+        "FailedOperation.InvalidCertificateSource",
+        reason::INVALID_REQUEST,
+    ),
     (
         "FailedOperation.InvalidCertificateStatusCode",
         reason::INVALID_REQUEST,
     ),
     ("FailedOperation.GenCSRFail", reason::INVALID_REQUEST),
-    ("FailedOperation.NoRealNameAuth", reason::ACCOUNT_NOT_VERIFIED),
+    (
+        "FailedOperation.NoRealNameAuth",
+        reason::ACCOUNT_NOT_VERIFIED,
+    ),
 ];
 
 /// The reason of an `ApplyCertificate` error: its own table first, then the shared one.
@@ -548,7 +554,11 @@ impl Client {
         let newest = listed
             .iter()
             .filter(|summary| {
-                summary.extra.origin_certificate_id.as_deref().map(str::trim)
+                summary
+                    .extra
+                    .origin_certificate_id
+                    .as_deref()
+                    .map(str::trim)
                     == Some(old.certificate_id.as_str())
             })
             .max_by(|a, b| {

@@ -144,9 +144,13 @@ pub enum Skip {
     ForbiddenByCluster,
     DefaultCredentials,
     /// Paid (or uploaded): Tencent's hosting renews it.
-    NotFree { package_type: Option<String> },
+    NotFree {
+        package_type: Option<String>,
+    },
     /// Not issued, or already past its end: Tencent no longer accepts a renewal.
-    NotRenewable { status: Option<i64> },
+    NotRenewable {
+        status: Option<i64>,
+    },
 }
 
 /// An order's state, from what Tencent says about it.
@@ -160,7 +164,9 @@ pub enum OrderState {
     },
     Issued,
     /// Ended without a certificate, with Tencent's reason.
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
 }
 
 impl OrderState {
@@ -205,7 +211,9 @@ impl OrderState {
 pub enum Decision {
     Skip(Skip),
     /// Before the window: decide again at `at`.
-    NotYet { at: Timestamp },
+    NotYet {
+        at: Timestamp,
+    },
     /// Send one application (through `Client::apply_renewal`, which looks once more first).
     Apply {
         old_certificate_id: String,
@@ -544,7 +552,9 @@ impl Report {
 }
 
 /// The `result` label of the applications metric: a fixed set.
-pub fn metric_result(outcome: &Result<crate::apply::RenewalOrder, crate::apply::ApplyError>) -> &'static str {
+pub fn metric_result(
+    outcome: &Result<crate::apply::RenewalOrder, crate::apply::ApplyError>,
+) -> &'static str {
     use crate::apply::{ApplyError, RenewalOrder};
     match outcome {
         Ok(RenewalOrder::Applied(_)) => "applied",

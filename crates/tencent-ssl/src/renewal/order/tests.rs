@@ -1,5 +1,5 @@
 use super::*;
-use crate::apply::{ApplyError, Applied, RenewalOrder, STATUS_FAILED, STATUS_UNDER_REVIEW};
+use crate::apply::{Applied, ApplyError, RenewalOrder, STATUS_FAILED, STATUS_UNDER_REVIEW};
 use crate::client::CertificateExtra;
 use crate::error::TencentError;
 
@@ -474,7 +474,9 @@ fn reports_say_where_the_order_is_and_what_to_create() {
     );
     assert_eq!(Report::of(&Decision::Skip(Skip::Off)), None);
     assert_eq!(
-        Report::of(&Decision::NotYet { at: at(NOW) }).unwrap().message,
+        Report::of(&Decision::NotYet { at: at(NOW) })
+            .unwrap()
+            .message,
         "the renewal will be applied for from 2026-12-02T00:00:00Z"
     );
 }
@@ -492,23 +494,28 @@ fn outcomes_become_records_and_metric_labels() {
         (Some("new1"), Phase::Applied, 3)
     );
     assert_eq!(metric_result(&applied), "applied");
-    let refused: Result<RenewalOrder, ApplyError> =
-        Err(ApplyError::Refused(TencentError::Api {
-            action: "ApplyCertificate".into(),
-            code: "FailedOperation.ExceedsFreeLimit".into(),
-            message: "m".into(),
-            request_id: "r".into(),
-        }));
+    let refused: Result<RenewalOrder, ApplyError> = Err(ApplyError::Refused(TencentError::Api {
+        action: "ApplyCertificate".into(),
+        code: "FailedOperation.ExceedsFreeLimit".into(),
+        message: "m".into(),
+        request_id: "r".into(),
+    }));
     let record = record_outcome("old1", &refused, 3, now);
     assert_eq!(record.phase, Phase::Refused);
-    assert_eq!(record.code.as_deref(), Some("FailedOperation.ExceedsFreeLimit"));
+    assert_eq!(
+        record.code.as_deref(),
+        Some("FailedOperation.ExceedsFreeLimit")
+    );
     assert_eq!(metric_result(&refused), "refused");
     let uncertain: Result<RenewalOrder, ApplyError> =
         Err(ApplyError::Uncertain(TencentError::Timeout {
             action: "ApplyCertificate".into(),
             after: std::time::Duration::from_secs(10),
         }));
-    assert_eq!(record_outcome("old1", &uncertain, 3, now).phase, Phase::Unconfirmed);
+    assert_eq!(
+        record_outcome("old1", &uncertain, 3, now).phase,
+        Phase::Unconfirmed
+    );
     assert_eq!(metric_result(&uncertain), "uncertain");
     for phase in [
         Phase::Applied,
