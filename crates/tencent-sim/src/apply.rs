@@ -491,11 +491,17 @@ pub async fn apply_certificate(state: Arc<SimState>, params: Value) -> Result<Va
             validated: false,
         },
     );
+    Ok(json!({ "CertificateId": id }))
+}
+
+/// Sleeps the latency registered for `ApplyCertificate`. The server calls it after the application was
+/// handled and counted, so a client that gives up meanwhile has made an order (and a counted request)
+/// without learning its id.
+pub async fn answer_delay(state: &SimState) {
     let delay = state.latency_for(ACTION_APPLY_CERTIFICATE);
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    Ok(json!({ "CertificateId": id }))
 }
 
 /// Moves pending orders on: DNS_AUTO after its delay, DNS and FILE once validated.

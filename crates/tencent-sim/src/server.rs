@@ -173,11 +173,10 @@ async fn api(
     }
     super::apply::advance(&state);
     if action == tencent_ssl::apply::ACTION_APPLY_CERTIFICATE {
-        return respond(
-            &state,
-            action,
-            super::apply::apply_certificate(state.clone(), params).await,
-        );
+        let answer = super::apply::apply_certificate(state.clone(), params).await;
+        let answer = respond(&state, action, answer);
+        super::apply::answer_delay(&state).await;
+        return answer;
     }
     if action == ACTION_DESCRIBE_CERTIFICATES {
         return describe_certificates(&state, &params).await;
