@@ -437,7 +437,7 @@ pub fn decode_order(certificate_id: &str, response: Value) -> Result<OrderDetail
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RenewalOrder {
     /// An order for this renewal already existed: nothing was sent.
-    Found(OrderDetail),
+    Found(Box<OrderDetail>),
     /// A new application was made; this is the order.
     Applied(Applied),
 }
@@ -446,8 +446,11 @@ pub enum RenewalOrder {
 /// one; every path that may apply goes through it.
 #[derive(Debug, Default, Clone)]
 pub struct ApplyLocks {
-    locks: Arc<std::sync::Mutex<HashMap<([u8; 32], String), Arc<tokio::sync::Mutex<()>>>>>,
+    locks: Arc<std::sync::Mutex<Turns>>,
 }
+
+/// One turn per (credentials fingerprint, old certificate id).
+type Turns = HashMap<([u8; 32], String), Arc<tokio::sync::Mutex<()>>>;
 
 impl ApplyLocks {
     /// Waits for the turn of `(credentials, old_certificate_id)`; the turn ends when the guard drops.
@@ -597,7 +600,7 @@ impl Client {
             .await
             .map_err(ApplyError::Refused)?
         {
-            return Ok(RenewalOrder::Found(order));
+            return Ok(RenewalOrder::Found(Box::new(order)));
         }
         let Some(domain) = old.domain.clone().filter(|d| !d.is_empty()) else {
             return Err(ApplyError::Refused(TencentError::Malformed {
@@ -619,7 +622,7 @@ impl Client {
                 continue;
             };
             if let Ok(Some(order)) = self.find_renewal_order(credentials, &old).await {
-                return Ok(RenewalOrder::Found(order));
+                return Ok(RenewalOrder::Found(Box::new(order)));
             }
         }
         Err(uncertain(first))

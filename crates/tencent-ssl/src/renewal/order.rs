@@ -309,7 +309,7 @@ pub fn decide(observed: &Observed<'_>) -> Decision {
                 let state = OrderState::of(order);
                 let ended = matches!(state, OrderState::Failed { .. });
                 // A failed order holds like a refusal; after a spec change a new application may go.
-                if !(ended && !same_spec) {
+                if !ended || same_spec {
                     let adopted = recorded.order_id.as_deref() != Some(&order.certificate_id);
                     return track(order, adopted);
                 }
@@ -548,6 +548,41 @@ impl Report {
             ),
             warning: true,
         }
+    }
+}
+
+/// What the renewal alerts read, per resource (exported as gauges): since when an order has waited
+/// (`time() - since > threshold` alerts on an order stuck in validation), and whether the served
+/// certificate is inside its window with no order (applying is due, refused or unconfirmed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlertSignals {
+    pub waiting_since: Option<Timestamp>,
+    pub in_window_without_order: bool,
+}
+
+pub fn alert_signals(
+    decision: &Decision,
+    recorded: Option<&RecordedOrder>,
+    now: Timestamp,
+) -> AlertSignals {
+    let waiting_since = match decision {
+        Decision::Track {
+            old_certificate_id,
+            state: OrderState::Applied | OrderState::AwaitingValidation { .. },
+            ..
+        } => Some(
+            recorded
+                .filter(|r| &r.old_certificate_id == old_certificate_id)
+                .map_or(now, |r| r.since),
+        ),
+        _ => None,
+    };
+    AlertSignals {
+        waiting_since,
+        in_window_without_order: matches!(
+            decision,
+            Decision::Apply { .. } | Decision::Refused { .. } | Decision::Unconfirmed { .. }
+        ),
     }
 }
 

@@ -528,3 +528,50 @@ fn outcomes_become_records_and_metric_labels() {
         assert_eq!(Phase::parse(phase.as_str()), Some(phase));
     }
 }
+
+#[test]
+fn alerts_see_waiting_orders_and_windows_without_one() {
+    let now = at(NOW);
+    let record = recorded(Phase::AwaitingValidation, Some("new1"), 1);
+    let waiting = Decision::Track {
+        old_certificate_id: "old1".into(),
+        order_id: "new1".into(),
+        state: OrderState::AwaitingValidation {
+            method: Some(DvAuthMethod::Dns),
+            records: vec![],
+        },
+        adopted: false,
+    };
+    assert_eq!(
+        alert_signals(&waiting, Some(&record), now),
+        AlertSignals {
+            waiting_since: Some(record.since),
+            in_window_without_order: false
+        }
+    );
+    // Adopted just now: waiting from now.
+    assert_eq!(alert_signals(&waiting, None, now).waiting_since, Some(now));
+    let issued = Decision::Track {
+        old_certificate_id: "old1".into(),
+        order_id: "new1".into(),
+        state: OrderState::Issued,
+        adopted: false,
+    };
+    assert_eq!(
+        alert_signals(&issued, Some(&record), now).waiting_since,
+        None
+    );
+    let due = Decision::Apply {
+        old_certificate_id: "old1".into(),
+        domain: "shop.example.com".into(),
+        method: DvAuthMethod::Dns,
+    };
+    assert!(alert_signals(&due, None, now).in_window_without_order);
+    let refused = Decision::Refused {
+        old_certificate_id: "old1".into(),
+        code: None,
+    };
+    assert!(alert_signals(&refused, None, now).in_window_without_order);
+    assert!(!alert_signals(&Decision::NotYet { at: now }, None, now).in_window_without_order);
+    assert!(!alert_signals(&Decision::Skip(Skip::Off), None, now).in_window_without_order);
+}
