@@ -591,6 +591,12 @@ impl Client {
     ) -> Result<RenewalOrder, ApplyError> {
         let _turn = locks.lock(credentials, old_certificate_id).await;
         let uncertain = ApplyError::Uncertain;
+        // An order that ended without a certificate does not stand in the way: the decision asked for a
+        // new application knowing of it (after a spec change).
+        let live = |order: &OrderDetail| {
+            order.status == Some(STATUS_ISSUED)
+                || order.status.is_none_or(crate::renewal::status_in_progress)
+        };
         let old = self
             .describe_order(credentials, old_certificate_id)
             .await
@@ -599,6 +605,7 @@ impl Client {
             .find_renewal_order(credentials, &old)
             .await
             .map_err(ApplyError::Refused)?
+            .filter(live)
         {
             return Ok(RenewalOrder::Found(Box::new(order)));
         }
@@ -621,7 +628,9 @@ impl Client {
             let Ok(old) = self.describe_order(credentials, old_certificate_id).await else {
                 continue;
             };
-            if let Ok(Some(order)) = self.find_renewal_order(credentials, &old).await {
+            if let Ok(Some(order)) = self.find_renewal_order(credentials, &old).await
+                && live(&order)
+            {
                 return Ok(RenewalOrder::Found(Box::new(order)));
             }
         }

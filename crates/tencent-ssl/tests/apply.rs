@@ -259,3 +259,40 @@ async fn the_old_certificate_is_read_with_package_type_and_links() {
     assert!(!paid.is_free());
     assert_eq!(paid.is_vip, Some(true));
 }
+
+#[tokio::test]
+async fn after_a_failed_order_a_new_application_may_go() {
+    let sim = simulator(&[FREE_IN_WINDOW]).await;
+    let client = client(&sim, Duration::from_secs(10));
+    let locks = ApplyLocks::default();
+    let RenewalOrder::Applied(first) = client
+        .apply_renewal(&locks, &credentials(), "old1", DvAuthMethod::Dns)
+        .await
+        .unwrap()
+    else {
+        panic!("expected an application");
+    };
+    sim.state()
+        .fail_order(&first.certificate_id, "CA审核失败")
+        .unwrap();
+    let failed = client
+        .describe_order(&credentials(), &first.certificate_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        OrderState::of(&failed),
+        OrderState::Failed {
+            reason: "CA审核失败".into()
+        }
+    );
+    // The decision holds while the spec is the same; once it asks again, the failed order is no obstacle.
+    let again = client
+        .apply_renewal(&locks, &credentials(), "old1", DvAuthMethod::Dns)
+        .await
+        .unwrap();
+    let RenewalOrder::Applied(second) = again else {
+        panic!("expected a new application, got {again:?}");
+    };
+    assert_ne!(second.certificate_id, first.certificate_id);
+    assert_eq!(applications(&sim), 2);
+}
