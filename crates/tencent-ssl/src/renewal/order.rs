@@ -251,6 +251,33 @@ pub fn order_to_look_up<'a>(
         .or_else(|| served.renewal())
 }
 
+/// When the gatherer must ask Tencent about the renewal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Look {
+    /// Renewal is off: never (no Tencent call for it at all).
+    Never,
+    Now,
+    /// Not before the window's start.
+    At(Timestamp),
+}
+
+/// When to ask Tencent, from what status already knows (the served certificate's end, whether a record
+/// exists for it): far from the window with nothing recorded, no call is needed until its start.
+pub fn next_look(
+    settings: Option<&RenewalSettings>,
+    not_after: Option<Timestamp>,
+    recorded_for_served: bool,
+    now: Timestamp,
+) -> Look {
+    let Some(settings) = settings else {
+        return Look::Never;
+    };
+    match not_after.map(|end| end - settings.lead()) {
+        Some(start) if !recorded_for_served && now < start => Look::At(start),
+        _ => Look::Now,
+    }
+}
+
 /// Tencent links `order` to `served` (either direction): only then is it its renewal.
 pub fn is_renewal_of(order: &OrderDetail, served: &OrderDetail) -> bool {
     order.certificate_id != served.certificate_id

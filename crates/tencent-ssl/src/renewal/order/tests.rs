@@ -575,3 +575,21 @@ fn alerts_see_waiting_orders_and_windows_without_one() {
     assert!(!alert_signals(&Decision::NotYet { at: now }, None, now).in_window_without_order);
     assert!(!alert_signals(&Decision::Skip(Skip::Off), None, now).in_window_without_order);
 }
+
+#[test]
+fn far_from_the_window_nothing_is_asked_of_tencent() {
+    let now = at(NOW);
+    let end = Some(now + days(45));
+    assert_eq!(
+        next_look(Some(&SETTINGS), end, false, now),
+        Look::At(now + days(15))
+    );
+    assert_eq!(
+        next_look(Some(&SETTINGS), Some(now + days(20)), false, now),
+        Look::Now
+    );
+    // A record, or an unknown end: look now. Renewal off: never.
+    assert_eq!(next_look(Some(&SETTINGS), end, true, now), Look::Now);
+    assert_eq!(next_look(Some(&SETTINGS), None, false, now), Look::Now);
+    assert_eq!(next_look(None, end, false, now), Look::Never);
+}
