@@ -42,40 +42,16 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use axum::Json;
-use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::catalog::CertificateSpec;
 use super::manage::{ControlError, RenewLink, RenewRequest};
 use super::state::{SimCertificate, SimState};
 use tencent_ssl::apply::{
-    ACTION_APPLY_CERTIFICATE, DvAuthMethod, FREE_VALIDITY_MONTHS, PACKAGE_TYPE_FREE_DV,
-    RENEWAL_WINDOW, STATUS_DNS_AUTO, STATUS_FAILED, STATUS_ISSUED, STATUS_UNDER_REVIEW,
+    ACTION_APPLY_CERTIFICATE, DvAuthMethod, PACKAGE_TYPE_FREE_DV, RENEWAL_WINDOW, STATUS_DNS_AUTO,
+    STATUS_FAILED, STATUS_ISSUED, STATUS_UNDER_REVIEW,
 };
-
-/// Every `ApplyCertificate` parameter the SDK (3.1.145) knows.
-const KNOWN_PARAMETERS: &[&str] = &[
-    "DvAuthMethod",
-    "DomainName",
-    "ProjectId",
-    "PackageType",
-    "ContactEmail",
-    "ContactPhone",
-    "ValidityPeriod",
-    "CsrEncryptAlgo",
-    "CsrKeyParameter",
-    "CsrKeyPassword",
-    "Alias",
-    "OldCertificateId",
-    "PackageId",
-    "DeleteDnsAutoRecord",
-    "DnsNames",
-];
 
 /// Where FILE validation looks, as TrustAsia asks.
 pub const FILE_VALIDATION_PATH: &str = "/.well-known/pki-validation/";
@@ -180,19 +156,6 @@ fn new_certificate_id(state: &SimState) -> String {
     }
 }
 
-fn is_valid_domain(domain: &str) -> bool {
-    let name = domain.strip_prefix("*.").unwrap_or(domain);
-    let labels: Vec<&str> = name.split('.').collect();
-    labels.len() >= 2
-        && labels.iter().all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        })
-}
-
 /// The package type a certificate reports: none for uploaded ones, the spec's, else 83 (free DV).
 pub fn package_type(certificate: &SimCertificate) -> Option<String> {
     if certificate.from == "upload" {
@@ -211,117 +174,8 @@ fn is_free(certificate: &SimCertificate) -> bool {
     package_type(certificate).as_deref() == Some(PACKAGE_TYPE_FREE_DV)
 }
 
-/// The validated parameters of one application.
-struct Application {
-    method: DvAuthMethod,
-    domain: String,
-    old: Option<String>,
-    alias: Option<String>,
-    project_id: Option<u64>,
-    rsa: bool,
-}
-
-fn text<'a>(params: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, Refusal> {
-    match params.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(text)) => Ok(Some(text.as_str()).filter(|t| !t.is_empty())),
-        Some(_) => Err(refuse(
-            "InvalidParameter",
-            format!("The parameter `{name}` must be a string."),
-        )),
-    }
-}
-
-fn parse(params: &Value) -> Result<Application, Refusal> {
-    let Value::Object(params) = params else {
-        return Err(refuse("InvalidParameter", "The body is not a JSON object."));
-    };
-    if let Some(name) = params
-        .keys()
-        .find(|name| !KNOWN_PARAMETERS.contains(&name.as_str()))
-    {
-        return Err(refuse(
-            "UnknownParameter",
-            format!("The parameter `{name}` is not recognized."),
-        ));
-    }
-    let required = |name: &str| {
-        text(params, name)?.ok_or_else(|| {
-            refuse(
-                "MissingParameter",
-                format!("The request is missing a required parameter `{name}`."),
-            )
-        })
-    };
-    let method: DvAuthMethod = required("DvAuthMethod")?
-        .parse()
-        .map_err(|why: String| refuse("InvalidParameterValue", why))?;
-    let domain = required("DomainName")?.trim().to_ascii_lowercase();
-    if domain.len() > 64 {
-        return Err(refuse(
-            "InvalidParameterValue.CertificateDomainMaxLengthInvalid",
-            "证书域名过长： 域名不能超过64位，请您重新输入",
-        ));
-    }
-    if !is_valid_domain(&domain) {
-        return Err(refuse(
-            "InvalidParameter.DomainInvalid",
-            "域名无效，请重新输入。",
-        ));
-    }
-    if let Some(package) = text(params, "PackageType")?
-        && package != PACKAGE_TYPE_FREE_DV
-    {
-        return Err(refuse(
-            "InvalidParameterValue",
-            format!("PackageType {package:?} is not supported: only 83 (TrustAsia C1 DV Free)."),
-        ));
-    }
-    if let Some(period) = text(params, "ValidityPeriod")?
-        && period != FREE_VALIDITY_MONTHS
-    {
-        return Err(refuse("InvalidParameter.PeriodInvalid", "证书期限无效。"));
-    }
-    let algorithm = text(params, "CsrEncryptAlgo")?.unwrap_or("RSA");
-    let key_parameter = text(params, "CsrKeyParameter")?;
-    let rsa = match (algorithm, key_parameter) {
-        ("RSA", None | Some("2048")) => true,
-        ("ECC", Some("prime256v1")) => false,
-        _ => {
-            return Err(refuse(
-                "InvalidParameter.RenewAlgorithmInvalid",
-                "算法无效。",
-            ));
-        }
-    };
-    if params
-        .get("DnsNames")
-        .and_then(Value::as_array)
-        .is_some_and(|names| !names.is_empty())
-    {
-        return Err(refuse(
-            "InvalidParameter",
-            "DnsNames is not supported yet (待开放).",
-        ));
-    }
-    let project_id = match params.get("ProjectId") {
-        None | Some(Value::Null) => None,
-        Some(value) => Some(value.as_u64().ok_or_else(|| {
-            refuse(
-                "InvalidParameter",
-                "The parameter `ProjectId` must be an integer.",
-            )
-        })?),
-    };
-    Ok(Application {
-        method,
-        domain,
-        old: text(params, "OldCertificateId")?.map(String::from),
-        alias: text(params, "Alias")?.map(String::from),
-        project_id,
-        rsa,
-    })
-}
+mod params;
+use params::{Application, parse};
 
 /// The checks on `OldCertificateId`: it exists, is free, ends within 30 days and has not ended, and has
 /// no renewal yet (one that failed does not count).
@@ -608,134 +462,8 @@ pub fn list_fields(state: &SimState, certificate: &SimCertificate, mut item: Val
     item
 }
 
-impl SimState {
-    /// Every order, by certificate id.
-    pub fn orders(&self) -> Vec<SimOrder> {
-        advance(self);
-        lock(&self.applications.orders).values().cloned().collect()
-    }
-
-    pub fn apply_settings(&self) -> ApplySettings {
-        lock(&self.applications.settings).clone()
-    }
-
-    pub fn set_apply_settings(&self, settings: ApplySettings) {
-        *lock(&self.applications.settings) = settings;
-    }
-
-    /// "The record now exists": a pending DNS or FILE order issues (DNS_AUTO ones issue by themselves).
-    pub fn validate_order(&self, id: &str) -> Result<SimOrder, ControlError> {
-        {
-            let mut orders = lock(&self.applications.orders);
-            let order = orders
-                .get_mut(id)
-                .ok_or_else(|| ControlError::NotFound(id.to_string()))?;
-            if order.state != "pending" {
-                return Err(ControlError::Invalid(format!(
-                    "order {id} is {}, not pending",
-                    order.state
-                )));
-            }
-            order.validated = true;
-        }
-        advance(self);
-        order(self, id).ok_or_else(|| ControlError::NotFound(id.to_string()))
-    }
-
-    /// Ends a pending order: status 2 (审核失败) with `reason` as its `StatusMsg`.
-    pub fn fail_order(&self, id: &str, reason: &str) -> Result<SimOrder, ControlError> {
-        {
-            let mut orders = lock(&self.applications.orders);
-            let order = orders
-                .get_mut(id)
-                .ok_or_else(|| ControlError::NotFound(id.to_string()))?;
-            if order.state != "pending" {
-                return Err(ControlError::Invalid(format!(
-                    "order {id} is {}, not pending",
-                    order.state
-                )));
-            }
-            order.state = "failed".to_string();
-            order.failure = Some(reason.to_string());
-        }
-        self.set_certificate_status(id, STATUS_FAILED)?;
-        order(self, id).ok_or_else(|| ControlError::NotFound(id.to_string()))
-    }
-}
-
-/// The control endpoints of applications (merged into the simulator's router).
-pub fn routes() -> Router<Arc<SimState>> {
-    Router::new()
-        .route("/_sim/orders", get(list_orders))
-        .route("/_sim/orders/{id}/validate", post(validate))
-        .route("/_sim/orders/{id}/fail", post(fail))
-        .route("/_sim/apply/settings", get(get_settings).post(put_settings))
-}
-
-type ControlAnswer = (StatusCode, Json<Value>);
-
-fn answer(result: Result<SimOrder, ControlError>) -> ControlAnswer {
-    match result {
-        Ok(order) => (StatusCode::OK, Json(json!(order))),
-        Err(err @ ControlError::NotFound(_)) => (
-            StatusCode::NOT_FOUND,
-            Json(json!({"error": err.to_string()})),
-        ),
-        Err(err) => (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"error": err.to_string()})),
-        ),
-    }
-}
-
-async fn list_orders(State(state): State<Arc<SimState>>) -> Json<Value> {
-    Json(json!({ "Orders": state.orders() }))
-}
-
-async fn validate(State(state): State<Arc<SimState>>, Path(id): Path<String>) -> ControlAnswer {
-    answer(state.validate_order(&id))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FailRequest {
-    reason: Option<String>,
-}
-
-async fn fail(
-    State(state): State<Arc<SimState>>,
-    Path(id): Path<String>,
-    body: axum::body::Bytes,
-) -> ControlAnswer {
-    let reason = if body.iter().all(u8::is_ascii_whitespace) {
-        None
-    } else {
-        match serde_json::from_slice::<FailRequest>(&body) {
-            Ok(request) => request.reason,
-            Err(e) => {
-                return (
-                    StatusCode::BAD_REQUEST,
-                    Json(json!({"error": format!("bad fail request: {e}")})),
-                );
-            }
-        }
-    };
-    let reason =
-        reason.unwrap_or_else(|| "域名验证超时，订单自动关闭，请您重新进行证书申请".to_string());
-    answer(state.fail_order(&id, &reason))
-}
-
-async fn get_settings(State(state): State<Arc<SimState>>) -> Json<ApplySettings> {
-    Json(state.apply_settings())
-}
-
-async fn put_settings(
-    State(state): State<Arc<SimState>>,
-    Json(settings): Json<ApplySettings>,
-) -> Json<ApplySettings> {
-    state.set_apply_settings(settings);
-    Json(state.apply_settings())
-}
+mod control;
+pub use control::routes;
 
 #[cfg(test)]
 mod tests;
