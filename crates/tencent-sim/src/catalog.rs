@@ -21,7 +21,7 @@ pub const DEFAULT_VALID_DAYS: i64 = 90;
 /// renewal links `renewed-by=ID` (`RenewOrder`), `replaced-by=ID` (`ReplacedBy`, a reissue),
 /// `hosting-renew=ID` (`HostingRenewCertId`), `service-renew=ID` (`ServiceRenewCertificateId`), and list
 /// attributes `project=N`, `tag=KEY=VALUE` (repeatable), `alias=TEXT`, `from=BRAND` (default `trustasia`;
-/// `upload` marks an uploaded certificate).
+/// `upload` marks an uploaded certificate), `package=N` (`PackageType`, default 83: free; see [`crate::apply`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertificateSpec {
     pub id: String,
@@ -42,6 +42,8 @@ pub struct CertificateSpec {
     pub tags: Vec<(String, String)>,
     pub alias: Option<String>,
     pub from: Option<String>,
+    /// `PackageType` (default 83, the free TrustAsia DV; e.g. `2` for a paid one; none when uploaded).
+    pub package_type: Option<String>,
 }
 
 impl CertificateSpec {
@@ -64,6 +66,7 @@ impl CertificateSpec {
             tags: Vec::new(),
             alias: None,
             from: None,
+            package_type: None,
         }
     }
 
@@ -148,6 +151,9 @@ impl CertificateSpec {
             },
             ("alias", Some(alias)) => self.alias = Some(alias.to_string()),
             ("from", Some(from)) if !from.is_empty() => self.from = Some(from.to_string()),
+            ("package", Some(package)) if !package.is_empty() => {
+                self.package_type = Some(package.to_string())
+            }
             _ => {
                 let option = match value {
                     Some(value) => format!("{name}={value}"),

@@ -3,7 +3,7 @@
 //! test suite (in-process, random port), by demos and by benchmarks (`tencent-cert-operator sim`).
 //!
 //! API actions: `DownloadCertificate`, `DescribeCertificateDetail`, `DescribeCertificates` (filters and
-//! pagination, see [`listing`]), and STS's `AssumeRole` and `AssumeRoleWithWebIdentity` ([`sts`]): one
+//! pagination, see [`listing`]), `ApplyCertificate` ([`apply`]), and STS's `AssumeRole` and `AssumeRoleWithWebIdentity` ([`sts`]): one
 //! process serves both APIs, told apart by `X-TC-Version`, so a client's STS endpoint can be the same URL. Faults and latencies name a certificate id, `*`, or — for the list — the
 //! action name `DescribeCertificates`.
 //!
@@ -19,7 +19,12 @@
 //! STS: `POST /_sim/roles` (a [`SimRole`] object: adds or replaces, e.g. to rotate tokens) and
 //! `POST /_sim/sts/expire` (every temporary credential issued so far expires now).
 //! [`SimState`] has the same operations for in-process tests.
+//!
+//! `ApplyCertificate` (free certificates and their renewals with `OldCertificateId`) and the domain
+//! validation life cycle are in [`apply`], with their control endpoints: `GET /_sim/orders`,
+//! `POST /_sim/orders/{id}/validate`, `POST /_sim/orders/{id}/fail` and `GET`/`POST /_sim/apply/settings`.
 
+pub mod apply;
 pub mod auth;
 pub mod catalog;
 pub mod layout;
@@ -37,6 +42,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use apply::{ApplySettings, SimOrder};
 pub use auth::Account;
 pub use catalog::CertificateSpec;
 pub use manage::{ControlError, RenewLink, RenewRequest};

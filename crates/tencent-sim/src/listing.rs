@@ -263,7 +263,7 @@ pub fn describe_certificates(state: &SimState, query: &ListQuery) -> (u64, Vec<V
         .into_iter()
         .skip(usize::try_from(query.offset).unwrap_or(usize::MAX))
         .take(usize::try_from(query.limit).unwrap_or(usize::MAX))
-        .map(|c| list_item(c, now))
+        .map(|c| super::apply::list_fields(state, c, list_item(c, now)))
         .collect();
     (total, page)
 }

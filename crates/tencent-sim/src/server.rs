@@ -40,6 +40,7 @@ pub fn router(state: Arc<SimState>) -> Router {
         .route("/_sim/certificates/{id}/status", post(set_status))
         .route("/_sim/roles", post(put_role))
         .route("/_sim/sts/expire", post(expire_issued))
+        .merge(super::apply::routes())
         .with_state(state)
 }
 
@@ -170,6 +171,13 @@ async fn api(
             "Your current request times equals to `limit`, please retry later.",
         );
     }
+    super::apply::advance(&state);
+    if action == tencent_ssl::apply::ACTION_APPLY_CERTIFICATE {
+        let answer = super::apply::apply_certificate(state.clone(), params).await;
+        let answer = respond(&state, action, answer);
+        super::apply::answer_delay(&state).await;
+        return answer;
+    }
     if action == ACTION_DESCRIBE_CERTIFICATES {
         return describe_certificates(&state, &params).await;
     }
@@ -219,7 +227,11 @@ async fn api(
     let answer = if action == ACTION_DOWNLOAD {
         download(&certificate)
     } else {
-        Ok(detail(&certificate))
+        Ok(super::apply::detail_fields(
+            &state,
+            &certificate,
+            detail(&certificate),
+        ))
     };
     match answer {
         Ok(fields) => {
@@ -229,6 +241,24 @@ async fn api(
         Err((code, message)) => {
             state.record(action, code, Some(&certificate_id));
             error_response(code, message)
+        }
+    }
+}
+
+/// Records and shapes an answer of the actions handled in other modules.
+fn respond(
+    state: &SimState,
+    action: &str,
+    answer: Result<Value, super::apply::Refusal>,
+) -> Json<Value> {
+    match answer {
+        Ok(fields) => {
+            state.record(action, "Success", None);
+            success_response(fields)
+        }
+        Err((code, message)) => {
+            state.record(action, &code, None);
+            error_response(&code, &message)
         }
     }
 }

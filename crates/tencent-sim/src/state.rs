@@ -232,6 +232,8 @@ pub struct SimState {
     /// STS: roles by ARN, and the temporary credentials issued, by SecretId.
     roles: RwLock<HashMap<String, super::sts::SimRole>>,
     issued: Mutex<HashMap<String, super::sts::Issued>>,
+    /// `ApplyCertificate` orders and settings (see `apply`).
+    pub(crate) applications: super::apply::Applications,
 }
 
 impl SimState {
@@ -263,6 +265,7 @@ impl SimState {
             clock_offset,
             roles: RwLock::new(HashMap::new()),
             issued: Mutex::new(HashMap::new()),
+            applications: Default::default(),
         }
     }
 

@@ -219,3 +219,119 @@ async fn the_official_python_sdk_assumes_roles_at_the_simulator() {
     assert_eq!(stats.count("AssumeRoleWithWebIdentity", "Success"), 1);
     assert_eq!(stats.count("DownloadCertificate", "Success"), 2);
 }
+
+/// `ApplyCertificate` with `OldCertificateId`, the DNS validation life cycle (the record shown, then
+/// validated through the control endpoint, then issued and downloadable), DNS_AUTO issuing by itself,
+/// and the refusals, all through the SDK's request models and response parsing.
+#[tokio::test]
+async fn the_official_python_sdk_applies_for_renewals_at_the_simulator() {
+    let Some(python) = sdk_python() else {
+        eprintln!(
+            "SKIPPED: Tencent's Python SDK is not importable; install it with \
+             `pip install tencentcloud-sdk-python-ssl==3.1.145` or set TENCENT_SDK_PYTHON"
+        );
+        return;
+    };
+    let sim = sim::start(
+        SimConfig {
+            accounts: vec![Account {
+                secret_id: "AKIDsdkAPPLY".into(),
+                secret_key: "sdk-apply-key".into(),
+                token: None,
+            }],
+            certificates: [
+                "sdkOld1:domain=shop.example.com,valid-days=20",
+                "sdkOld2:domain=auto.example.com,valid-days=20",
+                "sdkPaid1:domain=paid.example.com,valid-days=20,package=2",
+                "sdkEarly1:domain=early.example.com,valid-days=60",
+            ]
+            .iter()
+            .map(|spec| spec.parse().unwrap())
+            .collect(),
+            ..SimConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    sim.state().set_apply_settings(sim::ApplySettings {
+        dns_auto_delay_ms: 0,
+        ..sim::ApplySettings::default()
+    });
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/apply_crosscheck.py");
+    let output = tokio::process::Command::new(&python)
+        .args([
+            script,
+            &sim.addr().to_string(),
+            "AKIDsdkAPPLY",
+            "sdk-apply-key",
+            "sdkOld1",
+            "sdkOld2",
+            "sdkPaid1",
+            "sdkEarly1",
+            "shop.example.com",
+            "auto.example.com",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "SDK script failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let new_id = answer["new_id"].as_str().unwrap().to_string();
+    let order = sim
+        .state()
+        .orders()
+        .into_iter()
+        .find(|o| o.certificate_id == new_id)
+        .unwrap();
+    assert_eq!(answer["applied_request_id"].as_str().unwrap().len(), 36);
+    // Pending: the SDK reads the order's state and the record to create.
+    assert_eq!(answer["pending_status"], 0);
+    assert_eq!(answer["pending_verify_type"], "DNS");
+    assert_eq!(answer["pending_status_msg"], "PENDING-DCV");
+    assert_eq!(answer["pending_package_type"], "83");
+    assert_eq!(answer["pending_origin"], "sdkOld1");
+    assert_eq!(answer["auth_key"], "_dnsauth.shop.example.com");
+    assert_eq!(answer["auth_value"], order.record_value.as_str());
+    assert_eq!(answer["auth_domain"], "shop.example.com");
+    assert_eq!(answer["auth_sub_domain"], "_dnsauth");
+    assert_eq!(
+        answer["auths"],
+        serde_json::json!([{
+            "key": "_dnsauth.shop.example.com",
+            "value": order.record_value,
+            "type": "TXT",
+            "sub": "_dnsauth",
+        }])
+    );
+    // The renewal links, as the list shows them.
+    assert_eq!(answer["old_has_renew_order"], new_id.as_str());
+    assert_eq!(answer["old_renew_order"], new_id.as_str());
+    assert_eq!(answer["new_listed_status"], 0);
+    assert_eq!(answer["new_listed_verify_type"], "DNS");
+    assert_eq!(answer["second_code"], "FailedOperation.CertificateExists");
+    // Validated: issued, no record left to create, downloadable.
+    assert_eq!(answer["validated_state"], "issued");
+    assert_eq!(answer["issued_status"], 1);
+    assert_eq!(answer["issued_auth"], serde_json::Value::Null);
+    assert!(answer["archive_base64_len"].as_u64().unwrap() > 100);
+    // DNS_AUTO (delay 0 here) is issued by the next request.
+    assert_eq!(answer["auto_status"], 1);
+    assert_eq!(answer["auto_verify_type"], "DNS_AUTO");
+    assert_eq!(answer["auto_origin"], "sdkOld2");
+    // Refusals with the SDK's codes.
+    assert_eq!(
+        answer["paid_code"],
+        "FailedOperation.InvalidCertificateSource"
+    );
+    assert_eq!(answer["early_code"], "InvalidParameter.WithDetailReason");
+    assert_eq!(answer["bad_method_code"], "InvalidParameterValue");
+    assert_eq!(answer["quota_code"], "FailedOperation.ExceedsFreeLimit");
+    let stats = sim.stats();
+    assert_eq!(stats.count("ApplyCertificate", "Success"), 2);
+    assert_eq!(stats.action_total("ApplyCertificate"), 7);
+}

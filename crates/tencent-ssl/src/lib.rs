@@ -13,7 +13,9 @@
 //!   (retry, fix the credentials, fix the certificate id, …);
 //! - [`bundle`]: the certificate chain and private key inside the ZIP that `DownloadCertificate` returns, found
 //!   by content (the ZIP layouts differ by era and server type), checked (key matches leaf, chain order, expiry);
-//! - [`renewal`]: the rules for following a certificate to the renewal Tencent issued for it.
+//! - [`renewal`]: the rules for following a certificate to the renewal Tencent issued for it, and for
+//!   applying for the renewal of a free certificate ([`renewal::order`]);
+//! - [`apply`]: `ApplyCertificate` (free certificates and their renewals), never sent twice for one order.
 //!
 //! # Signing a request
 //!
@@ -79,6 +81,7 @@
 //! assert_eq!(network.class(), ErrorClass::Transient);
 //! ```
 
+pub mod apply;
 pub mod bundle;
 pub mod client;
 pub mod coalesce;

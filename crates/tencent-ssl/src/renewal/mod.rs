@@ -4,6 +4,7 @@
 
 pub mod domain;
 pub mod follow;
+pub mod order;
 
 pub use domain::{
     certificate_covers, domain_covers, is_selectable, select_by_domain, select_covering,
