@@ -232,6 +232,8 @@ pub struct SimState {
     /// STS: roles by ARN, and the temporary credentials issued, by SecretId.
     roles: RwLock<HashMap<String, super::sts::SimRole>>,
     issued: Mutex<HashMap<String, super::sts::Issued>>,
+    /// Uploads' bindings, deploy records and deploy faults (see `publish`).
+    pub(crate) publishing: super::publish::Publishing,
 }
 
 impl SimState {
@@ -263,6 +265,7 @@ impl SimState {
             clock_offset,
             roles: RwLock::new(HashMap::new()),
             issued: Mutex::new(HashMap::new()),
+            publishing: Default::default(),
         }
     }
 
