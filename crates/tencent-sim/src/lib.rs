@@ -43,8 +43,8 @@ use tokio::task::JoinHandle;
 pub use auth::Account;
 pub use catalog::CertificateSpec;
 pub use manage::{ControlError, RenewLink, RenewRequest};
-pub use state::{Fault, Latency, SimCertificate, SimLinks, SimState, Stats};
 pub use publish::{Binding, DeployFault, IssuedPair};
+pub use state::{Fault, Latency, SimCertificate, SimLinks, SimState, Stats};
 pub use sts::SimRole;
 
 #[derive(Debug, Clone, Default)]

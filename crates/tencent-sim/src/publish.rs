@@ -53,46 +53,10 @@ use super::server::{error_response, success_response, tencent_time};
 use super::state::{SimCertificate, SimLinks, SimState};
 use tencent_ssl::bundle::{self, BundleError};
 
-pub const ACTION_UPLOAD: &str = "UploadCertificate";
-pub const ACTION_UPDATE_INSTANCE: &str = "UpdateCertificateInstance";
-pub const ACTION_RECORD_DETAIL: &str = "DescribeHostUpdateRecordDetail";
-pub const ACTION_RECORD_RETRY: &str = "UpdateCertificateRecordRetry";
-pub const ACTION_DELETE: &str = "DeleteCertificate";
-pub const ACTION_BIND_TASK: &str = "CreateCertificateBindResourceSyncTask";
-pub const ACTION_BIND_RESULT: &str = "DescribeCertificateBindResourceTaskResult";
-
-/// Resource types `UpdateCertificateInstance` accepts (lower case).
-pub const RESOURCE_TYPES: &[&str] = &[
-    "clb",
-    "cdn",
-    "waf",
-    "live",
-    "ddos",
-    "teo",
-    "apigateway",
-    "vod",
-    "tke",
-    "tcb",
-    "tse",
-    "cos",
-    "mqtt",
-    "scf",
-    "tdmq",
-    "gaap",
-];
-/// Types deployed per region: `ResourceTypesRegions` must name their regions.
-pub const REGIONAL_TYPES: &[&str] = &[
-    "clb",
-    "tke",
-    "apigateway",
-    "waf",
-    "tcb",
-    "tse",
-    "cos",
-    "mqtt",
-    "scf",
-    "tdmq",
-];
+pub use tencent_ssl::publish::{
+    ACTION_BIND_RESULT, ACTION_BIND_TASK, ACTION_DELETE, ACTION_RECORD_DETAIL, ACTION_RECORD_RETRY,
+    ACTION_UPDATE_INSTANCE, ACTION_UPLOAD, REGIONAL_TYPES, RESOURCE_TYPES,
+};
 
 /// Deploy detail states (`UpdateRecordDetail.Status`).
 pub const DEPLOY_PENDING: i64 = 0;
@@ -534,10 +498,7 @@ fn upload(state: &SimState, params: &Value) -> Result<(Value, Option<String>), R
         inserted_at: jiff::Timestamp::now(),
         spec: None,
     });
-    Ok((
-        json!({ "CertificateId": id, "RepeatCertId": "" }),
-        Some(id),
-    ))
+    Ok((json!({ "CertificateId": id, "RepeatCertId": "" }), Some(id)))
 }
 
 fn bind_task(state: &SimState, params: &Value) -> Result<(Value, Option<String>), Refusal> {
@@ -641,7 +602,10 @@ fn types_regions(params: &Map<String, Value>) -> Result<HashMap<String, Vec<Stri
         Some(Value::Array(items)) => items
             .iter()
             .map(|item| {
-                let kind = item.get("ResourceType").and_then(Value::as_str).ok_or_else(bad)?;
+                let kind = item
+                    .get("ResourceType")
+                    .and_then(Value::as_str)
+                    .ok_or_else(bad)?;
                 let regions = match item.get("Regions") {
                     None | Some(Value::Null) => Vec::new(),
                     Some(Value::Array(regions)) => regions
@@ -699,8 +663,7 @@ fn update_instance(state: &SimState, params: &Value) -> Result<(Value, Option<St
     }
     let regions = types_regions(params)?;
     for kind in &kinds {
-        if REGIONAL_TYPES.contains(&kind.as_str())
-            && regions.get(kind).is_none_or(|r| r.is_empty())
+        if REGIONAL_TYPES.contains(&kind.as_str()) && regions.get(kind).is_none_or(|r| r.is_empty())
         {
             return Err(refuse(
                 "InvalidParameter.RegionNotEmpty",
@@ -734,7 +697,9 @@ fn update_instance(state: &SimState, params: &Value) -> Result<(Value, Option<St
         .filter(|b| {
             !REGIONAL_TYPES.contains(&b.resource_type.as_str())
                 || regions.get(&b.resource_type).is_some_and(|wanted| {
-                    b.region.as_ref().is_some_and(|region| wanted.contains(region))
+                    b.region
+                        .as_ref()
+                        .is_some_and(|region| wanted.contains(region))
                 })
         })
         .cloned()
@@ -799,7 +764,9 @@ fn advance(inner: &mut Inner, record_id: u64) {
                 detail.attempts += 1;
                 let fault = faults.iter_mut().find(|f| {
                     f.resource_type == detail.resource_type
-                        && f.region.as_ref().is_none_or(|r| Some(r) == detail.region.as_ref())
+                        && f.region
+                            .as_ref()
+                            .is_none_or(|r| Some(r) == detail.region.as_ref())
                         && f.remaining != Some(0)
                 });
                 if let Some(fault) = fault {
@@ -851,11 +818,12 @@ fn record_detail(state: &SimState, params: &Value) -> Result<(Value, Option<Stri
         ));
     }
     advance(&mut inner, id);
-    let record = inner
-        .records
-        .get(&id)
-        .cloned()
-        .ok_or_else(|| refuse("FailedOperation.CertificateDeployNotExist", "The deploy record does not exist."))?;
+    let record = inner.records.get(&id).cloned().ok_or_else(|| {
+        refuse(
+            "FailedOperation.CertificateDeployNotExist",
+            "The deploy record does not exist.",
+        )
+    })?;
     let count = |status: i64| record.details.iter().filter(|d| d.status == status).count();
     let now = tencent_time(Some(jiff::Timestamp::now()));
     let created = tencent_time(Some(record.created_at));
@@ -877,7 +845,10 @@ fn record_detail(state: &SimState, params: &Value) -> Result<(Value, Option<Stri
             "InstanceId": detail.instance_id,
             "InstanceName": detail.instance_id,
         });
-        match groups.iter_mut().find(|(kind, _)| *kind == detail.resource_type) {
+        match groups
+            .iter_mut()
+            .find(|(kind, _)| *kind == detail.resource_type)
+        {
             Some((_, items)) => items.push(item),
             None => groups.push((detail.resource_type.clone(), vec![item])),
         }
@@ -968,7 +939,10 @@ fn delete(state: &SimState, params: &Value) -> Result<(Value, Option<String>), R
         ));
     }
     state.remove_certificate(&id);
-    Ok((json!({ "DeleteResult": true, "TaskId": Value::Null }), Some(id)))
+    Ok((
+        json!({ "DeleteResult": true, "TaskId": Value::Null }),
+        Some(id),
+    ))
 }
 
 impl SimState {

@@ -726,7 +726,7 @@ impl Client {
 
     /// One API call: rate limited, signed per attempt, retried only on throttling and (once) on an expired
     /// signature. Returns the `Response` object of a successful answer.
-    async fn call(
+    pub(crate) async fn call(
         &self,
         credentials: &Credentials,
         action: &str,
