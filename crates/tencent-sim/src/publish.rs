@@ -199,6 +199,8 @@ impl SimState {
 }
 
 type Refusal = (&'static str, String);
+/// An action's answer fields and the certificate it concerns (for the stats), or its refusal.
+type Answer = Result<(Value, Option<String>), Refusal>;
 
 fn refuse(code: &'static str, message: impl Into<String>) -> Refusal {
     (code, message.into())
@@ -298,7 +300,7 @@ fn leaf_sha1(chain_pem: &str) -> Option<String> {
 
 /// Serves a publishing action; `None` when `action` is not one of them.
 pub(super) async fn handle(state: &SimState, action: &str, params: &Value) -> Option<Json<Value>> {
-    let run: fn(&SimState, &Value) -> Result<(Value, Option<String>), Refusal> = match action {
+    let run: fn(&SimState, &Value) -> Answer = match action {
         ACTION_UPLOAD => upload,
         ACTION_UPDATE_INSTANCE => update_instance,
         ACTION_RECORD_DETAIL => record_detail,
@@ -328,7 +330,7 @@ pub(super) async fn handle(state: &SimState, action: &str, params: &Value) -> Op
     })
 }
 
-fn upload(state: &SimState, params: &Value) -> Result<(Value, Option<String>), Refusal> {
+fn upload(state: &SimState, params: &Value) -> Answer {
     let params = object(params)?;
     check_known(
         params,
@@ -501,7 +503,7 @@ fn upload(state: &SimState, params: &Value) -> Result<(Value, Option<String>), R
     Ok((json!({ "CertificateId": id, "RepeatCertId": "" }), Some(id)))
 }
 
-fn bind_task(state: &SimState, params: &Value) -> Result<(Value, Option<String>), Refusal> {
+fn bind_task(state: &SimState, params: &Value) -> Answer {
     let params = object(params)?;
     check_known(params, &["CertificateIds", "IsCache"])?;
     let ids = string_list(params, "CertificateIds")?;
@@ -540,7 +542,7 @@ fn bind_task(state: &SimState, params: &Value) -> Result<(Value, Option<String>)
     Ok((json!({ "CertTaskIds": answer }), None))
 }
 
-fn bind_result(state: &SimState, params: &Value) -> Result<(Value, Option<String>), Refusal> {
+fn bind_result(state: &SimState, params: &Value) -> Answer {
     let params = object(params)?;
     check_known(params, &["TaskIds"])?;
     let task_ids = string_list(params, "TaskIds")?;
@@ -621,7 +623,7 @@ fn types_regions(params: &Map<String, Value>) -> Result<HashMap<String, Vec<Stri
     }
 }
 
-fn update_instance(state: &SimState, params: &Value) -> Result<(Value, Option<String>), Refusal> {
+fn update_instance(state: &SimState, params: &Value) -> Answer {
     let params = object(params)?;
     check_known(
         params,
@@ -793,7 +795,7 @@ fn advance(inner: &mut Inner, record_id: u64) {
     }
 }
 
-fn record_detail(state: &SimState, params: &Value) -> Result<(Value, Option<String>), Refusal> {
+fn record_detail(state: &SimState, params: &Value) -> Answer {
     let params = object(params)?;
     check_known(params, &["DeployRecordId", "Limit", "Offset"])?;
     let id = loose_u64(params, "DeployRecordId")?.ok_or_else(|| {
@@ -877,7 +879,7 @@ fn record_detail(state: &SimState, params: &Value) -> Result<(Value, Option<Stri
     ))
 }
 
-fn record_retry(state: &SimState, params: &Value) -> Result<(Value, Option<String>), Refusal> {
+fn record_retry(state: &SimState, params: &Value) -> Answer {
     let params = object(params)?;
     check_known(params, &["DeployRecordId", "DeployRecordDetailId"])?;
     let record_id = loose_u64(params, "DeployRecordId")?;
@@ -921,7 +923,7 @@ fn record_retry(state: &SimState, params: &Value) -> Result<(Value, Option<Strin
     Ok((json!({}), None))
 }
 
-fn delete(state: &SimState, params: &Value) -> Result<(Value, Option<String>), Refusal> {
+fn delete(state: &SimState, params: &Value) -> Answer {
     let params = object(params)?;
     check_known(params, &["CertificateId", "IsCheckResource"])?;
     let id = required_string(params, "CertificateId")?;
