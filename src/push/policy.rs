@@ -329,40 +329,66 @@ pub fn decide(input: &Input, observed: &Observed) -> Step {
             ),
         });
     }
-    let Some(current) = current_id(input, pair) else {
-        return match &observed.tagged {
-            // Lookups asked for it; without the answer an upload could be a second one.
-            None => Step::Wait {
-                reason: reason::PUBLISHED,
-                message: "looking for an earlier upload first".into(),
-                after: Duration::ZERO,
-            },
-            Some(found) => match found.iter().min() {
-                Some(id) => Step::Adopt {
-                    certificate_id: id.clone(),
-                },
-                None => {
-                    let mut tags: Vec<Tag> = input
-                        .spec
-                        .tags
-                        .iter()
-                        .filter(|(k, _)| k.as_str() != TAG_UID && k.as_str() != TAG_FINGERPRINT)
-                        .map(|(k, v)| Tag::new(k, v))
-                        .collect();
-                    tags.extend(tags_for(input, &pair.meta.fingerprint_sha256));
-                    Step::Upload {
-                        alias: input
-                            .spec
-                            .alias
-                            .clone()
-                            .unwrap_or_else(|| format!("{}/{}", input.namespace, input.name)),
-                        project_id: input.spec.project_id,
-                        tags,
-                    }
-                }
-            },
+    match current_id(input, pair) {
+        None => publish_step(input, pair, observed),
+        Some(current) => deploy_step(input, observed, current),
+    }
+}
+
+/// The Secret's certificate is not recorded as published: adopt an earlier upload, else upload.
+fn publish_step(input: &Input, pair: &CertBundle, observed: &Observed) -> Step {
+    let Some(found) = &observed.tagged else {
+        // Lookups asked for it; without the answer an upload could be a second one.
+        return Step::Wait {
+            reason: reason::PUBLISHED,
+            message: "looking for an earlier upload first".into(),
+            after: Duration::ZERO,
         };
     };
+    if let Some(id) = found.iter().min() {
+        return Step::Adopt {
+            certificate_id: id.clone(),
+        };
+    }
+    let mut tags: Vec<Tag> = input
+        .spec
+        .tags
+        .iter()
+        .filter(|(k, _)| k.as_str() != TAG_UID && k.as_str() != TAG_FINGERPRINT)
+        .map(|(k, v)| Tag::new(k, v))
+        .collect();
+    tags.extend(tags_for(input, &pair.meta.fingerprint_sha256));
+    Step::Upload {
+        alias: input
+            .spec
+            .alias
+            .clone()
+            .unwrap_or_else(|| format!("{}/{}", input.namespace, input.name)),
+        project_id: input.spec.project_id,
+        tags,
+    }
+}
+
+fn not_ours(from: &str) -> Step {
+    Step::Refuse(Refusal {
+        reason: reason::PREVIOUS_NOT_OURS,
+        message: format!(
+            "certificate {from} was not uploaded by this resource (no {TAG_UID} tag of it): its resources are not moved and it is not deleted"
+        ),
+    })
+}
+
+/// Whether the previous certificate's tags (when read) carry this resource's uid.
+fn previous_is_ours(input: &Input, observed: &Observed) -> Option<bool> {
+    match &observed.previous_tags {
+        Some(Some(tags)) => Some(is_ours(input, tags)),
+        Some(None) => Some(false),
+        None => None,
+    }
+}
+
+/// Published: move the resources off the previous certificate, follow the move, delete what it left.
+fn deploy_step(input: &Input, observed: &Observed, current: &str) -> Step {
     let in_sync = Step::InSync {
         after: refresh(input),
     };
@@ -384,32 +410,18 @@ pub fn decide(input: &Input, observed: &Observed) -> Step {
                 .into(),
         });
     }
-    let ours = || match &observed.previous_tags {
-        Some(Some(tags)) => Some(is_ours(input, tags)),
-        Some(None) => Some(false),
-        None => None,
-    };
-    let not_ours = || {
-        Step::Refuse(Refusal {
-            reason: reason::PREVIOUS_NOT_OURS,
-            message: format!(
-                "certificate {from} was not uploaded by this resource (no {TAG_UID} tag of it): its resources are not moved and it is not deleted"
-            ),
-        })
-    };
-    let start = Step::StartDeploy {
-        from: from.to_string(),
-        to: current.to_string(),
-        targets,
-    };
     let deploy = match &input.status.deploy {
         Some(deploy) if deploy_matches(deploy, from, current) && deploy.record_id.is_some() => {
             deploy
         }
         _ => {
-            return match (check_tags, ours()) {
-                (false, _) | (true, Some(true)) => start,
-                (true, Some(false)) => not_ours(),
+            return match (check_tags, previous_is_ours(input, observed)) {
+                (false, _) | (true, Some(true)) => Step::StartDeploy {
+                    from: from.to_string(),
+                    to: current.to_string(),
+                    targets,
+                },
+                (true, Some(false)) => not_ours(from),
                 (true, None) => Step::Wait {
                     reason: reason::DEPLOYING,
                     message: "reading the previous certificate first".into(),
@@ -418,51 +430,8 @@ pub fn decide(input: &Input, observed: &Observed) -> Step {
             };
         }
     };
-    let Some(record_id) = deploy.record_id else {
-        return start;
-    };
     if !deploy.finished {
-        let Some(progress) = &observed.deploy else {
-            return Step::Wait {
-                reason: reason::DEPLOYING,
-                message: format!("deploy record {record_id} is running"),
-                after: DEPLOY_POLL,
-            };
-        };
-        let results = summarize(progress);
-        let failed = results.iter().any(|r| r.failed > 0);
-        if !progress.is_finished() {
-            return Step::RecordDeploy {
-                results,
-                finished: false,
-                after: Some(DEPLOY_POLL),
-            };
-        }
-        if !failed || deploy.retries >= MAX_DEPLOY_RETRIES {
-            return Step::RecordDeploy {
-                results,
-                finished: true,
-                after: None,
-            };
-        }
-        let due = deploy
-            .last_retry_time
-            .as_deref()
-            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-            .map(|t| t + retry_backoff(deploy.retries));
-        return match due {
-            Some(due) if due > input.now => Step::RecordDeploy {
-                results,
-                finished: false,
-                after: Some(Duration::try_from(due - input.now).unwrap_or(DEPLOY_POLL)),
-            },
-            _ if deploy.results != results => Step::RecordDeploy {
-                results,
-                finished: false,
-                after: Some(Duration::ZERO),
-            },
-            _ => Step::RetryDeploy { record_id },
-        };
+        return follow_deploy(input, observed, deploy);
     }
     if let Some(failed) = deploy.results.iter().find(|r| r.failed > 0) {
         return Step::Wait {
@@ -482,8 +451,60 @@ pub fn decide(input: &Input, observed: &Observed) -> Step {
     if spec.previous_certificate == PreviousPolicy::Keep || deploy.previous_deleted || !check_tags {
         return in_sync;
     }
-    match (ours(), &observed.bound) {
-        (Some(false), _) => not_ours(),
+    delete_step(input, observed, from)
+}
+
+/// A deploy record still running, or finished with failures to retry.
+fn follow_deploy(input: &Input, observed: &Observed, deploy: &DeployStatus) -> Step {
+    let record_id = deploy.record_id.unwrap_or_default();
+    let Some(progress) = &observed.deploy else {
+        return Step::Wait {
+            reason: reason::DEPLOYING,
+            message: format!("deploy record {record_id} is running"),
+            after: DEPLOY_POLL,
+        };
+    };
+    let results = summarize(progress);
+    let failed = results.iter().any(|r| r.failed > 0);
+    if !progress.is_finished() {
+        return Step::RecordDeploy {
+            results,
+            finished: false,
+            after: Some(DEPLOY_POLL),
+        };
+    }
+    if !failed || deploy.retries >= MAX_DEPLOY_RETRIES {
+        return Step::RecordDeploy {
+            results,
+            finished: true,
+            after: None,
+        };
+    }
+    let due = deploy
+        .last_retry_time
+        .as_deref()
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        .map(|t| t + retry_backoff(deploy.retries));
+    match due {
+        Some(due) if due > input.now => Step::RecordDeploy {
+            results,
+            finished: false,
+            after: Some(Duration::try_from(due - input.now).unwrap_or(DEPLOY_POLL)),
+        },
+        // Record the failures before retrying, so status shows them.
+        _ if deploy.results != results => Step::RecordDeploy {
+            results,
+            finished: false,
+            after: Some(Duration::ZERO),
+        },
+        _ => Step::RetryDeploy { record_id },
+    }
+}
+
+/// Policy `Delete` after a clean move: only a certificate of ours, only when nothing is bound to it.
+fn delete_step(input: &Input, observed: &Observed, from: &str) -> Step {
+    match (previous_is_ours(input, observed), &observed.bound) {
+        (Some(false), _) => not_ours(from),
         (Some(true), Some(bound)) if bound.is_empty() => Step::DeletePrevious {
             certificate_id: from.to_string(),
         },
@@ -531,6 +552,33 @@ fn rfc3339(t: jiff::Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
+/// Records a deploy from the previous certificate (or the one the spec names) onto the current one.
+fn start_deploy(
+    input: &Input,
+    status: &mut TencentCertificatePushStatus,
+    record_id: u64,
+    finished: bool,
+) {
+    let named = input
+        .spec
+        .deploy
+        .as_ref()
+        .and_then(|d| d.from_certificate_id.clone());
+    if let (Some(from), Some(to)) = (
+        status.previous_certificate_id.clone().or(named),
+        status.certificate_id.clone(),
+    ) {
+        status.previous_certificate_id = Some(from.clone());
+        status.deploy = Some(DeployStatus {
+            from_certificate_id: from,
+            to_certificate_id: to,
+            record_id: Some(record_id),
+            finished,
+            ..DeployStatus::default()
+        });
+    }
+}
+
 /// The status after `outcome` of a step decided from `input`.
 pub fn apply(input: &Input, outcome: &Outcome) -> TencentCertificatePushStatus {
     let mut status = input.status.clone();
@@ -560,47 +608,9 @@ pub fn apply(input: &Input, outcome: &Outcome) -> TencentCertificatePushStatus {
                 }
             }
         }
-        Outcome::DeployStarted { record_id } => {
-            if let (Some(from), Some(to)) = (
-                status.previous_certificate_id.clone().or_else(|| {
-                    input
-                        .spec
-                        .deploy
-                        .as_ref()
-                        .and_then(|d| d.from_certificate_id.clone())
-                }),
-                status.certificate_id.clone(),
-            ) {
-                status.previous_certificate_id = Some(from.clone());
-                status.deploy = Some(DeployStatus {
-                    from_certificate_id: from,
-                    to_certificate_id: to,
-                    record_id: Some(*record_id),
-                    ..DeployStatus::default()
-                });
-            }
-        }
-        Outcome::NothingToDeploy => {
-            if let (Some(from), Some(to)) = (
-                status.previous_certificate_id.clone().or_else(|| {
-                    input
-                        .spec
-                        .deploy
-                        .as_ref()
-                        .and_then(|d| d.from_certificate_id.clone())
-                }),
-                status.certificate_id.clone(),
-            ) {
-                status.previous_certificate_id = Some(from.clone());
-                status.deploy = Some(DeployStatus {
-                    from_certificate_id: from,
-                    to_certificate_id: to,
-                    record_id: Some(0),
-                    finished: true,
-                    ..DeployStatus::default()
-                });
-            }
-        }
+        Outcome::DeployStarted { record_id } => start_deploy(input, &mut status, *record_id, false),
+        // Nothing of the targets was bound: a move that is done at once (record 0).
+        Outcome::NothingToDeploy => start_deploy(input, &mut status, 0, true),
         Outcome::DeployRecorded { results, finished } => {
             if let Some(deploy) = status.deploy.as_mut() {
                 deploy.results = results.clone();
