@@ -713,6 +713,67 @@ mod tests {
             Permanent,
             "CertificateNotFound",
         ),
+        // Publishing (UploadCertificate, UpdateCertificateInstance, DeleteCertificate).
+        (
+            "FailedOperation.CertificateParseError",
+            Permanent,
+            "CertificateRejected",
+        ),
+        (
+            "FailedOperation.CertificateExists",
+            Permanent,
+            "CertificateRejected",
+        ),
+        (
+            "FailedOperation.DeleteResourceFailed",
+            Permanent,
+            "CertificateInUse",
+        ),
+        (
+            "FailedOperation.BoundResources",
+            Permanent,
+            "CertificateInUse",
+        ),
+        (
+            "FailedOperation.CertificateDeployHasPendingRecord",
+            Transient,
+            "TencentApiError",
+        ),
+        (
+            "FailedOperation.CertificateDeployInstanceEmpty",
+            Permanent,
+            "DeployRefused",
+        ),
+        (
+            "FailedOperation.CertificateHostResourceTypeInvalid",
+            Permanent,
+            "DeployRefused",
+        ),
+        (
+            "FailedOperation.CertificateDeployNotExist",
+            Permanent,
+            "DeployRefused",
+        ),
+        (
+            "FailedOperation.CertificateDeployRetryStatusInvalid",
+            Permanent,
+            "DeployRefused",
+        ),
+        (
+            "FailedOperation.CertificateHostDeployCanNotAllow",
+            Permanent,
+            "DeployRefused",
+        ),
+        (
+            "FailedOperation.CertificateNotDeployInstance",
+            Permanent,
+            "DeployRefused",
+        ),
+        (
+            "InvalidParameter.RegionNotEmpty",
+            Permanent,
+            "InvalidRequest",
+        ),
         // Unknown codes fall back on their family, else transient.
         ("AuthFailure.SomethingNew", Credentials, "AuthFailed"),
         (

@@ -409,3 +409,60 @@ async fn bound_resources_move_per_type_with_a_failure_retried_and_delete_waits_f
         .unwrap_err();
     assert_eq!(err.code(), Some("FailedOperation.CertificateNotFound"));
 }
+
+/// The control endpoints the CLI simulator offers for the same fixtures: bindings, deploy faults, records.
+#[tokio::test]
+async fn bindings_and_deploy_faults_can_be_set_over_http() {
+    let sim = simulator().await;
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", sim.endpoint());
+    let answer = http
+        .post(url("/_sim/bindings"))
+        .json(&serde_json::json!([
+            {"certificate_id": "c1", "resource_type": "clb", "region": "ap-guangzhou", "instance_id": "lb-1"},
+            {"certificate_id": "c1", "resource_type": "cdn", "instance_id": "shop.example.com"}
+        ]))
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success());
+    let refused = http
+        .post(url("/_sim/bindings"))
+        .json(&serde_json::json!({"certificate_id": "c1", "resource_type": "ftp", "instance_id": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 400);
+    let listed: serde_json::Value = http
+        .get(url("/_sim/bindings"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["Bindings"].as_array().unwrap().len(), 2);
+    assert_eq!(sim.state().bindings_of("c1").len(), 2);
+    let fault = http
+        .post(url("/_sim/deploy-faults"))
+        .json(&serde_json::json!({"resource_type": "cdn", "remaining": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert!(fault.status().is_success());
+    let cleared = http
+        .delete(url("/_sim/deploy-faults"))
+        .send()
+        .await
+        .unwrap();
+    assert!(cleared.status().is_success());
+    let records: serde_json::Value = http
+        .get(url("/_sim/deploys"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(records["Records"], serde_json::json!([]));
+}
