@@ -265,3 +265,82 @@ pub fn issue_pair(
         key_pem: leaf.key_pem,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> SimState {
+        SimState::new(vec![], vec![], vec![], vec![], None, 0)
+    }
+
+    fn pair() -> IssuedPair {
+        let pki = crate::pki::Pki::generate(crate::pki::KeyKind::EcdsaP256).unwrap();
+        let now = jiff::Timestamp::now();
+        let day = jiff::SignedDuration::from_hours(24);
+        issue_pair(
+            &pki,
+            &["a.example.com", "b.example.com"],
+            now - day,
+            now + day * 30,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn uploads_refuse_what_the_simulator_does_not_model_and_unknown_parameters() {
+        let state = state();
+        let issued = pair();
+        let base = json!({
+            "CertificatePublicKey": issued.chain_pem,
+            "CertificatePrivateKey": issued.key_pem,
+        });
+        for (extra, code) in [
+            (json!({"CertificateType": "CA"}), "InvalidParameter"),
+            (json!({"CertificateType": "XYZ"}), "InvalidParameter"),
+            (json!({"KeyPassword": "secret"}), "InvalidParameter"),
+            (json!({"Repeatable": "no"}), "InvalidParameter"),
+            (json!({"Tags": [{"TagKey": "k"}]}), "InvalidParameter"),
+            (json!({"ProjectId": -1}), "InvalidParameter"),
+            (json!({"Frobnicate": 1}), "UnknownParameter"),
+            (json!({"CertificatePrivateKey": ""}), "MissingParameter"),
+        ] {
+            let mut params = base.clone();
+            for (key, value) in extra.as_object().unwrap() {
+                params[key] = value.clone();
+            }
+            let (refused, _) = upload(&state, &params).unwrap_err();
+            assert_eq!(refused, code, "{extra}");
+        }
+        assert!(state.uploaded_certificates().is_empty());
+    }
+
+    #[test]
+    fn a_repeatable_upload_stores_a_second_copy_and_names_come_from_the_leaf() {
+        let state = state();
+        let issued = pair();
+        let params = json!({
+            "CertificatePublicKey": issued.chain_pem,
+            "CertificatePrivateKey": issued.key_pem,
+            "Alias": "note",
+            "ProjectId": 7,
+        });
+        let (first, _) = upload(&state, &params).unwrap();
+        let (second, _) = upload(&state, &params).unwrap();
+        assert_ne!(first["CertificateId"], second["CertificateId"]);
+        assert_eq!(second["RepeatCertId"], "");
+        let stored = state
+            .certificate(first["CertificateId"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(stored.domain, "a.example.com");
+        assert_eq!(stored.subject_alt_names, vec!["b.example.com"]);
+        assert_eq!((stored.project_id, stored.alias.as_str()), (7, "note"));
+        assert_eq!(stored.fingerprint_sha1.as_ref().map(String::len), Some(40));
+        // Deleting one leaves the other; an unknown id is CertificateNotFound.
+        let id = first["CertificateId"].as_str().unwrap();
+        delete(&state, &json!({"CertificateId": id})).unwrap();
+        assert_eq!(state.uploaded_certificates().len(), 1);
+        let (code, _) = delete(&state, &json!({"CertificateId": id})).unwrap_err();
+        assert_eq!(code, "FailedOperation.CertificateNotFound");
+    }
+}
