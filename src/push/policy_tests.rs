@@ -499,3 +499,52 @@ fn the_secret_is_always_read_in_the_push_namespace_and_the_tke_secret_holds_the_
     assert_eq!(retry_backoff(0), Duration::from_secs(30));
     assert_eq!(retry_backoff(9), Duration::from_secs(600));
 }
+
+#[test]
+fn steps_report_readiness_and_when_to_come_back() {
+    let status = TencentCertificatePushStatus {
+        certificate_id: Some("cert2".into()),
+        ..TencentCertificatePushStatus::default()
+    };
+    let in_sync = Step::InSync {
+        after: Duration::from_secs(3600),
+    };
+    let report = in_sync.report(&status);
+    assert!(report.ready);
+    assert_eq!(report.reason, reason::PUBLISHED);
+    assert!(report.message.contains("cert2"));
+    assert_eq!(in_sync.requeue_after(), Some(Duration::from_secs(3600)));
+    let failed = Step::RecordDeploy {
+        results: vec![crate::push::DeployResult {
+            resource_type: "cdn".into(),
+            succeeded: 0,
+            failed: 1,
+            in_progress: 0,
+            message: Some("domain is offline".into()),
+        }],
+        finished: true,
+        after: None,
+    };
+    let report = failed.report(&status);
+    assert!(!report.ready);
+    assert_eq!(report.reason, reason::DEPLOY_FAILED);
+    assert!(
+        report.message.contains("cdn: 0 succeeded, 1 failed") && report.message.contains("offline")
+    );
+    let bound = Step::Wait {
+        reason: reason::PREVIOUS_STILL_BOUND,
+        message: "m".into(),
+        after: BOUND_RECHECK,
+    };
+    assert!(bound.report(&status).ready);
+    assert_eq!(bound.requeue_after(), Some(BOUND_RECHECK));
+    assert_eq!(
+        Step::Upload {
+            alias: "a".into(),
+            project_id: None,
+            tags: vec![]
+        }
+        .requeue_after(),
+        None
+    );
+}
