@@ -6,8 +6,9 @@
 //! upload (deploys, deleting the previous certificate), so `…Upload` would undersell it.
 //!
 //! Built for the one reconcile skeleton: [`policy`] is the pure part (what to look up, and the one next
-//! step), [`report`] what a step tells the user, [`actor`] carries a step out against the Tencent client. No controller loop lives here, and the
-//! CRD is not registered yet (not in `crds/`, the chart or `main.rs`).
+//! step), [`report`] what a step tells the user, [`actor`] carries a step out against the Tencent client.
+//! No controller loop lives here, and the CRD is not registered yet (not in `crds/`, the chart or
+//! `main.rs`).
 
 pub mod actor;
 pub mod policy;
