@@ -13,6 +13,7 @@ pub mod message;
 pub mod metrics_auth;
 pub mod outputs;
 pub mod policy;
+pub mod push;
 pub mod renew;
 pub mod secret;
 pub mod shim;

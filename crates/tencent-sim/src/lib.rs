@@ -18,6 +18,8 @@
 //! `POST /_sim/certificates/{id}/expire`, `POST /_sim/certificates/{id}/status` (`{"status": N}`);
 //! STS: `POST /_sim/roles` (a [`SimRole`] object: adds or replaces, e.g. to rotate tokens) and
 //! `POST /_sim/sts/expire` (every temporary credential issued so far expires now).
+//! Publishing (`UploadCertificate`, bound resources, `UpdateCertificateInstance` and its deploy records,
+//! `DeleteCertificate`) and its control endpoints: see [`publish`].
 //! [`SimState`] has the same operations for in-process tests.
 //!
 //! `ApplyCertificate` (free certificates and their renewals with `OldCertificateId`) and the domain
@@ -31,6 +33,7 @@ pub mod layout;
 pub mod listing;
 pub mod manage;
 pub mod pki;
+pub mod publish;
 pub mod server;
 pub mod state;
 pub mod sts;
@@ -46,6 +49,7 @@ pub use apply::{ApplySettings, SimOrder};
 pub use auth::Account;
 pub use catalog::CertificateSpec;
 pub use manage::{ControlError, RenewLink, RenewRequest};
+pub use publish::{Binding, DeployFault, IssuedPair};
 pub use state::{Fault, Latency, SimCertificate, SimLinks, SimState, Stats};
 pub use sts::SimRole;
 

@@ -41,6 +41,7 @@ pub fn router(state: Arc<SimState>) -> Router {
         .route("/_sim/roles", post(put_role))
         .route("/_sim/sts/expire", post(expire_issued))
         .merge(super::apply::routes())
+        .merge(super::publish::routes())
         .with_state(state)
 }
 
@@ -57,7 +58,7 @@ fn request_id() -> String {
     )
 }
 
-fn error_response(code: &str, message: &str) -> Json<Value> {
+pub(super) fn error_response(code: &str, message: &str) -> Json<Value> {
     Json(json!({
         "Response": {
             "Error": { "Code": code, "Message": message },
@@ -66,7 +67,7 @@ fn error_response(code: &str, message: &str) -> Json<Value> {
     }))
 }
 
-fn success_response(mut fields: Value) -> Json<Value> {
+pub(super) fn success_response(mut fields: Value) -> Json<Value> {
     if let Some(object) = fields.as_object_mut() {
         object.insert("RequestId".into(), Value::String(request_id()));
     }
@@ -180,6 +181,9 @@ async fn api(
     }
     if action == ACTION_DESCRIBE_CERTIFICATES {
         return describe_certificates(&state, &params).await;
+    }
+    if let Some(answer) = super::publish::handle(&state, action, &params).await {
+        return answer;
     }
     if action != ACTION_DOWNLOAD && action != ACTION_DESCRIBE_DETAIL {
         state.record(action, "InvalidAction", None);

@@ -234,6 +234,8 @@ pub struct SimState {
     issued: Mutex<HashMap<String, super::sts::Issued>>,
     /// `ApplyCertificate` orders and settings (see `apply`).
     pub(crate) applications: super::apply::Applications,
+    /// Uploads' bindings, deploy records and deploy faults (see `publish`).
+    pub(crate) publishing: super::publish::Publishing,
 }
 
 impl SimState {
@@ -266,6 +268,7 @@ impl SimState {
             roles: RwLock::new(HashMap::new()),
             issued: Mutex::new(HashMap::new()),
             applications: Default::default(),
+            publishing: Default::default(),
         }
     }
 

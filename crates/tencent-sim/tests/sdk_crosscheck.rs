@@ -335,3 +335,134 @@ async fn the_official_python_sdk_applies_for_renewals_at_the_simulator() {
     assert_eq!(stats.count("ApplyCertificate", "Success"), 2);
     assert_eq!(stats.action_total("ApplyCertificate"), 7);
 }
+
+/// Publishing: `UploadCertificate` (repeat, mismatch), `DescribeCertificates` by tag, the bind-resource
+/// task pair, `UpdateCertificateInstance` (a region missing, then clb + cdn), `DescribeHostUpdateRecordDetail`
+/// polled to the end with a cdn failure, `UpdateCertificateRecordRetry`, and `DeleteCertificate` refused while
+/// bound and accepted once nothing is.
+#[tokio::test]
+async fn the_official_python_sdk_publishes_at_the_simulator() {
+    let Some(python) = sdk_python() else {
+        eprintln!(
+            "SKIPPED: Tencent's Python SDK is not importable; install it with \
+             `pip install tencentcloud-sdk-python-ssl==3.1.145` or set TENCENT_SDK_PYTHON"
+        );
+        return;
+    };
+    let sim = sim::start(
+        SimConfig {
+            accounts: vec![Account {
+                secret_id: "AKIDsdkPUBLISH".into(),
+                secret_key: "sdk-publish-key".into(),
+                token: None,
+            }],
+            certificates: vec!["sdkOld01:domain=shop.example.com".parse().unwrap()],
+            ..SimConfig::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let state = sim.state();
+    for (kind, region, instance) in [
+        ("clb", Some("ap-guangzhou"), "lb-gz"),
+        ("cdn", None, "shop.example.com"),
+    ] {
+        state.add_binding(sim::Binding {
+            certificate_id: "sdkOld01".into(),
+            resource_type: kind.into(),
+            region: region.map(String::from),
+            instance_id: instance.into(),
+            domains: vec!["shop.example.com".into()],
+        });
+    }
+    state.add_deploy_fault(sim::DeployFault {
+        resource_type: "cdn".into(),
+        region: None,
+        remaining: Some(1),
+        error_msg: "domain is offline".into(),
+    });
+    let pki = sim::pki::Pki::generate(sim::pki::KeyKind::EcdsaP256).unwrap();
+    let now = jiff::Timestamp::now();
+    let span = jiff::SignedDuration::from_hours(24 * 30);
+    let pair =
+        sim::publish::issue_pair(&pki, &["shop.example.com"], now - span, now + span).unwrap();
+    let other =
+        sim::publish::issue_pair(&pki, &["shop.example.com"], now - span, now + span).unwrap();
+    let dir = std::env::temp_dir().join(format!("tco-sdk-publish-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (chain_file, key_file, other_file) = (
+        dir.join("tls.crt"),
+        dir.join("tls.key"),
+        dir.join("other.key"),
+    );
+    std::fs::write(&chain_file, &pair.chain_pem).unwrap();
+    std::fs::write(&key_file, &pair.key_pem).unwrap();
+    std::fs::write(&other_file, &other.key_pem).unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/sdk/publish_crosscheck.py"
+    );
+    let output = tokio::process::Command::new(&python)
+        .args([
+            script,
+            &sim.addr().to_string(),
+            "AKIDsdkPUBLISH",
+            "sdk-publish-key",
+            &chain_file.to_string_lossy(),
+            &key_file.to_string_lossy(),
+            &other_file.to_string_lossy(),
+            "sdkOld01",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        output.status.success(),
+        "SDK script failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let uploaded = answer["uploaded"].as_str().unwrap().to_string();
+    assert_eq!(answer["first_repeat_id"], "");
+    assert_eq!(answer["repeat_id"], uploaded.as_str());
+    assert_eq!(
+        answer["mismatch_code"],
+        "FailedOperation.CertificateMismatch"
+    );
+    assert_eq!(answer["listed_ids"], serde_json::json!([uploaded]));
+    assert_eq!(
+        answer["listed_tags"],
+        serde_json::json!([[["tco-push-uid", "sdk-uid-1"]]])
+    );
+    assert_eq!(answer["bind_status"], 1);
+    assert_eq!(
+        answer["bound_counts"],
+        serde_json::json!({"clb": {"ap-guangzhou": 1}, "cdn": {"": 1}})
+    );
+    assert_eq!(answer["no_region_code"], "InvalidParameter.RegionNotEmpty");
+    assert_eq!(answer["deploy_status"], 1);
+    assert_eq!(answer["first_run"], serde_json::json!([2, 1, 1]));
+    assert_eq!(answer["first_run_types"], serde_json::json!(["cdn", "clb"]));
+    assert_eq!(
+        answer["failed"],
+        serde_json::json!([["cdn", 2, "domain is offline"]])
+    );
+    assert_eq!(
+        answer["delete_bound_code"],
+        "FailedOperation.DeleteResourceFailed"
+    );
+    assert_eq!(answer["second_run"], serde_json::json!([2, 2, 0]));
+    assert_eq!(
+        answer["retry_again_code"],
+        "FailedOperation.CertificateDeployRetryStatusInvalid"
+    );
+    assert_eq!(answer["deleted"], true);
+    assert!(state.certificate("sdkOld01").is_none());
+    assert_eq!(state.bindings_of(&uploaded).len(), 2);
+    let stats = sim.stats();
+    assert_eq!(stats.count("UploadCertificate", "Success"), 2);
+    assert_eq!(stats.count("UpdateCertificateInstance", "Success"), 1);
+    assert_eq!(stats.count("DeleteCertificate", "Success"), 1);
+}

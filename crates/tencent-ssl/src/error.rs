@@ -45,6 +45,12 @@ pub mod reason {
     pub const QUOTA_EXCEEDED: &str = "QuotaExceeded";
     pub const TENCENT_HTTP_ERROR: &str = "TencentHttpError";
     pub const INVALID_BUNDLE: &str = "InvalidBundle";
+    /// Cloud resources still use the certificate (it cannot be deleted).
+    pub const CERTIFICATE_IN_USE: &str = "CertificateInUse";
+    /// Tencent refused the uploaded certificate or key.
+    pub const CERTIFICATE_REJECTED: &str = "CertificateRejected";
+    /// A deploy (moving cloud resources onto a certificate) cannot be started or retried as asked.
+    pub const DEPLOY_REFUSED: &str = "DeployRefused";
 }
 
 /// Exact API error codes (tencent-api.md §2) with their class and reason.
@@ -227,6 +233,62 @@ const CODE_TABLE: &[(&str, ErrorClass, &str)] = {
         ("ResponseSizeLimitExceeded", Permanent, INVALID_REQUEST),
         ("ResourceInUse", Permanent, INVALID_REQUEST),
         ("DryRunOperation", Permanent, INVALID_REQUEST),
+        // Publishing (UploadCertificate, UpdateCertificateInstance, DeleteCertificate; see `publish`).
+        (
+            "FailedOperation.CertificateParseError",
+            Permanent,
+            CERTIFICATE_REJECTED,
+        ),
+        (
+            "FailedOperation.CertificateExists",
+            Permanent,
+            CERTIFICATE_REJECTED,
+        ),
+        (
+            "FailedOperation.DeleteResourceFailed",
+            Permanent,
+            CERTIFICATE_IN_USE,
+        ),
+        (
+            "FailedOperation.BoundResources",
+            Permanent,
+            CERTIFICATE_IN_USE,
+        ),
+        (
+            "FailedOperation.CertificateDeployHasPendingRecord",
+            Transient,
+            TENCENT_API_ERROR,
+        ),
+        (
+            "FailedOperation.CertificateDeployInstanceEmpty",
+            Permanent,
+            DEPLOY_REFUSED,
+        ),
+        (
+            "FailedOperation.CertificateHostResourceTypeInvalid",
+            Permanent,
+            DEPLOY_REFUSED,
+        ),
+        (
+            "FailedOperation.CertificateDeployNotExist",
+            Permanent,
+            DEPLOY_REFUSED,
+        ),
+        (
+            "FailedOperation.CertificateDeployRetryStatusInvalid",
+            Permanent,
+            DEPLOY_REFUSED,
+        ),
+        (
+            "FailedOperation.CertificateHostDeployCanNotAllow",
+            Permanent,
+            DEPLOY_REFUSED,
+        ),
+        (
+            "FailedOperation.CertificateNotDeployInstance",
+            Permanent,
+            DEPLOY_REFUSED,
+        ),
         ("ActionOffline", Permanent, API_OFFLINE),
         ("LimitExceeded", Permanent, QUOTA_EXCEEDED),
     ]
@@ -650,6 +712,67 @@ mod tests {
             "InvalidParameter.ContainsInvalidCertificateId",
             Permanent,
             "CertificateNotFound",
+        ),
+        // Publishing (UploadCertificate, UpdateCertificateInstance, DeleteCertificate).
+        (
+            "FailedOperation.CertificateParseError",
+            Permanent,
+            "CertificateRejected",
+        ),
+        (
+            "FailedOperation.CertificateExists",
+            Permanent,
+            "CertificateRejected",
+        ),
+        (
+            "FailedOperation.DeleteResourceFailed",
+            Permanent,
+            "CertificateInUse",
+        ),
+        (
+            "FailedOperation.BoundResources",
+            Permanent,
+            "CertificateInUse",
+        ),
+        (
+            "FailedOperation.CertificateDeployHasPendingRecord",
+            Transient,
+            "TencentApiError",
+        ),
+        (
+            "FailedOperation.CertificateDeployInstanceEmpty",
+            Permanent,
+            "DeployRefused",
+        ),
+        (
+            "FailedOperation.CertificateHostResourceTypeInvalid",
+            Permanent,
+            "DeployRefused",
+        ),
+        (
+            "FailedOperation.CertificateDeployNotExist",
+            Permanent,
+            "DeployRefused",
+        ),
+        (
+            "FailedOperation.CertificateDeployRetryStatusInvalid",
+            Permanent,
+            "DeployRefused",
+        ),
+        (
+            "FailedOperation.CertificateHostDeployCanNotAllow",
+            Permanent,
+            "DeployRefused",
+        ),
+        (
+            "FailedOperation.CertificateNotDeployInstance",
+            Permanent,
+            "DeployRefused",
+        ),
+        (
+            "InvalidParameter.RegionNotEmpty",
+            Permanent,
+            "InvalidRequest",
         ),
         // Unknown codes fall back on their family, else transient.
         ("AuthFailure.SomethingNew", Credentials, "AuthFailed"),

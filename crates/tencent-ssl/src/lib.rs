@@ -9,6 +9,8 @@
 //! - [`Client`]: `DownloadCertificate`, `DescribeCertificateDetail` and `DescribeCertificates`, with retries,
 //!   coalescing of identical downloads, batched lookups ([`lookup`]) and a rate limiter ([`limiter`]) that shares
 //!   Tencent's per-account budget fairly between credentials and by urgency ([`priority`]);
+//! - [`publish`]: `UploadCertificate`, the resources bound to a certificate, `UpdateCertificateInstance` and
+//!   its deploy records, `DeleteCertificate`;
 //! - [`TencentError`] and [`ErrorClass`]: Tencent's error codes sorted into what a caller does about them
 //!   (retry, fix the credentials, fix the certificate id, …);
 //! - [`bundle`]: the certificate chain and private key inside the ZIP that `DownloadCertificate` returns, found
@@ -92,6 +94,7 @@ pub mod list;
 pub mod lookup;
 pub mod observer;
 pub mod priority;
+pub mod publish;
 pub mod renewal;
 pub mod sign;
 pub mod sts;
