@@ -15,6 +15,7 @@ pub mod outputs;
 pub mod policy;
 pub mod secret;
 pub mod shim;
+pub mod skeleton;
 pub mod status;
 pub mod telemetry;
 

@@ -313,6 +313,29 @@ pub fn retry_delay(class: ErrorClass, failures: u32, refresh: Duration, unit: f6
     }
 }
 
+/// When to sync next after this reconcile's attempt: the refresh interval (jittered) after a success; the
+/// retry delay of `failed_class` for the `previous_failures + 1`-th failure in a row after a failure;
+/// `None` when nothing was tried (the previous plan stands).
+pub fn next_sync(
+    attempt: &Attempt,
+    failed_class: Option<ErrorClass>,
+    previous_failures: u32,
+    refresh: Duration,
+    at: &crate::skeleton::Inputs,
+) -> Option<jiff::Timestamp> {
+    let delay = match attempt {
+        Attempt::NotNeeded => return None,
+        Attempt::Succeeded => refresh_delay(refresh, at.jitter),
+        Attempt::Failed { .. } => retry_delay(
+            failed_class.unwrap_or(ErrorClass::Transient),
+            previous_failures.saturating_add(1),
+            refresh,
+            at.jitter,
+        ),
+    };
+    Some(at.now + delay)
+}
+
 /// How old a lookup answer (status, validity, renewal links) a sync accepts: a quarter of the refresh
 /// interval, since jitter spreads one wave over a fifth of it, so one sweep of lookups serves the whole
 /// wave; at most 15 minutes. Explicit refresh requests accept none.
@@ -328,6 +351,38 @@ pub fn refresh_delay(refresh: Duration, unit: f64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_next_sync_follows_the_attempt_and_its_class() {
+        let at = crate::skeleton::Inputs {
+            now: "2026-01-01T00:00:00Z".parse().unwrap(),
+            jitter: 0.5,
+        };
+        let hour = Duration::from_secs(3600);
+        let failed = Attempt::Failed {
+            reason: "NetworkError".into(),
+            message: String::new(),
+        };
+        assert_eq!(next_sync(&Attempt::NotNeeded, None, 0, hour, &at), None);
+        // The middle of the jitter range is the interval itself.
+        assert_eq!(
+            next_sync(&Attempt::Succeeded, None, 3, hour, &at),
+            Some(at.now + hour)
+        );
+        // The third transient failure in a row: 5 s doubled twice.
+        assert_eq!(
+            next_sync(&failed, Some(ErrorClass::Transient), 2, hour, &at),
+            Some(at.now + Duration::from_secs(20))
+        );
+        assert_eq!(
+            next_sync(&failed, Some(ErrorClass::Permanent), 7, hour, &at),
+            Some(at.now + hour)
+        );
+        assert_eq!(
+            next_sync(&failed, Some(ErrorClass::Credentials), 0, hour, &at),
+            Some(at.now + CREDENTIALS_RETRY)
+        );
+    }
 
     fn meta(not_after: &str) -> CertMetadata {
         CertMetadata {

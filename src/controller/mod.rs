@@ -1,11 +1,14 @@
 //! The controller: watches `TencentCertificate`s, the Secrets they manage and the credentials Secrets they
 //! use, and runs [`reconcile::reconcile`] for each change.
 
+pub mod act;
 pub mod bundles;
 pub mod credentials;
+pub mod fetch;
 pub mod passwords;
 pub mod reconcile;
 pub mod refresh;
+pub mod report;
 pub mod target;
 pub mod watches;
 pub mod write;
