@@ -11,6 +11,7 @@ pub mod install_check;
 pub mod leader;
 pub mod message;
 pub mod metrics_auth;
+pub mod operator;
 pub mod outputs;
 pub mod policy;
 pub mod secret;
