@@ -427,8 +427,14 @@ pub fn compute(input: &StatusInput<'_>) -> ClusterTencentCertificateStatus {
             status.last_download_time = Some(format_time(input.now));
         }
     }
+    status.conditions.push(ready_condition(input, &failures));
+    status.conditions.extend(synced_condition(input));
+    status
+}
 
-    let synced = match &input.attempt {
+/// Synced: how the last attempt went (kept as it was when nothing was attempted).
+fn synced_condition(input: &StatusInput<'_>) -> Option<Condition> {
+    match &input.attempt {
         Attempt::Failed { reason, message } => Some(condition(
             CONDITION_SYNCED,
             false,
@@ -447,22 +453,28 @@ pub fn compute(input: &StatusInput<'_>) -> ClusterTencentCertificateStatus {
             },
             input,
         )),
-        Attempt::NotNeeded => previous.condition(CONDITION_SYNCED).cloned(),
-    };
+        Attempt::NotNeeded => input.previous.condition(CONDITION_SYNCED).cloned(),
+    }
+}
 
+/// Ready: every targeted namespace holds a valid certificate; else why not (no namespace, no or an expired
+/// certificate, the failing namespaces, sorted, listed by their first few).
+fn ready_condition(input: &StatusInput<'_>, failures: &[NamespaceFailure]) -> Condition {
+    let failed = failures.len();
     let expired = input
         .serving
         .is_some_and(|(_, meta)| meta.is_expired_at(input.now));
-    let ready = if input.targeted == 0 {
-        condition(
+    if input.targeted == 0 {
+        return condition(
             CONDITION_READY,
             false,
             REASON_NO_NAMESPACES,
             "the target selects no namespace: check spec.namespaceSelector and spec.namespaces"
                 .into(),
             input,
-        )
-    } else if input.serving.is_none() || expired {
+        );
+    }
+    if input.serving.is_none() || expired {
         let (reason, message) = match &input.attempt {
             Attempt::Failed { reason, message } => (reason.clone(), message.clone()),
             _ if expired => (
@@ -474,14 +486,15 @@ pub fn compute(input: &StatusInput<'_>) -> ClusterTencentCertificateStatus {
                 "waiting for the first sync".to_string(),
             ),
         };
-        condition(CONDITION_READY, false, &reason, message, input)
-    } else if failed > 0 {
+        return condition(CONDITION_READY, false, &reason, message, input);
+    }
+    if failed > 0 {
         let listed: Vec<String> = failures
             .iter()
             .take(5)
             .map(|f| format!("{} ({})", f.namespace, f.reason))
             .collect();
-        condition(
+        return condition(
             CONDITION_READY,
             false,
             REASON_NAMESPACES_FAILING,
@@ -492,20 +505,16 @@ pub fn compute(input: &StatusInput<'_>) -> ClusterTencentCertificateStatus {
                 if failed > listed.len() { ", …" } else { "" }
             ),
             input,
-        )
-    } else {
-        let id = input.serving.map(|(id, _)| id).unwrap_or_default();
-        condition(
-            CONDITION_READY,
-            true,
-            crate::status::REASON_READY,
-            format!("all {} namespaces hold certificate {id}", input.targeted),
-            input,
-        )
-    };
-    status.conditions.push(ready);
-    status.conditions.extend(synced);
-    status
+        );
+    }
+    let id = input.serving.map(|(id, _)| id).unwrap_or_default();
+    condition(
+        CONDITION_READY,
+        true,
+        crate::status::REASON_READY,
+        format!("all {} namespaces hold certificate {id}", input.targeted),
+        input,
+    )
 }
 
 #[cfg(test)]
