@@ -326,3 +326,150 @@ pub(crate) fn serving_certificate_id(existing: &Secret) -> Option<String> {
         .get(CERTIFICATE_ID_ANNOTATION)
         .cloned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::TencentCertificateSpec;
+    use crate::secret::TLS_SECRET_TYPE;
+
+    fn now() -> jiff::Timestamp {
+        "2030-01-01T00:00:00Z".parse().unwrap()
+    }
+
+    fn cr(generation: i64) -> TencentCertificate {
+        let mut cr = TencentCertificate::new(
+            "shop",
+            serde_json::from_value::<TencentCertificateSpec>(
+                serde_json::json!({"certificateId": "aBcD1234"}),
+            )
+            .unwrap(),
+        );
+        cr.metadata.namespace = Some("web".into());
+        cr.metadata.uid = Some("uid-1".into());
+        cr.metadata.generation = Some(generation);
+        cr.status = Some(TencentCertificateStatus {
+            observed_generation: Some(1),
+            next_sync_time: Some("2099-01-01T00:00:00Z".into()),
+            ..Default::default()
+        });
+        cr
+    }
+
+    fn secret(labels: &[(&str, &str)]) -> Secret {
+        let mut s = Secret::default();
+        s.metadata.name = Some("shop".into());
+        s.metadata.labels = Some(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        s.metadata.annotations = Some(
+            [(
+                CERTIFICATE_ID_ANNOTATION.to_string(),
+                "aBcD1234".to_string(),
+            )]
+            .into(),
+        );
+        s.type_ = Some(TLS_SECRET_TYPE.into());
+        s
+    }
+
+    fn gathered(existing: Option<Secret>, passwords_ok: bool) -> Gathered {
+        Gathered {
+            namespace: "web".into(),
+            previous: TencentCertificateStatus::default(),
+            existing,
+            serving_bundle: None,
+            passwords: if passwords_ok {
+                Ok(Passwords::default())
+            } else {
+                Err(SyncError::Outputs(outputs::OutputError::PasswordNotFound {
+                    secret: "keystore-pass".into(),
+                    key: "password".into(),
+                    why: "the Secret does not exist".into(),
+                }))
+            },
+            desired_from_serving: None,
+            credentials_changed: false,
+            keystore_password_fixed: false,
+        }
+    }
+
+    #[test]
+    fn a_missing_secret_is_planned_as_a_download() {
+        let plan = plan(&cr(1), &gathered(None, true), now());
+        assert_eq!(plan.step, Step::Download(DownloadTrigger::SecretMissing));
+    }
+
+    #[test]
+    fn nothing_is_written_without_the_keystore_passwords_but_a_conflict_still_is_told() {
+        let missing = plan(&cr(1), &gathered(None, false), now());
+        assert_eq!(
+            missing.decision,
+            Decision::Download(DownloadTrigger::SecretMissing)
+        );
+        assert_eq!(missing.step, Step::PasswordsUnusable);
+        let foreign = plan(
+            &cr(1),
+            &gathered(Some(secret(&[("app", "other")])), false),
+            now(),
+        );
+        assert!(
+            matches!(foreign.step, Step::Conflict(ref m) if m.contains("tencentcert.io/adopt"))
+        );
+    }
+
+    #[test]
+    fn a_metadata_repair_needs_the_secret_rebuilt_from_what_it_serves() {
+        // Ours but unreadable data: the policy downloads; with no rebuilt Secret a repair is nothing.
+        let ours = secret(&[(crate::secret::CERTIFICATE_NAME_LABEL, "shop")]);
+        let plan_of = |g: &Gathered| plan(&cr(1), g, now());
+        assert!(matches!(
+            plan_of(&gathered(Some(ours.clone()), true)).step,
+            Step::Download(DownloadTrigger::SecretDataInvalid(_))
+        ));
+        let mut due_repair = gathered(Some(ours), true);
+        due_repair.serving_bundle = Some(Ok(sample_bundle()));
+        // The rebuilt Secret differs from the one there (no data): a repair, planned as such only
+        // because there is a rebuilt Secret to apply.
+        let mut desired = secret(&[(crate::secret::CERTIFICATE_NAME_LABEL, "shop")]);
+        desired
+            .metadata
+            .labels
+            .get_or_insert_default()
+            .insert("team".into(), "a".into());
+        due_repair.desired_from_serving = Some(desired);
+        let repaired = plan_of(&due_repair);
+        assert_eq!(repaired.decision, Decision::RepairMetadata);
+        assert_eq!(repaired.step, Step::Repair);
+    }
+
+    #[test]
+    fn a_spec_change_is_downloaded_even_during_a_backoff() {
+        let mut backing_off = gathered(None, true);
+        backing_off.previous.failures = 3;
+        let plan = plan(&cr(2), &backing_off, now());
+        assert_eq!(plan.step, Step::Download(DownloadTrigger::SpecChanged));
+    }
+
+    fn sample_bundle() -> CertBundle {
+        CertBundle {
+            chain_pem: String::new(),
+            key_pem: String::new(),
+            ca_pem: None,
+            meta: CertMetadata {
+                not_before: "2029-01-01T00:00:00Z".parse().unwrap(),
+                not_after: "2031-01-01T00:00:00Z".parse().unwrap(),
+                serial_hex: "01".into(),
+                fingerprint_sha256: "ff".into(),
+                subject_cn: None,
+                dns_names: vec![],
+                ip_addresses: vec![],
+                issuer_cn: None,
+                key_algorithm: tencent_ssl::bundle::KeyAlgorithm::EcdsaP256,
+            },
+        }
+    }
+}
