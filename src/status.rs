@@ -173,6 +173,61 @@ fn ready_condition(input: &StatusInput<'_>) -> (bool, String, String) {
     }
 }
 
+/// Synced: this reconcile's attempt, or the conflict; the previous condition (at this generation) when
+/// nothing was attempted.
+fn synced_condition(input: &StatusInput<'_>) -> Option<Condition> {
+    let previous = input.previous;
+    let synced = match (&input.attempt, input.conflict) {
+        (_, Some(message)) => Some((
+            false,
+            crate::error::REASON_SECRET_CONFLICT.to_string(),
+            message.to_string(),
+        )),
+        (Attempt::Succeeded, None) => {
+            Some((true, REASON_SYNCED.to_string(), synced_message(input)))
+        }
+        (Attempt::Failed { reason, message }, None) => {
+            Some((false, reason.clone(), message.clone()))
+        }
+        (Attempt::NotNeeded, None) => None,
+    };
+    match synced {
+        Some((ok, reason, message)) => Some(condition(
+            CONDITION_SYNCED,
+            ok,
+            &reason,
+            message,
+            input.generation,
+            &previous.conditions,
+            input.now,
+        )),
+        None => previous.condition(CONDITION_SYNCED).map(|kept| {
+            let mut kept = kept.clone();
+            kept.observed_generation = input.generation;
+            kept
+        }),
+    }
+}
+
+/// What a successful attempt did: downloaded, or found the listing unchanged; and the resolution's note.
+fn synced_message(input: &StatusInput<'_>) -> String {
+    let what = if input.downloaded {
+        format!(
+            "downloaded certificate {} from Tencent Cloud",
+            input.spec_certificate_id
+        )
+    } else {
+        format!(
+            "Tencent Cloud lists certificate {} unchanged (issued, same validity); no download needed",
+            input.spec_certificate_id
+        )
+    };
+    match input.note {
+        Some(note) => format!("{what}; {note}"),
+        None => what,
+    }
+}
+
 /// The new status. Fields not decided by this reconcile carry over from `previous`.
 pub fn compute(input: &StatusInput<'_>) -> TencentCertificateStatus {
     let previous = input.previous;
@@ -186,52 +241,7 @@ pub fn compute(input: &StatusInput<'_>) -> TencentCertificateStatus {
         &previous.conditions,
         input.now,
     )];
-    let synced = match (&input.attempt, input.conflict) {
-        (_, Some(message)) => Some((
-            false,
-            crate::error::REASON_SECRET_CONFLICT.to_string(),
-            message.to_string(),
-        )),
-        (Attempt::Succeeded, None) => Some((true, REASON_SYNCED.to_string(), {
-            let what = if input.downloaded {
-                format!(
-                    "downloaded certificate {} from Tencent Cloud",
-                    input.spec_certificate_id
-                )
-            } else {
-                format!(
-                    "Tencent Cloud lists certificate {} unchanged (issued, same validity); no download needed",
-                    input.spec_certificate_id
-                )
-            };
-            match input.note {
-                Some(note) => format!("{what}; {note}"),
-                None => what,
-            }
-        })),
-        (Attempt::Failed { reason, message }, None) => {
-            Some((false, reason.clone(), message.clone()))
-        }
-        (Attempt::NotNeeded, None) => None,
-    };
-    match synced {
-        Some((ok, reason, message)) => conditions.push(condition(
-            CONDITION_SYNCED,
-            ok,
-            &reason,
-            message,
-            input.generation,
-            &previous.conditions,
-            input.now,
-        )),
-        None => {
-            if let Some(kept) = previous.condition(CONDITION_SYNCED) {
-                let mut kept = kept.clone();
-                kept.observed_generation = input.generation;
-                conditions.push(kept);
-            }
-        }
-    }
+    conditions.extend(synced_condition(input));
     let failed = input.conflict.is_some() || matches!(input.attempt, Attempt::Failed { .. });
     let attempted = failed || input.attempt == Attempt::Succeeded;
     let serving = input.serving;
