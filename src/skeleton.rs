@@ -3,8 +3,8 @@
 //! A kind (today `TencentCertificate` in [`crate::controller::reconcile`] and `ClusterTencentCertificate`
 //! in [`crate::cluster::reconcile`]) implements [`Kind`]; [`reconcile`] is the only loop. The driver owns
 //! what every kind shares: the leadership fence (a reconcile is cancelled where it waits the moment
-//! leadership ends), the span, the reconcile metric on every exit, the log line of a failed reconcile, and
-//! [`error_policy`]. A kind owns four steps:
+//! leadership ends), the span (named by [`Kind::span`]), the reconcile metric on every exit, the log line
+//! of a failed reconcile, and [`error_policy`]. A kind owns four steps:
 //!
 //! | step | does | may not |
 //! |---|---|---|
@@ -91,6 +91,9 @@ pub trait Kind: 'static {
 
     /// The operator-wide context (fence, metrics, recorder) inside this kind's context.
     fn shared(ctx: &Self::Context) -> &Context;
+
+    /// The span of one reconcile: what identifies the resource in every log line of it.
+    fn span(cr: &Self::Resource) -> tracing::Span;
 
     /// Whether the error only says that this replica does not lead: no status, no event, no failure count.
     fn not_leader(err: &Self::Error) -> bool;

@@ -1,4 +1,4 @@
-//! One reconcile of a `ClusterTencentCertificate`, in the skeleton of [`crate::skeleton`]: [`gather`]
+//! One reconcile of a `ClusterTencentCertificate`, in the skeleton of [`crate::skeleton`]: `gather`
 //! lists the Secrets labelled with the resource (metadata only), reads the few needed in full and picks
 //! the content that may be served again; [`plan`] runs the cluster check table ([`plan::decide`]: is
 //! Tencent Cloud asked, and why); the actor fetches the certificate once through the shared download
@@ -82,6 +82,10 @@ impl Kind for Cluster {
 
     fn not_leader(err: &ClusterReconcileError) -> bool {
         err.not_leader()
+    }
+
+    fn span(cr: &ClusterTencentCertificate) -> tracing::Span {
+        tracing::info_span!("reconcile_cluster", name = %cr.name_any())
     }
 
     async fn gather(

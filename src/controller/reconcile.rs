@@ -1,8 +1,8 @@
 //! One reconcile of a `TencentCertificate`, in the skeleton of [`crate::skeleton`]: [`gather`] reads the
 //! Secret at `secretName`, the keystore passwords and whether the credentials changed since a credentials
 //! failure; [`plan`] runs the policy chain ([`crate::policy::decide`]) and turns its decision into a
-//! [`Plan`]; [`act`](super::act) carries it out (the shared download layer, the writes, the release of a
-//! renamed Secret); [`report`](super::report) computes the status, publishes events and picks the requeue.
+//! [`Plan`]; [`act`] carries it out (the shared download layer, the writes, the release of a
+//! renamed Secret); [`report`] computes the status, publishes events and picks the requeue.
 
 use std::sync::Arc;
 
@@ -65,6 +65,15 @@ impl Kind for Namespaced {
 
     fn not_leader(err: &ReconcileError) -> bool {
         err.not_leader()
+    }
+
+    fn span(cr: &TencentCertificate) -> tracing::Span {
+        tracing::info_span!(
+            "reconcile",
+            namespace = %cr.namespace().unwrap_or_default(),
+            name = %cr.name_any(),
+            target = %cr.spec.describe_target()
+        )
     }
 
     async fn gather(
