@@ -6,6 +6,7 @@
 //! relabelled gets the Secret at once; and the Secrets the cluster resources wrote (metadata only), so a
 //! deleted or edited one is repaired.
 
+pub mod act;
 pub mod crd;
 pub mod plan;
 pub mod reconcile;
