@@ -11,12 +11,14 @@ pub mod install_check;
 pub mod leader;
 pub mod message;
 pub mod metrics_auth;
+pub mod operator;
 pub mod outputs;
 pub mod policy;
 pub mod push;
 pub mod renew;
 pub mod secret;
 pub mod shim;
+pub mod skeleton;
 pub mod status;
 pub mod telemetry;
 

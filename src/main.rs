@@ -5,17 +5,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use tencent_cert_operator::controller::{
-    self, Context, DefaultCredentials, NamespaceAllowList, SecretRef,
-};
-use tencent_cert_operator::crd::{self, TencentCertificate};
+use tencent_cert_operator::controller::SecretRef;
+use tencent_cert_operator::crd;
 use tencent_cert_operator::demo;
-use tencent_cert_operator::leader::{self, LeaderElection};
-use tencent_cert_operator::telemetry::{self, LogFormat, Metrics, Readiness};
+use tencent_cert_operator::leader::LeaderElection;
+use tencent_cert_operator::operator;
+use tencent_cert_operator::telemetry::{self, LogFormat};
 use tencent_sim::{self as sim, Account, CertificateSpec, Fault, Latency, SimConfig};
 use tencent_ssl::{self as tencent, ClientConfig};
 
@@ -526,46 +524,11 @@ fn leader_election(args: &RunArgs) -> LeaderElection {
     }
 }
 
-/// Why no client could be made, in one line. kube prints paths with `{:?}` inside quotes of its own
-/// (`'"/root/.kube/config"'`): one pair of quotes is enough.
-fn no_configuration(err: &dyn std::fmt::Display) -> String {
-    let text = err.to_string().replace("'\"", "'").replace("\"'", "'");
-    format!("no usable Kubernetes configuration (KUBECONFIG or in-cluster): {text}")
-}
-
-/// Connects and checks the cluster: one clear line instead of a stack of retries when it is not there.
-async fn connect() -> Result<(kube::Config, kube::Client), String> {
-    let config = kube::Config::infer()
-        .await
-        .map_err(|e| no_configuration(&e))?;
-    let client = kube::Client::try_from(config.clone()).map_err(|e| no_configuration(&e))?;
-    let version = tokio::time::timeout(Duration::from_secs(10), client.apiserver_version())
-        .await
-        .map_err(|_| "the Kubernetes API server did not answer within 10s".to_string())?
-        .map_err(|e| format!("cannot reach the Kubernetes API server: {e}"))?;
-    tracing::info!(version = %version.git_version, "connected to Kubernetes");
-    Ok((config, client))
-}
-
-async fn check_crd(client: &kube::Client, namespaces: &[String]) -> Result<(), String> {
-    let api: kube::Api<TencentCertificate> = match namespaces.first() {
-        Some(namespace) => kube::Api::namespaced(client.clone(), namespace),
-        None => kube::Api::all(client.clone()),
-    };
-    match api.list(&kube::api::ListParams::default().limit(1)).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Err(
-            "the TencentCertificate CRD is not installed: kubectl apply -f crds/tencentcertificate.yaml".into(),
-        ),
-        Err(e) => Err(format!("cannot list TencentCertificates: {e}")),
-    }
-}
-
 /// The client of the current kubeconfig, and the namespace to use when none is given.
 async fn cli_client(namespace: Option<String>) -> Result<(kube::Client, String), String> {
     let client = kube::Client::try_default()
         .await
-        .map_err(|e| no_configuration(&e))?;
+        .map_err(|e| operator::no_configuration(&e))?;
     let namespace = namespace.unwrap_or_else(|| client.default_namespace().to_string());
     Ok((client, namespace))
 }
@@ -660,231 +623,51 @@ async fn run_renew(args: RenewArgs) -> ExitCode {
 }
 
 async fn run_operator(args: RunArgs) -> ExitCode {
-    let election = args.leader_elect.then(|| leader_election(&args));
-    if let Some(Err(err)) = election.as_ref().map(LeaderElection::timing) {
-        eprintln!("error: {err}");
-        return ExitCode::FAILURE;
-    }
-    // The Tencent side first: a refused endpoint is reported at once, before any cluster is needed.
-    let mut endpoint = args.tencent.tencent_endpoint.clone();
-    let _demo = if args.demo {
-        match demo::start_simulator().await {
-            Ok(handle) => {
-                endpoint = handle.endpoint();
-                eprintln!(
-                    "demo: Tencent API simulator at {endpoint}; certificates demo0001, demo0002 (RSA), \
-                     demoNoKey1 (no private key), demoOld001 (expired), aBcD1234 (examples/*.yaml).\n\
-                     demo: kubectl apply -f examples/demo/  then  kubectl get tcert -w"
-                );
-                Some(handle)
-            }
-            Err(err) => {
-                eprintln!("error: cannot start the demo simulator: {err}");
-                return ExitCode::FAILURE;
-            }
-        }
-    } else {
-        None
-    };
-    let metrics = Arc::new(Metrics::new());
-    let tencent = match tencent::Client::with_observer(
-        ClientConfig {
-            endpoint,
-            sts_endpoint: args.tencent.sts_endpoint.clone(),
-            // `--demo` talks to the simulator this process started on loopback.
-            allow_insecure_endpoint: args.tencent.allow_insecure_endpoint || args.demo,
-            limiter: {
-                let limiter = tencent::limiter::LimiterConfig::per_second(args.rate_limit);
-                match args.rate_limit_per_credentials {
-                    Some(rate) => limiter.with_per_credentials_rate(rate),
-                    None => limiter,
-                }
-            },
-            ..ClientConfig::default()
-        },
-        metrics.clone(),
-    ) {
-        Ok(client) => client,
-        Err(err) => {
-            eprintln!("error: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let (config, client) = match connect().await {
-        Ok(connected) => connected,
+    match operator::run(settings(args), shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("error: {message}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // Everything but the elector writes through the fence: with leader election, only within the term.
-    let fence = if election.is_some() {
-        leader::Fence::standby()
-    } else {
-        leader::Fence::unbounded()
-    };
-    let operator_client = match leader::fenced_client(config, &fence) {
-        Ok(client) => client,
-        Err(err) => {
-            eprintln!("error: cannot build the Kubernetes client: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if let Err(message) = check_crd(&client, &args.namespaces).await {
-        eprintln!("error: {message}");
-        return ExitCode::FAILURE;
-    }
-    let metrics_tls = if args.metrics_secure {
-        match tencent_cert_operator::metrics_auth::tls::server_config(
-            args.metrics_cert_dir.as_deref(),
-        ) {
-            Ok(config) => Some(config),
-            Err(err) => {
-                eprintln!("error: --metrics-secure: {err}");
-                return ExitCode::FAILURE;
-            }
-        }
-    } else {
-        None
-    };
-    let pod_identity = if args.default_credentials_pod_identity {
-        match tencent::sts::WebIdentity::from_env() {
-            Ok(identity) => Some(tencent::sts::WebIdentity {
-                session_name: args.role_session_name.clone(),
-                duration_secs: args.role_duration_seconds,
-                ..identity
-            }),
-            Err(err) => {
-                eprintln!("error: --default-credentials-pod-identity: {err}");
-                return ExitCode::FAILURE;
-            }
-        }
-    } else {
-        None
-    };
-    let defaults = DefaultCredentials {
-        secret: args.default_credentials.clone(),
-        role: args
-            .default_credentials_role_arn
-            .clone()
-            .map(|role_arn| tencent::sts::Role {
-                role_arn,
-                session_name: args.role_session_name.clone(),
-                duration_secs: args.role_duration_seconds,
-            }),
-        pod_identity,
-        namespaces: NamespaceAllowList::parse(&args.default_credentials_namespaces),
-    };
-    let readiness = Arc::new(Readiness::default());
-    let ctx = Arc::new(
-        Context::new(operator_client, tencent, defaults)
-            .with_fence(fence.clone())
-            .with_metrics(metrics.clone())
-            .with_readiness(readiness.clone())
-            .with_full_download_interval(args.full_download_interval),
-    );
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-
-    let listener = match telemetry::bind(args.metrics_addr).await {
-        Ok(listener) => listener,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let server = if let Some(tls) = metrics_tls {
-        let access = Arc::new(tencent_cert_operator::metrics_auth::MetricsAccess::new(
-            client.clone(),
-        ));
-        tracing::info!(addr = %args.metrics_addr, "/metrics over HTTPS for callers allowed to get /metrics");
-        tokio::spawn(telemetry::serve_secure(
-            listener,
-            tls,
-            metrics.clone(),
-            readiness.clone(),
-            access,
-            leader::shutdown_requested(stopped.clone()),
-        ))
-    } else {
-        tokio::spawn(telemetry::serve(
-            listener,
-            metrics.clone(),
-            readiness.clone(),
-            leader::shutdown_requested(stopped.clone()),
-        ))
-    };
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("shutdown requested: finishing in-flight reconciles");
-        let _ = stop.send(true);
-    });
-
-    let options = controller::RunOptions {
-        namespaces: args.namespaces.clone(),
-        concurrency: args.concurrency.max(1),
-    };
-    let shim_options = tencent_cert_operator::shim::ShimOptions {
-        namespaces: args.namespaces.clone(),
-        ingress: args.ingress_shim,
-        gateway: args.gateway_shim,
-        gateway_check_interval: args.gateway_api_check_interval,
-        fence: fence.clone(),
-    };
-    let work = move |until: futures::future::BoxFuture<'static, ()>| {
-        use futures::FutureExt;
-        // The route shims run beside the controller, under the same leadership and shutdown.
-        let until = until.shared();
-        let shims = tencent_cert_operator::shim::run(
-            ctx.client.clone(),
-            shim_options.clone(),
-            until.clone(),
-        );
-        futures::future::join(controller::run(ctx.clone(), options.clone(), until), shims)
-            .map(|_| ())
-            .boxed()
-    };
-    tracing::info!(namespaces = ?args.namespaces, leader_elect = args.leader_elect, "tencent-cert-operator running");
-    let running = async {
-        if let Some(election) = election {
-            leader::run_while_leading(
-                client,
-                election,
-                fence,
-                stopped.clone(),
-                readiness,
-                metrics,
-                work,
-            )
-            .await
-            .map_err(|e| e.to_string())
-        } else {
-            leader::run_unelected(stopped.clone(), readiness, metrics, work).await;
-            Ok(())
-        }
-    };
-    // After SIGTERM, in-flight reconciles get a bounded time to finish.
-    let grace = Duration::from_secs(args.shutdown_grace);
-    let outcome = tokio::select! {
-        outcome = running => outcome,
-        _ = async {
-            leader::shutdown_requested(stopped.clone()).await;
-            tokio::time::sleep(grace).await;
-        } => {
-            tracing::warn!(?grace, "in-flight reconciles did not finish in time; exiting");
-            Ok(())
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
-    match outcome {
-        Ok(()) => {
-            tracing::info!("stopped");
-            ExitCode::SUCCESS
-        }
-        Err(message) => {
-            tracing::error!(error = %message, "stopped on an error");
             eprintln!("error: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// What the `run` flags tell the operator.
+fn settings(args: RunArgs) -> operator::Settings {
+    let limiter = tencent::limiter::LimiterConfig::per_second(args.rate_limit);
+    operator::Settings {
+        election: args.leader_elect.then(|| leader_election(&args)),
+        tencent: ClientConfig {
+            endpoint: args.tencent.tencent_endpoint,
+            sts_endpoint: args.tencent.sts_endpoint,
+            allow_insecure_endpoint: args.tencent.allow_insecure_endpoint,
+            limiter: match args.rate_limit_per_credentials {
+                Some(rate) => limiter.with_per_credentials_rate(rate),
+                None => limiter,
+            },
+            ..ClientConfig::default()
+        },
+        demo: args.demo,
+        defaults: operator::DefaultsSettings {
+            secret: args.default_credentials,
+            namespaces: args.default_credentials_namespaces,
+            role_arn: args.default_credentials_role_arn,
+            pod_identity: args.default_credentials_pod_identity,
+            role_session_name: args.role_session_name,
+            role_duration_seconds: args.role_duration_seconds,
+        },
+        concurrency: args.concurrency,
+        full_download_interval: args.full_download_interval,
+        metrics: operator::MetricsSettings {
+            addr: args.metrics_addr,
+            secure: args.metrics_secure,
+            cert_dir: args.metrics_cert_dir,
+        },
+        shutdown_grace: Duration::from_secs(args.shutdown_grace),
+        ingress_shim: args.ingress_shim,
+        gateway_shim: args.gateway_shim,
+        gateway_api_check_interval: args.gateway_api_check_interval,
+        namespaces: args.namespaces,
     }
 }
 

@@ -292,7 +292,13 @@ const CHECKS: &[Check] = &[
 ];
 
 pub fn decide(observed: &Observed<'_>) -> Decision {
-    CHECKS
+    first_hit(CHECKS, observed)
+}
+
+/// Evaluates a chain of checks in order: the first that fires decides; none firing means up to date.
+/// Every kind's check table has this shape (see [`crate::cluster::plan::decide`]).
+pub fn first_hit<O, C: Fn(&O) -> Option<Decision>>(checks: &[C], observed: &O) -> Decision {
+    checks
         .iter()
         .find_map(|check| check(observed))
         .unwrap_or(Decision::UpToDate)

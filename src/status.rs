@@ -173,6 +173,61 @@ fn ready_condition(input: &StatusInput<'_>) -> (bool, String, String) {
     }
 }
 
+/// Synced: this reconcile's attempt, or the conflict; the previous condition (at this generation) when
+/// nothing was attempted.
+fn synced_condition(input: &StatusInput<'_>) -> Option<Condition> {
+    let previous = input.previous;
+    let synced = match (&input.attempt, input.conflict) {
+        (_, Some(message)) => Some((
+            false,
+            crate::error::REASON_SECRET_CONFLICT.to_string(),
+            message.to_string(),
+        )),
+        (Attempt::Succeeded, None) => {
+            Some((true, REASON_SYNCED.to_string(), synced_message(input)))
+        }
+        (Attempt::Failed { reason, message }, None) => {
+            Some((false, reason.clone(), message.clone()))
+        }
+        (Attempt::NotNeeded, None) => None,
+    };
+    match synced {
+        Some((ok, reason, message)) => Some(condition(
+            CONDITION_SYNCED,
+            ok,
+            &reason,
+            message,
+            input.generation,
+            &previous.conditions,
+            input.now,
+        )),
+        None => previous.condition(CONDITION_SYNCED).map(|kept| {
+            let mut kept = kept.clone();
+            kept.observed_generation = input.generation;
+            kept
+        }),
+    }
+}
+
+/// What a successful attempt did: downloaded, or found the listing unchanged; and the resolution's note.
+fn synced_message(input: &StatusInput<'_>) -> String {
+    let what = if input.downloaded {
+        format!(
+            "downloaded certificate {} from Tencent Cloud",
+            input.spec_certificate_id
+        )
+    } else {
+        format!(
+            "Tencent Cloud lists certificate {} unchanged (issued, same validity); no download needed",
+            input.spec_certificate_id
+        )
+    };
+    match input.note {
+        Some(note) => format!("{what}; {note}"),
+        None => what,
+    }
+}
+
 /// The new status. Fields not decided by this reconcile carry over from `previous`.
 pub fn compute(input: &StatusInput<'_>) -> TencentCertificateStatus {
     let previous = input.previous;
@@ -186,52 +241,7 @@ pub fn compute(input: &StatusInput<'_>) -> TencentCertificateStatus {
         &previous.conditions,
         input.now,
     )];
-    let synced = match (&input.attempt, input.conflict) {
-        (_, Some(message)) => Some((
-            false,
-            crate::error::REASON_SECRET_CONFLICT.to_string(),
-            message.to_string(),
-        )),
-        (Attempt::Succeeded, None) => Some((true, REASON_SYNCED.to_string(), {
-            let what = if input.downloaded {
-                format!(
-                    "downloaded certificate {} from Tencent Cloud",
-                    input.spec_certificate_id
-                )
-            } else {
-                format!(
-                    "Tencent Cloud lists certificate {} unchanged (issued, same validity); no download needed",
-                    input.spec_certificate_id
-                )
-            };
-            match input.note {
-                Some(note) => format!("{what}; {note}"),
-                None => what,
-            }
-        })),
-        (Attempt::Failed { reason, message }, None) => {
-            Some((false, reason.clone(), message.clone()))
-        }
-        (Attempt::NotNeeded, None) => None,
-    };
-    match synced {
-        Some((ok, reason, message)) => conditions.push(condition(
-            CONDITION_SYNCED,
-            ok,
-            &reason,
-            message,
-            input.generation,
-            &previous.conditions,
-            input.now,
-        )),
-        None => {
-            if let Some(kept) = previous.condition(CONDITION_SYNCED) {
-                let mut kept = kept.clone();
-                kept.observed_generation = input.generation;
-                conditions.push(kept);
-            }
-        }
-    }
+    conditions.extend(synced_condition(input));
     let failed = input.conflict.is_some() || matches!(input.attempt, Attempt::Failed { .. });
     let attempted = failed || input.attempt == Attempt::Succeeded;
     let serving = input.serving;
@@ -313,6 +323,29 @@ pub fn retry_delay(class: ErrorClass, failures: u32, refresh: Duration, unit: f6
     }
 }
 
+/// When to sync next after this reconcile's attempt: the refresh interval (jittered) after a success; the
+/// retry delay of `failed_class` for the `previous_failures + 1`-th failure in a row after a failure;
+/// `None` when nothing was tried (the previous plan stands).
+pub fn next_sync(
+    attempt: &Attempt,
+    failed_class: Option<ErrorClass>,
+    previous_failures: u32,
+    refresh: Duration,
+    at: &crate::skeleton::Inputs,
+) -> Option<jiff::Timestamp> {
+    let delay = match attempt {
+        Attempt::NotNeeded => return None,
+        Attempt::Succeeded => refresh_delay(refresh, at.jitter),
+        Attempt::Failed { .. } => retry_delay(
+            failed_class.unwrap_or(ErrorClass::Transient),
+            previous_failures.saturating_add(1),
+            refresh,
+            at.jitter,
+        ),
+    };
+    Some(at.now + delay)
+}
+
 /// How old a lookup answer (status, validity, renewal links) a sync accepts: a quarter of the refresh
 /// interval, since jitter spreads one wave over a fifth of it, so one sweep of lookups serves the whole
 /// wave; at most 15 minutes. Explicit refresh requests accept none.
@@ -328,6 +361,38 @@ pub fn refresh_delay(refresh: Duration, unit: f64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_next_sync_follows_the_attempt_and_its_class() {
+        let at = crate::skeleton::Inputs {
+            now: "2026-01-01T00:00:00Z".parse().unwrap(),
+            jitter: 0.5,
+        };
+        let hour = Duration::from_secs(3600);
+        let failed = Attempt::Failed {
+            reason: "NetworkError".into(),
+            message: String::new(),
+        };
+        assert_eq!(next_sync(&Attempt::NotNeeded, None, 0, hour, &at), None);
+        // The middle of the jitter range is the interval itself.
+        assert_eq!(
+            next_sync(&Attempt::Succeeded, None, 3, hour, &at),
+            Some(at.now + hour)
+        );
+        // The third transient failure in a row: 5 s doubled twice.
+        assert_eq!(
+            next_sync(&failed, Some(ErrorClass::Transient), 2, hour, &at),
+            Some(at.now + Duration::from_secs(20))
+        );
+        assert_eq!(
+            next_sync(&failed, Some(ErrorClass::Permanent), 7, hour, &at),
+            Some(at.now + hour)
+        );
+        assert_eq!(
+            next_sync(&failed, Some(ErrorClass::Credentials), 0, hour, &at),
+            Some(at.now + CREDENTIALS_RETRY)
+        );
+    }
 
     fn meta(not_after: &str) -> CertMetadata {
         CertMetadata {

@@ -216,84 +216,92 @@ const FAMILIES: &[(&str, &str, &str)] = &[
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("tencentcert");
-        let reconciles = Family::<ReconcileLabels, Counter>::default();
-        registry.register(
+        let mut metrics = Self {
+            registry: Registry::with_prefix("tencentcert"),
+            reconciles: Family::default(),
+            reconcile_duration: seconds_histogram(),
+            tencent_requests: Family::default(),
+            tencent_request_duration: Family::new_with_constructor(seconds_histogram),
+            limiter_wait: Family::new_with_constructor(seconds_histogram),
+            limiter_rate: Family::default(),
+            queue_depth: Family::default(),
+            coalesced_downloads: Family::default(),
+            secret_writes: Family::default(),
+            certificate_expiration: Family::default(),
+            certificate_ready: Family::default(),
+            leader: Gauge::default(),
+            descriptors: FAMILIES
+                .iter()
+                .map(|(name, kind, help)| (name.to_string(), *kind, *help))
+                .collect(),
+            series: Mutex::new(HashMap::new()),
+        };
+        metrics.register();
+        metrics.start_known_series();
+        metrics
+    }
+
+    fn register(&mut self) {
+        let r = &mut self.registry;
+        r.register(
             "reconciles",
             "Reconciles by result (synced, unchanged, repaired, failed, error) and condition reason",
-            reconciles.clone(),
+            self.reconciles.clone(),
         );
-        let reconcile_duration = seconds_histogram();
-        registry.register(
+        r.register(
             "reconcile_duration_seconds",
             "Time taken by one reconcile",
-            reconcile_duration.clone(),
+            self.reconcile_duration.clone(),
         );
-        let tencent_requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
+        r.register(
             "tencent_requests",
             "Tencent Cloud API requests by action and response code (Success, an API error code, or a transport failure)",
-            tencent_requests.clone(),
+            self.tencent_requests.clone(),
         );
-        let tencent_request_duration =
-            Family::<ActionLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-                seconds_histogram,
-            );
-        registry.register(
+        r.register(
             "tencent_request_duration_seconds",
             "Tencent Cloud API request latency by action",
-            tencent_request_duration.clone(),
+            self.tencent_request_duration.clone(),
         );
-        let limiter_wait =
-            Family::<ActionLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-                seconds_histogram,
-            );
-        registry.register(
+        r.register(
             "rate_limiter_wait_seconds",
             "Time requests waited for the client-side rate limiter, by action",
-            limiter_wait.clone(),
+            self.limiter_wait.clone(),
         );
-        let limiter_rate = Family::<ActionLabels, Gauge<f64, AtomicU64>>::default();
-        registry.register(
+        r.register(
             "rate_limiter_rate",
             "Current client-side request rate per second by action (lowered after Tencent throttles)",
-            limiter_rate.clone(),
+            self.limiter_rate.clone(),
         );
-        let queue_depth = Family::<QueueLabels, Gauge>::default();
-        registry.register(
+        r.register(
             "tencent_queue_depth",
             "Tencent requests waiting for a rate-limiter slot, by action and priority (urgent: first syncs, spec changes, drift; routine: refreshes)",
-            queue_depth.clone(),
+            self.queue_depth.clone(),
         );
-        let coalesced_downloads = Family::<SourceLabels, Counter>::default();
-        registry.register(
+        r.register(
             "coalesced_downloads",
             "Downloads served without a request of their own: from a request in flight, the client's short cache, or a certificate downloaded for another resource in this wave (source wave)",
-            coalesced_downloads.clone(),
+            self.coalesced_downloads.clone(),
         );
-        let secret_writes = Family::<OperationLabels, Counter>::default();
-        registry.register(
+        r.register(
             "secret_writes",
             "Writes to TLS Secrets by operation (create, update, recreate, repair, delete)",
-            secret_writes.clone(),
+            self.secret_writes.clone(),
         );
-        let certificate_expiration = Family::<CertificateLabels, Gauge<f64, AtomicU64>>::default();
-        registry.register(
+        r.register(
             "certificate_expiration_timestamp_seconds",
             "notAfter of the certificate in each TencentCertificate's Secret, as a Unix timestamp",
-            certificate_expiration.clone(),
+            self.certificate_expiration.clone(),
         );
-        let certificate_ready = Family::<ReadyLabels, Gauge>::default();
-        registry.register(
+        r.register(
             "certificate_ready",
             "1 when the TencentCertificate is Ready, else 0; reason is the Ready condition's reason",
-            certificate_ready.clone(),
+            self.certificate_ready.clone(),
         );
-        let leader = Gauge::default();
-        registry.register(
+        r.register(
             "leader",
             "1 while this instance reconciles (leads, or runs without leader election)",
-            leader.clone(),
+            self.leader.clone(),
         );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
@@ -302,14 +310,17 @@ impl Metrics {
                 commit: crate::GIT_COMMIT.to_string(),
             })
             .set(1);
-        registry.register(
+        r.register(
             "build_info",
             "Version and git commit of the running operator",
             build_info,
         );
-        // Label sets known in advance start at 0, so their series exist (and `absent()` means "down").
+    }
+
+    /// Label sets known in advance start at 0, so their series exist (and `absent()` means "down").
+    fn start_known_series(&self) {
         for result in ["synced", "unchanged", "repaired"] {
-            reconciles
+            self.reconciles
                 .get_or_create(&ReconcileLabels {
                     result: result.to_string(),
                     reason: String::new(),
@@ -317,45 +328,25 @@ impl Metrics {
                 .inc_by(0);
         }
         for operation in ["create", "update", "recreate", "repair", "delete"] {
-            secret_writes
+            self.secret_writes
                 .get_or_create(&OperationLabels {
                     operation: operation.to_string(),
                 })
                 .inc_by(0);
         }
         for source in ["in_flight", "cache"] {
-            coalesced_downloads
+            self.coalesced_downloads
                 .get_or_create(&SourceLabels {
                     source: source.to_string(),
                 })
                 .inc_by(0);
         }
-        tencent_requests
+        self.tencent_requests
             .get_or_create(&RequestLabels {
                 action: tencent_ssl::client::ACTION_DOWNLOAD.to_string(),
                 code: "Success".to_string(),
             })
             .inc_by(0);
-        Self {
-            registry,
-            reconciles,
-            reconcile_duration,
-            tencent_requests,
-            tencent_request_duration,
-            limiter_wait,
-            limiter_rate,
-            queue_depth,
-            coalesced_downloads,
-            secret_writes,
-            certificate_expiration,
-            certificate_ready,
-            leader,
-            descriptors: FAMILIES
-                .iter()
-                .map(|(name, kind, help)| (name.to_string(), *kind, *help))
-                .collect(),
-            series: Mutex::new(HashMap::new()),
-        }
     }
 
     /// The Prometheus text exposition. Families without series yet (per-resource gauges before the first

@@ -6,6 +6,7 @@
 //! relabelled gets the Secret at once; and the Secrets the cluster resources wrote (metadata only), so a
 //! deleted or edited one is repaired.
 
+pub mod act;
 pub mod crd;
 pub mod plan;
 pub mod reconcile;
@@ -101,6 +102,44 @@ fn namespace_info(ns: &PartialObjectMeta<Namespace>) -> NamespaceInfo {
     }
 }
 
+/// Whether the ClusterTencentCertificate CRD is served (a log line says why not).
+async fn crd_installed(resources: &Api<ClusterTencentCertificate>) -> bool {
+    match resources.list(&ListParams::default().limit(1)).await {
+        Ok(_) => true,
+        Err(kube::Error::Api(status)) if status.code == 404 => {
+            info!(
+                "the ClusterTencentCertificate CRD is not installed: cluster certificates are off"
+            );
+            false
+        }
+        Err(err) => {
+            warn!(error = %err, "cannot list ClusterTencentCertificates: cluster certificates are off");
+            false
+        }
+    }
+}
+
+/// The namespaces (metadata only, without annotations), cached, and their changes.
+fn watch_namespaces(
+    client: &kube::Client,
+) -> (
+    Store<PartialObjectMeta<Namespace>>,
+    impl futures::Stream<Item = Result<PartialObjectMeta<Namespace>, watcher::Error>> + Send + 'static,
+) {
+    let (store, writer) = reflector::store();
+    let events = watches::backing_off(watcher(
+        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+        watcher::Config::default(),
+    ))
+    .modify(|ns| {
+        ns.metadata.managed_fields = None;
+        ns.metadata.annotations = None;
+    })
+    .reflect(writer)
+    .touched_objects();
+    (store, events)
+}
+
 /// Runs the ClusterTencentCertificate controller until `shutdown` resolves. Returns at once (after a log
 /// line) when its CRD is not installed.
 pub async fn run(
@@ -110,31 +149,10 @@ pub async fn run(
 ) {
     let client = base.client.clone();
     let resources: Api<ClusterTencentCertificate> = Api::all(client.clone());
-    match resources.list(&ListParams::default().limit(1)).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 404 => {
-            info!(
-                "the ClusterTencentCertificate CRD is not installed: cluster certificates are off"
-            );
-            return;
-        }
-        Err(err) => {
-            warn!(error = %err, "cannot list ClusterTencentCertificates: cluster certificates are off");
-            return;
-        }
+    if !crd_installed(&resources).await {
+        return;
     }
-
-    let (namespace_store, namespace_writer) = reflector::store();
-    let namespace_events = watches::backing_off(watcher(
-        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-        watcher::Config::default(),
-    ))
-    .modify(|ns| {
-        ns.metadata.managed_fields = None;
-        ns.metadata.annotations = None;
-    })
-    .reflect(namespace_writer)
-    .touched_objects();
+    let (namespace_store, namespace_events) = watch_namespaces(&client);
     let ctx = Arc::new(ClusterContext {
         base: base.clone(),
         namespaces: namespace_store.clone(),

@@ -15,6 +15,7 @@ use super::crd::{
 };
 use crate::crd::DeletionPolicy;
 use crate::outputs::{self, OutputError, Passwords, Previous};
+use crate::policy::{Decision, DownloadTrigger};
 use crate::secret::{
     self, CERTIFICATE_NAME_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SecretParams,
 };
@@ -306,6 +307,47 @@ pub fn namespace_action(
     }
 }
 
+/// What the decision of a cluster reconcile looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct Observed<'a> {
+    pub previous: &'a ClusterTencentCertificateStatus,
+    pub generation: Option<i64>,
+    /// Some content may be written without a download (see [`trusted_content`]).
+    pub serving: bool,
+    pub now: jiff::Timestamp,
+}
+
+type Check = fn(&Observed<'_>) -> Option<Decision>;
+
+/// Whether Tencent Cloud is asked, in order: nothing trusted to write (a first sync, or every Secret
+/// edited), a spec change, the refresh or retry time. Nothing firing: write the trusted content.
+const CHECKS: &[Check] = &[check_missing, check_spec_changed, check_due];
+
+/// The decision of a cluster reconcile: [`Decision::Download`] with its trigger, or up to date (the
+/// trusted content is written where it is missing or wrong).
+pub fn decide(observed: &Observed<'_>) -> Decision {
+    crate::policy::first_hit(CHECKS, observed)
+}
+
+fn check_missing(o: &Observed<'_>) -> Option<Decision> {
+    (!o.serving).then_some(Decision::Download(DownloadTrigger::SecretMissing))
+}
+
+fn check_spec_changed(o: &Observed<'_>) -> Option<Decision> {
+    (o.previous.observed_generation != o.generation)
+        .then_some(Decision::Download(DownloadTrigger::SpecChanged))
+}
+
+fn check_due(o: &Observed<'_>) -> Option<Decision> {
+    let next = o
+        .previous
+        .next_sync_time
+        .as_deref()
+        .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+    next.is_none_or(|t| t <= o.now)
+        .then_some(Decision::Download(DownloadTrigger::RefreshDue))
+}
+
 /// Everything the status is computed from.
 pub struct StatusInput<'a> {
     pub previous: &'a ClusterTencentCertificateStatus,
@@ -385,8 +427,14 @@ pub fn compute(input: &StatusInput<'_>) -> ClusterTencentCertificateStatus {
             status.last_download_time = Some(format_time(input.now));
         }
     }
+    status.conditions.push(ready_condition(input, &failures));
+    status.conditions.extend(synced_condition(input));
+    status
+}
 
-    let synced = match &input.attempt {
+/// Synced: how the last attempt went (kept as it was when nothing was attempted).
+fn synced_condition(input: &StatusInput<'_>) -> Option<Condition> {
+    match &input.attempt {
         Attempt::Failed { reason, message } => Some(condition(
             CONDITION_SYNCED,
             false,
@@ -405,22 +453,28 @@ pub fn compute(input: &StatusInput<'_>) -> ClusterTencentCertificateStatus {
             },
             input,
         )),
-        Attempt::NotNeeded => previous.condition(CONDITION_SYNCED).cloned(),
-    };
+        Attempt::NotNeeded => input.previous.condition(CONDITION_SYNCED).cloned(),
+    }
+}
 
+/// Ready: every targeted namespace holds a valid certificate; else why not (no namespace, no or an expired
+/// certificate, the failing namespaces, sorted, listed by their first few).
+fn ready_condition(input: &StatusInput<'_>, failures: &[NamespaceFailure]) -> Condition {
+    let failed = failures.len();
     let expired = input
         .serving
         .is_some_and(|(_, meta)| meta.is_expired_at(input.now));
-    let ready = if input.targeted == 0 {
-        condition(
+    if input.targeted == 0 {
+        return condition(
             CONDITION_READY,
             false,
             REASON_NO_NAMESPACES,
             "the target selects no namespace: check spec.namespaceSelector and spec.namespaces"
                 .into(),
             input,
-        )
-    } else if input.serving.is_none() || expired {
+        );
+    }
+    if input.serving.is_none() || expired {
         let (reason, message) = match &input.attempt {
             Attempt::Failed { reason, message } => (reason.clone(), message.clone()),
             _ if expired => (
@@ -432,14 +486,15 @@ pub fn compute(input: &StatusInput<'_>) -> ClusterTencentCertificateStatus {
                 "waiting for the first sync".to_string(),
             ),
         };
-        condition(CONDITION_READY, false, &reason, message, input)
-    } else if failed > 0 {
+        return condition(CONDITION_READY, false, &reason, message, input);
+    }
+    if failed > 0 {
         let listed: Vec<String> = failures
             .iter()
             .take(5)
             .map(|f| format!("{} ({})", f.namespace, f.reason))
             .collect();
-        condition(
+        return condition(
             CONDITION_READY,
             false,
             REASON_NAMESPACES_FAILING,
@@ -450,25 +505,63 @@ pub fn compute(input: &StatusInput<'_>) -> ClusterTencentCertificateStatus {
                 if failed > listed.len() { ", …" } else { "" }
             ),
             input,
-        )
-    } else {
-        let id = input.serving.map(|(id, _)| id).unwrap_or_default();
-        condition(
-            CONDITION_READY,
-            true,
-            crate::status::REASON_READY,
-            format!("all {} namespaces hold certificate {id}", input.targeted),
-            input,
-        )
-    };
-    status.conditions.push(ready);
-    status.conditions.extend(synced);
-    status
+        );
+    }
+    let id = input.serving.map(|(id, _)| id).unwrap_or_default();
+    condition(
+        CONDITION_READY,
+        true,
+        crate::status::REASON_READY,
+        format!("all {} namespaces hold certificate {id}", input.targeted),
+        input,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tencent_is_asked_for_missing_content_a_spec_change_or_when_due_in_that_order() {
+        let now: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let synced = ClusterTencentCertificateStatus {
+            observed_generation: Some(2),
+            next_sync_time: Some("2026-01-01T01:00:00Z".into()),
+            ..Default::default()
+        };
+        let observed = |previous, generation, serving| Observed {
+            previous,
+            generation: Some(generation),
+            serving,
+            now,
+        };
+        let download = |t| Decision::Download(t);
+        assert_eq!(decide(&observed(&synced, 2, true)), Decision::UpToDate);
+        assert_eq!(
+            decide(&observed(&synced, 3, false)),
+            download(DownloadTrigger::SecretMissing)
+        );
+        assert_eq!(
+            decide(&observed(&synced, 3, true)),
+            download(DownloadTrigger::SpecChanged)
+        );
+        let due = ClusterTencentCertificateStatus {
+            next_sync_time: Some("2026-01-01T00:00:00Z".into()),
+            ..synced.clone()
+        };
+        assert_eq!(
+            decide(&observed(&due, 2, true)),
+            download(DownloadTrigger::RefreshDue)
+        );
+        let never = ClusterTencentCertificateStatus {
+            next_sync_time: None,
+            ..synced.clone()
+        };
+        assert_eq!(
+            decide(&observed(&never, 2, true)),
+            download(DownloadTrigger::RefreshDue)
+        );
+    }
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
     fn cr(spec: serde_json::Value) -> ClusterTencentCertificate {

@@ -1,11 +1,14 @@
 //! The controller: watches `TencentCertificate`s, the Secrets they manage and the credentials Secrets they
 //! use, and runs [`reconcile::reconcile`] for each change.
 
+pub mod act;
 pub mod bundles;
 pub mod credentials;
+pub mod fetch;
 pub mod passwords;
 pub mod reconcile;
 pub mod refresh;
+pub mod report;
 pub mod target;
 pub mod watches;
 pub mod write;
@@ -324,34 +327,46 @@ async fn run_scope(
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|result| {
-            let metrics = metrics.clone();
-            let known = known.clone();
-            async move {
-                match result {
-                    // Deleted while its reconcile ran: the reconcile may have written its series again.
-                    Ok((object, _)) if known.get(&object).is_none() => {
-                        let namespace = object.namespace.clone().unwrap_or_default();
-                        metrics.forget_certificate(&namespace, &object.name);
-                        debug!(object = %object, "reconciled a resource deleted meanwhile");
-                    }
-                    Ok((object, _)) => debug!(object = %object, "reconciled"),
-                    // A deleted resource: no reconcile runs any more, so its series go here.
-                    Err(kube_controller::Error::ObjectNotFound(object)) => {
-                        let namespace = object.namespace.clone().unwrap_or_default();
-                        metrics.forget_certificate(&namespace, &object.name);
-                        debug!(object = %object, "resource deleted");
-                    }
-                    // Routine after an API server restart: the watch re-lists at once.
-                    Err(kube_controller::Error::QueueError(watcher::Error::WatchError(status)))
-                        if status.code == 410 =>
-                    {
-                        debug!(error = %status, "watch expired; re-listing");
-                    }
-                    Err(err) => warn!(error = %err, "controller error"),
-                }
-            }
+            after_reconcile(result, &metrics, &known);
+            futures::future::ready(())
         })
         .await;
+}
+
+type ReconcileResult = Result<
+    (ObjectRef<TencentCertificate>, kube_controller::Action),
+    kube_controller::Error<reconcile::ReconcileError, watcher::Error>,
+>;
+
+/// What the controller reports after each reconcile: a log line, and the metric series of a resource
+/// that was deleted (no reconcile runs for it any more).
+fn after_reconcile(
+    result: ReconcileResult,
+    metrics: &crate::telemetry::Metrics,
+    known: &Store<TencentCertificate>,
+) {
+    match result {
+        // Deleted while its reconcile ran: the reconcile may have written its series again.
+        Ok((object, _)) if known.get(&object).is_none() => {
+            let namespace = object.namespace.clone().unwrap_or_default();
+            metrics.forget_certificate(&namespace, &object.name);
+            debug!(object = %object, "reconciled a resource deleted meanwhile");
+        }
+        Ok((object, _)) => debug!(object = %object, "reconciled"),
+        // A deleted resource: no reconcile runs any more, so its series go here.
+        Err(kube_controller::Error::ObjectNotFound(object)) => {
+            let namespace = object.namespace.clone().unwrap_or_default();
+            metrics.forget_certificate(&namespace, &object.name);
+            debug!(object = %object, "resource deleted");
+        }
+        // Routine after an API server restart: the watch re-lists at once.
+        Err(kube_controller::Error::QueueError(watcher::Error::WatchError(status)))
+            if status.code == 410 =>
+        {
+            debug!(error = %status, "watch expired; re-listing");
+        }
+        Err(err) => warn!(error = %err, "controller error"),
+    }
 }
 
 /// ClusterTencentCertificate reconciles at once (each reads and writes up to 16 namespaces at a time).

@@ -99,83 +99,107 @@ pub async fn resolve(
         Target::Certificate {
             id,
             follow_renewals: true,
-        } => match client.resolve_renewals(credentials, id, now, max_age).await {
-            Ok(resolution) => {
-                let resolved_id = resolution.certificate_id().to_string();
-                // Answered from the lookups the walk just made: no request of its own.
-                let listed = client
-                    .lookup_certificate(credentials, &resolved_id, max_age)
-                    .await
-                    .ok()
-                    .flatten();
-                Ok(Resolved {
-                    id: resolved_id,
-                    note: describe_stop(&resolution),
-                    chain: resolution.chain,
-                    listed,
-                })
-            }
-            // The certificate itself is gone: the download would say the same; say it once.
-            Err(err) if err.reason() == reason::CERTIFICATE_NOT_FOUND => Err(err.into()),
-            // Following needs ssl:DescribeCertificates (or ssl:DescribeCertificateDetail); without it
-            // (or while Tencent is flaky) keep serving what was resolved before rather than failing.
-            Err(err) => {
-                let fallback = cr
-                    .expected_certificate_id()
-                    .unwrap_or_else(|| id.to_string());
-                Ok(Resolved {
-                    note: Some(format!(
-                        "renewal links not followed ({}: {err}); grant ssl:DescribeCertificates or set followRenewals: false",
-                        err.reason()
-                    )),
-                    chain: vec![fallback.clone()],
-                    id: fallback,
-                    listed: None,
-                })
-            }
-        },
+        } => follow(cr, id, client, credentials, now, max_age).await,
         Target::Domain {
             domain,
             additional,
             selector,
         } => {
-            let filter = domain_filter(selector);
-            let list = if max_age.is_zero() {
-                client
-                    .describe_certificates_within(credentials, &filter, Duration::ZERO)
-                    .await?
-            } else {
-                client.describe_certificates(credentials, &filter).await?
-            };
-            let wanted_from = selector.and_then(|s| s.from.as_deref());
-            let candidates: Vec<_> = list
-                .iter()
-                .filter(|c| wanted_from.is_none_or(|from| c.from.as_deref() == Some(from)))
-                .cloned()
-                .collect();
             let mut domains = vec![domain];
             domains.extend(additional.iter().map(String::as_str));
-            match renewal::select_covering(&domains, &candidates, now) {
-                Some(chosen) => Ok(Resolved {
-                    id: chosen.certificate_id.clone(),
-                    chain: vec![chosen.certificate_id.clone()],
-                    note: None,
-                    listed: Some(LinkInfo::from(chosen)),
-                }),
-                None => Err(SyncError::NoMatchingCertificate {
-                    domain: if additional.is_empty() {
-                        domain.to_string()
-                    } else {
-                        format!("all of {}", domains.join(", "))
-                    },
-                    searched: list.len(),
-                    selector: selector.map(|s| format!("{s:?}")),
-                }),
-            }
+            select_by_domain(&domains, selector, client, credentials, now, max_age).await
         }
         Target::Invalid => Err(SyncError::InvalidSpec(
             "set exactly one of spec.certificateId and spec.domain".to_string(),
         )),
+    }
+}
+
+/// Follows the renewal links from `id` to the newest issued certificate.
+async fn follow(
+    cr: &TencentCertificate,
+    id: &str,
+    client: &Client,
+    credentials: &Credentials,
+    now: jiff::Timestamp,
+    max_age: Duration,
+) -> Result<Resolved, SyncError> {
+    match client.resolve_renewals(credentials, id, now, max_age).await {
+        Ok(resolution) => {
+            let resolved_id = resolution.certificate_id().to_string();
+            // Answered from the lookups the walk just made: no request of its own.
+            let listed = client
+                .lookup_certificate(credentials, &resolved_id, max_age)
+                .await
+                .ok()
+                .flatten();
+            Ok(Resolved {
+                id: resolved_id,
+                note: describe_stop(&resolution),
+                chain: resolution.chain,
+                listed,
+            })
+        }
+        // The certificate itself is gone: the download would say the same; say it once.
+        Err(err) if err.reason() == reason::CERTIFICATE_NOT_FOUND => Err(err.into()),
+        // Following needs ssl:DescribeCertificates (or ssl:DescribeCertificateDetail); without it
+        // (or while Tencent is flaky) keep serving what was resolved before rather than failing.
+        Err(err) => {
+            let fallback = cr
+                .expected_certificate_id()
+                .unwrap_or_else(|| id.to_string());
+            Ok(Resolved {
+                note: Some(format!(
+                    "renewal links not followed ({}: {err}); grant ssl:DescribeCertificates or set followRenewals: false",
+                    err.reason()
+                )),
+                chain: vec![fallback.clone()],
+                id: fallback,
+                listed: None,
+            })
+        }
+    }
+}
+
+/// The newest issued certificate whose names cover all of `domains` (the first is the spec's `domain`),
+/// among those the selector admits.
+async fn select_by_domain(
+    domains: &[&str],
+    selector: Option<&CertificateSelector>,
+    client: &Client,
+    credentials: &Credentials,
+    now: jiff::Timestamp,
+    max_age: Duration,
+) -> Result<Resolved, SyncError> {
+    let filter = domain_filter(selector);
+    let list = if max_age.is_zero() {
+        client
+            .describe_certificates_within(credentials, &filter, Duration::ZERO)
+            .await?
+    } else {
+        client.describe_certificates(credentials, &filter).await?
+    };
+    let wanted_from = selector.and_then(|s| s.from.as_deref());
+    let candidates: Vec<_> = list
+        .iter()
+        .filter(|c| wanted_from.is_none_or(|from| c.from.as_deref() == Some(from)))
+        .cloned()
+        .collect();
+    match renewal::select_covering(domains, &candidates, now) {
+        Some(chosen) => Ok(Resolved {
+            id: chosen.certificate_id.clone(),
+            chain: vec![chosen.certificate_id.clone()],
+            note: None,
+            listed: Some(LinkInfo::from(chosen)),
+        }),
+        None => Err(SyncError::NoMatchingCertificate {
+            domain: match domains {
+                [one] => one.to_string(),
+                _ => format!("all of {}", domains.join(", ")),
+            },
+            searched: list.len(),
+            selector: selector.map(|s| format!("{s:?}")),
+        }),
     }
 }
 

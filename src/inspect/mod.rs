@@ -15,7 +15,7 @@ use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt as _;
 use serde::Serialize;
 
-use crate::crd::{Target, TencentCertificate};
+use crate::crd::{Target, TencentCertificate, TencentCertificateStatus};
 use crate::secret;
 use crate::status::{CONDITION_READY, CONDITION_SYNCED};
 use tencent_ssl::bundle::{self, CertMetadata};
@@ -244,6 +244,18 @@ fn checks(cr: &TencentCertificate, secret: Option<&Secret>, view: &SecretView) -
             ),
         });
     }
+    checks.extend(certificate_checks(cr, &status, view));
+    checks
+}
+
+/// What the certificate in the Secret must be: the one in the status, with its key, valid, covering the
+/// domain asked for.
+fn certificate_checks(
+    cr: &TencentCertificate,
+    status: &TencentCertificateStatus,
+    view: &SecretView,
+) -> Vec<Check> {
+    let mut checks = Vec::new();
     let Some(cert) = &view.certificate else {
         checks.push(Check {
             check: "certificate",

@@ -78,6 +78,33 @@ fn render_one(out: &mut String, v: &ResourceView, now: jiff::Timestamp) {
             let _ = writeln!(out, "      {}", c.message);
         }
     }
+    render_secret(out, v, now);
+    let _ = writeln!(out, "  Checks:");
+    for check in &v.checks {
+        let _ = writeln!(
+            out,
+            "    {} {:<13} {}",
+            if check.ok { "ok  " } else { "FAIL" },
+            check.check,
+            check.detail
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  Sync:        last {}, next {}, consecutive failures {}",
+        v.last_sync_time
+            .as_deref()
+            .map_or_else(|| "never".to_string(), |t| when(t, now)),
+        v.next_sync_time
+            .as_deref()
+            .map_or_else(|| "not planned".to_string(), |t| when(t, now)),
+        v.failures
+    );
+    render_events(out, v, now);
+}
+
+/// The Secret the resource names: the certificate it holds, or why there is none.
+fn render_secret(out: &mut String, v: &ResourceView, now: jiff::Timestamp) {
     let _ = writeln!(out, "  Secret {}:", v.secret.name);
     match (&v.secret.certificate, &v.secret.certificate_error) {
         (Some(c), _) => {
@@ -123,27 +150,10 @@ fn render_one(out: &mut String, v: &ResourceView, now: jiff::Timestamp) {
             let _ = writeln!(out, "    does not exist");
         }
     }
-    let _ = writeln!(out, "  Checks:");
-    for check in &v.checks {
-        let _ = writeln!(
-            out,
-            "    {} {:<13} {}",
-            if check.ok { "ok  " } else { "FAIL" },
-            check.check,
-            check.detail
-        );
-    }
-    let _ = writeln!(
-        out,
-        "  Sync:        last {}, next {}, consecutive failures {}",
-        v.last_sync_time
-            .as_deref()
-            .map_or_else(|| "never".to_string(), |t| when(t, now)),
-        v.next_sync_time
-            .as_deref()
-            .map_or_else(|| "not planned".to_string(), |t| when(t, now)),
-        v.failures
-    );
+}
+
+/// The resource's events, newest first.
+fn render_events(out: &mut String, v: &ResourceView, now: jiff::Timestamp) {
     let _ = writeln!(out, "  Events (newest first):");
     if let Some(error) = &v.events_error {
         let _ = writeln!(out, "    cannot list events: {error}");

@@ -164,9 +164,57 @@ fn is_refusal(err: &kube::Error) -> bool {
     matches!(err, kube::Error::Api(status) if matches!(status.code, 400 | 403 | 422))
 }
 
-/// Brings the route's generated TencentCertificates in line with it.
+/// Brings the route's generated TencentCertificates in line with it: gather what exists, plan (pure,
+/// [`plan::plan`]), carry out each step.
 async fn sync<K>(route: &Route, ctx: &ShimContext<K>) -> Result<Action, ShimError> {
     let api: Api<TencentCertificate> = Api::namespaced(ctx.client.clone(), &route.namespace);
+    let existing = gather(route, ctx, &api).await?;
+    let plan = plan::plan(route, &existing);
+    if !plan.problems.is_empty() {
+        report_problems(route, ctx, &plan.problems.join("; ")).await;
+    }
+    for step in &plan.steps {
+        match step {
+            Step::Keep { .. } => {}
+            Step::Create(desired) | Step::Update(desired) => {
+                let created = matches!(step, Step::Create(_));
+                apply(route, ctx, &api, desired, created).await?;
+            }
+            Step::Delete { name, uid } => {
+                let policy = existing
+                    .iter()
+                    .find(|c| c.name_any() == *name)
+                    .map_or(DeletionPolicy::Delete, |c| c.spec.deletion_policy);
+                delete(route, ctx, &api, name, uid, policy).await?;
+            }
+            Step::Conflict { name, owner } => {
+                publish(
+                    &ctx.recorder,
+                    route,
+                    EventType::Warning,
+                    "CertificateConflict",
+                    "Check".to_string(),
+                    plan::conflict_message(route, name, owner.as_deref()),
+                    Some(name),
+                )
+                .await;
+            }
+        }
+    }
+    Ok(if plan.needs_attention() {
+        Action::requeue(RECHECK)
+    } else {
+        Action::await_change()
+    })
+}
+
+/// The TencentCertificates the route controls, and any at the names it wants (a resource written by hand
+/// may carry one).
+async fn gather<K>(
+    route: &Route,
+    ctx: &ShimContext<K>,
+    api: &Api<TencentCertificate>,
+) -> Result<Vec<TencentCertificate>, ShimError> {
     let mut existing: Vec<TencentCertificate> = ctx
         .generated
         .state()
@@ -194,125 +242,122 @@ async fn sync<K>(route: &Route, ctx: &ShimContext<K>) -> Result<Action, ShimErro
         };
         existing.extend(found);
     }
-    let plan = plan::plan(route, &existing);
-    if !plan.problems.is_empty() {
-        let note = plan.problems.join("; ");
-        // Same note, same series; a different one is an event of its own.
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        note.hash(&mut hasher);
-        let action = format!("Check{:08x}", hasher.finish() as u32);
-        warn!(route = %route.kind, namespace = %route.namespace, name = %route.name, problem = %note, "route asks for what cannot be served");
-        publish(
-            &ctx.recorder,
-            route,
-            EventType::Warning,
-            "BadConfig",
-            action,
-            note,
-            None,
-        )
-        .await;
-    }
-    for step in &plan.steps {
-        match step {
-            Step::Keep { .. } => {}
-            Step::Create(desired) | Step::Update(desired) => {
-                let created = matches!(step, Step::Create(_));
-                let name = desired.certificate.name_any();
-                let params = PatchParams::apply(FIELD_MANAGER).force();
-                match api
-                    .patch(&name, &params, &Patch::Apply(&desired.certificate))
-                    .await
-                {
-                    Ok(_) => {
-                        info!(route = %route.kind, namespace = %route.namespace, name = %route.name, certificate = %name, created, "generated TencentCertificate written");
-                        publish(
-                            &ctx.recorder,
-                            route,
-                            EventType::Normal,
-                            if created {
-                                "CreateCertificate"
-                            } else {
-                                "UpdateCertificate"
-                            },
-                            if created { "Create" } else { "Update" }.to_string(),
-                            plan::serving_message(route, desired, created),
-                            Some(&name),
-                        )
-                        .await;
-                    }
-                    Err(err) if is_refusal(&err) => {
-                        publish(
-                            &ctx.recorder,
-                            route,
-                            EventType::Warning,
-                            "CertificateRejected",
-                            "Apply".to_string(),
-                            format!("the API server refused TencentCertificate {name} for Secret {}: {err}", desired.secret_name),
-                            Some(&name),
-                        )
-                        .await;
-                    }
-                    Err(err) => {
-                        return Err(kube_error(format!("writing TencentCertificate {name}"))(
-                            err,
-                        ));
-                    }
-                }
-            }
-            Step::Delete { name, uid } => {
-                let policy = existing
-                    .iter()
-                    .find(|c| c.name_any() == *name)
-                    .map_or(DeletionPolicy::Delete, |c| c.spec.deletion_policy);
-                let params = DeleteParams {
-                    preconditions: Some(Preconditions {
-                        uid: uid.clone(),
-                        resource_version: None,
-                    }),
-                    ..DeleteParams::default()
-                };
-                match api.delete(name, &params).await {
-                    Ok(_) => {}
-                    // Gone already, or replaced by another object of that name (not ours to delete).
-                    Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => continue,
-                    Err(err) => {
-                        return Err(kube_error(format!("deleting TencentCertificate {name}"))(
-                            err,
-                        ));
-                    }
-                }
-                info!(route = %route.kind, namespace = %route.namespace, name = %route.name, certificate = %name, "generated TencentCertificate deleted");
-                publish(
-                    &ctx.recorder,
-                    route,
-                    EventType::Normal,
-                    "DeleteCertificate",
-                    "Delete".to_string(),
-                    plan::deleted_message(route, name, policy),
-                    Some(name),
-                )
-                .await;
-            }
-            Step::Conflict { name, owner } => {
-                publish(
-                    &ctx.recorder,
-                    route,
-                    EventType::Warning,
-                    "CertificateConflict",
-                    "Check".to_string(),
-                    plan::conflict_message(route, name, owner.as_deref()),
-                    Some(name),
-                )
-                .await;
-            }
+    Ok(existing)
+}
+
+/// The route asks for what cannot be served: a warning, one series per distinct note.
+async fn report_problems<K>(route: &Route, ctx: &ShimContext<K>, note: &str) {
+    // Same note, same series; a different one is an event of its own.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    note.hash(&mut hasher);
+    let action = format!("Check{:08x}", hasher.finish() as u32);
+    warn!(route = %route.kind, namespace = %route.namespace, name = %route.name, problem = %note, "route asks for what cannot be served");
+    publish(
+        &ctx.recorder,
+        route,
+        EventType::Warning,
+        "BadConfig",
+        action,
+        note.to_string(),
+        None,
+    )
+    .await;
+}
+
+/// Creates or updates a generated TencentCertificate (server-side apply); a refusal is told on the route.
+async fn apply<K>(
+    route: &Route,
+    ctx: &ShimContext<K>,
+    api: &Api<TencentCertificate>,
+    desired: &plan::Desired,
+    created: bool,
+) -> Result<(), ShimError> {
+    let name = desired.certificate.name_any();
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    match api
+        .patch(&name, &params, &Patch::Apply(&desired.certificate))
+        .await
+    {
+        Ok(_) => {
+            info!(route = %route.kind, namespace = %route.namespace, name = %route.name, certificate = %name, created, "generated TencentCertificate written");
+            let (reason, action) = if created {
+                ("CreateCertificate", "Create")
+            } else {
+                ("UpdateCertificate", "Update")
+            };
+            publish(
+                &ctx.recorder,
+                route,
+                EventType::Normal,
+                reason,
+                action.to_string(),
+                plan::serving_message(route, desired, created),
+                Some(&name),
+            )
+            .await;
+        }
+        Err(err) if is_refusal(&err) => {
+            publish(
+                &ctx.recorder,
+                route,
+                EventType::Warning,
+                "CertificateRejected",
+                "Apply".to_string(),
+                format!(
+                    "the API server refused TencentCertificate {name} for Secret {}: {err}",
+                    desired.secret_name
+                ),
+                Some(&name),
+            )
+            .await;
+        }
+        Err(err) => {
+            return Err(kube_error(format!("writing TencentCertificate {name}"))(
+                err,
+            ));
         }
     }
-    Ok(if plan.needs_attention() {
-        Action::requeue(RECHECK)
-    } else {
-        Action::await_change()
-    })
+    Ok(())
+}
+
+/// Deletes a generated TencentCertificate the route no longer wants, exactly that object (by uid).
+async fn delete<K>(
+    route: &Route,
+    ctx: &ShimContext<K>,
+    api: &Api<TencentCertificate>,
+    name: &str,
+    uid: &Option<String>,
+    policy: DeletionPolicy,
+) -> Result<(), ShimError> {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: uid.clone(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => {}
+        // Gone already, or replaced by another object of that name (not ours to delete).
+        Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => return Ok(()),
+        Err(err) => {
+            return Err(kube_error(format!("deleting TencentCertificate {name}"))(
+                err,
+            ));
+        }
+    }
+    info!(route = %route.kind, namespace = %route.namespace, name = %route.name, certificate = %name, "generated TencentCertificate deleted");
+    publish(
+        &ctx.recorder,
+        route,
+        EventType::Normal,
+        "DeleteCertificate",
+        "Delete".to_string(),
+        plan::deleted_message(route, name, policy),
+        Some(name),
+    )
+    .await;
+    Ok(())
 }
 
 async fn reconcile<K>(object: Arc<K>, ctx: Arc<ShimContext<K>>) -> Result<Action, ShimError>
@@ -350,6 +395,40 @@ fn slim(certificate: &mut TencentCertificate) {
 
 fn slim_route<K: Resource>(route: &mut K) {
     route.meta_mut().managed_fields = None;
+}
+
+/// A generated resource's change wakes its route, and every other route of its namespace naming its
+/// Secret: one that lost a conflict to it takes over once it is gone.
+fn routes_to_wake<K>(
+    child: &TencentCertificate,
+    kind: RouteKind,
+    route_of: fn(&K) -> Option<Route>,
+    routes: &Store<K>,
+) -> Vec<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let Some(namespace) = child.namespace() else {
+        return Vec::new();
+    };
+    let name = child.name_any();
+    let mut wake: Vec<ObjectRef<K>> = child
+        .owner_references()
+        .iter()
+        .filter(|o| o.controller == Some(true) && o.kind == kind.kind())
+        .map(|o| ObjectRef::new(&o.name).within(&namespace))
+        .collect();
+    wake.extend(
+        routes
+            .state()
+            .iter()
+            .filter(|r| r.namespace().as_deref() == Some(namespace.as_str()))
+            .filter(|r| {
+                route_of(r).is_some_and(|route| route.tls.iter().any(|t| t.secret_name == name))
+            })
+            .map(|r| ObjectRef::from_obj(r.as_ref())),
+    );
+    wake
 }
 
 /// One controller: routes of kind `kind` in `routes`, and the TencentCertificates generated from them.
@@ -392,34 +471,9 @@ async fn run_kind<K>(
         route_of,
         fence,
     });
-    // A generated resource's change wakes its route, and every other route of its namespace naming its
-    // Secret: one that lost a conflict to it takes over once it is gone.
     let mapper = {
         let routes = route_store.clone();
-        move |child: TencentCertificate| -> Vec<ObjectRef<K>> {
-            let Some(namespace) = child.namespace() else {
-                return Vec::new();
-            };
-            let name = child.name_any();
-            let mut wake: Vec<ObjectRef<K>> = child
-                .owner_references()
-                .iter()
-                .filter(|o| o.controller == Some(true) && o.kind == kind.kind())
-                .map(|o| ObjectRef::new(&o.name).within(&namespace))
-                .collect();
-            wake.extend(
-                routes
-                    .state()
-                    .iter()
-                    .filter(|r| r.namespace().as_deref() == Some(namespace.as_str()))
-                    .filter(|r| {
-                        route_of(r)
-                            .is_some_and(|route| route.tls.iter().any(|t| t.secret_name == name))
-                    })
-                    .map(|r| ObjectRef::from_obj(r.as_ref())),
-            );
-            wake
-        }
+        move |child: TencentCertificate| routes_to_wake(&child, kind, route_of, &routes)
     };
     Controller::for_stream(route_events, route_store)
         .watches_stream(children, mapper)
