@@ -6,9 +6,11 @@
 //!
 //! Needs: `KUBECONFIG` (kube-local with `--node`), `KUBE_LOCAL` (the script, for `image-from-binary` and the
 //! outage), helm (`HELM`, or packaging-checks' pinned copy) and git (old charts come from `git archive`).
-//! Each test skips with a message when one is missing. `E2E_NODE_BINARY` picks the binary for the image
-//! (default: the one cargo built for this test run). Run the suite with `KUBE_LOCAL_NODE=1`, so that the
-//! outage test of faults.rs brings the node back with the API server.
+//! A test asked for (`--ignored`) fails with a message when one is missing. The image holds the binary the
+//! Dockerfile would copy: a release build without default features (no `demo`, no fake API server), which
+//! `hack/image-binary.sh` builds and copies to `target/image/tencent-cert-operator` (the default), or
+//! `E2E_NODE_BINARY`; a binary that has the `demo` command is refused. Run the suite with
+//! `KUBE_LOCAL_NODE=1`, so that the outage test of faults.rs brings the node back with the API server.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -104,7 +106,7 @@ async fn node_env(test: &str) -> Option<NodeEnv> {
         .clone();
     let image = match image {
         Ok(image) => image,
-        Err(why) => panic!("kube-local image-from-binary failed: {why}"),
+        Err(why) => missing(test, &format!("no image: {why}")),
     };
     let scratch = std::env::temp_dir().join(format!("tco-e2e-node-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).unwrap();
@@ -117,11 +119,40 @@ async fn node_env(test: &str) -> Option<NodeEnv> {
     })
 }
 
-/// `kube-local image-from-binary`: the binary the Dockerfile would copy, with its libraries, as an image.
-fn pack_image(kube_local: &Path) -> Result<(String, String), String> {
-    let binary = std::env::var_os("E2E_NODE_BINARY")
+/// The binary the Dockerfile copies into the image: `E2E_NODE_BINARY`, or what `hack/image-binary.sh` built.
+fn image_binary() -> PathBuf {
+    std::env::var_os("E2E_NODE_BINARY")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tencent-cert-operator")));
+        .unwrap_or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+                .join("image/tencent-cert-operator")
+        })
+}
+
+/// `kube-local image-from-binary`: the binary the Dockerfile would copy, with its libraries, as an image.
+/// Refuses a binary built with the default features (its `demo` command embeds the fake API server, which
+/// the image's `--no-default-features` build leaves out).
+fn pack_image(kube_local: &Path) -> Result<(String, String), String> {
+    let binary = image_binary();
+    if !binary.is_file() {
+        return Err(format!(
+            "no {}: build it the Dockerfile's way with hack/image-binary.sh (or set E2E_NODE_BINARY)",
+            binary.display()
+        ));
+    }
+    let demo = std::process::Command::new(&binary)
+        .args(["demo", "--help"])
+        .output()
+        .map_err(|e| format!("{}: {e}", binary.display()))?;
+    if demo.status.success() {
+        return Err(format!(
+            "{} has the demo command: not the image's build (cargo build --release --no-default-features; \
+             hack/image-binary.sh)",
+            binary.display()
+        ));
+    }
     let repository = "tco-e2e".to_string();
     let tag = format!("run-{}", std::process::id());
     let started = Instant::now();
@@ -173,13 +204,24 @@ impl NodeEnv {
         stdout
     }
 
-    /// `--set` flags for the packed image and the simulator.
+    /// `--set` flags of this chart for the packed image and the simulator (an http endpoint, allowed).
     fn image_values(&self, endpoint: &str) -> Vec<String> {
+        let mut values = self.old_chart_image_values(endpoint);
+        values.truncate(4);
+        values.push("allowInsecureEndpoint=true".into());
+        values
+    }
+
+    /// The same for a chart from before `allowInsecureEndpoint` (its schema refuses the key): the operator's
+    /// variable through `extraEnv`.
+    fn old_chart_image_values(&self, endpoint: &str) -> Vec<String> {
         vec![
             format!("image.repository={}", self.image.0),
             format!("image.tag={}", self.image.1),
             "image.pullPolicy=Never".into(),
             format!("tencentEndpoint={endpoint}"),
+            "extraEnv[0].name=TENCENTCLOUD_ALLOW_INSECURE_ENDPOINT".into(),
+            "extraEnv[0].value=true".into(),
         ]
     }
 
@@ -1169,13 +1211,14 @@ async fn e2e_node_upgrade_from_old_crd_chart() {
     let release_namespace = create_namespace(&env.cluster, "node-up-old").await;
     let app = create_namespace(&env.cluster, "node-up-old-app").await;
     let endpoint = env.start_simulator(&release_namespace).await;
+    let old_values = env.old_chart_image_values(&endpoint);
     let values = env.image_values(&endpoint);
     env.helm_deploy(
         "install",
         "tco",
         &old_chart,
         &release_namespace,
-        &values,
+        &old_values,
         &[],
     );
     let (secrets, crs) = env.ready_certificate(&app).await;
@@ -1314,13 +1357,14 @@ async fn e2e_node_upgrade_from_previous_chart() {
     let release_namespace = create_namespace(&env.cluster, "node-up").await;
     let app = create_namespace(&env.cluster, "node-up-app").await;
     let endpoint = env.start_simulator(&release_namespace).await;
+    let old_values = env.old_chart_image_values(&endpoint);
     let values = env.image_values(&endpoint);
     env.helm_deploy(
         "install",
         "tco",
         &previous,
         &release_namespace,
-        &values,
+        &old_values,
         &[],
     );
     let (secrets, crs) = env.ready_certificate(&app).await;
@@ -1480,9 +1524,30 @@ async fn e2e_node_upgrade_from_previous_chart() {
 }
 
 /// An object without what changes by itself: status, resourceVersion, managedFields, generation and the
-/// Deployment's revision annotation.
+/// Deployment's revision annotation; a container's `env` as a map by name (the same variables in another
+/// order are the same: the old charts set the simulator's TENCENTCLOUD_ALLOW_INSECURE_ENDPOINT through
+/// extraEnv, at the end, this one through allowInsecureEndpoint, after TENCENTCLOUD_ENDPOINT).
 fn strip(mut live: Value) -> Value {
     live.as_object_mut().unwrap().remove("status");
+    if let Some(containers) = live
+        .pointer_mut("/spec/template/spec/containers")
+        .and_then(Value::as_array_mut)
+    {
+        for container in containers {
+            if let Some(env) = container.get("env").and_then(Value::as_array) {
+                let by_name: serde_json::Map<String, Value> = env
+                    .iter()
+                    .map(|v| {
+                        (
+                            v["name"].as_str().unwrap_or_default().to_string(),
+                            v.clone(),
+                        )
+                    })
+                    .collect();
+                container["env"] = Value::Object(by_name);
+            }
+        }
+    }
     let metadata = live["metadata"].as_object_mut().unwrap();
     for volatile in ["resourceVersion", "managedFields", "generation"] {
         metadata.remove(volatile);
