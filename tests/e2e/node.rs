@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod, Secret};
+use k8s_openapi::api::core::v1::{Node, Pod, Secret, ServiceAccount};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
@@ -40,6 +40,12 @@ const OLD_CRD_CHART_COMMIT: &str = "37848c8eb4b6a839723729a26fb8631a45fba312";
 const CRDS: [&str; 2] = [
     "tencentcertificates.tencentcert.io",
     "clustertencentcertificates.tencentcert.io",
+];
+/// For the charts from before `allowInsecureEndpoint`: the simulator's http endpoint allowed through
+/// `extraEnv` (`--set-json`: with `--set` the value would be a boolean, which a Deployment refuses).
+const OLD_CHART_INSECURE: [&str; 2] = [
+    "--set-json",
+    r#"extraEnv=[{"name":"TENCENTCLOUD_ALLOW_INSECURE_ENDPOINT","value":"true"}]"#,
 ];
 const SIM_PORT: u16 = 8443;
 const INSTALL_TIMEOUT: &str = "5m";
@@ -110,13 +116,15 @@ async fn node_env(test: &str) -> Option<NodeEnv> {
     };
     let scratch = std::env::temp_dir().join(format!("tco-e2e-node-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).unwrap();
-    Some(NodeEnv {
+    let env = NodeEnv {
         cluster,
         helm,
         kube_local,
         image,
         scratch,
-    })
+    };
+    env.remove_stale_releases();
+    Some(env)
 }
 
 /// The binary the Dockerfile copies into the image: `E2E_NODE_BINARY`, or what `hack/image-binary.sh` built.
@@ -173,6 +181,39 @@ fn pack_image(kube_local: &Path) -> Result<(String, String), String> {
 }
 
 impl NodeEnv {
+    /// Uninstalls the release `tco` a failed earlier test left (it ends before its clean-up), and the
+    /// ClusterRoles and bindings of one whose namespace is gone: the next install would refuse them.
+    fn remove_stale_releases(&self) {
+        let out = self.helm_command(&[
+            "list",
+            "--all-namespaces",
+            "--all",
+            "--filter",
+            "^tco$",
+            "-o",
+            "json",
+        ]);
+        let releases: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        for release in releases {
+            let Some(namespace) = release["namespace"].as_str() else {
+                continue;
+            };
+            eprintln!("removing the release tco that an earlier run left in {namespace}");
+            let _ = self.helm_command(&["uninstall", "tco", "--namespace", namespace, "--wait"]);
+        }
+        // A release whose namespace was deleted is gone from Helm's records, its cluster-wide RBAC is not.
+        let _ = kubectl(
+            &self.cluster.kubeconfig,
+            &[
+                "delete",
+                "clusterrole,clusterrolebinding",
+                "-l",
+                "app.kubernetes.io/instance=tco",
+                "--ignore-not-found",
+            ],
+        );
+    }
+
     fn helm_command(&self, args: &[&str]) -> std::process::Output {
         std::process::Command::new(&self.helm)
             .args(args)
@@ -207,21 +248,18 @@ impl NodeEnv {
     /// `--set` flags of this chart for the packed image and the simulator (an http endpoint, allowed).
     fn image_values(&self, endpoint: &str) -> Vec<String> {
         let mut values = self.old_chart_image_values(endpoint);
-        values.truncate(4);
         values.push("allowInsecureEndpoint=true".into());
         values
     }
 
-    /// The same for a chart from before `allowInsecureEndpoint` (its schema refuses the key): the operator's
-    /// variable through `extraEnv`.
+    /// The same for a chart from before `allowInsecureEndpoint` (its schema refuses the key); the operator's
+    /// variable goes in through `extraEnv` (`OLD_CHART_INSECURE`, flags for `helm_deploy`'s `extra`).
     fn old_chart_image_values(&self, endpoint: &str) -> Vec<String> {
         vec![
             format!("image.repository={}", self.image.0),
             format!("image.tag={}", self.image.1),
             "image.pullPolicy=Never".into(),
             format!("tencentEndpoint={endpoint}"),
-            "extraEnv[0].name=TENCENTCLOUD_ALLOW_INSECURE_ENDPOINT".into(),
-            "extraEnv[0].value=true".into(),
         ]
     }
 
@@ -284,6 +322,19 @@ impl NodeEnv {
 
     /// The Tencent API simulator as a Pod of the packed image; returns its endpoint (pod IP).
     async fn start_simulator(&self, namespace: &str) -> String {
+        // The pod runs as the namespace's `default` ServiceAccount, which the controller manager creates a
+        // moment after the namespace (seconds, after an API-server restart): until then the API server
+        // refuses the pod ("error looking up service account").
+        let accounts: Api<ServiceAccount> = Api::namespaced(self.cluster.client.clone(), namespace);
+        until(
+            Duration::from_secs(60),
+            "the namespace's default ServiceAccount",
+            || {
+                let accounts = accounts.clone();
+                async move { accounts.get_opt("default").await.ok().flatten().is_some() }
+            },
+        )
+        .await;
         let pods: Api<Pod> = Api::namespaced(self.cluster.client.clone(), namespace);
         let pod: Pod = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Pod",
@@ -1219,7 +1270,7 @@ async fn e2e_node_upgrade_from_old_crd_chart() {
         &old_chart,
         &release_namespace,
         &old_values,
-        &[],
+        &OLD_CHART_INSECURE,
     );
     let (secrets, crs) = env.ready_certificate(&app).await;
 
@@ -1318,11 +1369,38 @@ async fn e2e_node_upgrade_from_old_crd_chart() {
     env.cleanup("tco", &[&release_namespace, &app]).await;
 }
 
+/// The paths of `.spec` where the CRDs of `old_chart` (its crds/) and of this chart (files/crds/) differ, as
+/// "CustomResourceDefinition /NAME: .path": what upgrading the CRDs is to change in them.
+fn crd_changes(old_chart: &Path) -> Vec<String> {
+    let mut changes = Vec::new();
+    for file in ["tencentcertificate.yaml", "clustertencentcertificate.yaml"] {
+        let read = |path: PathBuf| -> Value {
+            std::fs::read_to_string(&path)
+                .map(|text| serde_saphyr::from_str(&text).expect("a CRD file is YAML"))
+                .unwrap_or(Value::Null)
+        };
+        let new = read(Path::new(CHART).join("files/crds").join(file));
+        let old = read(old_chart.join("crds").join(file));
+        let name = new["metadata"]["name"].as_str().expect("the CRD's name");
+        let mut paths = Vec::new();
+        differences(&old["spec"], &new["spec"], ".spec", &mut paths);
+        changes.extend(
+            paths
+                .into_iter()
+                .map(|p| format!("CustomResourceDefinition /{name}: {p}")),
+        );
+    }
+    changes
+}
+
 /// Why an upgrade from the previous chart may change `change` ("KIND NS/NAME: .path"), or `None`.
-fn expected_change(change: &str) -> Option<&'static str> {
+/// `crds`: the CRD changes between the two charts (`crd_changes`).
+fn expected_change(change: &str, crds: &[String]) -> Option<&'static str> {
     let (object, path) = change.split_once(": ")?;
     let crd = object.starts_with("CustomResourceDefinition ");
-    if path.ends_with(".labels.helm.sh/chart") {
+    if crd && crds.iter().any(|c| c == change) {
+        Some("this chart's CRD differs there: the CRD upgraded")
+    } else if path.ends_with(".labels.helm.sh/chart") {
         Some("the chart version (the pods' labels no longer carry it)")
     } else if crd && path.starts_with(".metadata.annotations.meta.helm.sh/") {
         Some("the release owns the CRDs now")
@@ -1365,7 +1443,7 @@ async fn e2e_node_upgrade_from_previous_chart() {
         &previous,
         &release_namespace,
         &old_values,
-        &[],
+        &OLD_CHART_INSECURE,
     );
     let (secrets, crs) = env.ready_certificate(&app).await;
     let mut before = release_objects(&env, "tco", &release_namespace);
@@ -1404,9 +1482,10 @@ async fn e2e_node_upgrade_from_previous_chart() {
     let after = release_objects(&env, "tco", &release_namespace);
     let changes = release_diff(&before, &after);
     eprintln!("changed by the upgrade ({}):", changes.len());
+    let crds = crd_changes(&previous);
     let mut unexpected = Vec::new();
     for change in &changes {
-        let why = expected_change(change);
+        let why = expected_change(change, &crds);
         eprintln!("  {change}  [{}]", why.unwrap_or("UNEXPECTED"));
         if why.is_none() {
             unexpected.push(change.clone());
