@@ -66,6 +66,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# An earlier run's namespaces may still be terminating (deleting thousands of resources takes minutes).
+until [ -z "$(kubectl get namespace -o name | grep -E "^namespace/(${ns}|${prefix}-[0-9]+)$" || true)" ]; do
+  [ $(( $(date +%s) - started )) -lt 900 ] || { echo "bench-node: the namespaces of an earlier run are still there" >&2; exit 1; }
+  log "waiting for the namespaces of an earlier run to go"
+  sleep 10
+done
+
 tag="bench-$(sha256sum "${binary}" | cut -c1-12)"
 log "image tco-bench:${tag} from ${binary} ($(du -h "${binary}" | cut -f1))"
 "${KUBE_LOCAL}" image-from-binary "tco-bench:${tag}" "${binary}" >/dev/null
@@ -145,8 +152,10 @@ cpuacct=/sys/fs/cgroup/cpuacct${relative}
 cpu=/sys/fs/cgroup/cpu${relative}
 log "operator process ${pid}, cgroup ${relative}"
 
-# Every 5 s: time, cgroup memory usage, its peak, working set (usage - inactive file pages: what the kubelet
-# and `kubectl top` report, and evict by), VmHWM and VmRSS (KiB), CPU time (ns), the host's 1-min load.
+# Every 5 s (plus what a `kubectl get` of every resource takes): time, cgroup memory usage, its peak, working
+# set (usage - inactive file pages: what the kubelet and `kubectl top` report, and evict by), VmHWM and VmRSS
+# (KiB), CPU time (ns), the host's 1-min load. The peaks are the kernel's (max_usage_in_bytes, VmHWM), not
+# the samples'.
 samples="${work}/samples"
 : >"${samples}"
 sample() {
@@ -209,7 +218,8 @@ report = {
     "cpu_limit_cores": ${cpu_quota} / 100000 if ${cpu_quota} > 0 else None,
     "cpu_seconds_to_all_ready": round(converging[-1][6] / 1e9, 1),
     "cpu_seconds_total": round(rows[-1][6] / 1e9, 1),
-    "cpu_cores_peak_5s": round(max(rates), 3) if rates else None,
+    "cpu_cores_peak_between_samples": round(max(rates), 3) if rates else None,
+    "sample_interval_s_mean": round((rows[-1][0] - rows[0][0]) / (len(rows) - 1), 1) if len(rows) > 1 else None,
     "cpu_cores_steady_state": round((steady[-1][6] - steady[0][6]) / ((steady[-1][0] - steady[0][0]) * 1e9), 4) if len(steady) > 1 else None,
     "cpu_throttling": json.loads('${throttled}'),
     "host_load_1m_max": max(r[7] for r in rows),
