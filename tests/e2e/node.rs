@@ -322,24 +322,27 @@ impl NodeEnv {
 
     /// The Tencent API simulator as a Pod of the packed image; returns its endpoint (pod IP).
     async fn start_simulator(&self, namespace: &str) -> String {
-        // The pod runs as the namespace's `default` ServiceAccount, which the controller manager creates a
-        // moment after the namespace (seconds, after an API-server restart): until then the API server
-        // refuses the pod ("error looking up service account").
+        // Its own ServiceAccount, not the namespace's `default`: the controller manager creates that a moment
+        // after the namespace, and a minute or more late after the outage test's API-server restart (its
+        // informers back off), while the API server refuses a pod whose ServiceAccount does not exist.
         let accounts: Api<ServiceAccount> = Api::namespaced(self.cluster.client.clone(), namespace);
-        until(
-            Duration::from_secs(60),
-            "the namespace's default ServiceAccount",
-            || {
-                let accounts = accounts.clone();
-                async move { accounts.get_opt("default").await.ok().flatten().is_some() }
-            },
-        )
-        .await;
+        let account: ServiceAccount = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": "tencent-sim", "namespace": namespace},
+            "automountServiceAccountToken": false
+        }))
+        .unwrap();
+        accounts
+            .create(&PostParams::default(), &account)
+            .await
+            .unwrap();
         let pods: Api<Pod> = Api::namespaced(self.cluster.client.clone(), namespace);
         let pod: Pod = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "tencent-sim", "namespace": namespace, "labels": {"app": "tencent-sim"}},
             "spec": {
+                "serviceAccountName": "tencent-sim",
+                "automountServiceAccountToken": false,
                 "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532,
                                     "seccompProfile": {"type": "RuntimeDefault"}},
                 "containers": [{
