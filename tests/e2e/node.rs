@@ -6,9 +6,11 @@
 //!
 //! Needs: `KUBECONFIG` (kube-local with `--node`), `KUBE_LOCAL` (the script, for `image-from-binary` and the
 //! outage), helm (`HELM`, or packaging-checks' pinned copy) and git (old charts come from `git archive`).
-//! Each test skips with a message when one is missing. `E2E_NODE_BINARY` picks the binary for the image
-//! (default: the one cargo built for this test run). Run the suite with `KUBE_LOCAL_NODE=1`, so that the
-//! outage test of faults.rs brings the node back with the API server.
+//! A test asked for (`--ignored`) fails with a message when one is missing. The image holds the binary the
+//! Dockerfile would copy: a release build without default features (no `demo`, no fake API server), which
+//! `hack/image-binary.sh` builds and copies to `target/image/tencent-cert-operator` (the default), or
+//! `E2E_NODE_BINARY`; a binary that has the `demo` command is refused. Run the suite with
+//! `KUBE_LOCAL_NODE=1`, so that the outage test of faults.rs brings the node back with the API server.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod, Secret};
+use k8s_openapi::api::core::v1::{Node, Pod, Secret, ServiceAccount};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
@@ -38,6 +40,12 @@ const OLD_CRD_CHART_COMMIT: &str = "37848c8eb4b6a839723729a26fb8631a45fba312";
 const CRDS: [&str; 2] = [
     "tencentcertificates.tencentcert.io",
     "clustertencentcertificates.tencentcert.io",
+];
+/// For the charts from before `allowInsecureEndpoint`: the simulator's http endpoint allowed through
+/// `extraEnv` (`--set-json`: with `--set` the value would be a boolean, which a Deployment refuses).
+const OLD_CHART_INSECURE: [&str; 2] = [
+    "--set-json",
+    r#"extraEnv=[{"name":"TENCENTCLOUD_ALLOW_INSECURE_ENDPOINT","value":"true"}]"#,
 ];
 const SIM_PORT: u16 = 8443;
 const INSTALL_TIMEOUT: &str = "5m";
@@ -104,24 +112,55 @@ async fn node_env(test: &str) -> Option<NodeEnv> {
         .clone();
     let image = match image {
         Ok(image) => image,
-        Err(why) => panic!("kube-local image-from-binary failed: {why}"),
+        Err(why) => missing(test, &format!("no image: {why}")),
     };
     let scratch = std::env::temp_dir().join(format!("tco-e2e-node-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).unwrap();
-    Some(NodeEnv {
+    let env = NodeEnv {
         cluster,
         helm,
         kube_local,
         image,
         scratch,
-    })
+    };
+    env.remove_stale_releases();
+    Some(env)
+}
+
+/// The binary the Dockerfile copies into the image: `E2E_NODE_BINARY`, or what `hack/image-binary.sh` built.
+fn image_binary() -> PathBuf {
+    std::env::var_os("E2E_NODE_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+                .join("image/tencent-cert-operator")
+        })
 }
 
 /// `kube-local image-from-binary`: the binary the Dockerfile would copy, with its libraries, as an image.
+/// Refuses a binary built with the default features (its `demo` command embeds the fake API server, which
+/// the image's `--no-default-features` build leaves out).
 fn pack_image(kube_local: &Path) -> Result<(String, String), String> {
-    let binary = std::env::var_os("E2E_NODE_BINARY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tencent-cert-operator")));
+    let binary = image_binary();
+    if !binary.is_file() {
+        return Err(format!(
+            "no {}: build it the Dockerfile's way with hack/image-binary.sh (or set E2E_NODE_BINARY)",
+            binary.display()
+        ));
+    }
+    let demo = std::process::Command::new(&binary)
+        .args(["demo", "--help"])
+        .output()
+        .map_err(|e| format!("{}: {e}", binary.display()))?;
+    if demo.status.success() {
+        return Err(format!(
+            "{} has the demo command: not the image's build (cargo build --release --no-default-features; \
+             hack/image-binary.sh)",
+            binary.display()
+        ));
+    }
     let repository = "tco-e2e".to_string();
     let tag = format!("run-{}", std::process::id());
     let started = Instant::now();
@@ -142,6 +181,39 @@ fn pack_image(kube_local: &Path) -> Result<(String, String), String> {
 }
 
 impl NodeEnv {
+    /// Uninstalls the release `tco` a failed earlier test left (it ends before its clean-up), and the
+    /// ClusterRoles and bindings of one whose namespace is gone: the next install would refuse them.
+    fn remove_stale_releases(&self) {
+        let out = self.helm_command(&[
+            "list",
+            "--all-namespaces",
+            "--all",
+            "--filter",
+            "^tco$",
+            "-o",
+            "json",
+        ]);
+        let releases: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        for release in releases {
+            let Some(namespace) = release["namespace"].as_str() else {
+                continue;
+            };
+            eprintln!("removing the release tco that an earlier run left in {namespace}");
+            let _ = self.helm_command(&["uninstall", "tco", "--namespace", namespace, "--wait"]);
+        }
+        // A release whose namespace was deleted is gone from Helm's records, its cluster-wide RBAC is not.
+        let _ = kubectl(
+            &self.cluster.kubeconfig,
+            &[
+                "delete",
+                "clusterrole,clusterrolebinding",
+                "-l",
+                "app.kubernetes.io/instance=tco",
+                "--ignore-not-found",
+            ],
+        );
+    }
+
     fn helm_command(&self, args: &[&str]) -> std::process::Output {
         std::process::Command::new(&self.helm)
             .args(args)
@@ -173,8 +245,16 @@ impl NodeEnv {
         stdout
     }
 
-    /// `--set` flags for the packed image and the simulator.
+    /// `--set` flags of this chart for the packed image and the simulator (an http endpoint, allowed).
     fn image_values(&self, endpoint: &str) -> Vec<String> {
+        let mut values = self.old_chart_image_values(endpoint);
+        values.push("allowInsecureEndpoint=true".into());
+        values
+    }
+
+    /// The same for a chart from before `allowInsecureEndpoint` (its schema refuses the key); the operator's
+    /// variable goes in through `extraEnv` (`OLD_CHART_INSECURE`, flags for `helm_deploy`'s `extra`).
+    fn old_chart_image_values(&self, endpoint: &str) -> Vec<String> {
         vec![
             format!("image.repository={}", self.image.0),
             format!("image.tag={}", self.image.1),
@@ -242,11 +322,27 @@ impl NodeEnv {
 
     /// The Tencent API simulator as a Pod of the packed image; returns its endpoint (pod IP).
     async fn start_simulator(&self, namespace: &str) -> String {
+        // Its own ServiceAccount, not the namespace's `default`: the controller manager creates that a moment
+        // after the namespace, and a minute or more late after the outage test's API-server restart (its
+        // informers back off), while the API server refuses a pod whose ServiceAccount does not exist.
+        let accounts: Api<ServiceAccount> = Api::namespaced(self.cluster.client.clone(), namespace);
+        let account: ServiceAccount = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": "tencent-sim", "namespace": namespace},
+            "automountServiceAccountToken": false
+        }))
+        .unwrap();
+        accounts
+            .create(&PostParams::default(), &account)
+            .await
+            .unwrap();
         let pods: Api<Pod> = Api::namespaced(self.cluster.client.clone(), namespace);
         let pod: Pod = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": "tencent-sim", "namespace": namespace, "labels": {"app": "tencent-sim"}},
             "spec": {
+                "serviceAccountName": "tencent-sim",
+                "automountServiceAccountToken": false,
                 "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532,
                                     "seccompProfile": {"type": "RuntimeDefault"}},
                 "containers": [{
@@ -1169,14 +1265,15 @@ async fn e2e_node_upgrade_from_old_crd_chart() {
     let release_namespace = create_namespace(&env.cluster, "node-up-old").await;
     let app = create_namespace(&env.cluster, "node-up-old-app").await;
     let endpoint = env.start_simulator(&release_namespace).await;
+    let old_values = env.old_chart_image_values(&endpoint);
     let values = env.image_values(&endpoint);
     env.helm_deploy(
         "install",
         "tco",
         &old_chart,
         &release_namespace,
-        &values,
-        &[],
+        &old_values,
+        &OLD_CHART_INSECURE,
     );
     let (secrets, crs) = env.ready_certificate(&app).await;
 
@@ -1275,11 +1372,38 @@ async fn e2e_node_upgrade_from_old_crd_chart() {
     env.cleanup("tco", &[&release_namespace, &app]).await;
 }
 
+/// The paths of `.spec` where the CRDs of `old_chart` (its crds/) and of this chart (files/crds/) differ, as
+/// "CustomResourceDefinition /NAME: .path": what upgrading the CRDs is to change in them.
+fn crd_changes(old_chart: &Path) -> Vec<String> {
+    let mut changes = Vec::new();
+    for file in ["tencentcertificate.yaml", "clustertencentcertificate.yaml"] {
+        let read = |path: PathBuf| -> Value {
+            std::fs::read_to_string(&path)
+                .map(|text| serde_saphyr::from_str(&text).expect("a CRD file is YAML"))
+                .unwrap_or(Value::Null)
+        };
+        let new = read(Path::new(CHART).join("files/crds").join(file));
+        let old = read(old_chart.join("crds").join(file));
+        let name = new["metadata"]["name"].as_str().expect("the CRD's name");
+        let mut paths = Vec::new();
+        differences(&old["spec"], &new["spec"], ".spec", &mut paths);
+        changes.extend(
+            paths
+                .into_iter()
+                .map(|p| format!("CustomResourceDefinition /{name}: {p}")),
+        );
+    }
+    changes
+}
+
 /// Why an upgrade from the previous chart may change `change` ("KIND NS/NAME: .path"), or `None`.
-fn expected_change(change: &str) -> Option<&'static str> {
+/// `crds`: the CRD changes between the two charts (`crd_changes`).
+fn expected_change(change: &str, crds: &[String]) -> Option<&'static str> {
     let (object, path) = change.split_once(": ")?;
     let crd = object.starts_with("CustomResourceDefinition ");
-    if path.ends_with(".labels.helm.sh/chart") {
+    if crd && crds.iter().any(|c| c == change) {
+        Some("this chart's CRD differs there: the CRD upgraded")
+    } else if path.ends_with(".labels.helm.sh/chart") {
         Some("the chart version (the pods' labels no longer carry it)")
     } else if crd && path.starts_with(".metadata.annotations.meta.helm.sh/") {
         Some("the release owns the CRDs now")
@@ -1314,14 +1438,15 @@ async fn e2e_node_upgrade_from_previous_chart() {
     let release_namespace = create_namespace(&env.cluster, "node-up").await;
     let app = create_namespace(&env.cluster, "node-up-app").await;
     let endpoint = env.start_simulator(&release_namespace).await;
+    let old_values = env.old_chart_image_values(&endpoint);
     let values = env.image_values(&endpoint);
     env.helm_deploy(
         "install",
         "tco",
         &previous,
         &release_namespace,
-        &values,
-        &[],
+        &old_values,
+        &OLD_CHART_INSECURE,
     );
     let (secrets, crs) = env.ready_certificate(&app).await;
     let mut before = release_objects(&env, "tco", &release_namespace);
@@ -1360,9 +1485,10 @@ async fn e2e_node_upgrade_from_previous_chart() {
     let after = release_objects(&env, "tco", &release_namespace);
     let changes = release_diff(&before, &after);
     eprintln!("changed by the upgrade ({}):", changes.len());
+    let crds = crd_changes(&previous);
     let mut unexpected = Vec::new();
     for change in &changes {
-        let why = expected_change(change);
+        let why = expected_change(change, &crds);
         eprintln!("  {change}  [{}]", why.unwrap_or("UNEXPECTED"));
         if why.is_none() {
             unexpected.push(change.clone());
@@ -1480,9 +1606,30 @@ async fn e2e_node_upgrade_from_previous_chart() {
 }
 
 /// An object without what changes by itself: status, resourceVersion, managedFields, generation and the
-/// Deployment's revision annotation.
+/// Deployment's revision annotation; a container's `env` as a map by name (the same variables in another
+/// order are the same: the old charts set the simulator's TENCENTCLOUD_ALLOW_INSECURE_ENDPOINT through
+/// extraEnv, at the end, this one through allowInsecureEndpoint, after TENCENTCLOUD_ENDPOINT).
 fn strip(mut live: Value) -> Value {
     live.as_object_mut().unwrap().remove("status");
+    if let Some(containers) = live
+        .pointer_mut("/spec/template/spec/containers")
+        .and_then(Value::as_array_mut)
+    {
+        for container in containers {
+            if let Some(env) = container.get("env").and_then(Value::as_array) {
+                let by_name: serde_json::Map<String, Value> = env
+                    .iter()
+                    .map(|v| {
+                        (
+                            v["name"].as_str().unwrap_or_default().to_string(),
+                            v.clone(),
+                        )
+                    })
+                    .collect();
+                container["env"] = Value::Object(by_name);
+            }
+        }
+    }
     let metadata = live["metadata"].as_object_mut().unwrap();
     for volatile in ["resourceVersion", "managedFields", "generation"] {
         metadata.remove(volatile);
