@@ -59,6 +59,7 @@ pub async fn gather(
 }
 
 /// Carries out `step` for the Secret's `pair`.
+// long: one short arm per `Step` variant, each a single Tencent call and its outcome.
 pub async fn act(
     client: &Client,
     credentials: &Credentials,
