@@ -690,7 +690,18 @@ async fn run_demo(args: DemoArgs) -> ExitCode {
     }
 }
 
+/// Heap profiling (feature `dhat-heap`): every allocation goes through dhat, which writes its profile when
+/// `main` returns.
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
 fn main() -> ExitCode {
+    #[cfg(feature = "dhat-heap")]
+    let _profiler = dhat::Profiler::builder()
+        .file_name(std::env::var_os("DHAT_OUT").unwrap_or_else(|| "dhat-heap.json".into()))
+        .trim_backtraces(Some(16))
+        .build();
     limit_malloc_arenas();
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -3,10 +3,17 @@
 //!
 //! Lookups are batched into `DescribeCertificates` calls with `CertIds` (Tencent accepts at most 50 per
 //! request): callers that ask within a short gather window share one request, and an answer serves later
-//! callers while it is younger than the age they accept. Refreshes of thousands of resources are spread
-//! over time by jitter, so answers would otherwise expire one id at a time and every id would cost its
-//! own request; to keep a refresh wave at ⌈K/50⌉ requests, a caller whose answer is stale also refreshes
-//! every other id of the same credentials whose answer is more than half that age (a *sweep*).
+//! callers while it is younger than the age they accept.
+//!
+//! **One lookup clock per credentials.** Refreshes of thousands of resources are spread over time (jitter,
+//! and a first sync that itself took minutes), so answers aged per id would expire one id at a time and a
+//! wave would re-ask ids several times over. Instead each credential set has one clock: a *round* starts
+//! when a caller finds its answer stale and the current round is at least half its accepted age old, and
+//! a round re-asks **every** remembered id of those credentials at once (⌈K/50⌉ requests). After it, all
+//! answers have the same age and go stale together, so an unchanged wave costs one round, ⌈K/50⌉ requests,
+//! plus ids first asked about since (new resources), whatever the refresh interval. A stale id within a
+//! young round (first asked about, or its round answer failed) is asked about alone; a caller that accepts
+//! no cached answer (an explicit refresh) never starts a round.
 //!
 //! [`Book`] holds the per-credentials state and makes every decision without I/O; the client drives it
 //! (`Client::lookup_certificate`).
@@ -49,6 +56,8 @@ pub struct Book {
     waiters: HashMap<String, Vec<oneshot::Sender<Answer>>>,
     /// Whether a flush task is running for this book.
     pub flushing: bool,
+    /// When the current round began (see the module docs): the credentials' one lookup clock.
+    round_started: Option<Instant>,
 }
 
 /// What [`Book::want`] decided.
@@ -66,29 +75,47 @@ impl Book {
         }
     }
 
-    /// Asks for `id`, accepting an answer younger than `max_age`. A stale or missing answer queues the id,
-    /// and sweeps in every other remembered id whose answer is older than `max_age / 2`.
-    pub fn want(&mut self, id: &str, max_age: Duration, priority: Priority, now: Instant) -> Want {
-        if let Some(entry) = self.entries.get_mut(id) {
-            entry.last_wanted = now;
-            if now.saturating_duration_since(entry.fetched_at) < max_age {
-                return Want::Answered(entry.info.clone());
-            }
-        }
-        self.enqueue(id);
-        let sweep_after = max_age / 2;
-        let stale: Vec<String> = self
+    /// Whether a stale caller accepting `max_age` starts a new round now: never for a caller that accepts
+    /// no cached answer, else when no round ran yet or the current one is at least `max_age / 2` old.
+    fn round_due(&self, max_age: Duration, now: Instant) -> bool {
+        !max_age.is_zero()
+            && self
+                .round_started
+                .is_none_or(|started| now.saturating_duration_since(started) >= max_age / 2)
+    }
+
+    /// Starts a round: every remembered id still wanted is queued, so all answers get the same age.
+    fn start_round(&mut self, now: Instant) {
+        self.round_started = Some(now);
+        let wanted: Vec<String> = self
             .entries
             .iter()
-            .filter(|(other, entry)| {
-                other.as_str() != id
-                    && now.saturating_duration_since(entry.fetched_at) >= sweep_after
-                    && now.saturating_duration_since(entry.last_wanted) < RETENTION
-            })
-            .map(|(other, _)| other.clone())
+            .filter(|(_, entry)| now.saturating_duration_since(entry.last_wanted) < RETENTION)
+            .map(|(id, _)| id.clone())
             .collect();
-        for other in stale {
-            self.enqueue(&other);
+        for id in wanted {
+            self.enqueue(&id);
+        }
+    }
+
+    /// Asks for `id`, accepting an answer younger than `max_age`. A stale or missing answer queues the id;
+    /// if the round is due (see [`Book::round_due`]) a new round queues every other remembered id too.
+    pub fn want(&mut self, id: &str, max_age: Duration, priority: Priority, now: Instant) -> Want {
+        let aged = match self.entries.get_mut(id) {
+            Some(entry) => {
+                entry.last_wanted = now;
+                if now.saturating_duration_since(entry.fetched_at) < max_age {
+                    return Want::Answered(entry.info.clone());
+                }
+                true
+            }
+            None => false,
+        };
+        self.enqueue(id);
+        // An id asked about for the first time is asked alone (with whatever else is queued): only an
+        // answer that aged out moves the clock.
+        if aged && self.round_due(max_age, now) {
+            self.start_round(now);
         }
         self.priority = self.priority.max(priority);
         let (sender, receiver) = oneshot::channel();
@@ -306,6 +333,72 @@ mod tests {
                 Want::Answered(Some(_))
             ));
         }
+    }
+
+    /// Answers every queued batch at `now`; the number of requests it took.
+    fn drain(book: &mut Book, now: Instant) -> usize {
+        let mut requests = 0;
+        while let (batch, _) = book.take_batch()
+            && !batch.is_empty()
+        {
+            requests += 1;
+            let found = batch.iter().map(|id| info(id)).collect();
+            book.record(&batch, Ok(found), now);
+        }
+        requests
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ids_first_asked_at_different_times_share_one_clock_afterwards() {
+        // 200 ids first asked over 100 s (a slow first sync), one at a time: one request each, and no
+        // re-asking of the ids asked earlier (a new id moves no clock).
+        let mut book = Book::default();
+        let start = Instant::now();
+        let ids: Vec<String> = (0..200).map(|i| format!("k{i:03}")).collect();
+        let mut first_sync = 0;
+        for (i, id) in ids.iter().enumerate() {
+            let at = start + Duration::from_millis(500 * i as u64);
+            let _ = book.want(id, MINUTE, Priority::Urgent, at);
+            first_sync += drain(&mut book, at);
+        }
+        assert_eq!(first_sync, 200);
+        // Then refresh waves spread over 100 s each, for several intervals: each wave costs one round of
+        // ⌈200/50⌉ = 4 requests (two when a wave spans two rounds), not a request per ageing id.
+        for wave in 1..=5u64 {
+            let mut requests = 0;
+            for (i, id) in ids.iter().enumerate() {
+                let at =
+                    start + Duration::from_secs(100 * wave) + Duration::from_millis(500 * i as u64);
+                if let Want::Queued(_) = book.want(id, MINUTE, Priority::Routine, at) {
+                    requests += drain(&mut book, at);
+                }
+            }
+            assert!(requests <= 8, "wave {wave}: {requests} requests");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_first_lookup_or_an_explicit_refresh_asks_about_its_own_id_only() {
+        let mut book = Book::default();
+        let start = Instant::now();
+        for id in ["a", "b", "c"] {
+            let _ = book.want(id, MINUTE, Priority::Routine, start);
+        }
+        drain(&mut book, start);
+        let later = start + 2 * MINUTE;
+        let _ = book.want("new", MINUTE, Priority::Urgent, later);
+        assert_eq!(book.queued_ids(), vec!["new"], "a new id moves no clock");
+        drain(&mut book, later);
+        let _ = book.want("a", Duration::ZERO, Priority::Urgent, later);
+        assert_eq!(
+            book.queued_ids(),
+            vec!["a"],
+            "an explicit refresh sweeps nothing"
+        );
+        drain(&mut book, later);
+        // A routine caller whose answer aged out starts the round: every remembered id at once.
+        let _ = book.want("b", MINUTE, Priority::Routine, later);
+        assert_eq!(book.queued_ids().len(), 4);
     }
 
     #[tokio::test(start_paused = true)]
