@@ -223,12 +223,25 @@ fn users_of(
         .collect()
 }
 
-/// What the controller's cache keeps of each resource: all that reconciles read, without `managedFields` and
-/// kubectl's last-applied annotation, which are never read and often the larger part of an object.
+/// What the controller's cache keeps of each resource (a slim projection, as kube-rs's optimisation guide
+/// recommends): the spec and status, and of the metadata only what reconciles read — namespace, name, uid,
+/// generation, resourceVersion, deletionTimestamp and the operator's own `tencentcert.io/` annotations.
+/// `managedFields`, other annotations (kubectl's last-applied configuration among them), labels, owner
+/// references, finalizers and the creation time are never read and are often the larger part of an object.
 fn slim(cr: &mut TencentCertificate) {
-    cr.metadata.managed_fields = None;
-    if let Some(annotations) = cr.metadata.annotations.as_mut() {
-        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    let meta = &mut cr.metadata;
+    meta.managed_fields = None;
+    meta.labels = None;
+    meta.owner_references = None;
+    meta.finalizers = None;
+    meta.creation_timestamp = None;
+    meta.generate_name = None;
+    meta.self_link = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.retain(|key, _| key.starts_with("tencentcert.io/"));
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
     }
 }
 
@@ -433,6 +446,38 @@ mod tests {
         secret.metadata.namespace = Some(namespace.into());
         secret.metadata.name = Some(name.into());
         secret
+    }
+
+    #[test]
+    fn the_cache_keeps_what_reconciles_read_only() {
+        let mut object = cr("shop", "web", serde_json::json!({"certificateId": "a1"}));
+        object.metadata.uid = Some("uid-1".into());
+        object.metadata.generation = Some(3);
+        object.metadata.labels = Some([("team".to_string(), "web".to_string())].into());
+        object.metadata.annotations = Some(
+            [
+                (
+                    "kubectl.kubernetes.io/last-applied-configuration".to_string(),
+                    "{}".repeat(500),
+                ),
+                (
+                    crate::policy::REFRESH_REQUESTED_ANNOTATION.to_string(),
+                    "2030-01-01T00:00:00Z".to_string(),
+                ),
+            ]
+            .into(),
+        );
+        let spec = object.spec.clone();
+        slim(&mut object);
+        assert_eq!(object.metadata.labels, None);
+        let annotations = object.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(
+            annotations.keys().collect::<Vec<_>>(),
+            [crate::policy::REFRESH_REQUESTED_ANNOTATION]
+        );
+        assert_eq!(object.metadata.uid.as_deref(), Some("uid-1"));
+        assert_eq!(object.metadata.generation, Some(3));
+        assert_eq!(object.spec, spec);
     }
 
     #[test]
