@@ -346,11 +346,14 @@ pub fn next_sync(
     Some(at.now + delay)
 }
 
-/// How old a lookup answer (status, validity, renewal links) a sync accepts: a quarter of the refresh
-/// interval, since jitter spreads one wave over a fifth of it, so one sweep of lookups serves the whole
-/// wave; at most 15 minutes. Explicit refresh requests accept none.
+/// How old a lookup answer (status, validity, renewal links) a sync accepts: half the refresh interval, at
+/// most 15 minutes; explicit refresh requests accept none. The credentials' lookup clock (tencent-ssl
+/// `lookup`) starts a round of ⌈K/50⌉ requests at most once per this age, so a refresh wave spread over the
+/// interval (jitter, and a first sync that took a while) costs one or two rounds; a quarter of the interval
+/// cost three to four at 1m (scale benchmark, issue 23). A change in Tencent reaches a routine refresh at
+/// most half an interval late.
 pub fn lookup_max_age(refresh: Duration) -> Duration {
-    (refresh / 4).min(Duration::from_secs(15 * 60))
+    (refresh / 2).min(Duration::from_secs(15 * 60))
 }
 
 /// When to refresh after a success: the interval ± 10 %, so thousands of resources do not fire together.
