@@ -139,7 +139,10 @@ fn labels_of<K: Resource>(object: &K) -> Labels {
 }
 
 /// The object a vanished entry stands for: its namespace, name and labels.
-fn vanished<K: Resource + Default>((namespace, name): (Option<String>, String), labels: Labels) -> K {
+fn vanished<K: Resource + Default>(
+    (namespace, name): (Option<String>, String),
+    labels: Labels,
+) -> K {
     let mut object = K::default();
     let meta = object.meta_mut();
     meta.namespace = namespace;
@@ -427,7 +430,11 @@ mod tests {
         let mut managed = secret("tls");
         managed.metadata.namespace = Some("web".into());
         managed.metadata.labels = Some(
-            [("tencentcert.io/certificate-name".to_string(), "shop".to_string())].into(),
+            [(
+                "tencentcert.io/certificate-name".to_string(),
+                "shop".to_string(),
+            )]
+            .into(),
         );
         managed.metadata.annotations = Some([("big".to_string(), "x".repeat(4096))].into());
         gaps.touched(Ok(Event::Init));
@@ -441,7 +448,10 @@ mod tests {
         assert_eq!(gone.metadata.namespace.as_deref(), Some("web"));
         assert_eq!(gone.metadata.name.as_deref(), Some("tls"));
         assert_eq!(gone.metadata.labels, managed.metadata.labels);
-        assert_eq!(gone.metadata.annotations, None, "nothing else is remembered");
+        assert_eq!(
+            gone.metadata.annotations, None,
+            "nothing else is remembered"
+        );
     }
 
     #[test]
