@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use tencent_cert_operator::controller::SecretRef;
 use tencent_cert_operator::crd;
+#[cfg(feature = "demo")]
 use tencent_cert_operator::demo;
 use tencent_cert_operator::leader::LeaderElection;
 use tencent_cert_operator::operator;
