@@ -37,6 +37,13 @@ use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, Command};
 
+#[path = "support/process.rs"]
+mod process;
+use process::{ProcSample, clock_ticks, free_port, proc_sample, terminate};
+
+/// SIGTERM, then this long for the process to exit before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(30);
+
 type Error = Box<dyn std::error::Error + Send + Sync>;
 type Result<T> = std::result::Result<T, Error>;
 
@@ -113,46 +120,6 @@ fn parse_args() -> Result<Args> {
         return Err("--per-id and --m must be at least 1".into());
     }
     Ok(args)
-}
-
-#[derive(Default, Clone, Copy)]
-struct Sample {
-    rss_kib: u64,
-    hwm_kib: u64,
-    cpu_seconds: f64,
-}
-
-fn clock_ticks() -> f64 {
-    // SAFETY: sysconf reads a constant.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if ticks > 0 { ticks as f64 } else { 100.0 }
-}
-
-fn sample(pid: u32, ticks: f64) -> Option<Sample> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib = |key: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    Some(Sample {
-        rss_kib: kib("VmRSS:"),
-        hwm_kib: kib("VmHWM:"),
-        cpu_seconds: (utime + stime) / ticks,
-    })
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 fn certificate_id(index: usize) -> String {
@@ -244,22 +211,6 @@ fn ready_count(server: &FakeApiServer) -> usize {
         .count()
 }
 
-async fn terminate(child: &mut Child) {
-    if let Some(pid) = child.id() {
-        // SAFETY: kill(2) on a child we started and have not reaped.
-        unsafe {
-            libc::kill(pid as i32, libc::SIGTERM);
-        }
-        if tokio::time::timeout(Duration::from_secs(30), child.wait())
-            .await
-            .is_ok()
-        {
-            return;
-        }
-    }
-    let _ = child.kill().await;
-}
-
 struct Run {
     n: usize,
     k: usize,
@@ -306,12 +257,12 @@ async fn run_one(args: &Args, n: usize, ticks: f64) -> Result<Run> {
     let started = Instant::now();
     let mut operator = command.spawn()?;
     let pid = operator.id().ok_or("the operator exited at once")?;
-    let mut last = Sample::default();
+    let mut last = ProcSample::default();
     let mut ready = 0;
     let mut ready_at = None;
     let mut next_count = Instant::now();
     while started.elapsed() < args.timeout {
-        if let Some(s) = sample(pid, ticks) {
+        if let Some(s) = proc_sample(pid, ticks) {
             last = s;
         } else {
             return Err("the operator exited (see operator.log)".into());
@@ -328,14 +279,14 @@ async fn run_one(args: &Args, n: usize, ticks: f64) -> Result<Run> {
     }
     let settle_until = Instant::now() + args.settle;
     while Instant::now() < settle_until {
-        if let Some(s) = sample(pid, ticks) {
+        if let Some(s) = proc_sample(pid, ticks) {
             last = s;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let secrets = server.objects("", "v1", "secrets", None).len() - args.m;
-    terminate(&mut operator).await;
-    terminate(&mut sim).await;
+    terminate(&mut operator, STOP_GRACE).await;
+    terminate(&mut sim, STOP_GRACE).await;
     Ok(Run {
         n,
         k,

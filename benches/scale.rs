@@ -32,6 +32,13 @@ use tencent_cert_operator::crd::{self, TencentCertificate};
 use tokio::io::AsyncBufReadExt;
 use tokio::process::{Child, Command};
 
+#[path = "support/process.rs"]
+mod process;
+use process::{ProcSample, clock_ticks, free_port, proc_sample, terminate};
+
+/// SIGTERM, then this long for the process to exit before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
 const SECRET_ID: &str = "AKIDbenchSCALE0001";
 const SECRET_KEY: &str = "bench-scale-secret-key";
 const RUN_LABEL: &str = "bench.tencentcert.io/run";
@@ -252,69 +259,12 @@ struct Processes {
 impl Processes {
     async fn stop(&mut self) {
         if let Some(mut operator) = self.operator.take() {
-            terminate(&mut operator).await;
+            terminate(&mut operator, STOP_GRACE).await;
         }
         if let Some(mut sim) = self.sim.take() {
-            terminate(&mut sim).await;
+            terminate(&mut sim, STOP_GRACE).await;
         }
     }
-}
-
-/// SIGTERM, up to 10 s of grace, then SIGKILL.
-async fn terminate(child: &mut Child) {
-    if let Some(pid) = child.id() {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status();
-        if tokio::time::timeout(Duration::from_secs(10), child.wait())
-            .await
-            .is_ok()
-        {
-            return;
-        }
-    }
-    let _ = child.kill().await;
-}
-
-/// CPU seconds (utime + stime) and memory of a process, from /proc.
-#[derive(Debug, Clone, Copy, Default)]
-struct ProcSample {
-    cpu_seconds: f64,
-    rss_kib: u64,
-    hwm_kib: u64,
-}
-
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-fn proc_sample(pid: u32, ticks: f64) -> Option<ProcSample> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_comm = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = after_comm.split_whitespace().collect();
-    // Fields 14 and 15 of stat(5); the slice starts at field 3.
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib = |key: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    Some(ProcSample {
-        cpu_seconds: (utime + stime) / ticks,
-        rss_kib: kib("VmRSS:"),
-        hwm_kib: kib("VmHWM:"),
-    })
 }
 
 /// action → code → count.
@@ -405,12 +355,6 @@ fn metric_series(metrics: &HashMap<String, f64>, name: &str) -> BTreeMap<String,
         .filter(|(series, _)| series.starts_with(&format!("{name}{{")))
         .map(|(series, v)| (series[name.len()..].to_string(), *v))
         .collect()
-}
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 fn parse_duration(text: &str) -> Result<Duration> {
