@@ -31,6 +31,7 @@ pub const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
     validation = kube::core::Rule::new("has(self.spec.certificateId) != has(self.spec.domain)").message("set exactly one of spec.certificateId and spec.domain"),
     validation = kube::core::Rule::new("!has(self.spec.selector) || has(self.spec.domain)").message("spec.selector applies only with spec.domain"),
     validation = kube::core::Rule::new("!has(self.spec.additionalDomains) || has(self.spec.domain)").message("spec.additionalDomains applies only with spec.domain"),
+    validation = kube::core::Rule::new("!has(self.spec.renewal) || !has(self.spec.renewal.apply) || self.spec.renewal.apply != 'Free' || !has(self.spec.followRenewals) || self.spec.followRenewals").message("spec.renewal.apply: Free needs followRenewals: true (the renewal gets a new id, which is served by following)"),
     printcolumn(
         name = "Certificate ID",
         type_ = "string",
@@ -118,6 +119,11 @@ pub struct TencentCertificateSpec {
     /// renewal gets a new ID in Tencent Cloud).
     #[serde(default = "default_true")]
     pub follow_renewals: bool,
+
+    /// Apply for the renewal of the served certificate before it expires (free certificates only; see
+    /// the README's "Applying for the renewal of free certificates"). Needs `followRenewals: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal: Option<crate::renew::RenewalSpec>,
 
     /// The Secret to write in this namespace. Defaults to the TencentCertificate's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -329,6 +335,9 @@ pub struct TencentCertificateStatus {
     /// Consecutive failed attempts; 0 after a success.
     #[serde(default)]
     pub failures: u32,
+    /// Where the renewal of the served certificate is (`spec.renewal`): the order, its phase, what to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal: Option<crate::renew::RenewalStatus>,
     /// The last `tencentcert.io/refresh-requested-at` value acted upon.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_refresh_request: Option<String>,

@@ -195,6 +195,14 @@ struct RunArgs {
     /// unchanged (a safety net for content replaced behind an unchanged id), e.g. 24h, 6h.
     #[arg(long, env = "OPERATOR_FULL_DOWNLOAD_INTERVAL", default_value = "24h", value_parser = parse_interval)]
     full_download_interval: std::time::Duration,
+    /// Who may apply for the renewal of free certificates (`spec.renewal.apply: Free`): `forbid` (no
+    /// resource), `own-credentials` (only resources with credentials of their own, never the operator's
+    /// default credentials) or `allow`.
+    #[arg(long, env = "OPERATOR_RENEWAL_APPLICATIONS", default_value = "own-credentials", value_parser = tencent_cert_operator::renew::parse_cluster_switch)]
+    renewal_applications: tencent_ssl::renewal::order::ClusterSwitch,
+    /// How often a renewal order waiting for validation or issue is looked at, e.g. 1m, 30s.
+    #[arg(long, env = "OPERATOR_RENEWAL_POLL_INTERVAL", default_value = "1m", value_parser = parse_interval)]
+    renewal_poll_interval: std::time::Duration,
     /// Embed the Tencent API simulator with demo credentials and certificates (no Tencent account needed).
     #[arg(long)]
     demo: bool,
@@ -659,6 +667,10 @@ fn settings(args: RunArgs) -> operator::Settings {
         },
         concurrency: args.concurrency,
         full_download_interval: args.full_download_interval,
+        renewal: tencent_cert_operator::renew::RenewalConfig {
+            switch: args.renewal_applications,
+            poll_interval: args.renewal_poll_interval,
+        },
         metrics: operator::MetricsSettings {
             addr: args.metrics_addr,
             secure: args.metrics_secure,

@@ -31,6 +31,8 @@ pub struct Settings {
     /// Reconciles running at once (at least one).
     pub concurrency: u16,
     pub full_download_interval: Duration,
+    /// Renewal applications: the cluster switch and the poll of pending orders.
+    pub renewal: crate::renew::RenewalConfig,
     pub metrics: MetricsSettings,
     /// Leader election; `None` runs unelected.
     pub election: Option<LeaderElection>,
@@ -93,7 +95,8 @@ pub async fn run(
             .with_fence(fence.clone())
             .with_metrics(metrics.clone())
             .with_readiness(readiness.clone())
-            .with_full_download_interval(settings.full_download_interval),
+            .with_full_download_interval(settings.full_download_interval)
+            .with_renewal(settings.renewal),
     );
     let (stop, stopped) = watch::channel(false);
     let listener = telemetry::bind(settings.metrics.addr).await?;

@@ -134,6 +134,10 @@ pub enum DownloadTrigger {
     /// The last attempt found no usable keystore password, and now there is one.
     KeystorePasswordFixed,
     RefreshDue,
+    /// Tencent issued the renewal the operator applied for (or found): serve it now, by following.
+    RenewalIssued {
+        order_id: String,
+    },
 }
 
 impl DownloadTrigger {
@@ -158,12 +162,16 @@ impl DownloadTrigger {
                 "the keystore password Secret is usable again after it was not".into()
             }
             Self::RefreshDue => "the refresh interval elapsed".into(),
+            Self::RenewalIssued { order_id } => {
+                format!("the renewal {order_id} of the served certificate was issued")
+            }
         }
     }
 
     /// Whether a recently cached download is good enough (not when the user explicitly asked for fresh).
     pub fn accepts_cached(&self) -> bool {
-        !matches!(self, Self::RefreshRequested(_))
+        // A renewal just issued must be seen in Tencent's links, which a cached lookup predates.
+        !matches!(self, Self::RefreshRequested(_) | Self::RenewalIssued { .. })
     }
 
     /// A routine refresh waits behind everything a user is waiting for: a first sync, a spec change, a

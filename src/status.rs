@@ -301,6 +301,8 @@ pub fn compute(input: &StatusInput<'_>) -> TencentCertificateStatus {
             }
             _ => previous.last_refresh_request_time.clone(),
         },
+        // The renewal step's reporter sets the new one.
+        renewal: previous.renewal.clone(),
     }
 }
 

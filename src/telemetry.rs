@@ -85,6 +85,17 @@ struct OperationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResourceLabels {
+    namespace: String,
+    name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CertificateLabels {
     namespace: String,
     name: String,
@@ -126,6 +137,9 @@ pub struct Metrics {
     certificate_expiration: Family<CertificateLabels, Gauge<f64, AtomicU64>>,
     certificate_ready: Family<ReadyLabels, Gauge>,
     leader: Gauge,
+    renewal_applications: Family<ResultLabels, Counter>,
+    renewal_waiting_since: Family<ResourceLabels, Gauge<f64, AtomicU64>>,
+    renewal_due_without_order: Family<ResourceLabels, Gauge>,
     /// (exposed name, type, help) of every family, to describe families that have no series yet.
     descriptors: Vec<(String, &'static str, &'static str)>,
     /// (namespace, name) → the certificate id and Ready reason its series carry, to remove them when any
@@ -212,6 +226,21 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "gauge",
         "Version and git commit of the running operator.",
     ),
+    (
+        "tencentcert_renewal_applications_total",
+        "counter",
+        "Applications for the renewal of free certificates by result (applied, found: an order already existed, refused, uncertain).",
+    ),
+    (
+        "tencentcert_renewal_order_waiting_since_timestamp_seconds",
+        "gauge",
+        "Per resource whose renewal order waits for validation or issue: since when, as a Unix timestamp.",
+    ),
+    (
+        "tencentcert_renewal_due_without_order",
+        "gauge",
+        "1 per resource whose certificate is in its renewal window with no order (due, refused, failed or unconfirmed).",
+    ),
 ];
 
 impl Metrics {
@@ -230,6 +259,9 @@ impl Metrics {
             certificate_expiration: Family::default(),
             certificate_ready: Family::default(),
             leader: Gauge::default(),
+            renewal_applications: Family::default(),
+            renewal_waiting_since: Family::default(),
+            renewal_due_without_order: Family::default(),
             descriptors: FAMILIES
                 .iter()
                 .map(|(name, kind, help)| (name.to_string(), *kind, *help))
@@ -303,6 +335,21 @@ impl Metrics {
             "1 while this instance reconciles (leads, or runs without leader election)",
             self.leader.clone(),
         );
+        r.register(
+            "renewal_applications",
+            "Applications for the renewal of free certificates by result (applied, found: an order already existed, refused, uncertain)",
+            self.renewal_applications.clone(),
+        );
+        r.register(
+            "renewal_order_waiting_since_timestamp_seconds",
+            "Per resource whose renewal order waits for validation or issue: since when, as a Unix timestamp",
+            self.renewal_waiting_since.clone(),
+        );
+        r.register(
+            "renewal_due_without_order",
+            "1 per resource whose certificate is in its renewal window with no order (due, refused, failed or unconfirmed)",
+            self.renewal_due_without_order.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -331,6 +378,13 @@ impl Metrics {
             self.secret_writes
                 .get_or_create(&OperationLabels {
                     operation: operation.to_string(),
+                })
+                .inc_by(0);
+        }
+        for result in ["applied", "found", "refused", "uncertain"] {
+            self.renewal_applications
+                .get_or_create(&ResultLabels {
+                    result: result.to_string(),
                 })
                 .inc_by(0);
         }
@@ -447,8 +501,51 @@ impl Metrics {
             .set(i64::from(ready));
     }
 
+    /// One application for a renewal, by `result` (`renewal::order::metric_result`).
+    pub fn renewal_applied(&self, result: &str) {
+        self.renewal_applications
+            .get_or_create(&ResultLabels {
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// A resource's renewal alert gauges: a series only while there is something to alert on.
+    pub fn set_renewal(
+        &self,
+        namespace: &str,
+        name: &str,
+        signals: &tencent_ssl::renewal::order::AlertSignals,
+    ) {
+        let labels = ResourceLabels {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
+        match signals.waiting_since {
+            Some(since) => {
+                self.renewal_waiting_since
+                    .get_or_create(&labels)
+                    .set(since.as_second() as f64);
+            }
+            None => {
+                self.renewal_waiting_since.remove(&labels);
+            }
+        }
+        if signals.in_window_without_order {
+            self.renewal_due_without_order.get_or_create(&labels).set(1);
+        } else {
+            self.renewal_due_without_order.remove(&labels);
+        }
+    }
+
     /// The resource is gone: drop its series (no stale alerts).
     pub fn forget_certificate(&self, namespace: &str, name: &str) {
+        let resource = ResourceLabels {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
+        self.renewal_waiting_since.remove(&resource);
+        self.renewal_due_without_order.remove(&resource);
         let previous = self
             .series_lock()
             .remove(&(namespace.to_string(), name.to_string()));
@@ -684,6 +781,12 @@ mod tests {
         ("tencentcert_certificate_ready", "gauge"),
         ("tencentcert_leader", "gauge"),
         ("tencentcert_build_info", "gauge"),
+        ("tencentcert_renewal_applications_total", "counter"),
+        (
+            "tencentcert_renewal_order_waiting_since_timestamp_seconds",
+            "gauge",
+        ),
+        ("tencentcert_renewal_due_without_order", "gauge"),
     ];
 
     fn exposed_families(text: &str) -> Vec<(String, String)> {

@@ -214,3 +214,70 @@ fn cluster_certificates_need_a_target_and_take_no_keystores() {
     let e = cluster_errors(both);
     assert!(e.iter().any(|e| e.contains("exactly one")), "{e:?}");
 }
+
+fn cluster_errors(spec: Value) -> Vec<String> {
+    let crd = tencent_cert_operator::cluster::ClusterTencentCertificate::crd();
+    let schema = serde_json::to_value(
+        crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .and_then(|s| s.open_api_v3_schema.as_ref())
+            .unwrap(),
+    )
+    .unwrap();
+    let object = json!({
+        "apiVersion": "tencentcert.io/v1alpha1",
+        "kind": "ClusterTencentCertificate",
+        "metadata": {"name": "shop"},
+        "spec": spec,
+    });
+    match Validator::new().validate(&schema, &object, None) {
+        Ok(()) => Vec::new(),
+        Err(errors) => vec![format!("{errors:?}")],
+    }
+}
+
+#[test]
+fn applying_for_renewals_needs_the_following_on_both_kinds() {
+    let renewal = json!({"apply": "Free", "daysBefore": 20, "validation": "DNS"});
+    for follow in [json!(true), Value::Null] {
+        let mut spec =
+            json!({"certificateId": "aBcD1234", "refreshInterval": "1h", "renewal": renewal});
+        if !follow.is_null() {
+            spec["followRenewals"] = follow.clone();
+        }
+        assert_eq!(errors("shop", spec.clone()), Vec::<String>::new(), "{spec}");
+        let mut cluster = spec.clone();
+        cluster["secretName"] = json!("shop-tls");
+        cluster["namespaces"] = json!(["web"]);
+        assert_eq!(
+            cluster_errors(cluster.clone()),
+            Vec::<String>::new(),
+            "{cluster}"
+        );
+    }
+    let unfollowed = json!({"certificateId": "aBcD1234", "refreshInterval": "1h", "followRenewals": false, "renewal": renewal});
+    let errs = errors("shop", unfollowed.clone());
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("needs followRenewals: true")),
+        "{errs:?}"
+    );
+    let mut cluster = unfollowed;
+    cluster["secretName"] = json!("shop-tls");
+    cluster["namespaces"] = json!(["web"]);
+    let errs = cluster_errors(cluster);
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("needs followRenewals: true")),
+        "{errs:?}"
+    );
+    // Renewal off (the default `Never`) asks nothing of the following.
+    assert_eq!(
+        errors(
+            "shop",
+            json!({"certificateId": "aBcD1234", "refreshInterval": "1h", "followRenewals": false, "renewal": {"apply": "Never"}})
+        ),
+        Vec::<String>::new()
+    );
+}

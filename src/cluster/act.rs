@@ -50,6 +50,8 @@ pub struct Effects {
     /// Namespaces whose Secret was written, and leftovers deleted.
     pub written: usize,
     pub released: usize,
+    /// What the renewal step's application did, if it applied.
+    pub renewal: Option<crate::renew::step::Acted>,
 }
 
 /// Asks Tencent Cloud when the plan says so, writes the certificate to every targeted namespace, deletes
@@ -59,8 +61,17 @@ pub(super) async fn act(
     ctx: &ClusterContext,
     gathered: &Gathered,
     plan: &Decision,
+    renewal: &crate::renew::step::Plan,
     now: jiff::Timestamp,
 ) -> Effects {
+    let applied = crate::renew::step::act(
+        &ctx.base,
+        &gathered.renewal,
+        renewal,
+        cr.metadata.generation.unwrap_or_default(),
+        now,
+    )
+    .await;
     let (attempt, failed_class, fetched) = match plan {
         Decision::Download(trigger) => ask_tencent(cr, ctx, gathered, trigger, now).await,
         _ => (Attempt::NotNeeded, None, None),
@@ -86,6 +97,7 @@ pub(super) async fn act(
         failures: Vec::new(),
         written: 0,
         released: 0,
+        renewal: applied,
     };
     let mut settled = BTreeSet::new();
     if let Some(content) = &effects.writing {
@@ -218,7 +230,7 @@ async fn fetch(
 
 /// The credentials Secret named by namespace and name, or the operator's default credentials (a cluster
 /// resource is a cluster admin's: the defaults' namespace allow-list does not apply).
-async fn resolve_credentials(
+pub(super) async fn resolve_credentials(
     cr: &ClusterTencentCertificate,
     ctx: &ClusterContext,
 ) -> Result<Credentials, SyncError> {

@@ -29,6 +29,7 @@ pub const MAX_LISTED_FAILURES: usize = 20;
     validation = kube::core::Rule::new("self.metadata.name.size() <= 63").message("the name must be at most 63 characters: it is used as a label value on the Secrets"),
     validation = kube::core::Rule::new("has(self.spec.certificateId) != has(self.spec.domain)").message("set exactly one of spec.certificateId and spec.domain"),
     validation = kube::core::Rule::new("!has(self.spec.selector) || has(self.spec.domain)").message("spec.selector applies only with spec.domain"),
+    validation = kube::core::Rule::new("!has(self.spec.renewal) || !has(self.spec.renewal.apply) || self.spec.renewal.apply != 'Free' || !has(self.spec.followRenewals) || self.spec.followRenewals").message("spec.renewal.apply: Free needs followRenewals: true (the renewal gets a new id, which is served by following)"),
     validation = kube::core::Rule::new("has(self.spec.namespaceSelector) || (has(self.spec.namespaces) && self.spec.namespaces.size() > 0)").message("set spec.namespaceSelector, spec.namespaces, or both"),
     // A keystore password is a Secret in the resource's namespace; a cluster resource has none.
     validation = kube::core::Rule::new("!has(self.spec.keystores)").message("spec.keystores is for TencentCertificate only (its password Secret lives in the resource's namespace); additionalOutputFormats and certificateIdKey work here"),
@@ -75,6 +76,11 @@ pub struct ClusterTencentCertificateSpec {
     /// Follow Tencent's renewal and reissue links from `certificateId` to the newest issued certificate.
     #[serde(default = "default_true")]
     pub follow_renewals: bool,
+
+    /// Apply for the renewal of the served certificate before it expires (free certificates only; see
+    /// the README's "Applying for the renewal of free certificates"). Needs `followRenewals: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal: Option<crate::renew::RenewalSpec>,
 
     /// The Secret written into every targeted namespace.
     #[schemars(
@@ -218,6 +224,9 @@ pub struct ClusterTencentCertificateStatus {
     /// Consecutive failed fetches; 0 after a success.
     #[serde(default)]
     pub failures: u32,
+    /// Where the renewal of the served certificate is (`spec.renewal`): the order, its phase, what to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal: Option<crate::renew::RenewalStatus>,
 }
 
 /// The CRD as YAML, exactly as `crds/clustertencentcertificate.yaml` holds it.
@@ -249,6 +258,7 @@ impl ClusterTencentCertificate {
             selector: self.spec.selector.clone(),
             additional_domains: Vec::new(),
             follow_renewals: self.spec.follow_renewals,
+            renewal: self.spec.renewal.clone(),
             secret_name: Some(self.spec.secret_name.clone()),
             secret_template: self.spec.secret_template.clone(),
             refresh_interval: self.spec.refresh_interval.clone(),

@@ -410,6 +410,8 @@ pub fn compute(input: &StatusInput<'_>) -> ClusterTencentCertificateStatus {
             Attempt::Failed { .. } => previous.failures.saturating_add(1),
             Attempt::NotNeeded => previous.failures,
         },
+        // The renewal step's reporter sets the new one.
+        renewal: previous.renewal.clone(),
         ..ClusterTencentCertificateStatus::default()
     };
     if let Some((id, meta)) = input.serving {

@@ -27,9 +27,11 @@ use super::{ClusterContext, Memory};
 use crate::controller::Context;
 use crate::crd;
 use crate::error::SyncError;
-use crate::policy::Decision;
+use crate::policy::{Decision, DownloadTrigger};
+use crate::renew::step;
 use crate::skeleton::{self, Inputs, Kind, Outcome};
 use crate::status::{self, Attempt};
+use tencent_ssl::renewal::order::ClusterSwitch;
 
 /// Secrets per page of the metadata list.
 const LIST_PAGE: u32 = 500;
@@ -63,7 +65,7 @@ impl Kind for Cluster {
     type Resource = ClusterTencentCertificate;
     type Context = ClusterContext;
     type Gathered = Gathered;
-    type Plan = Decision;
+    type Plan = Plan;
     type Effects = Effects;
     type Error = ClusterReconcileError;
 
@@ -84,39 +86,68 @@ impl Kind for Cluster {
     async fn gather(
         cr: &ClusterTencentCertificate,
         ctx: &ClusterContext,
-        _at: &Inputs,
+        at: &Inputs,
     ) -> Result<Gathered, ClusterReconcileError> {
-        Ok(gather(cr, ctx).await?)
+        let mut gathered = gather(cr, ctx).await?;
+        gathered.renewal_switch = ctx.base.renewal.switch;
+        gathered.renewal_served = gathered
+            .trusted
+            .as_ref()
+            .map(|t| t.id.clone())
+            .or_else(|| gathered.previous.certificate_id.clone())
+            .or_else(|| cr.spec.certificate_id.clone());
+        let asked = renewal_asked(cr, &gathered);
+        let credentials = async {
+            let credentials = act::resolve_credentials(cr, ctx).await?;
+            Ok((credentials, cr.spec.credentials_ref.is_none()))
+        };
+        gathered.renewal = step::gather(&ctx.base, &asked, credentials, at.now).await;
+        Ok(gathered)
     }
 
-    fn plan(cr: &ClusterTencentCertificate, gathered: &Gathered, at: &Inputs) -> Decision {
-        plan::decide(&plan::Observed {
+    fn plan(cr: &ClusterTencentCertificate, gathered: &Gathered, at: &Inputs) -> Plan {
+        let renewal = step::plan(
+            &renewal_asked(cr, gathered),
+            &gathered.renewal,
+            gathered.renewal_switch,
+            at.now,
+        );
+        let mut decision = plan::decide(&plan::Observed {
             previous: &gathered.previous,
             generation: cr.metadata.generation,
             serving: gathered.trusted.is_some(),
             now: at.now,
-        })
+        });
+        // An issued renewal not served yet is fetched when nothing else is due: the following serves it.
+        if decision == Decision::UpToDate
+            && let Some(order_id) = renewal.issued_order(gathered.renewal_served.as_deref())
+        {
+            decision = Decision::Download(DownloadTrigger::RenewalIssued {
+                order_id: order_id.to_string(),
+            });
+        }
+        Plan { decision, renewal }
     }
 
     async fn act(
         cr: &ClusterTencentCertificate,
         ctx: &ClusterContext,
         gathered: &Gathered,
-        plan: &Decision,
+        plan: &Plan,
         at: &Inputs,
     ) -> Result<Effects, ClusterReconcileError> {
-        Ok(act::act(cr, ctx, gathered, plan, at.now).await)
+        Ok(act::act(cr, ctx, gathered, &plan.decision, &plan.renewal, at.now).await)
     }
 
     async fn report(
         cr: &ClusterTencentCertificate,
         ctx: &ClusterContext,
         gathered: &Gathered,
-        _plan: &Decision,
+        plan: &Plan,
         effects: Effects,
         at: &Inputs,
     ) -> Result<Outcome, ClusterReconcileError> {
-        report(cr, ctx, gathered, effects, at).await
+        report(cr, ctx, gathered, plan, effects, at).await
     }
 }
 
@@ -136,6 +167,28 @@ pub fn error_policy(
     skeleton::error_policy::<Cluster>(cr, err, ctx)
 }
 
+/// What the cluster kind decided: the check table's decision and the renewal step's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub decision: Decision,
+    pub renewal: step::Plan,
+}
+
+/// What the renewal step knows from the resource and what was gathered.
+fn renewal_asked<'a>(cr: &'a ClusterTencentCertificate, gathered: &'a Gathered) -> step::Asked<'a> {
+    step::Asked {
+        spec: cr.spec.renewal.as_ref(),
+        previous: gathered.previous.renewal.as_ref(),
+        served_id: gathered.renewal_served.as_deref(),
+        not_after: gathered
+            .previous
+            .not_after
+            .as_deref()
+            .and_then(|t| t.parse().ok()),
+        generation: cr.metadata.generation.unwrap_or_default(),
+    }
+}
+
 /// What the gather saw of the Secrets.
 pub struct Gathered {
     pub previous: ClusterTencentCertificateStatus,
@@ -147,6 +200,12 @@ pub struct Gathered {
     pub read: BTreeMap<String, Option<Secret>>,
     /// The content that may be written again without a download (see `plan::trusted_content`).
     pub trusted: Option<HeldCertificate>,
+    /// The certificate the renewal step looks at: the one held, else status's, else the spec's.
+    pub renewal_served: Option<String>,
+    /// What the renewal step read (`spec.renewal`).
+    pub renewal: step::Gathered,
+    /// The cluster's switch (`--renewal-applications`).
+    pub renewal_switch: ClusterSwitch,
 }
 
 /// Lists our Secrets (metadata only), reads the few needed in full, and picks what content can be trusted.
@@ -176,6 +235,9 @@ async fn gather(
         inventory,
         read,
         trusted,
+        renewal_served: None,
+        renewal: step::Gathered::Idle,
+        renewal_switch: ClusterSwitch::default(),
     })
 }
 
@@ -232,13 +294,14 @@ async fn report(
     cr: &ClusterTencentCertificate,
     ctx: &ClusterContext,
     gathered: &Gathered,
+    plan: &Plan,
     effects: Effects,
     at: &Inputs,
 ) -> Result<Outcome, ClusterReconcileError> {
     let refresh = crd::refresh_interval(&cr.selection().spec);
     let previous = &gathered.previous;
     let fetched = effects.fetched.as_ref();
-    let new_status = plan::compute(&plan::StatusInput {
+    let mut new_status = plan::compute(&plan::StatusInput {
         previous,
         generation: cr.metadata.generation,
         targeted: gathered.targeted.len(),
@@ -259,11 +322,26 @@ async fn report(
             at,
         ),
     });
+    new_status.renewal = step::status(
+        &renewal_asked(cr, gathered),
+        &plan.renewal,
+        effects.renewal.as_ref(),
+        at.now,
+    );
     if cr.status.as_ref() != Some(&new_status) {
         let api: Api<ClusterTencentCertificate> = Api::all(ctx.base.client.clone());
         skeleton::patch_status(&api, cr, &new_status).await?;
     }
-    let events = events(cr, previous, &new_status, effects.written, effects.released);
+    let mut events = events(cr, previous, &new_status, effects.written, effects.released);
+    events.extend(step::events(
+        previous.renewal.as_ref(),
+        new_status.renewal.as_ref(),
+    ));
+    ctx.base.metrics.set_renewal(
+        "",
+        &cr.name_any(),
+        &step::signals(&plan.renewal, new_status.renewal.as_ref()),
+    );
     skeleton::publish_events(&ctx.base.recorder(), &cr.object_ref(&()), events).await;
     ctx.base.metrics.set_certificate(
         "",
@@ -289,6 +367,15 @@ async fn report(
     } else {
         requeue
     };
+    let requeue = match step::requeue(
+        &plan.renewal,
+        new_status.renewal.as_ref(),
+        ctx.base.renewal.poll_interval,
+        at.now,
+    ) {
+        Some(renewal) => requeue.min(renewal),
+        None => requeue,
+    };
     Ok(Outcome {
         action: Action::requeue(requeue),
         result: if reason.is_empty() {
@@ -297,6 +384,26 @@ async fn report(
             "failed"
         },
         reason,
+    })
+}
+
+/// A renewal followed: the served certificate moved along the renewal chain (not a spec edit).
+fn renewed(
+    previous: &ClusterTencentCertificateStatus,
+    current: &ClusterTencentCertificateStatus,
+) -> Option<Event> {
+    let (Some(old), Some(new)) = (&previous.certificate_id, &current.certificate_id) else {
+        return None;
+    };
+    (old != new && current.renewal_chain.contains(old)).then(|| Event {
+        type_: EventType::Normal,
+        reason: "Renewed".into(),
+        note: Some(format!(
+            "now serving certificate {new} instead of {old} (renewal chain {})",
+            current.renewal_chain.join(" → ")
+        )),
+        action: format!("FollowRenewalTo{new}"),
+        secondary: None,
     })
 }
 
@@ -321,6 +428,9 @@ fn events(
             action: "WriteSecret".into(),
             secondary: None,
         });
+    }
+    if let Some(event) = renewed(previous, current) {
+        events.push(event);
     }
     if released > 0 {
         events.push(Event {

@@ -45,6 +45,8 @@ pub struct Effects {
     pub status_secret_name: String,
     /// The namespace is being deleted, and the resource with it: nothing to report.
     pub namespace_terminating: bool,
+    /// What the renewal step's application did, if it applied.
+    pub renewal: Option<crate::renew::step::Acted>,
 }
 
 impl Effects {
@@ -76,6 +78,14 @@ pub async fn act(
         refresh_request: None,
         status_secret_name: cr.secret_name(),
         namespace_terminating: false,
+        renewal: crate::renew::step::act(
+            ctx,
+            &gathered.renewal,
+            &plan.renewal,
+            cr.metadata.generation.unwrap_or_default(),
+            now,
+        )
+        .await,
     };
     match &plan.step {
         Step::Nothing => {}

@@ -61,6 +61,10 @@ pub struct Context {
     pub fence: crate::leader::Fence,
     /// Refresh requests deferred to the end of their minute, and already told in an event.
     pub(crate) refresh_deferrals: refresh::Deferrals,
+    /// Applying for renewals of free certificates: the cluster switch and the poll of pending orders.
+    pub renewal: crate::renew::RenewalConfig,
+    /// One application at a time per (credentials, old certificate), across every resource and kind.
+    pub apply_locks: tencent_ssl::apply::ApplyLocks,
 }
 
 impl Context {
@@ -82,7 +86,16 @@ impl Context {
             credentials_at_failure: Mutex::new(HashMap::new()),
             fence: crate::leader::Fence::unbounded(),
             refresh_deferrals: refresh::Deferrals::default(),
+            renewal: crate::renew::RenewalConfig::default(),
+            apply_locks: tencent_ssl::apply::ApplyLocks::default(),
         }
+    }
+
+    /// Who may apply for renewals (`--renewal-applications`) and how often a pending order is looked at
+    /// (`--renewal-poll-interval`).
+    pub fn with_renewal(mut self, renewal: crate::renew::RenewalConfig) -> Self {
+        self.renewal = renewal;
+        self
     }
 
     /// Stops reconciles when `fence` closes; `client` should be built with the same fence

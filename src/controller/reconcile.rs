@@ -16,12 +16,14 @@ use crate::crd::{DeletionPolicy, TencentCertificate, TencentCertificateStatus};
 use crate::error::SyncError;
 use crate::outputs::{self, Passwords, Previous};
 use crate::policy::{self, Decision, DownloadTrigger, Ownership};
+use crate::renew::step;
 use crate::secret::{
     self, CA_CERT_KEY, CERTIFICATE_ID_ANNOTATION, SecretParams, TLS_CERT_KEY, TLS_PRIVATE_KEY_KEY,
 };
 use crate::skeleton::{self, Inputs, Kind, Outcome};
 use crate::status;
 use tencent_ssl::bundle::{self, BundleError, CertBundle, CertMetadata};
+use tencent_ssl::renewal::order::ClusterSwitch;
 
 /// Errors that stop a reconcile before it can report through status (reading or patching Kubernetes).
 #[derive(Debug, thiserror::Error)]
@@ -79,9 +81,25 @@ impl Kind for Namespaced {
     async fn gather(
         cr: &TencentCertificate,
         ctx: &Context,
-        _at: &Inputs,
+        at: &Inputs,
     ) -> Result<Gathered, ReconcileError> {
-        gather(cr, ctx).await
+        let mut gathered = gather(cr, ctx).await?;
+        gathered.renewal_served = gathered
+            .serving()
+            .map(|(id, _)| id)
+            .or_else(|| cr.expected_certificate_id());
+        let asked = renewal_asked(cr, &gathered);
+        let credentials = async {
+            let source = credentials::resolve(&ctx.client, cr, &ctx.defaults).await?;
+            let default = matches!(
+                credentials::source_for(cr, &ctx.defaults),
+                Ok(credentials::CredentialsSource::Default(_)
+                    | credentials::CredentialsSource::PodIdentity)
+            );
+            Ok((ctx.tencent.credentials(&source).await?, default))
+        };
+        gathered.renewal = step::gather(ctx, &asked, credentials, at.now).await;
+        Ok(gathered)
     }
 
     fn plan(cr: &TencentCertificate, gathered: &Gathered, at: &Inputs) -> Plan {
@@ -144,6 +162,27 @@ pub struct Gathered {
     pub credentials_changed: bool,
     /// The last attempt failed for want of a keystore password, and the passwords read fine now.
     pub keystore_password_fixed: bool,
+    /// The certificate the renewal step looks at: the one served, else the one the spec resolves to.
+    pub renewal_served: Option<String>,
+    /// What the renewal step read (`spec.renewal`).
+    pub renewal: step::Gathered,
+    /// The cluster's switch (`--renewal-applications`), as the context had it.
+    pub renewal_switch: ClusterSwitch,
+}
+
+/// What the renewal step knows from the resource and what was gathered.
+pub fn renewal_asked<'a>(cr: &'a TencentCertificate, gathered: &'a Gathered) -> step::Asked<'a> {
+    step::Asked {
+        spec: cr.spec.renewal.as_ref(),
+        previous: gathered.previous.renewal.as_ref(),
+        served_id: gathered.renewal_served.as_deref(),
+        not_after: gathered
+            .previous
+            .not_after
+            .as_deref()
+            .and_then(|t| t.parse().ok()),
+        generation: cr.metadata.generation.unwrap_or_default(),
+    }
 }
 
 impl Gathered {
@@ -211,6 +250,9 @@ pub async fn gather(cr: &TencentCertificate, ctx: &Context) -> Result<Gathered, 
         desired_from_serving,
         credentials_changed,
         keystore_password_fixed,
+        renewal_served: None,
+        renewal: step::Gathered::Idle,
+        renewal_switch: ctx.renewal.switch,
     })
 }
 
@@ -219,6 +261,8 @@ pub async fn gather(cr: &TencentCertificate, ctx: &Context) -> Result<Gathered, 
 pub struct Plan {
     pub decision: Decision,
     pub step: Step,
+    /// The renewal step's decision (`spec.renewal`).
+    pub renewal: step::Plan,
 }
 
 /// The one step a reconcile carries out (the release of a renamed Secret follows any of them).
@@ -237,8 +281,30 @@ pub enum Step {
     Download(DownloadTrigger),
 }
 
-/// The decision of the policy chain over what was gathered, and the step it asks for.
+/// The decision of the policy chain over what was gathered, the step it asks for, and the renewal
+/// step's decision. An issued renewal not served yet is downloaded when nothing else is due (the
+/// following then serves it: one write, one `Renewed`).
 pub fn plan(cr: &TencentCertificate, gathered: &Gathered, now: jiff::Timestamp) -> Plan {
+    let renewal = step::plan(
+        &renewal_asked(cr, gathered),
+        &gathered.renewal,
+        gathered.renewal_switch,
+        now,
+    );
+    let mut plan = policy_plan(cr, gathered, now);
+    if plan.step == Step::Nothing
+        && plan.decision == Decision::UpToDate
+        && let Some(order_id) = renewal.issued_order(gathered.renewal_served.as_deref())
+    {
+        plan.step = Step::Download(DownloadTrigger::RenewalIssued {
+            order_id: order_id.to_string(),
+        });
+    }
+    Plan { renewal, ..plan }
+}
+
+/// The policy chain's decision and step, before the renewal step.
+fn policy_plan(cr: &TencentCertificate, gathered: &Gathered, now: jiff::Timestamp) -> Plan {
     let decision = policy::decide(&policy::Observed {
         cr,
         existing: gathered.existing.as_ref(),
@@ -266,7 +332,11 @@ pub fn plan(cr: &TencentCertificate, gathered: &Gathered, now: jiff::Timestamp) 
         Decision::RepairMetadata => Step::Nothing,
         Decision::Download(trigger) => Step::Download(trigger.clone()),
     };
-    Plan { decision, step }
+    Plan {
+        decision,
+        step,
+        renewal: step::Plan::Idle,
+    }
 }
 
 /// The Secret's data read back as a bundle; `None` when `tls.crt` or `tls.key` is absent.
@@ -403,6 +473,9 @@ mod tests {
             desired_from_serving: None,
             credentials_changed: false,
             keystore_password_fixed: false,
+            renewal_served: None,
+            renewal: step::Gathered::Idle,
+            renewal_switch: ClusterSwitch::default(),
         }
     }
 

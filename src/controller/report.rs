@@ -10,6 +10,7 @@ use super::act::Effects;
 use super::reconcile::{Gathered, Plan, ReconcileError, Step};
 use crate::crd::{self, TencentCertificate, TencentCertificateStatus};
 use crate::policy::Decision;
+use crate::renew::step;
 use crate::skeleton::{self, Inputs, Outcome};
 use crate::status::{self, Attempt, Serving, StatusInput};
 use tencent_ssl::ErrorClass;
@@ -30,13 +31,24 @@ pub async fn report(
         });
     }
     let previous = &gathered.previous;
-    let new_status = new_status(cr, gathered, plan, &effects, at);
+    let mut new_status = new_status(cr, gathered, plan, &effects, at);
+    let asked = super::reconcile::renewal_asked(cr, gathered);
+    new_status.renewal = step::status(&asked, &plan.renewal, effects.renewal.as_ref(), at.now);
     if cr.status.as_ref() != Some(&new_status) {
         let api: Api<TencentCertificate> = Api::namespaced(ctx.client.clone(), &gathered.namespace);
         skeleton::patch_status(&api, cr, &new_status).await?;
     }
     set_certificate_metrics(ctx, cr, gathered, &new_status, &expected_id(cr, &effects));
-    let events = events(previous, &new_status, effects.note);
+    ctx.metrics.set_renewal(
+        &gathered.namespace,
+        &cr.name_any(),
+        &step::signals(&plan.renewal, new_status.renewal.as_ref()),
+    );
+    let mut events = events(previous, &new_status, effects.note);
+    events.extend(step::events(
+        previous.renewal.as_ref(),
+        new_status.renewal.as_ref(),
+    ));
     skeleton::publish_events(&ctx.recorder(), &cr.object_ref(&()), events).await;
     let (result, reason) = result_of(&plan.decision, &effects.attempt);
     let deferred_refresh = super::refresh::deferred(ctx, cr, &plan.decision, at.now).await;
@@ -46,6 +58,15 @@ pub async fn report(
         at.now,
         crd::refresh_interval(&cr.spec),
     );
+    let requeue = match step::requeue(
+        &plan.renewal,
+        new_status.renewal.as_ref(),
+        ctx.renewal.poll_interval,
+        at.now,
+    ) {
+        Some(renewal) => requeue.min(renewal),
+        None => requeue,
+    };
     Ok(Outcome {
         action: Action::requeue(super::refresh::sooner(requeue, deferred_refresh)),
         result,

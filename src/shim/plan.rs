@@ -269,6 +269,7 @@ pub fn desired(route: &Route, config: &ShimConfig) -> (Vec<Desired>, Vec<String>
             additional_domains,
             selector: None,
             follow_renewals: true,
+            renewal: None,
             secret_name: Some(secret_name.clone()),
             secret_template: None,
             refresh_interval: config.refresh_interval.clone(),

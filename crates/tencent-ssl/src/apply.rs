@@ -364,6 +364,37 @@ impl Client {
         decode_order(certificate_id, response)
     }
 
+    /// [`Client::describe_order`] shared per (credentials, id): concurrent callers await one request, and
+    /// an answer younger than `max_age` (and the client's lookup cache time) is reused. What every
+    /// resource renewing (or following) the same certificate reads, so Tencent is asked once per
+    /// certificate, not once per resource.
+    pub async fn describe_order_within(
+        &self,
+        credentials: &Credentials,
+        certificate_id: &str,
+        max_age: Duration,
+    ) -> Result<Arc<OrderDetail>, TencentError> {
+        let key = (credentials.fingerprint(), certificate_id.to_string());
+        let client = self.clone();
+        let credentials = credentials.clone();
+        let id = certificate_id.to_string();
+        let priority = crate::priority::current();
+        self.inner_orders()
+            .get(
+                key,
+                max_age,
+                move || {
+                    use futures::FutureExt as _;
+                    crate::priority::scope(priority, async move {
+                        client.describe_order(&credentials, &id).await.map(Arc::new)
+                    })
+                    .boxed()
+                },
+                |_| {},
+            )
+            .await
+    }
+
     /// The renewal order Tencent already has for `old_certificate_id`, if any: the old certificate's
     /// `RenewOrder`, else a listed certificate whose `OriginCertificateId` is the old one (searched by the
     /// old certificate's domain; the newest wins). Always asks Tencent afresh (no cached answer): this is

@@ -320,6 +320,8 @@ struct Inner {
     observer: Arc<dyn Observer>,
     downloads: Coalescer<DownloadKey, Arc<Download>>,
     lists: Coalescer<ListKey, CertificateList>,
+    /// `DescribeCertificateDetail` read for renewal decisions, per (credentials fingerprint, id).
+    orders: Coalescer<([u8; 32], String), Arc<crate::apply::OrderDetail>>,
     /// Batched id lookups, one book per credential set (keyed by its fingerprint).
     lookups: std::sync::Mutex<std::collections::HashMap<[u8; 32], Book>>,
     /// Lookup requests in flight at once, all credentials together: while they are taken, ids gather
@@ -391,6 +393,7 @@ impl Client {
                     config.download_cache_bytes,
                 ),
                 lists: Coalescer::new(config.list_cache_ttl),
+                orders: Coalescer::new(config.lookup_cache_ttl),
                 lookups: std::sync::Mutex::new(std::collections::HashMap::new()),
                 lookup_slots: Arc::new(tokio::sync::Semaphore::new(LOOKUP_REQUESTS_IN_FLIGHT)),
                 config,
@@ -400,6 +403,12 @@ impl Client {
 
     pub fn endpoint(&self) -> &str {
         self.inner.ssl.endpoint.as_str()
+    }
+
+    pub(crate) fn inner_orders(
+        &self,
+    ) -> &Coalescer<([u8; 32], String), Arc<crate::apply::OrderDetail>> {
+        &self.inner.orders
     }
 
     pub(crate) fn sts_cache(&self) -> &super::sts::Cache {

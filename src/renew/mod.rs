@@ -1,8 +1,8 @@
-//! Applying for the renewal of free certificates (issue 27): the proposed spec and status shapes, the
-//! cluster switch, and their conversion into the pure decision of [`tencent_ssl::renewal::order`].
+//! Applying for the renewal of free certificates (issue 27): the spec and status shapes, the cluster
+//! switch, their conversion into the pure decision of [`tencent_ssl::renewal::order`], and the renewal
+//! step both kinds run inside the reconcile skeleton ([`step`]).
 //!
-//! Not wired into the CRDs or the chart yet: the reconcile skeleton (issue 22) adds a renewal gatherer and
-//! this policy. Proposed spec, the same on TencentCertificate and ClusterTencentCertificate:
+//! The spec, the same on TencentCertificate and ClusterTencentCertificate:
 //!
 //! ```yaml
 //! spec:
@@ -21,8 +21,12 @@
 //! `d` unit (the `30d` the issue sketches would be refused by `duration()`), and `720h` reads badly.
 //! `validation` carries Tencent's own `DvAuthMethod` names, so the console, the SDK and the spec agree.
 //!
-//! Proposed status (under `status.renewal`): see [`RenewalStatus`]; it is what survives restarts and
+//! The status (under `status.renewal`): see [`RenewalStatus`]; it is what survives restarts and
 //! leader changes, so the next leader finds the order before it may apply.
+
+pub mod step;
+
+use std::time::Duration;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -119,7 +123,7 @@ pub fn settings(spec: Option<&RenewalSpec>) -> Option<RenewalSettings> {
     spec.and_then(RenewalSpec::settings)
 }
 
-/// `--renewal-applications` (env `TENCENT_RENEWAL_APPLICATIONS`, chart value `renewal.applications`):
+/// `--renewal-applications` (env `OPERATOR_RENEWAL_APPLICATIONS`, chart value `renewal.applications`):
 /// `forbid`, `own-credentials` (default: never with the operator's default credentials) or `allow`.
 pub fn parse_cluster_switch(text: &str) -> Result<ClusterSwitch, String> {
     match text {
@@ -132,6 +136,26 @@ pub fn parse_cluster_switch(text: &str) -> Result<ClusterSwitch, String> {
     }
 }
 
+/// How often a pending order is looked at, by default (`--renewal-poll-interval`).
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The operator-wide settings of renewal applications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RenewalConfig {
+    pub switch: ClusterSwitch,
+    /// How often an order waiting for validation or issue is looked at.
+    pub poll_interval: Duration,
+}
+
+impl Default for RenewalConfig {
+    fn default() -> Self {
+        Self {
+            switch: ClusterSwitch::default(),
+            poll_interval: DEFAULT_POLL_INTERVAL,
+        }
+    }
+}
+
 /// `status.renewal`: where the renewal of the served certificate is.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -141,7 +165,9 @@ pub struct RenewalStatus {
     /// The new certificate (the order), once known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order_id: Option<String>,
-    /// `Applied`, `AwaitingValidation`, `Issued`, `Failed`, `Refused` or `Unconfirmed`.
+    /// An order's `Applied`, `AwaitingValidation`, `Issued`, `Failed`, `Refused` or `Unconfirmed`; or, with
+    /// no order recorded, `NotApplicable` (paid, forbidden, default credentials), `Scheduled` (before the
+    /// window) or `Unreadable` (Tencent could not be asked).
     pub phase: String,
     /// When the application was sent or the order adopted (RFC 3339).
     pub since: String,
