@@ -166,22 +166,22 @@ fn an_order_waiting_for_dns_shows_the_record_once_and_its_issue_is_downloaded() 
         at(NOW),
     );
     assert_eq!(waiting.issued_order(Some("old1")), None);
-    let status = status(&asked, &waiting, None, at(NOW)).unwrap();
-    assert_eq!(status.phase, "AwaitingValidation");
+    let waited = status(&asked, &waiting, None, at(NOW)).unwrap();
+    assert_eq!(waited.phase, "AwaitingValidation");
     // The order's first sight stays its start, for the alert on orders waiting too long.
-    assert_eq!(status.since, "2026-12-01T23:00:00Z");
+    assert_eq!(waited.since, "2026-12-01T23:00:00Z");
     assert!(
-        status.message.contains(
+        waited.message.contains(
             "create the DNS record TXT _dnsauth.shop.example.com with the value \"20261202abc\""
         ),
         "{}",
-        status.message
+        waited.message
     );
-    let told = events(Some(&applied), Some(&status));
+    let told = events(Some(&applied), Some(&waited));
     assert_eq!(told.len(), 1);
     assert_eq!(told[0].reason, "RenewalAwaitingValidation");
     assert_eq!(told[0].type_, EventType::Warning);
-    assert!(events(Some(&status), Some(&status)).is_empty());
+    assert!(events(Some(&waited), Some(&waited)).is_empty());
     let issued = plan(
         &asked,
         &seen(
@@ -197,7 +197,7 @@ fn an_order_waiting_for_dns_shows_the_record_once_and_its_issue_is_downloaded() 
     let done = status(&asked, &issued, None, at(NOW)).unwrap();
     assert_eq!(done.phase, "Issued");
     assert_eq!(
-        events(Some(&status), Some(&done))[0].reason,
+        events(Some(&waited), Some(&done))[0].reason,
         "RenewalIssued"
     );
     assert_eq!(
