@@ -14,7 +14,9 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tencent_cert_operator::cluster::crd::ClusterTencentCertificate;
 use tencent_cert_operator::controller::reconcile::reconcile;
-use tencent_cert_operator::controller::{Context, DefaultCredentials, SecretRef};
+use tencent_cert_operator::controller::{
+    Context, DefaultCredentials, NamespaceAllowList, SecretRef,
+};
 use tencent_cert_operator::crd::TencentCertificate;
 use tencent_cert_operator::renew::{RenewalConfig, RenewalStatus};
 use tencent_sim::apply::ApplySettings;
@@ -47,6 +49,7 @@ fn context(api: &FakeApiServer, sim: &SimHandle, switch: ClusterSwitch) -> Arc<C
             namespace: NS.into(),
             name: "operator-default".into(),
         }),
+        namespaces: NamespaceAllowList::parse(NS),
         ..DefaultCredentials::default()
     };
     Arc::new(
