@@ -215,28 +215,6 @@ fn cluster_certificates_need_a_target_and_take_no_keystores() {
     assert!(e.iter().any(|e| e.contains("exactly one")), "{e:?}");
 }
 
-fn cluster_errors(spec: Value) -> Vec<String> {
-    let crd = tencent_cert_operator::cluster::ClusterTencentCertificate::crd();
-    let schema = serde_json::to_value(
-        crd.spec.versions[0]
-            .schema
-            .as_ref()
-            .and_then(|s| s.open_api_v3_schema.as_ref())
-            .unwrap(),
-    )
-    .unwrap();
-    let object = json!({
-        "apiVersion": "tencentcert.io/v1alpha1",
-        "kind": "ClusterTencentCertificate",
-        "metadata": {"name": "shop"},
-        "spec": spec,
-    });
-    match Validator::new().validate(&schema, &object, None) {
-        Ok(()) => Vec::new(),
-        Err(errors) => vec![format!("{errors:?}")],
-    }
-}
-
 #[test]
 fn applying_for_renewals_needs_the_following_on_both_kinds() {
     let renewal = json!({"apply": "Free", "daysBefore": 20, "validation": "DNS"});
