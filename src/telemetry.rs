@@ -335,6 +335,25 @@ impl Metrics {
             "1 while this instance reconciles (leads, or runs without leader election)",
             self.leader.clone(),
         );
+        self.register_renewal();
+        let r = &mut self.registry;
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                commit: crate::GIT_COMMIT.to_string(),
+            })
+            .set(1);
+        r.register(
+            "build_info",
+            "Version and git commit of the running operator",
+            build_info,
+        );
+    }
+
+    /// The renewal applications' families (issue 27).
+    fn register_renewal(&mut self) {
+        let r = &mut self.registry;
         r.register(
             "renewal_applications",
             "Applications for the renewal of free certificates by result (applied, found: an order already existed, refused, uncertain)",
@@ -349,18 +368,6 @@ impl Metrics {
             "renewal_due_without_order",
             "1 per resource whose certificate is in its renewal window with no order (due, refused, failed or unconfirmed)",
             self.renewal_due_without_order.clone(),
-        );
-        let build_info = Family::<BuildLabels, Gauge>::default();
-        build_info
-            .get_or_create(&BuildLabels {
-                version: env!("CARGO_PKG_VERSION").to_string(),
-                commit: crate::GIT_COMMIT.to_string(),
-            })
-            .set(1);
-        r.register(
-            "build_info",
-            "Version and git commit of the running operator",
-            build_info,
         );
     }
 

@@ -289,15 +289,14 @@ async fn read_secrets(
         .map_err(SyncError::kube("reading a targeted namespace's Secret"))
 }
 
-/// The status, one patch when it changed, events, metrics, and the requeue (sooner while namespaces fail).
-async fn report(
+/// The status after this reconcile (pure): the check table's, with the renewal step's `renewal`.
+fn new_status(
     cr: &ClusterTencentCertificate,
-    ctx: &ClusterContext,
     gathered: &Gathered,
     plan: &Plan,
-    effects: Effects,
+    effects: &Effects,
     at: &Inputs,
-) -> Result<Outcome, ClusterReconcileError> {
+) -> ClusterTencentCertificateStatus {
     let refresh = crd::refresh_interval(&cr.selection().spec);
     let previous = &gathered.previous;
     let fetched = effects.fetched.as_ref();
@@ -328,20 +327,27 @@ async fn report(
         effects.renewal.as_ref(),
         at.now,
     );
+    new_status
+}
+
+/// The status, one patch when it changed, events, metrics, and the requeue (sooner while namespaces fail).
+async fn report(
+    cr: &ClusterTencentCertificate,
+    ctx: &ClusterContext,
+    gathered: &Gathered,
+    plan: &Plan,
+    effects: Effects,
+    at: &Inputs,
+) -> Result<Outcome, ClusterReconcileError> {
+    let refresh = crd::refresh_interval(&cr.selection().spec);
+    let previous = &gathered.previous;
+    let new_status = new_status(cr, gathered, plan, &effects, at);
     if cr.status.as_ref() != Some(&new_status) {
         let api: Api<ClusterTencentCertificate> = Api::all(ctx.base.client.clone());
         skeleton::patch_status(&api, cr, &new_status).await?;
     }
     let mut events = events(cr, previous, &new_status, effects.written, effects.released);
-    events.extend(step::events(
-        previous.renewal.as_ref(),
-        new_status.renewal.as_ref(),
-    ));
-    ctx.base.metrics.set_renewal(
-        "",
-        &cr.name_any(),
-        &step::signals(&plan.renewal, new_status.renewal.as_ref()),
-    );
+    events.extend(report_renewal(cr, ctx, previous, &new_status, plan));
     skeleton::publish_events(&ctx.base.recorder(), &cr.object_ref(&()), events).await;
     ctx.base.metrics.set_certificate(
         "",
@@ -367,15 +373,13 @@ async fn report(
     } else {
         requeue
     };
-    let requeue = match step::requeue(
+    let requeue = step::requeue(
         &plan.renewal,
         new_status.renewal.as_ref(),
         ctx.base.renewal.poll_interval,
         at.now,
-    ) {
-        Some(renewal) => requeue.min(renewal),
-        None => requeue,
-    };
+    )
+    .map_or(requeue, |renewal| requeue.min(renewal));
     Ok(Outcome {
         action: Action::requeue(requeue),
         result: if reason.is_empty() {
@@ -385,6 +389,22 @@ async fn report(
         },
         reason,
     })
+}
+
+/// The renewal step's events and alert gauges for the new status.
+fn report_renewal(
+    cr: &ClusterTencentCertificate,
+    ctx: &ClusterContext,
+    previous: &ClusterTencentCertificateStatus,
+    current: &ClusterTencentCertificateStatus,
+    plan: &Plan,
+) -> Vec<Event> {
+    ctx.base.metrics.set_renewal(
+        "",
+        &cr.name_any(),
+        &step::signals(&plan.renewal, current.renewal.as_ref()),
+    );
+    step::events(previous.renewal.as_ref(), current.renewal.as_ref())
 }
 
 /// A renewal followed: the served certificate moved along the renewal chain (not a spec edit).
