@@ -817,6 +817,55 @@ mod tests {
     }
 
     #[test]
+    fn renewal_gauges_are_per_resource() {
+        use tencent_ssl::renewal::order::AlertSignals;
+        let m = Metrics::new();
+        let since: jiff::Timestamp = "2026-12-02T00:00:00Z".parse().unwrap();
+        m.set_renewal(
+            "web",
+            "shop",
+            &AlertSignals {
+                waiting_since: Some(since),
+                in_window_without_order: false,
+            },
+        );
+        m.set_renewal(
+            "",
+            "cluster-shop",
+            &AlertSignals {
+                waiting_since: None,
+                in_window_without_order: true,
+            },
+        );
+        m.renewal_applied("applied");
+        let text = m.render();
+        assert!(text.contains("tencentcert_renewal_order_waiting_since_timestamp_seconds{namespace=\"web\",name=\"shop\"} 1796169600"), "{text}");
+        assert!(
+            text.contains(
+                "tencentcert_renewal_due_without_order{namespace=\"\",name=\"cluster-shop\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("tencentcert_renewal_applications_total{result=\"applied\"} 1"),
+            "{text}"
+        );
+        // Nothing left to alert on: the series go; a deleted resource's too.
+        m.set_renewal(
+            "web",
+            "shop",
+            &AlertSignals {
+                waiting_since: None,
+                in_window_without_order: false,
+            },
+        );
+        m.forget_certificate("", "cluster-shop");
+        let text = m.render();
+        assert!(!text.contains("name=\"shop\"}"), "{text}");
+        assert!(!text.contains("cluster-shop"), "{text}");
+    }
+
+    #[test]
     fn every_family_is_exposed_before_anything_happened() {
         let text = Metrics::new().render();
         assert_eq!(exposed_families(&text), golden(), "{text}");

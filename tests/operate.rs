@@ -369,7 +369,7 @@ fn alert_expressions() -> Vec<(String, String)> {
             out.push((alert.clone(), expr));
         }
     }
-    assert_eq!(out.len(), 7, "{out:?}");
+    assert_eq!(out.len(), 9, "{out:?}");
     out
 }
 
@@ -513,7 +513,13 @@ async fn dashboard_alerts_and_status_against_a_running_operator() {
         check_query(where_, expr, legend, &scrape, &mut problems);
     }
     for (alert, expr) in alert_expressions() {
-        check_query(&format!("alert {alert}"), &expr, "", &scrape, &mut problems);
+        let mut found = Vec::new();
+        check_query(&format!("alert {alert}"), &expr, "", &scrape, &mut found);
+        // The renewal gauges have series only while a resource's order waits or is due; the demo has
+        // none (its certificates are far from their window). Their labels are checked by the telemetry
+        // unit test `renewal_gauges_are_per_resource`.
+        found.retain(|p| !(p.contains("tencentcert_renewal_") && p.contains("has no")));
+        problems.extend(found);
     }
     // The promtool tests' input series: the operator's names and labels, plus the labels Prometheus adds.
     let target_labels = ["job", "instance", "pod", "namespace"];
@@ -543,7 +549,7 @@ async fn dashboard_alerts_and_status_against_a_running_operator() {
         problems.join("\n")
     );
     eprintln!(
-        "dashboard: {} queries, alerts: 7 expressions, checked against {} exported series names",
+        "dashboard: {} queries, alerts: 9 expressions, checked against {} exported series names",
         queries.len(),
         scrape.samples.len()
     );
