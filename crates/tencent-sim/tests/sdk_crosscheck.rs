@@ -294,6 +294,8 @@ async fn the_official_python_sdk_applies_for_renewals_at_the_simulator() {
     assert_eq!(answer["pending_verify_type"], "DNS");
     assert_eq!(answer["pending_status_msg"], "PENDING-DCV");
     assert_eq!(answer["pending_package_type"], "83");
+    // `IsVip` is what tells a paid certificate from a free one besides the package (OrderDetail::is_free).
+    assert_eq!(answer["pending_is_vip"], false);
     assert_eq!(answer["pending_origin"], "sdkOld1");
     assert_eq!(answer["auth_key"], "_dnsauth.shop.example.com");
     assert_eq!(answer["auth_value"], order.record_value.as_str());

@@ -97,6 +97,7 @@ def main():
         "pending_verify_type": pending.VerifyType,
         "pending_status_msg": pending.StatusMsg,
         "pending_package_type": pending.PackageType,
+        "pending_is_vip": pending.IsVip,
         "pending_origin": pending.CertificateExtra.OriginCertificateId if pending.CertificateExtra else None,
         "auth_key": auth.DvAuthKey if auth else None,
         "auth_value": auth.DvAuthValue if auth else None,
