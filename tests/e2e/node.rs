@@ -1416,6 +1416,10 @@ fn expected_change(change: &str, crds: &[String]) -> Option<&'static str> {
         && path.starts_with(".spec.template.spec.containers[0].resources")
     {
         Some("default resources set from the benchmark")
+    } else if object.starts_with("Deployment ") && path == ".spec.template.spec.containers[0].env" {
+        Some(
+            "the renewal settings (OPERATOR_RENEWAL_APPLICATIONS, OPERATOR_RENEWAL_POLL_INTERVAL) joined the environment",
+        )
     } else {
         None
     }
