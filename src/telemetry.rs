@@ -85,6 +85,17 @@ struct OperationLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeployLabels {
+    resource_type: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CertificateLabels {
     namespace: String,
     name: String,
@@ -125,6 +136,8 @@ pub struct Metrics {
     secret_writes: Family<OperationLabels, Counter>,
     certificate_expiration: Family<CertificateLabels, Gauge<f64, AtomicU64>>,
     certificate_ready: Family<ReadyLabels, Gauge>,
+    push_uploads: Family<ResultLabels, Counter>,
+    push_deploys: Family<DeployLabels, Counter>,
     leader: Gauge,
     /// (exposed name, type, help) of every family, to describe families that have no series yet.
     descriptors: Vec<(String, &'static str, &'static str)>,
@@ -203,6 +216,16 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "1 when the TencentCertificate is Ready, else 0; reason is the Ready condition's reason.",
     ),
     (
+        "tencentcert_push_uploads_total",
+        "counter",
+        "TencentCertificatePush uploads to Tencent Cloud SSL by result (uploaded, repeat: Tencent already held the certificate, adopted: found by its tags after a crash, failed).",
+    ),
+    (
+        "tencentcert_push_deploys_total",
+        "counter",
+        "Cloud resources moved onto a pushed certificate, by resource type and final result (succeeded, failed).",
+    ),
+    (
         "tencentcert_leader",
         "gauge",
         "1 while this instance reconciles (leads, or runs without leader election).",
@@ -229,6 +252,8 @@ impl Metrics {
             secret_writes: Family::default(),
             certificate_expiration: Family::default(),
             certificate_ready: Family::default(),
+            push_uploads: Family::default(),
+            push_deploys: Family::default(),
             leader: Gauge::default(),
             descriptors: FAMILIES
                 .iter()
@@ -299,6 +324,16 @@ impl Metrics {
             self.certificate_ready.clone(),
         );
         r.register(
+            "push_uploads",
+            "TencentCertificatePush uploads to Tencent Cloud SSL by result (uploaded, repeat: Tencent already held the certificate, adopted: found by its tags after a crash, failed)",
+            self.push_uploads.clone(),
+        );
+        r.register(
+            "push_deploys",
+            "Cloud resources moved onto a pushed certificate, by resource type and final result (succeeded, failed)",
+            self.push_deploys.clone(),
+        );
+        r.register(
             "leader",
             "1 while this instance reconciles (leads, or runs without leader election)",
             self.leader.clone(),
@@ -331,6 +366,13 @@ impl Metrics {
             self.secret_writes
                 .get_or_create(&OperationLabels {
                     operation: operation.to_string(),
+                })
+                .inc_by(0);
+        }
+        for result in ["uploaded", "repeat", "adopted", "failed"] {
+            self.push_uploads
+                .get_or_create(&ResultLabels {
+                    result: result.to_string(),
                 })
                 .inc_by(0);
         }
@@ -379,6 +421,28 @@ impl Metrics {
                 operation: operation.to_string(),
             })
             .inc();
+    }
+
+    /// One `TencentCertificatePush` upload (or its failure).
+    pub fn push_uploaded(&self, result: &str) {
+        self.push_uploads
+            .get_or_create(&ResultLabels {
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// `count` resources of `resource_type` reached a final deploy `result`.
+    pub fn push_deployed(&self, resource_type: &str, result: &str, count: u64) {
+        if count == 0 {
+            return;
+        }
+        self.push_deploys
+            .get_or_create(&DeployLabels {
+                resource_type: resource_type.to_string(),
+                result: result.to_string(),
+            })
+            .inc_by(count);
     }
 
     pub fn set_leader(&self, leading: bool) {
@@ -682,6 +746,8 @@ mod tests {
             "gauge",
         ),
         ("tencentcert_certificate_ready", "gauge"),
+        ("tencentcert_push_uploads_total", "counter"),
+        ("tencentcert_push_deploys_total", "counter"),
         ("tencentcert_leader", "gauge"),
         ("tencentcert_build_info", "gauge"),
     ];
