@@ -199,6 +199,9 @@ pub struct DeployStatus {
     pub retries: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_retry_time: Option<String>,
+    /// When failed resources were first recorded in this move: the first retry backs off from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_time: Option<String>,
     /// Every resource is final (see `results`).
     #[serde(default)]
     pub finished: bool,
