@@ -266,6 +266,7 @@ impl Metrics {
         metrics
     }
 
+    // long: one registration per family, in the order of FAMILIES; nothing to factor.
     fn register(&mut self) {
         let r = &mut self.registry;
         r.register(

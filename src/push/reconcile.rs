@@ -591,6 +591,7 @@ fn count(ctx: &Context, gathered: &Gathered, plan: &Plan, effects: &Effects) {
 }
 
 /// Events on the push (pure): what was done, and each new reason it is not ready.
+// long: one short arm per step that acts, then the condition transitions; splitting hides the table.
 fn events(
     cr: &TencentCertificatePush,
     previous: &TencentCertificatePushStatus,
