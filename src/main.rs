@@ -39,7 +39,7 @@ enum Command {
     /// Run the operator against the cluster of the current kubeconfig (or in-cluster config).
     Run(Box<RunArgs>),
     /// Print the TencentCertificate CustomResourceDefinition as YAML (`--cluster`: the
-    /// ClusterTencentCertificate one).
+    /// ClusterTencentCertificate one; `--push`: the TencentCertificatePush one).
     Crd(CrdArgs),
     /// Download one certificate (credentials from TENCENTCLOUD_* env vars) and print a TLS Secret manifest
     /// or write PEM files. Needs no cluster.
@@ -101,6 +101,9 @@ struct StatusArgs {
     /// Output format.
     #[arg(short, long, value_enum, default_value = "text")]
     output: OutputFormat,
+    /// TencentCertificatePushes instead (Ready, reason, Tencent certificate id, expiry, deploys).
+    #[arg(long)]
+    pushes: bool,
 }
 
 #[derive(Args)]
@@ -260,8 +263,11 @@ struct RunArgs {
 #[derive(Args)]
 struct CrdArgs {
     /// The cluster-scoped ClusterTencentCertificate CRD (crds/clustertencentcertificate.yaml).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "push")]
     cluster: bool,
+    /// The TencentCertificatePush CRD (crds/tencentcertificatepush.yaml): a TLS Secret published to Tencent.
+    #[arg(long)]
+    push: bool,
 }
 
 #[cfg(feature = "demo")]
@@ -578,6 +584,9 @@ async fn run_status(args: StatusArgs) -> ExitCode {
         }
     };
     let scope = scope(args.name, namespace, args.all_namespaces);
+    if args.pushes {
+        return run_status_pushes(&client, &scope, args.output).await;
+    }
     let now = jiff::Timestamp::now();
     match cluster::views(&client, &scope, now).await {
         Ok(views) => match args.output {
@@ -588,6 +597,31 @@ async fn run_status(args: StatusArgs) -> ExitCode {
             }
             OutputFormat::Text => {
                 print!("{}", inspect::render_text(&views, now));
+                ExitCode::SUCCESS
+            }
+        },
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_status_pushes(
+    client: &kube::Client,
+    scope: &tencent_cert_operator::inspect::cluster::Scope,
+    output: OutputFormat,
+) -> ExitCode {
+    use tencent_cert_operator::inspect::push;
+    match push::views(client, scope).await {
+        Ok(views) => match output {
+            OutputFormat::Json => print_json(&views),
+            OutputFormat::Text if views.is_empty() => {
+                println!("No TencentCertificatePushes found.");
+                ExitCode::SUCCESS
+            }
+            OutputFormat::Text => {
+                print!("{}", push::render_pushes(&views));
                 ExitCode::SUCCESS
             }
         },
@@ -769,6 +803,8 @@ async fn async_main() -> ExitCode {
         Command::Demo(args) => run_demo(args).await,
         Command::Crd(args) => match if args.cluster {
             tencent_cert_operator::cluster::crd::crd_yaml()
+        } else if args.push {
+            tencent_cert_operator::push::crd_yaml()
         } else {
             crd::crd_yaml()
         } {

@@ -291,8 +291,8 @@ impl Running {
     }
 }
 
-/// The work of one term: the controller and, beside it under the same leadership and shutdown, the
-/// route shims.
+/// The work of one term: the controllers (TencentCertificate, ClusterTencentCertificate,
+/// TencentCertificatePush) and, beside them under the same leadership and shutdown, the route shims.
 fn work(
     settings: &Settings,
     ctx: Arc<Context>,
@@ -314,8 +314,19 @@ fn work(
     move |until| {
         let until = until.shared();
         let shims = crate::shim::run(ctx.client.clone(), shim_options.clone(), until.clone());
-        futures::future::join(controller::run(ctx.clone(), options.clone(), until), shims)
-            .map(|_| ())
-            .boxed()
+        // TencentCertificatePushes: off (one log line) where their CRD is not installed.
+        let pushes = crate::push::controller::run(
+            ctx.clone(),
+            options.namespaces.clone(),
+            crate::push::controller::PUSH_CONCURRENCY,
+            until.clone(),
+        );
+        futures::future::join3(
+            controller::run(ctx.clone(), options.clone(), until),
+            pushes,
+            shims,
+        )
+        .map(|_| ())
+        .boxed()
     }
 }

@@ -96,6 +96,12 @@ struct ResourceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeployLabels {
+    resource_type: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CertificateLabels {
     namespace: String,
     name: String,
@@ -136,6 +142,8 @@ pub struct Metrics {
     secret_writes: Family<OperationLabels, Counter>,
     certificate_expiration: Family<CertificateLabels, Gauge<f64, AtomicU64>>,
     certificate_ready: Family<ReadyLabels, Gauge>,
+    push_uploads: Family<ResultLabels, Counter>,
+    push_deploys: Family<DeployLabels, Counter>,
     leader: Gauge,
     renewal_applications: Family<ResultLabels, Counter>,
     renewal_waiting_since: Family<ResourceLabels, Gauge<f64, AtomicU64>>,
@@ -217,6 +225,16 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "1 when the TencentCertificate is Ready, else 0; reason is the Ready condition's reason.",
     ),
     (
+        "tencentcert_push_uploads_total",
+        "counter",
+        "TencentCertificatePush uploads to Tencent Cloud SSL by result (uploaded, repeat: Tencent already held the certificate, adopted: found by its tags after a crash, failed).",
+    ),
+    (
+        "tencentcert_push_deploys_total",
+        "counter",
+        "Cloud resources moved onto a pushed certificate, by resource type and final result (succeeded, failed).",
+    ),
+    (
         "tencentcert_leader",
         "gauge",
         "1 while this instance reconciles (leads, or runs without leader election).",
@@ -258,6 +276,8 @@ impl Metrics {
             secret_writes: Family::default(),
             certificate_expiration: Family::default(),
             certificate_ready: Family::default(),
+            push_uploads: Family::default(),
+            push_deploys: Family::default(),
             leader: Gauge::default(),
             renewal_applications: Family::default(),
             renewal_waiting_since: Family::default(),
@@ -273,6 +293,7 @@ impl Metrics {
         metrics
     }
 
+    // long: one registration per family, in the order of FAMILIES; nothing to factor.
     fn register(&mut self) {
         let r = &mut self.registry;
         r.register(
@@ -329,6 +350,16 @@ impl Metrics {
             "certificate_ready",
             "1 when the TencentCertificate is Ready, else 0; reason is the Ready condition's reason",
             self.certificate_ready.clone(),
+        );
+        r.register(
+            "push_uploads",
+            "TencentCertificatePush uploads to Tencent Cloud SSL by result (uploaded, repeat: Tencent already held the certificate, adopted: found by its tags after a crash, failed)",
+            self.push_uploads.clone(),
+        );
+        r.register(
+            "push_deploys",
+            "Cloud resources moved onto a pushed certificate, by resource type and final result (succeeded, failed)",
+            self.push_deploys.clone(),
         );
         r.register(
             "leader",
@@ -395,6 +426,13 @@ impl Metrics {
                 })
                 .inc_by(0);
         }
+        for result in ["uploaded", "repeat", "adopted", "failed"] {
+            self.push_uploads
+                .get_or_create(&ResultLabels {
+                    result: result.to_string(),
+                })
+                .inc_by(0);
+        }
         for source in ["in_flight", "cache"] {
             self.coalesced_downloads
                 .get_or_create(&SourceLabels {
@@ -440,6 +478,28 @@ impl Metrics {
                 operation: operation.to_string(),
             })
             .inc();
+    }
+
+    /// One `TencentCertificatePush` upload (or its failure).
+    pub fn push_uploaded(&self, result: &str) {
+        self.push_uploads
+            .get_or_create(&ResultLabels {
+                result: result.to_string(),
+            })
+            .inc();
+    }
+
+    /// `count` resources of `resource_type` reached a final deploy `result`.
+    pub fn push_deployed(&self, resource_type: &str, result: &str, count: u64) {
+        if count == 0 {
+            return;
+        }
+        self.push_deploys
+            .get_or_create(&DeployLabels {
+                resource_type: resource_type.to_string(),
+                result: result.to_string(),
+            })
+            .inc_by(count);
     }
 
     pub fn set_leader(&self, leading: bool) {
@@ -786,6 +846,8 @@ mod tests {
             "gauge",
         ),
         ("tencentcert_certificate_ready", "gauge"),
+        ("tencentcert_push_uploads_total", "counter"),
+        ("tencentcert_push_deploys_total", "counter"),
         ("tencentcert_leader", "gauge"),
         ("tencentcert_build_info", "gauge"),
         ("tencentcert_renewal_applications_total", "counter"),

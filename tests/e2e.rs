@@ -18,6 +18,8 @@
 //!   synced everything writes nothing once resumed — on a real API server.
 //! - `leaks` (tests/e2e/leaks.rs): values of a tenant's credentials Secret, named by `secretIdKey`, never
 //!   reach status, events, the log or the metrics — on a real API server.
+//! - `push` (tests/e2e/push.rs): a TencentCertificatePush published, rotated, killed after an upload, a
+//!   failing deploy retried and an expired pair refused — on a real API server.
 //! - `renewal` (tests/e2e/renewal.rs): applying for the renewal of free certificates, with a SIGKILL
 //!   between the application and the issue — on a real API server.
 //! - `outputs` (tests/e2e/outputs.rs): keystores and other outputs, read back with openssl and keytool, and a
@@ -47,6 +49,8 @@ mod node;
 mod outputs;
 #[path = "e2e/pod_identity.rs"]
 mod pod_identity;
+#[path = "e2e/push.rs"]
+mod push;
 #[path = "e2e/renewal.rs"]
 mod renewal;
 #[path = "e2e/routes.rs"]

@@ -43,6 +43,8 @@ OPERATOR_CALLS = {
     (GROUP, "tencentcertificates"): {"get", "list", "watch"},
     (GROUP, "tencentcertificates/status"): {"patch"},
     (GROUP, "tencentcertificates/finalizers"): {"update"},
+    (GROUP, "tencentcertificatepushes"): {"get", "list", "watch"},
+    (GROUP, "tencentcertificatepushes/status"): {"patch"},
     ("", "secrets"): {"get", "list", "watch", "create", "patch", "delete"},
     ("events.k8s.io", "events"): {"create", "patch"},
 }
@@ -345,7 +347,7 @@ def cmd_rendered(values_path, rendered_path, release="tencent-cert-operator", re
     docs = [d for d in docs if not is_hook(d)]
     check_test_hook(f, hooks, values, release_ns, fullname(values, release))
     crds = [d for d in docs if d["kind"] == "CustomResourceDefinition"]
-    f.check(len(crds) == (2 if values["crds"]["enabled"] else 0), "both CRDs rendered iff crds.enabled")
+    f.check(len(crds) == (3 if values["crds"]["enabled"] else 0), "the three CRDs rendered iff crds.enabled")
     by_kind = {}
     for doc in docs:
         by_kind.setdefault(doc["kind"], []).append(doc)

@@ -125,7 +125,19 @@ pub fn source_for(
     defaults: &DefaultCredentials,
 ) -> Result<CredentialsSource, SyncError> {
     let namespace = cr.metadata.namespace.clone().unwrap_or_default();
-    if let Some(reference) = &cr.spec.credentials_ref {
+    source_in(&namespace, cr.spec.credentials_ref.as_ref(), defaults)
+}
+
+/// Where the credentials of a resource in `namespace` come from: its own `credentialsRef` (always a
+/// Secret of that namespace), else the defaults where the namespace may use them. The one rule for every
+/// namespaced kind (TencentCertificate, TencentCertificatePush).
+pub fn source_in(
+    namespace: &str,
+    credentials_ref: Option<&CredentialsRef>,
+    defaults: &DefaultCredentials,
+) -> Result<CredentialsSource, SyncError> {
+    let namespace = namespace.to_string();
+    if let Some(reference) = credentials_ref {
         return Ok(CredentialsSource::Referenced(
             SecretRef {
                 namespace,
@@ -224,7 +236,16 @@ pub async fn resolve(
     cr: &TencentCertificate,
     defaults: &DefaultCredentials,
 ) -> Result<sts::Source, SyncError> {
-    let (reference, keys, role) = match source_for(cr, defaults)? {
+    resolve_source(client, source_for(cr, defaults)?, defaults).await
+}
+
+/// The credentials `source` ([`source_in`]) stands for, key read from the API server.
+pub async fn resolve_source(
+    client: &kube::Client,
+    source: CredentialsSource,
+    defaults: &DefaultCredentials,
+) -> Result<sts::Source, SyncError> {
+    let (reference, keys, role) = match source {
         CredentialsSource::Referenced(reference, keys) => {
             let role = keys.role.as_ref().map(crate::crd::CredentialsRole::to_role);
             (reference, keys, role)

@@ -33,6 +33,10 @@ pub enum InspectError {
         "the TencentCertificate CRD is not installed in this cluster: kubectl apply -f crds/tencentcertificate.yaml"
     )]
     CrdMissing,
+    #[error(
+        "the TencentCertificatePush CRD is not installed in this cluster: kubectl apply -f crds/tencentcertificatepush.yaml"
+    )]
+    PushCrdMissing,
     #[error("cannot {what}: {source}")]
     Kube {
         what: String,

@@ -6,6 +6,7 @@
 //! `tls.key` only its type and whether it matches the certificate are shown.
 
 pub mod cluster;
+pub mod push;
 mod render;
 
 pub use render::{human_duration, render_text};

@@ -480,9 +480,11 @@ fn follow_deploy(input: &Input, observed: &Observed, deploy: &DeployStatus) -> S
             after: None,
         };
     }
+    // The first retry backs off from when the failures were recorded, the later ones from the last retry.
     let due = deploy
         .last_retry_time
         .as_deref()
+        .or(deploy.failed_time.as_deref())
         .and_then(|t| t.parse::<jiff::Timestamp>().ok())
         .map(|t| t + retry_backoff(deploy.retries));
     match due {
@@ -613,6 +615,9 @@ pub fn apply(input: &Input, outcome: &Outcome) -> TencentCertificatePushStatus {
         Outcome::NothingToDeploy => start_deploy(input, &mut status, 0, true),
         Outcome::DeployRecorded { results, finished } => {
             if let Some(deploy) = status.deploy.as_mut() {
+                if deploy.failed_time.is_none() && results.iter().any(|r| r.failed > 0) {
+                    deploy.failed_time = Some(rfc3339(input.now));
+                }
                 deploy.results = results.clone();
                 deploy.finished = *finished;
             }

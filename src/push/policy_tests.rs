@@ -347,6 +347,19 @@ fn a_failed_resource_is_reported_per_type_and_retried_with_backoff() {
         },
     );
     input.status = &recorded;
+    // The first retry backs off too, from when the failures were recorded.
+    match decide(&input, &failed) {
+        Step::RecordDeploy {
+            after: Some(after),
+            finished: false,
+            ..
+        } => assert!(
+            after > Duration::from_secs(20) && after <= retry_backoff(0),
+            "{after:?}"
+        ),
+        other => panic!("expected the first retry to wait: {other:?}"),
+    }
+    input.now = input.now + retry_backoff(0) + Duration::from_secs(1);
     assert_eq!(decide(&input, &failed), Step::RetryDeploy { record_id: 7 });
     let retried = apply(&input, &Outcome::DeployRetried);
     assert_eq!(retried.deploy.as_ref().unwrap().retries, 1);

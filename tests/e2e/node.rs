@@ -37,9 +37,10 @@ const PREVIOUS_CHART_COMMIT: &str = "3238c5de2e6ca4417b7fff2e156438649112930b";
 /// The chart of issue 24's report: a TencentCertificate CRD without the later fields
 /// (`certificateIdKey`, outputs, ...) and no ClusterTencentCertificate CRD.
 const OLD_CRD_CHART_COMMIT: &str = "37848c8eb4b6a839723729a26fb8631a45fba312";
-const CRDS: [&str; 2] = [
+const CRDS: [&str; 3] = [
     "tencentcertificates.tencentcert.io",
     "clustertencentcertificates.tencentcert.io",
+    "tencentcertificatepushes.tencentcert.io",
 ];
 /// For the charts from before `allowInsecureEndpoint`: the simulator's http endpoint allowed through
 /// `extraEnv` (`--set-json`: with `--set` the value would be a boolean, which a Deployment refuses).
@@ -1376,7 +1377,11 @@ async fn e2e_node_upgrade_from_old_crd_chart() {
 /// "CustomResourceDefinition /NAME: .path": what upgrading the CRDs is to change in them.
 fn crd_changes(old_chart: &Path) -> Vec<String> {
     let mut changes = Vec::new();
-    for file in ["tencentcertificate.yaml", "clustertencentcertificate.yaml"] {
+    for file in [
+        "tencentcertificate.yaml",
+        "clustertencentcertificate.yaml",
+        "tencentcertificatepush.yaml",
+    ] {
         let read = |path: PathBuf| -> Value {
             std::fs::read_to_string(&path)
                 .map(|text| serde_saphyr::from_str(&text).expect("a CRD file is YAML"))
@@ -1403,6 +1408,14 @@ fn expected_change(change: &str, crds: &[String]) -> Option<&'static str> {
     let crd = object.starts_with("CustomResourceDefinition ");
     if crd && crds.iter().any(|c| c == change) {
         Some("this chart's CRD differs there: the CRD upgraded")
+    } else if object == "CustomResourceDefinition /tencentcertificatepushes.tencentcert.io"
+        && path == "added"
+    {
+        Some("the TencentCertificatePush CRD is new (issue 26)")
+    } else if (object.starts_with("ClusterRole ") || object.starts_with("Role "))
+        && path.starts_with(".rules")
+    {
+        Some("the operator's and people's rules for TencentCertificatePushes (issue 26)")
     } else if path.ends_with(".labels.helm.sh/chart") {
         Some("the chart version (the pods' labels no longer carry it)")
     } else if crd && path.starts_with(".metadata.annotations.meta.helm.sh/") {

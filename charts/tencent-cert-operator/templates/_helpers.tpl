@@ -115,6 +115,13 @@ calls, nothing more. README "RBAC" explains each line.
 - apiGroups: [tencentcert.io]
   resources: [tencentcertificates/finalizers]
   verbs: [update]
+# TencentCertificatePushes: a TLS Secret of their namespace published to Tencent Cloud SSL.
+- apiGroups: [tencentcert.io]
+  resources: [tencentcertificatepushes]
+  verbs: [get, list, watch]
+- apiGroups: [tencentcert.io]
+  resources: [tencentcertificatepushes/status]
+  verbs: [patch]
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, list, watch, create, patch, delete]

@@ -31,7 +31,9 @@
 //! - `DeleteCertificate` (`CertificateId`): `FailedOperation.DeleteResourceFailed` while any resource is bound
 //!   to it, else `DeleteResult: true`.
 //!
-//! Faults and latencies registered for `*` or for the action's name apply to these actions.
+//! Faults and latencies registered for `*` or for the action's name apply to these actions; a latency for
+//! `<action>:after` (e.g. `UploadCertificate:after`) holds back the answer of a successful call after its
+//! effect is stored and counted, so a test can kill the caller between the two.
 //!
 //! Control endpoints: `GET /_sim/bindings`, `POST /_sim/bindings` (a [`Binding`] or a list of them),
 //! `POST /_sim/deploy-faults` (a [`DeployFault`]: the next deploys of a resource type, optionally in one
@@ -311,6 +313,12 @@ pub(super) async fn handle(state: &SimState, action: &str, params: &Value) -> Op
     Some(match run(state, params) {
         Ok((fields, certificate_id)) => {
             state.record(action, "Success", certificate_id.as_deref());
+            // `<action>:after`: done and counted, the answer held back (a caller killed meanwhile
+            // never learns of it, e.g. an upload before a crash).
+            let after = state.latency_for(&format!("{action}:after"));
+            if !after.is_zero() {
+                tokio::time::sleep(after).await;
+            }
             success_response(fields)
         }
         Err((code, message)) => {
