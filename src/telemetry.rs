@@ -186,7 +186,7 @@ pub struct Metrics {
     renewal_due_without_order: Family<ResourceLabels, Gauge>,
     /// (exposed name, type, help) of every family, to describe families that have no series yet.
     descriptors: Vec<(String, &'static str, &'static str)>,
-    /// The per-resource series: what each resource's carry, and their shared label values.
+    /// The per-resource series: the labels each resource's series carry, and their shared values.
     series: Mutex<SeriesIndex>,
 }
 

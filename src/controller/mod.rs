@@ -281,8 +281,9 @@ fn secret_metadata(
 }
 
 /// Objects per page of the per-resource watches' (re-)lists. A page is held whole, as JSON and decoded
-/// into full objects, before `slim` trims them; kube's default is 500 (issue 23 measured 100 against it:
-/// see BENCHMARKS.md). A 20,000-resource list takes 200 requests instead of 40.
+/// into full objects, before `slim` trims them; kube's default is 500. Issue 23 measured 100 only together
+/// with the shared metric labels (BENCHMARKS.md), not on its own. A 20,000-resource list takes 200
+/// requests instead of 40.
 const LIST_PAGE_SIZE: u32 = 100;
 
 fn list_pages(config: watcher::Config) -> watcher::Config {
