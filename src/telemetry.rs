@@ -101,20 +101,56 @@ struct DeployLabels {
     result: String,
 }
 
+/// A label value of the per-resource series, shared: a resource's name is one allocation for its series
+/// and the map that remembers them, and a namespace, certificate id or reason is one for every resource
+/// that has it (see [`LabelPool`]).
+type Shared = Arc<str>;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CertificateLabels {
-    namespace: String,
-    name: String,
-    certificate_id: String,
+    namespace: Shared,
+    name: Shared,
+    certificate_id: Shared,
 }
 
 /// The Ready gauge also carries the Ready condition's reason, so a dashboard can count resources by reason.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReadyLabels {
-    namespace: String,
-    name: String,
-    certificate_id: String,
-    reason: String,
+    namespace: Shared,
+    name: Shared,
+    certificate_id: Shared,
+    reason: Shared,
+}
+
+/// The per-resource series' label values, each string once. Values no series uses any more are swept
+/// when the pool has doubled since the last sweep, so it stays within twice what the series use.
+#[derive(Default)]
+struct LabelPool {
+    values: std::collections::HashSet<Shared>,
+    swept_at: usize,
+}
+
+impl LabelPool {
+    fn get(&mut self, value: &str) -> Shared {
+        if let Some(shared) = self.values.get(value) {
+            return shared.clone();
+        }
+        if self.values.len() >= 2 * self.swept_at + 64 {
+            self.values.retain(|v| Arc::strong_count(v) > 1);
+            self.swept_at = self.values.len();
+        }
+        let shared: Shared = Arc::from(value);
+        self.values.insert(shared.clone());
+        shared
+    }
+}
+
+/// (namespace, name) → the certificate id and Ready reason its series carry, to remove them when any of
+/// them changes; and the pool their label values come from.
+#[derive(Default)]
+struct SeriesIndex {
+    by_resource: HashMap<(Shared, Shared), (Shared, Shared)>,
+    pool: LabelPool,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -150,9 +186,8 @@ pub struct Metrics {
     renewal_due_without_order: Family<ResourceLabels, Gauge>,
     /// (exposed name, type, help) of every family, to describe families that have no series yet.
     descriptors: Vec<(String, &'static str, &'static str)>,
-    /// (namespace, name) → the certificate id and Ready reason its series carry, to remove them when any
-    /// of them changes.
-    series: Mutex<HashMap<(String, String), (String, String)>>,
+    /// The per-resource series: the labels each resource's series carry, and their shared values.
+    series: Mutex<SeriesIndex>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -286,7 +321,7 @@ impl Metrics {
                 .iter()
                 .map(|(name, kind, help)| (name.to_string(), *kind, *help))
                 .collect(),
-            series: Mutex::new(HashMap::new()),
+            series: Mutex::new(SeriesIndex::default()),
         };
         metrics.register();
         metrics.start_known_series();
@@ -506,9 +541,7 @@ impl Metrics {
         self.leader.set(i64::from(leading));
     }
 
-    fn series_lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<(String, String), (String, String)>> {
+    fn series_lock(&self) -> std::sync::MutexGuard<'_, SeriesIndex> {
         self.series
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -525,25 +558,30 @@ impl Metrics {
         ready: bool,
         reason: &str,
     ) {
-        let key = (namespace.to_string(), name.to_string());
+        let mut series = self.series_lock();
+        let [namespace, name, certificate_id, reason] =
+            [namespace, name, certificate_id, reason].map(|value| series.pool.get(value));
         let labels = CertificateLabels {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-            certificate_id: certificate_id.to_string(),
+            namespace: namespace.clone(),
+            name: name.clone(),
+            certificate_id: certificate_id.clone(),
         };
-        let current = (certificate_id.to_string(), reason.to_string());
-        let previous = self.series_lock().insert(key, current.clone());
+        let current = (certificate_id.clone(), reason.clone());
+        let previous = series
+            .by_resource
+            .insert((namespace.clone(), name.clone()), current.clone());
+        drop(series);
         if let Some((previous_id, previous_reason)) = previous.filter(|p| *p != current) {
             if previous_id != certificate_id {
                 self.certificate_expiration.remove(&CertificateLabels {
-                    namespace: namespace.to_string(),
-                    name: name.to_string(),
+                    namespace: namespace.clone(),
+                    name: name.clone(),
                     certificate_id: previous_id.clone(),
                 });
             }
             self.certificate_ready.remove(&ReadyLabels {
-                namespace: namespace.to_string(),
-                name: name.to_string(),
+                namespace: namespace.clone(),
+                name: name.clone(),
                 certificate_id: previous_id,
                 reason: previous_reason,
             });
@@ -560,10 +598,10 @@ impl Metrics {
         }
         self.certificate_ready
             .get_or_create(&ReadyLabels {
-                namespace: namespace.to_string(),
-                name: name.to_string(),
-                certificate_id: certificate_id.to_string(),
-                reason: reason.to_string(),
+                namespace,
+                name,
+                certificate_id,
+                reason,
             })
             .set(i64::from(ready));
     }
@@ -613,18 +651,20 @@ impl Metrics {
         };
         self.renewal_waiting_since.remove(&resource);
         self.renewal_due_without_order.remove(&resource);
-        let previous = self
-            .series_lock()
-            .remove(&(namespace.to_string(), name.to_string()));
+        let mut series = self.series_lock();
+        let key: (Shared, Shared) = (series.pool.get(namespace), series.pool.get(name));
+        let previous = series.by_resource.remove(&key);
+        drop(series);
         if let Some((certificate_id, reason)) = previous {
+            let (namespace, name) = key;
             self.certificate_expiration.remove(&CertificateLabels {
-                namespace: namespace.to_string(),
-                name: name.to_string(),
+                namespace: namespace.clone(),
+                name: name.clone(),
                 certificate_id: certificate_id.clone(),
             });
             self.certificate_ready.remove(&ReadyLabels {
-                namespace: namespace.to_string(),
-                name: name.to_string(),
+                namespace,
+                name,
                 certificate_id,
                 reason,
             });
