@@ -16,10 +16,12 @@ use tencent_ssl::bundle::CertBundle;
 
 type Key = ([u8; 32], String);
 
+/// Cheap to clone: clones share the entries (the background downloads of parked reconciles put into it).
+#[derive(Clone)]
 pub struct BundleCache {
     ttl: Duration,
     max_bytes: usize,
-    entries: Mutex<HashMap<Key, (Instant, Arc<CertBundle>)>>,
+    entries: Arc<Mutex<HashMap<Key, (Instant, Arc<CertBundle>)>>>,
 }
 
 /// How long a download serves other resources: a first-sync wave runs at the download rate, so this
@@ -43,7 +45,7 @@ impl BundleCache {
         Self {
             ttl,
             max_bytes,
-            entries: Mutex::new(HashMap::new()),
+            entries: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
