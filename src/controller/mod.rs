@@ -284,6 +284,36 @@ fn secret_metadata(
     watches::with_gap_deletions(watches::reporting_health(events, readiness.clone()))
 }
 
+/// The main watch's events (before the reflector), slimmed; a deletion drops the resource's metric series
+/// and what parking holds for it.
+fn resource_events(
+    ctx: &Context,
+    crs: Api<TencentCertificate>,
+) -> impl Stream<Item = Result<watcher::Event<TencentCertificate>, watcher::Error>> + Send + 'static
+{
+    // A deleted resource's metric series go when its deletion is watched (or found by a re-list).
+    let forget = {
+        let metrics = ctx.metrics.clone();
+        let parking = ctx.parking.clone();
+        move |namespace: Option<&str>, name: &str| {
+            metrics.forget_certificate(namespace.unwrap_or_default(), name);
+            let mut object = ObjectRef::new(name);
+            object.namespace = namespace.map(str::to_string);
+            parking.forget(&object);
+            debug!(namespace, name, "resource deleted");
+        }
+    };
+    watches::reporting_deletions(
+        watches::reporting_health(
+            // Paginated initial lists (500 per page): an unpaginated one (`any_semantic`, served whole
+            // from the API server's cache) holds every object twice, as JSON and decoded, at the peak.
+            watches::backing_off(watcher(crs, watcher::Config::default()).modify(slim)),
+            ctx.readiness.clone(),
+        ),
+        forget,
+    )
+}
+
 /// Runs one controller over one scope (`namespace`, or the whole cluster) until `shutdown` resolves.
 async fn run_scope(
     ctx: Arc<Context>,
@@ -302,29 +332,7 @@ async fn run_scope(
     // The main watch, built here rather than by `Controller::new` so that it gets its own short backoff
     // and reports its health (see `watches`).
     let (store, writer) = reflector::store();
-    // A deleted resource's metric series go when its deletion is watched (or found by a re-list).
-    let forget = {
-        let metrics = ctx.metrics.clone();
-        let parking = ctx.parking.clone();
-        move |namespace: Option<&str>, name: &str| {
-            metrics.forget_certificate(namespace.unwrap_or_default(), name);
-            let mut object = ObjectRef::new(name);
-            object.namespace = namespace.map(str::to_string);
-            parking.forget(&object);
-            debug!(namespace, name, "resource deleted");
-        }
-    };
-    let resources = watches::reporting_deletions(
-        watches::reporting_health(
-            // Paginated initial lists (500 per page): an unpaginated one (`any_semantic`, served whole
-            // from the API server's cache) holds every object twice, as JSON and decoded, at the peak.
-            watches::backing_off(watcher(crs, watcher::Config::default()).modify(slim)),
-            ctx.readiness.clone(),
-        ),
-        forget,
-    )
-    .reflect(writer)
-    .applied_objects();
+    let resources = resource_events(&ctx, crs).reflect(writer).applied_objects();
     ctx.register_store(store.clone());
     let known = store.clone();
     // Parked reconciles come back through this stream when their download ends (see `parking`).
