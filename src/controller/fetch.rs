@@ -120,7 +120,11 @@ pub async fn obtain_or_park<'a, S: Served>(
         let bundle = outcome?;
         return Ok(Parkable::Ready(Obtained::Downloaded { resolved, bundle }));
     }
-    if let Some(bundle) = ctx.bundles.get(credentials, &resolved.id, max_age) {
+    if let Some(bundle) = ctx
+        .bundles
+        .get(credentials, &resolved.id, max_age)
+        .or_else(|| ctx.parking.downloaded(&key, max_age))
+    {
         tencent_ssl::Observer::coalesced(ctx.metrics.as_ref(), "wave");
         return Ok(Parkable::Ready(Obtained::Downloaded { resolved, bundle }));
     }

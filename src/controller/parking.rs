@@ -72,6 +72,10 @@ struct Table {
     pending: HashMap<Key, Vec<Waiter>>,
     /// Outcomes delivered and not yet taken by their resource.
     held: HashMap<Waiter, Held>,
+    /// The bundle of each key's last successful download, for resources whose first reconcile comes
+    /// after it: a convergence longer than the bundle cache's TTL (or beyond its byte bound) must not
+    /// download an id again (20,000 resources on a busy API server take minutes to reach at all).
+    done: HashMap<Key, (Instant, Arc<CertBundle>)>,
     last_prune: Option<Instant>,
 }
 
@@ -86,6 +90,8 @@ impl Table {
         self.last_prune = Some(now);
         self.held
             .retain(|_, held| now.saturating_duration_since(held.at) < HOLD_FOR);
+        self.done
+            .retain(|_, (at, _)| now.saturating_duration_since(*at) < HOLD_FOR);
     }
 
     fn parked(&self) -> usize {
@@ -152,6 +158,18 @@ impl Parking {
         (held.key == *key).then_some(held.outcome)
     }
 
+    /// The bundle of `key`'s last background download, if younger than `max_age` (and [`HOLD_FOR`]).
+    pub fn downloaded(&self, key: &Key, max_age: Duration) -> Option<Arc<CertBundle>> {
+        let mut table = self.table();
+        let now = Instant::now();
+        table.prune(now);
+        table
+            .done
+            .get(key)
+            .filter(|(at, _)| now.saturating_duration_since(*at) < max_age.min(HOLD_FOR))
+            .map(|(_, bundle)| bundle.clone())
+    }
+
     /// Registers `waiter` for `key`.
     pub fn park(&self, waiter: &Waiter, key: &Key) -> Parked {
         let mut table = self.table();
@@ -185,6 +203,9 @@ impl Parking {
         let waiters = {
             let mut table = self.table();
             let waiters = table.pending.remove(key).unwrap_or_default();
+            if let Ok(bundle) = &outcome {
+                table.done.insert(key.clone(), (now, bundle.clone()));
+            }
             for waiter in &waiters {
                 table.held.insert(
                     waiter.clone(),
@@ -308,6 +329,30 @@ mod tests {
         assert_eq!(parking.parked(), 0);
         // The next park of the key starts a new download.
         assert_eq!(parking.park(&a, &key(1, "id1")), Parked::Start);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_resource_takes_the_last_download_of_its_key_until_the_hold_times_out() {
+        let parking = Parking::default();
+        let a = waiter("web", "a");
+        parking.park(&a, &key(1, "id1"));
+        parking.in_flight(key(1, "id1")).complete(Ok(bundle()));
+        // Past the bundle cache's TTL: a resource reconciled for the first time now does not download.
+        tokio::time::advance(Duration::from_secs(10 * 60)).await;
+        assert!(parking.downloaded(&key(1, "id1"), Duration::MAX).is_some());
+        assert!(
+            parking.downloaded(&key(2, "id1"), Duration::MAX).is_none(),
+            "tenant"
+        );
+        assert!(
+            parking
+                .downloaded(&key(1, "id1"), Duration::from_secs(60))
+                .is_none(),
+            "older than asked"
+        );
+        assert!(parking.downloaded(&key(1, "id1"), Duration::ZERO).is_none());
+        tokio::time::advance(HOLD_FOR).await;
+        assert!(parking.downloaded(&key(1, "id1"), Duration::MAX).is_none());
     }
 
     #[tokio::test(start_paused = true)]
