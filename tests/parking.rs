@@ -253,9 +253,11 @@ async fn a_failed_download_is_reported_on_every_waiter_then_recovers() {
     for name in &names {
         h.create(name, "flaky001").await;
     }
-    wait_until("every resource is Ready after the retry", || {
-        names.iter().all(|name| h.ready(name))
-    })
+    // Events follow the status patch: wait for them too.
+    wait_until(
+        "every resource is Ready after the retry, and told so",
+        || names.iter().all(|name| h.ready(name)) && h.events("Recovered").len() >= WAITERS,
+    )
     .await;
     // One failed download, told on every waiter (one warning each), then each recovered.
     assert_eq!(h.downloads("FailedOperation.NetworkError"), 1);
