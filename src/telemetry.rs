@@ -181,6 +181,7 @@ pub struct Metrics {
     push_uploads: Family<ResultLabels, Counter>,
     push_deploys: Family<DeployLabels, Counter>,
     leader: Gauge,
+    parked: Gauge,
     renewal_applications: Family<ResultLabels, Counter>,
     renewal_waiting_since: Family<ResourceLabels, Gauge<f64, AtomicU64>>,
     renewal_due_without_order: Family<ResourceLabels, Gauge>,
@@ -275,6 +276,11 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "1 while this instance reconciles (leads, or runs without leader election).",
     ),
     (
+        "tencentcert_parked_reconciles",
+        "gauge",
+        "Reconciles parked off-slot: waiting for a background download of their certificate, or woken and not run again yet.",
+    ),
+    (
         "tencentcert_build_info",
         "gauge",
         "Version and git commit of the running operator.",
@@ -314,6 +320,7 @@ impl Metrics {
             push_uploads: Family::default(),
             push_deploys: Family::default(),
             leader: Gauge::default(),
+            parked: Gauge::default(),
             renewal_applications: Family::default(),
             renewal_waiting_since: Family::default(),
             renewal_due_without_order: Family::default(),
@@ -400,6 +407,11 @@ impl Metrics {
             "leader",
             "1 while this instance reconciles (leads, or runs without leader election)",
             self.leader.clone(),
+        );
+        r.register(
+            "parked_reconciles",
+            "Reconciles parked off-slot: waiting for a background download of their certificate, or woken and not run again yet",
+            self.parked.clone(),
         );
         self.register_renewal();
         let r = &mut self.registry;
@@ -539,6 +551,11 @@ impl Metrics {
 
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
+    }
+
+    /// Reconciles parked for a background download (see `controller::parking`).
+    pub fn set_parked(&self, parked: usize) {
+        self.parked.set(i64::try_from(parked).unwrap_or(i64::MAX));
     }
 
     fn series_lock(&self) -> std::sync::MutexGuard<'_, SeriesIndex> {
@@ -889,6 +906,7 @@ mod tests {
         ("tencentcert_push_uploads_total", "counter"),
         ("tencentcert_push_deploys_total", "counter"),
         ("tencentcert_leader", "gauge"),
+        ("tencentcert_parked_reconciles", "gauge"),
         ("tencentcert_build_info", "gauge"),
         ("tencentcert_renewal_applications_total", "counter"),
         (

@@ -5,10 +5,11 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 use tracing::{debug, info, warn};
 
-use super::fetch::{self, Obtained};
+use super::fetch::{self, Obtained, Parkable};
 use super::reconcile::{Gathered, Plan, ReconcileError, Step, desired_secret};
 use super::target::Resolved;
 use super::write::{self, apply_secret, delete_exact};
@@ -47,6 +48,9 @@ pub struct Effects {
     pub namespace_terminating: bool,
     /// What the renewal step's application did, if it applied.
     pub renewal: Option<crate::renew::step::Acted>,
+    /// The certificate is not in hand: the reconcile parked (returns its slot) and is woken when its
+    /// background download ends; nothing to report until then.
+    pub parked: bool,
 }
 
 impl Effects {
@@ -86,6 +90,7 @@ pub async fn act(
             now,
         )
         .await,
+        parked: false,
     };
     match &plan.step {
         Step::Nothing => {}
@@ -107,7 +112,7 @@ pub async fn act(
         }
         Step::Download(trigger) => {
             download(cr, ctx, &secrets, gathered, trigger, now, &mut effects).await?;
-            if effects.namespace_terminating {
+            if effects.namespace_terminating || effects.parked {
                 return Ok(effects);
             }
         }
@@ -132,6 +137,8 @@ async fn download(
     info!(namespace = %gathered.namespace, name = %cr.name_any(), trigger = %trigger.describe(), "downloading certificate");
     effects.refresh_request = cr.annotations().get(REFRESH_REQUESTED_ANNOTATION).cloned();
     let serving = effects.serving.clone();
+    // A reconcile whose renewal step applied reports it now: it does not park.
+    let may_park = effects.renewal.is_none();
     let request = fetch::Request {
         trigger,
         serving: serving.as_ref().map(|(id, meta)| (id.as_str(), meta)),
@@ -145,11 +152,15 @@ async fn download(
     };
     let result = tencent_ssl::priority::scope(
         trigger.priority(),
-        download_and_write(cr, ctx, secrets, gathered, &request),
+        download_and_write(cr, ctx, secrets, gathered, &request, may_park),
     )
     .await;
     match result {
-        Ok(written) => {
+        Ok(None) => {
+            debug!(namespace = %gathered.namespace, name = %cr.name_any(), "parked until the certificate is downloaded");
+            effects.parked = true;
+        }
+        Ok(Some(written)) => {
             ctx.forget_credentials_failure(&cr.uid().unwrap_or_default());
             effects.attempt = Attempt::Succeeded;
             effects.downloaded = written.downloaded;
@@ -288,16 +299,21 @@ struct Written {
     downloaded: bool,
 }
 
+/// `None`: parked (only when `may_park`).
 async fn download_and_write(
     cr: &TencentCertificate,
     ctx: &Context,
     secrets: &Api<Secret>,
     gathered: &Gathered,
     request: &fetch::Request<'_, CertMetadata>,
-) -> Result<Written, SyncError> {
+    may_park: bool,
+) -> Result<Option<Written>, SyncError> {
     let source = credentials::resolve(&ctx.client, cr, &ctx.defaults).await?;
     let credentials = ctx.tencent.credentials(&source).await?;
-    let result = download_and_write_with(cr, ctx, secrets, gathered, request, &credentials).await;
+    let with = |credentials| {
+        download_and_write_with(cr, ctx, secrets, gathered, request, credentials, may_park)
+    };
+    let result = with(&credentials).await;
     match &result {
         Err(SyncError::Tencent { err })
             if source.role_arn().is_some() && err.code() == Some("AuthFailure.TokenFailure") =>
@@ -310,7 +326,7 @@ async fn download_and_write(
             );
             ctx.tencent.forget_credentials(&source);
             let credentials = ctx.tencent.credentials(&source).await?;
-            download_and_write_with(cr, ctx, secrets, gathered, request, &credentials).await
+            with(&credentials).await
         }
         _ => result,
     }
@@ -318,7 +334,7 @@ async fn download_and_write(
 
 /// Obtains the certificate through the shared layer (prefetching the lookups of the resources sharing
 /// these credentials first) and writes it; when the listing shows it unchanged, only what is derived from
-/// it may be re-applied.
+/// it may be re-applied. `None`: parked until the certificate is downloaded (only when `may_park`).
 async fn download_and_write_with(
     cr: &TencentCertificate,
     ctx: &Context,
@@ -326,7 +342,8 @@ async fn download_and_write_with(
     gathered: &Gathered,
     request: &fetch::Request<'_, CertMetadata>,
     credentials: &tencent_ssl::Credentials,
-) -> Result<Written, SyncError> {
+    may_park: bool,
+) -> Result<Option<Written>, SyncError> {
     let trigger = request.trigger;
     let routine = matches!(trigger, DownloadTrigger::RefreshDue);
     // Resolving looks ids up when following renewals, and a routine refresh does for the download skip.
@@ -342,7 +359,16 @@ async fn download_and_write_with(
             ctx.ids_sharing_credentials(cr)
         });
     }
-    match fetch::obtain(ctx, cr, credentials, request).await? {
+    let obtained = if may_park {
+        let waiter = ObjectRef::new(&cr.name_any()).within(&gathered.namespace);
+        match fetch::obtain_or_park(ctx, cr, credentials, request, &waiter).await? {
+            Parkable::Ready(obtained) => obtained,
+            Parkable::Parked => return Ok(None),
+        }
+    } else {
+        fetch::obtain(ctx, cr, credentials, request).await?
+    };
+    match obtained {
         Obtained::Unchanged { resolved, serving } => {
             debug!(certificate_id = %resolved.id, "Tencent lists the served certificate unchanged; no download");
             // The certificate stays; what is derived from it (e.g. keystores under a changed password)
@@ -355,15 +381,17 @@ async fn download_and_write_with(
                 }
                 _ => None,
             };
-            Ok(Written {
+            Ok(Some(Written {
                 meta: serving.clone(),
                 resolved,
                 wrote,
                 downloaded: false,
-            })
+            }))
         }
         Obtained::Downloaded { resolved, bundle } => {
-            write_bundle(cr, ctx, secrets, gathered, resolved, &bundle, request.now).await
+            write_bundle(cr, ctx, secrets, gathered, resolved, &bundle, request.now)
+                .await
+                .map(Some)
         }
     }
 }

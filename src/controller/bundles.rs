@@ -15,11 +15,14 @@ use tencent_ssl::Credentials;
 use tencent_ssl::bundle::CertBundle;
 
 type Key = ([u8; 32], String);
+type Entries = HashMap<Key, (Instant, Arc<CertBundle>)>;
 
+/// Cheap to clone: clones share the entries (the background downloads of parked reconciles put into it).
+#[derive(Clone)]
 pub struct BundleCache {
     ttl: Duration,
     max_bytes: usize,
-    entries: Mutex<HashMap<Key, (Instant, Arc<CertBundle>)>>,
+    entries: Arc<Mutex<Entries>>,
 }
 
 /// How long a download serves other resources: a first-sync wave runs at the download rate, so this
@@ -43,11 +46,11 @@ impl BundleCache {
         Self {
             ttl,
             max_bytes,
-            entries: Mutex::new(HashMap::new()),
+            entries: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
-    fn entries(&self) -> MutexGuard<'_, HashMap<Key, (Instant, Arc<CertBundle>)>> {
+    fn entries(&self) -> MutexGuard<'_, Entries> {
         self.entries
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

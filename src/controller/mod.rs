@@ -5,6 +5,7 @@ pub mod act;
 pub mod bundles;
 pub mod credentials;
 pub mod fetch;
+pub mod parking;
 pub mod passwords;
 pub mod reconcile;
 pub mod refresh;
@@ -48,6 +49,8 @@ pub struct Context {
     pub full_download_every: std::time::Duration,
     /// Certificates downloaded during this wave, for the other resources naming them.
     pub bundles: bundles::BundleCache,
+    /// Reconciles waiting off-slot for a background download, and the outcomes held for them.
+    pub parking: parking::Parking,
     /// The controllers' caches of resources (one per watched scope), to find the certificate ids that
     /// share a credentials Secret.
     stores: std::sync::RwLock<Vec<Store<TencentCertificate>>>,
@@ -82,6 +85,7 @@ impl Context {
             full_download_every: DEFAULT_FULL_DOWNLOAD_INTERVAL,
             stores: std::sync::RwLock::new(Vec::new()),
             bundles: bundles::BundleCache::default(),
+            parking: parking::Parking::default(),
             readiness: Arc::new(crate::telemetry::Readiness::default()),
             credentials_at_failure: Mutex::new(HashMap::new()),
             fence: crate::leader::Fence::unbounded(),
@@ -290,27 +294,26 @@ fn list_pages(config: watcher::Config) -> watcher::Config {
     config.page_size(LIST_PAGE_SIZE)
 }
 
-/// Runs one controller over one scope (a namespace, or the whole cluster) until `shutdown` resolves.
-async fn run_scope(
-    ctx: Arc<Context>,
+/// The main watch's events (before the reflector), slimmed; a deletion drops the resource's metric series
+/// and what parking holds for it.
+fn resource_events(
+    ctx: &Context,
     crs: Api<TencentCertificate>,
-    secrets: Api<PartialObjectMeta<Secret>>,
-    concurrency: u16,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
-    let config = kube_controller::Config::default().concurrency(concurrency);
-    // The main watch, built here rather than by `Controller::new` so that it gets its own short backoff
-    // and reports its health (see `watches`).
-    let (store, writer) = reflector::store();
+) -> impl Stream<Item = Result<watcher::Event<TencentCertificate>, watcher::Error>> + Send + 'static
+{
     // A deleted resource's metric series go when its deletion is watched (or found by a re-list).
     let forget = {
         let metrics = ctx.metrics.clone();
+        let parking = ctx.parking.clone();
         move |namespace: Option<&str>, name: &str| {
             metrics.forget_certificate(namespace.unwrap_or_default(), name);
+            let mut object = ObjectRef::new(name);
+            object.namespace = namespace.map(str::to_string);
+            parking.forget(&object);
             debug!(namespace, name, "resource deleted");
         }
     };
-    let resources = watches::reporting_deletions(
+    watches::reporting_deletions(
         watches::reporting_health(
             // Paginated initial lists: an unpaginated one (`any_semantic`, served whole from the API
             // server's cache) holds every object twice, as JSON and decoded, at the peak.
@@ -319,13 +322,35 @@ async fn run_scope(
         ),
         forget,
     )
-    .reflect(writer)
-    .applied_objects();
+}
+
+/// Runs one controller over one scope (`namespace`, or the whole cluster) until `shutdown` resolves.
+async fn run_scope(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    concurrency: u16,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (crs, secrets) = match &namespace {
+        Some(namespace) => (
+            Api::<TencentCertificate>::namespaced(ctx.client.clone(), namespace),
+            Api::<PartialObjectMeta<Secret>>::namespaced(ctx.client.clone(), namespace),
+        ),
+        None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
+    };
+    let config = kube_controller::Config::default().concurrency(concurrency);
+    // The main watch, built here rather than by `Controller::new` so that it gets its own short backoff
+    // and reports its health (see `watches`).
+    let (store, writer) = reflector::store();
+    let resources = resource_events(&ctx, crs).reflect(writer).applied_objects();
     ctx.register_store(store.clone());
     let known = store.clone();
+    // Parked reconciles come back through this stream when their download ends (see `parking`).
+    let woken = ctx.parking.subscribe(namespace);
     let controller = Controller::for_stream(resources, store.clone())
         .with_config(config)
-        .trigger_backoff(watches::NoSharedBackoff);
+        .trigger_backoff(watches::NoSharedBackoff)
+        .reconcile_on(woken);
     let managed = secret_metadata(
         secrets.clone(),
         list_pages(
@@ -427,17 +452,10 @@ pub async fn run(
             let _ = stopped.wait_for(|s| *s).await;
         }
     };
-    let client = ctx.client.clone();
     if options.namespaces.is_empty() {
         // ClusterTencentCertificates write into any namespace: only with cluster-wide access.
         futures::join!(
-            run_scope(
-                ctx.clone(),
-                Api::all(client.clone()),
-                Api::all(client),
-                options.concurrency,
-                wait_for_stop(),
-            ),
+            run_scope(ctx.clone(), None, options.concurrency, wait_for_stop()),
             crate::cluster::run(ctx, CLUSTER_CONCURRENCY, wait_for_stop()),
         );
     } else {
@@ -445,8 +463,7 @@ pub async fn run(
         let scopes = options.namespaces.iter().map(|namespace| {
             run_scope(
                 ctx.clone(),
-                Api::namespaced(client.clone(), namespace),
-                Api::namespaced(client.clone(), namespace),
+                Some(namespace.clone()),
                 options.concurrency,
                 wait_for_stop(),
             )

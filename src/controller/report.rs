@@ -30,6 +30,14 @@ pub async fn report(
             reason: String::new(),
         });
     }
+    if effects.parked {
+        // Woken when the download ends; the safety requeue only covers a lost wake.
+        return Ok(Outcome {
+            action: Action::requeue(super::parking::PARKED_REQUEUE),
+            result: "parked",
+            reason: String::new(),
+        });
+    }
     let previous = &gathered.previous;
     let mut new_status = new_status(cr, gathered, plan, &effects, at);
     let asked = super::reconcile::renewal_asked(cr, gathered);
