@@ -160,10 +160,11 @@ pub async fn run(
     });
     let forget = ctx.clone();
 
-    let controller = Controller::new(resources, watcher::Config::default())
+    let (cluster_store, cluster_events) =
+        watches::main_watch(resources, watcher::Config::default());
+    let controller = Controller::for_stream(cluster_events, cluster_store.clone())
         .with_config(kube_controller::Config::default().concurrency(concurrency))
         .trigger_backoff(watches::NoSharedBackoff);
-    let cluster_store = controller.store();
     let labelled = watches::backing_off(watcher(
         Api::<PartialObjectMeta<Secret>>::all(client),
         watcher::Config::default().labels(CLUSTER_CERTIFICATE_NAME_LABEL),

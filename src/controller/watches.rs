@@ -92,6 +92,33 @@ fn asks_for_relist(err: &watcher::Error) -> bool {
     matches!(err, watcher::Error::WatchError(status) if status.code == 410)
 }
 
+/// A controller's main watch, with its own [`backing_off`], reflected into the store the controller reads.
+/// `Controller::new` would leave that watch without any pause under [`NoSharedBackoff`]: with the API
+/// server down, every retry fails at once and the watch spins on a core.
+pub fn main_watch<K>(
+    api: kube::Api<K>,
+    config: watcher::Config,
+) -> (
+    kube::runtime::reflector::Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    use kube::runtime::WatchStreamExt as _;
+    let (store, writer) = kube::runtime::reflector::store();
+    let events = backing_off(watcher::watcher(api, config))
+        .reflect(writer)
+        .applied_objects();
+    (store, events)
+}
+
 /// The controller's backoff over all its watches together: none. Each watch already waits by itself
 /// ([`WatchBackoff`]); a shared pause would stop the healthy watches whenever one of them fails.
 #[derive(Debug, Clone, Copy, Default)]

@@ -89,10 +89,10 @@ pub async fn run_scope(
     if !crd_installed(&pushes).await {
         return;
     }
-    let controller = Controller::new(pushes, watcher::Config::default())
+    let (store, push_events) = watches::main_watch(pushes, watcher::Config::default());
+    let controller = Controller::for_stream(push_events, store.clone())
         .with_config(kube_controller::Config::default().concurrency(concurrency.max(1)))
         .trigger_backoff(watches::NoSharedBackoff);
-    let store = controller.store();
     let secret_events =
         watches::backing_off(watcher(secrets, watcher::Config::default()).modify(slim_secret))
             .touched_objects();

@@ -99,6 +99,9 @@ async fn e2e_real_api_server_outage() {
     let Some(cluster) = real_cluster(TEST).await else {
         return;
     };
+    // Every namespaced controller runs (the push controller only when its CRD is installed): none may
+    // spin while the API server is away.
+    super::push::install_push_crd(&cluster.kubeconfig);
     let namespace = create_namespace(&cluster, "outage").await;
     let sim = simulator().await;
     let port = free_port();

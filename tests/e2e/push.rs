@@ -23,7 +23,7 @@ use super::{
 const PUSH_WAIT: Duration = Duration::from_secs(150);
 const FROM: &str = "e2eShop1";
 
-fn install_push_crd(kubeconfig: &std::path::Path) {
+pub(crate) fn install_push_crd(kubeconfig: &std::path::Path) {
     let crd = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/crds/tencentcertificatepush.yaml"
