@@ -121,8 +121,8 @@ EOF
 "${helm}" template "${release}" charts/tencent-cert-operator -n "${ns}" --show-only templates/crds.yaml |
   kubectl apply --server-side --field-manager=helm -f - >/dev/null
 kubectl wait --for=condition=Established crd/tencentcertificates.tencentcert.io --timeout=60s >/dev/null
-kubectl label --overwrite crd tencentcertificates.tencentcert.io clustertencentcertificates.tencentcert.io app.kubernetes.io/managed-by=Helm >/dev/null
-kubectl annotate --overwrite crd tencentcertificates.tencentcert.io clustertencentcertificates.tencentcert.io \
+kubectl label --overwrite crd tencentcertificates.tencentcert.io clustertencentcertificates.tencentcert.io tencentcertificatepushes.tencentcert.io app.kubernetes.io/managed-by=Helm >/dev/null
+kubectl annotate --overwrite crd tencentcertificates.tencentcert.io clustertencentcertificates.tencentcert.io tencentcertificatepushes.tencentcert.io \
   "meta.helm.sh/release-name=${release}" "meta.helm.sh/release-namespace=${ns}" >/dev/null
 log "creating ${m} namespaces, ${m} credentials Secrets and ${n} TencentCertificates"
 kubectl create -f "${work}/objects.yaml" >/dev/null
