@@ -86,11 +86,12 @@ impl BundleCache {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use tencent_ssl::bundle::{CertMetadata, KeyAlgorithm};
 
-    fn bundle(size: usize) -> Arc<CertBundle> {
+    /// A bundle of `size` chain bytes (also the parking table's tests' bundle).
+    pub(in crate::controller) fn bundle(size: usize) -> Arc<CertBundle> {
         Arc::new(CertBundle {
             chain_pem: "c".repeat(size),
             key_pem: String::new(),

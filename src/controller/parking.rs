@@ -278,7 +278,6 @@ impl Drop for InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tencent_ssl::bundle::{CertMetadata, KeyAlgorithm};
 
     fn waiter(namespace: &str, name: &str) -> Waiter {
         ObjectRef::new(name).within(namespace)
@@ -289,22 +288,7 @@ mod tests {
     }
 
     fn bundle() -> Arc<CertBundle> {
-        Arc::new(CertBundle {
-            chain_pem: "chain".into(),
-            key_pem: String::new(),
-            ca_pem: None,
-            meta: CertMetadata {
-                not_before: "2026-01-01T00:00:00Z".parse().unwrap(),
-                not_after: "2027-01-01T00:00:00Z".parse().unwrap(),
-                serial_hex: "01".into(),
-                fingerprint_sha256: "ab".into(),
-                subject_cn: None,
-                dns_names: vec![],
-                ip_addresses: vec![],
-                issuer_cn: None,
-                key_algorithm: KeyAlgorithm::EcdsaP256,
-            },
-        })
+        crate::controller::bundles::tests::bundle(5)
     }
 
     #[tokio::test(start_paused = true)]
