@@ -96,8 +96,8 @@ pub async fn obtain<'a, S: Served>(
 }
 
 /// As [`obtain`], but a download not in hand is not awaited: `waiter` parks (see [`parking`]). A woken
-/// waiter takes the outcome it parked for, however old; a failed download is its error. Without a
-/// controller to wake `waiter`, this is [`obtain`].
+/// waiter takes the outcome it parked for, however old, with the resolution it parked with (no second
+/// resolve); a failed download is its error. Without a controller to wake `waiter`, this is [`obtain`].
 pub async fn obtain_or_park<'a, S: Served>(
     ctx: &Context,
     view: &TencentCertificate,
@@ -110,16 +110,20 @@ pub async fn obtain_or_park<'a, S: Served>(
             .await
             .map(Parkable::Ready);
     }
+    let generation = view.metadata.generation;
+    if let Some((resolved, outcome)) =
+        ctx.parking
+            .take(waiter, &credentials.fingerprint(), generation)
+    {
+        ctx.metrics.set_parked(ctx.parking.parked());
+        let bundle = outcome?;
+        return Ok(Parkable::Ready(Obtained::Downloaded { resolved, bundle }));
+    }
     let (resolved, max_age) = match prepare(ctx, view, credentials, request).await? {
         Prepared::Unchanged(obtained) => return Ok(Parkable::Ready(obtained)),
         Prepared::Download { resolved, max_age } => (resolved, max_age),
     };
     let key = (credentials.fingerprint(), resolved.id.clone());
-    if let Some(outcome) = ctx.parking.take(waiter, &key) {
-        ctx.metrics.set_parked(ctx.parking.parked());
-        let bundle = outcome?;
-        return Ok(Parkable::Ready(Obtained::Downloaded { resolved, bundle }));
-    }
     if let Some(bundle) = ctx
         .bundles
         .get(credentials, &resolved.id, max_age)
@@ -128,8 +132,15 @@ pub async fn obtain_or_park<'a, S: Served>(
         tencent_ssl::Observer::coalesced(ctx.metrics.as_ref(), "wave");
         return Ok(Parkable::Ready(Obtained::Downloaded { resolved, bundle }));
     }
-    match ctx.parking.park(waiter, &key) {
-        parking::Parked::Start => spawn_download(ctx, credentials, &resolved.id, max_age, key),
+    let parked_for = parking::ParkedFor {
+        generation,
+        resolved,
+    };
+    match ctx.parking.park(waiter, &key, parked_for) {
+        parking::Parked::Start => {
+            let certificate_id = key.1.clone();
+            spawn_download(ctx, credentials, &certificate_id, max_age, key);
+        }
         parking::Parked::Joined => {
             tencent_ssl::Observer::coalesced(ctx.metrics.as_ref(), "parked");
         }
