@@ -217,8 +217,9 @@ pub fn requeue_after(
 }
 
 /// Server-side apply of the whole status under [`FIELD_MANAGER`]: fields that no longer apply (e.g.
-/// notAfter after the Secret vanished) are removed, which a merge patch would leave behind.
-pub async fn patch_status<R, S>(api: &Api<R>, cr: &R, status: &S) -> Result<(), SyncError>
+/// notAfter after the Secret vanished) are removed, which a merge patch would leave behind. Returns the
+/// resource as stored.
+pub async fn patch_status<R, S>(api: &Api<R>, cr: &R, status: &S) -> Result<R, SyncError>
 where
     R: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
     S: Serialize,
@@ -234,8 +235,7 @@ where
         &Patch::Apply(&patch),
     )
     .await
-    .map_err(SyncError::kube("updating the status"))?;
-    Ok(())
+    .map_err(SyncError::kube("updating the status"))
 }
 
 /// Publishes `events` on `reference`, each cut to the API server's limits. An event the server refuses is

@@ -279,3 +279,63 @@ async fn a_failed_download_is_reported_on_every_waiter_then_recovers() {
     }
     h.stop().await;
 }
+
+/// The reconciles counted with `result` (all reasons).
+fn reconciles(h: &Harness, result: &str) -> u64 {
+    let prefix = format!("tencentcert_reconciles_total{{result=\"{result}\"");
+    h.ctx
+        .metrics
+        .render()
+        .lines()
+        .filter(|line| line.starts_with(&prefix))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_echoes_of_the_operators_own_writes_reconcile_nothing_but_a_tenants_edit_does() {
+    const RESOURCES: usize = 12;
+    let ids: Vec<String> = (0..3).map(|i| format!("echo{i:04}")).collect();
+    let h = start(&ids, &[], 4, 50.0).await;
+    let names: Vec<String> = (0..RESOURCES).map(|i| format!("echo-{i:02}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        h.create(name, &ids[i % ids.len()]).await;
+    }
+    wait_until(
+        "every resource is Ready, and every write's echo watched",
+        || {
+            eprintln!(
+                "ready {} created {} waiting {}",
+                names.iter().filter(|name| h.ready(name)).count(),
+                h.events("SecretCreated").len(),
+                h.ctx.own_writes.waiting()
+            );
+            names.iter().all(|name| h.ready(name))
+                && h.events("SecretCreated").len() == RESOURCES
+                && h.ctx.own_writes.waiting() == 0
+        },
+    )
+    .await;
+    // Each resource wrote its Secret (a create and an apply) and its status: before, their echoes
+    // reconciled every resource once more, to find nothing to do.
+    assert_eq!(reconciles(&h, "unchanged"), 0, "follow-up reconciles");
+    // Someone else's write is no echo: the edited Secret is repaired.
+    let secrets: Api<Secret> = Api::namespaced(h.api.client(), NS);
+    let original = secrets.get("echo-00").await.unwrap().data.unwrap()["tls.crt"].clone();
+    let tampered = json!({"data": {"tls.crt": "dGFtcGVyZWQ="}});
+    secrets
+        .patch(
+            "echo-00",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&tampered),
+        )
+        .await
+        .unwrap();
+    wait_until("the tenant's edit of tls.crt is repaired", || {
+        h.api
+            .object("", "v1", "secrets", Some(NS), "echo-00")
+            .is_some_and(|s| s["data"]["tls.crt"] == json!(original))
+    })
+    .await;
+    h.stop().await;
+}

@@ -335,7 +335,15 @@ async fn write_namespace(
         )),
         NamespaceAction::Conflict(message) => Err(SyncError::SecretConflict(message)),
         NamespaceAction::Write { .. } => {
-            let stored = write::write_secret(api, current, &desired, &plan::CREATED_LABELS).await?;
+            let stored = write::write_secret(
+                api,
+                // The cluster controller's watches do not filter echoes: nothing to record.
+                &crate::controller::echoes::OwnWrites::default(),
+                current,
+                &desired,
+                &plan::CREATED_LABELS,
+            )
+            .await?;
             Ok((true, verified_at(stored.metadata.resource_version.as_ref())))
         }
     }

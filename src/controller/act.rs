@@ -105,7 +105,7 @@ pub async fn act(
             if let (Some(desired), Some(existing)) =
                 (&gathered.desired_from_serving, &gathered.existing)
             {
-                apply_secret(&secrets, desired).await?;
+                apply_secret(&secrets, &ctx.own_writes, desired).await?;
                 ctx.metrics.secret_written("repair");
                 effects.note = Some(repair_note(existing, desired, &cr.secret_name()));
             }
@@ -353,14 +353,19 @@ async fn download_and_write_with(
         } => follow_renewals || routine,
         _ => false,
     };
-    if looks_up && let Some(id) = cr.expected_certificate_id() {
+    let waiter = ObjectRef::new(&cr.name_any()).within(&gathered.namespace);
+    // A woken reconcile takes the resolution it parked with: nothing to look up for it.
+    let woken = may_park && ctx.parking.holds(&waiter);
+    if looks_up
+        && !woken
+        && let Some(id) = cr.expected_certificate_id()
+    {
         let max_age = trigger.max_age(crd::refresh_interval(&cr.spec));
         ctx.tencent.prefetch_lookups(credentials, &id, max_age, || {
             ctx.ids_sharing_credentials(cr)
         });
     }
     let obtained = if may_park {
-        let waiter = ObjectRef::new(&cr.name_any()).within(&gathered.namespace);
         match fetch::obtain_or_park(ctx, cr, credentials, request, &waiter).await? {
             Parkable::Ready(obtained) => obtained,
             Parkable::Parked => return Ok(None),
@@ -375,7 +380,7 @@ async fn download_and_write_with(
             // or the metadata may still have to change.
             let wrote = match (&gathered.existing, &gathered.desired_from_serving) {
                 (Some(existing), Some(desired)) if policy::needs_write(existing, desired, cr) => {
-                    apply_secret(secrets, desired).await?;
+                    apply_secret(secrets, &ctx.own_writes, desired).await?;
                     ctx.metrics.secret_written("repair");
                     Some(repair_note(existing, desired, &cr.secret_name()).0)
                 }
@@ -435,18 +440,25 @@ async fn write_bundle(
         // under another name is no option: delete and create. The download and the whole new Secret are
         // ready by now, so the name is empty only between the delete and the create right after it.
         Some(existing) if existing.type_.as_deref() != desired.type_.as_deref() => {
-            write::recreate_secret(secrets, existing, &desired, &CREATED_LABELS).await?;
+            write::recreate_secret(
+                secrets,
+                &ctx.own_writes,
+                existing,
+                &desired,
+                &CREATED_LABELS,
+            )
+            .await?;
             ctx.metrics.secret_written("recreate");
             Some("SecretRecreated")
         }
         Some(_) => {
-            apply_secret(secrets, &desired).await?;
+            apply_secret(secrets, &ctx.own_writes, &desired).await?;
             ctx.metrics.secret_written("update");
             Some("SecretUpdated")
         }
         // None seen: a create, which fails (SecretConflict) if someone else's Secret appeared since.
         None => {
-            write::create_secret(secrets, &desired, &CREATED_LABELS).await?;
+            write::create_secret(secrets, &ctx.own_writes, &desired, &CREATED_LABELS).await?;
             ctx.metrics.secret_written("create");
             Some("SecretCreated")
         }

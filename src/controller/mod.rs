@@ -4,6 +4,7 @@
 pub mod act;
 pub mod bundles;
 pub mod credentials;
+pub mod echoes;
 pub mod fetch;
 pub mod parking;
 pub mod passwords;
@@ -68,6 +69,8 @@ pub struct Context {
     pub renewal: crate::renew::RenewalConfig,
     /// One application at a time per (credentials, old certificate), across every resource and kind.
     pub apply_locks: tencent_ssl::apply::ApplyLocks,
+    /// The versions this replica wrote, so that their watch events do not reconcile again (see `echoes`).
+    pub own_writes: echoes::OwnWrites,
 }
 
 impl Context {
@@ -92,6 +95,7 @@ impl Context {
             refresh_deferrals: refresh::Deferrals::default(),
             renewal: crate::renew::RenewalConfig::default(),
             apply_locks: tencent_ssl::apply::ApplyLocks::default(),
+            own_writes: echoes::OwnWrites::default(),
         }
     }
 
@@ -342,7 +346,11 @@ async fn run_scope(
     // The main watch, built here rather than by `Controller::new` so that it gets its own short backoff
     // and reports its health (see `watches`).
     let (store, writer) = reflector::store();
-    let resources = resource_events(&ctx, crs).reflect(writer).applied_objects();
+    // The store takes every event; the echoes of this replica's status patches trigger nothing.
+    let resources = echoes::not_echoes(
+        resource_events(&ctx, crs).reflect(writer).applied_objects(),
+        &ctx.own_writes,
+    );
     ctx.register_store(store.clone());
     let known = store.clone();
     // Parked reconciles come back through this stream when their download ends (see `parking`).
@@ -351,12 +359,16 @@ async fn run_scope(
         .with_config(config)
         .trigger_backoff(watches::NoSharedBackoff)
         .reconcile_on(woken);
-    let managed = secret_metadata(
-        secrets.clone(),
-        list_pages(
-            watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")),
+    let managed = echoes::not_echoes(
+        secret_metadata(
+            secrets.clone(),
+            list_pages(
+                watcher::Config::default()
+                    .labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")),
+            ),
+            &ctx.readiness,
         ),
-        &ctx.readiness,
+        &ctx.own_writes,
     );
     let labelled_credentials = secret_metadata(
         secrets,

@@ -44,7 +44,10 @@ pub async fn report(
     new_status.renewal = step::status(&asked, &plan.renewal, effects.renewal.as_ref(), at.now);
     if cr.status.as_ref() != Some(&new_status) {
         let api: Api<TencentCertificate> = Api::namespaced(ctx.client.clone(), &gathered.namespace);
-        skeleton::patch_status(&api, cr, &new_status).await?;
+        let write = ctx.own_writes.begin(cr);
+        let stored = skeleton::patch_status(&api, cr, &new_status).await;
+        write.finish(stored.as_ref().ok());
+        stored?;
     }
     set_certificate_metrics(ctx, cr, gathered, &new_status, &expected_id(cr, &effects));
     ctx.metrics.set_renewal(

@@ -6,24 +6,26 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Api, ResourceExt as _};
 
+use super::echoes::OwnWrites;
 use crate::error::SyncError;
 use crate::secret::{self, FIELD_MANAGER};
 
 /// Writes `desired` where the gather saw `existing` (`None`: no Secret at the name): a create when there
 /// was none, a delete and a create when the `type` must change, else a server-side apply. Returns the
-/// Secret as stored.
+/// Secret as stored. Each write is told to `own` (see [`super::echoes`]).
 pub async fn write_secret(
     api: &Api<Secret>,
+    own: &OwnWrites,
     existing: Option<&Secret>,
     desired: &Secret,
     kept_labels: &[&str],
 ) -> Result<Secret, SyncError> {
     match existing {
-        None => create_secret(api, desired, kept_labels).await,
+        None => create_secret(api, own, desired, kept_labels).await,
         Some(existing) if existing.type_ != desired.type_ => {
-            recreate_secret(api, existing, desired, kept_labels).await
+            recreate_secret(api, own, existing, desired, kept_labels).await
         }
-        Some(_) => apply_secret(api, desired).await,
+        Some(_) => apply_secret(api, own, desired).await,
     }
 }
 
@@ -31,6 +33,7 @@ pub async fn write_secret(
 /// `SecretConflict`, and it is left as it is (a forced apply would have taken it over).
 pub async fn create_secret(
     api: &Api<Secret>,
+    own: &OwnWrites,
     desired: &Secret,
     kept_labels: &[&str],
 ) -> Result<Secret, SyncError> {
@@ -39,7 +42,10 @@ pub async fn create_secret(
         field_manager: Some(FIELD_MANAGER.to_string()),
         ..PostParams::default()
     };
-    let created = match api.create(&params, &core).await {
+    let write = own.begin(&core);
+    let result = api.create(&params, &core).await;
+    write.finish(result.as_ref().ok());
+    let created = match result {
         Ok(created) => created,
         Err(kube::Error::Api(status)) if status.code == 409 => {
             return Err(SyncError::SecretConflict(format!(
@@ -56,7 +62,7 @@ pub async fn create_secret(
         return Ok(created);
     }
     // The optional rest (see `secret::creation_core`). The Secret already serves the certificate.
-    apply_secret(api, desired).await
+    apply_secret(api, own, desired).await
 }
 
 /// Replaces a Secret of another `type` (immutable) by `desired` under the same name. Called with the new
@@ -64,21 +70,29 @@ pub async fn create_secret(
 /// follows at once; writing under another name first is no option, as consumers reference this name.
 pub async fn recreate_secret(
     api: &Api<Secret>,
+    own: &OwnWrites,
     existing: &Secret,
     desired: &Secret,
     kept_labels: &[&str],
 ) -> Result<Secret, SyncError> {
     delete_exact(api, &existing.metadata).await?;
-    create_secret(api, desired, kept_labels).await
+    create_secret(api, own, desired, kept_labels).await
 }
 
 /// Server-side apply of a Secret that is ours (or whose owner consented to adoption). Forced: a field
 /// someone else took over (e.g. `kubectl edit` of tls.crt) is taken back.
-pub async fn apply_secret(api: &Api<Secret>, desired: &Secret) -> Result<Secret, SyncError> {
+pub async fn apply_secret(
+    api: &Api<Secret>,
+    own: &OwnWrites,
+    desired: &Secret,
+) -> Result<Secret, SyncError> {
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch(&desired.name_any(), &params, &Patch::Apply(desired))
-        .await
-        .map_err(SyncError::kube("writing the Secret"))
+    let write = own.begin(desired);
+    let result = api
+        .patch(&desired.name_any(), &params, &Patch::Apply(desired))
+        .await;
+    write.finish(result.as_ref().ok());
+    result.map_err(SyncError::kube("writing the Secret"))
 }
 
 /// Deletes exactly this version of the Secret (uid and resourceVersion preconditions); gone already is fine.
