@@ -67,7 +67,8 @@ pub type Outcome = Result<Arc<CertBundle>, Failure>;
 
 /// What a waiter parked with: the spec's generation and the certificate it resolved to. A woken waiter of
 /// the same generation and credentials takes its outcome with this resolution, without resolving again.
-#[derive(Debug, Clone)]
+/// The waiters of a key usually park with equal ones: they share one (see [`Parking::park`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParkedFor {
     pub generation: Option<i64>,
     pub resolved: Resolved,
@@ -200,9 +201,13 @@ impl Parking {
     pub fn park(&self, waiter: &Waiter, key: &Key, parked_for: ParkedFor) -> Parked {
         let mut table = self.table();
         table.prune(Instant::now());
-        let parked_for = Arc::new(parked_for);
         match table.pending.get_mut(key) {
             Some(waiters) => {
+                // Thousands of resources may wait at once (issue 23): one copy per key, not per waiter.
+                let parked_for = match waiters.first() {
+                    Some((_, first)) if **first == parked_for => first.clone(),
+                    _ => Arc::new(parked_for),
+                };
                 match waiters.iter_mut().find(|(w, _)| w == waiter) {
                     Some((_, theirs)) => *theirs = parked_for,
                     None => waiters.push((waiter.clone(), parked_for)),
@@ -212,7 +217,7 @@ impl Parking {
             None => {
                 table
                     .pending
-                    .insert(key.clone(), vec![(waiter.clone(), parked_for)]);
+                    .insert(key.clone(), vec![(waiter.clone(), Arc::new(parked_for))]);
                 Parked::Start
             }
         }
@@ -440,6 +445,11 @@ mod tests {
         assert!(!parking.holds(&a));
         parking.park(&a, &key(1, "renewed"), followed.clone());
         parking.park(&b, &key(1, "renewed"), followed);
+        {
+            let table = parking.table();
+            let waiters = &table.pending[&key(1, "renewed")];
+            assert!(Arc::ptr_eq(&waiters[0].1, &waiters[1].1), "one copy per key");
+        }
         parking.in_flight(key(1, "renewed")).complete(Ok(bundle()));
         assert!(parking.holds(&a));
         let (resolved, outcome) = parking.take(&a, &[1; 32], Some(1)).expect("held");
