@@ -218,8 +218,9 @@ pub fn requeue_after(
 
 /// Server-side apply of the whole status under [`FIELD_MANAGER`]: fields that no longer apply (e.g.
 /// notAfter after the Secret vanished) are removed, which a merge patch would leave behind. Returns the
-/// resource as stored.
-pub async fn patch_status<R, S>(api: &Api<R>, cr: &R, status: &S) -> Result<R, SyncError>
+/// resource as stored, or `None` when it is gone (deleted while its reconcile ran, as when its namespace
+/// goes: not a failure, and nothing is left to report on).
+pub async fn patch_status<R, S>(api: &Api<R>, cr: &R, status: &S) -> Result<Option<R>, SyncError>
 where
     R: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
     S: Serialize,
@@ -229,13 +230,18 @@ where
         "kind": R::kind(&()),
         "status": status,
     });
-    api.patch_status(
-        &cr.meta().name.clone().unwrap_or_default(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(SyncError::kube("updating the status"))
+    match api
+        .patch_status(
+            &cr.meta().name.clone().unwrap_or_default(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+    {
+        Ok(stored) => Ok(Some(stored)),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
+        Err(err) => Err(SyncError::kube("updating the status")(err)),
+    }
 }
 
 /// Publishes `events` on `reference`, each cut to the API server's limits. An event the server refuses is

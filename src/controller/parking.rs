@@ -448,7 +448,10 @@ mod tests {
         {
             let table = parking.table();
             let waiters = &table.pending[&key(1, "renewed")];
-            assert!(Arc::ptr_eq(&waiters[0].1, &waiters[1].1), "one copy per key");
+            assert!(
+                Arc::ptr_eq(&waiters[0].1, &waiters[1].1),
+                "one copy per key"
+            );
         }
         parking.in_flight(key(1, "renewed")).complete(Ok(bundle()));
         assert!(parking.holds(&a));

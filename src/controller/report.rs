@@ -46,8 +46,15 @@ pub async fn report(
         let api: Api<TencentCertificate> = Api::namespaced(ctx.client.clone(), &gathered.namespace);
         let write = ctx.own_writes.begin(cr);
         let stored = skeleton::patch_status(&api, cr, &new_status).await;
-        write.finish(stored.as_ref().ok());
-        stored?;
+        write.finish(stored.as_ref().ok().and_then(Option::as_ref));
+        if stored?.is_none() {
+            // Deleted meanwhile (e.g. with its namespace): no events, metrics or requeue for it.
+            return Ok(Outcome {
+                action: Action::await_change(),
+                result: "unchanged",
+                reason: String::new(),
+            });
+        }
     }
     set_certificate_metrics(ctx, cr, gathered, &new_status, &expected_id(cr, &effects));
     ctx.metrics.set_renewal(

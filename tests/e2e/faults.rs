@@ -476,8 +476,21 @@ async fn e2e_real_namespace_deletion() {
          {errors} failed reconciles, {} warnings, {event_writes} event writes since",
         warnings.len()
     );
-    for line in warnings.iter().take(10) {
-        eprintln!("  {line}");
+    let mut by_message = std::collections::BTreeMap::<String, usize>::new();
+    for line in &warnings {
+        let entry: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+        let message = format!(
+            "{} ({})",
+            entry["message"].as_str().unwrap_or_default(),
+            entry["error"].as_str().unwrap_or_default()
+        );
+        *by_message.entry(message).or_default() += 1;
+    }
+    for (message, count) in by_message.iter().take(10) {
+        eprintln!(
+            "  {count} × {}",
+            message.chars().take(300).collect::<String>()
+        );
     }
     assert!(
         series_gone.is_some(),
