@@ -15,13 +15,14 @@ import re
 from collections import defaultdict
 
 # Frames that say nothing about who allocates: the allocator, dhat, and the standard library's and
-# hashbrown's collections (inlined frames carry no crate prefix, so their source file says it).
+# hashbrown's collections (inlined frames carry no crate prefix, so their source file says it; in a
+# `profiling` build the standard library's frames name `src/raw_vec/…`, `src/vec/…` without `alloc/`).
 NOISE_SYMBOL = re.compile(
     r"^(\[root\]|<dhat::|dhat::|__rustc::|__rust|alloc::|<alloc::|core::|<core::|std::|<std::|hashbrown::|"
     r"<hashbrown::|<T as alloc|<\[T\]|<u8 as|<str as|<\[u8\]>|bytes::|<bytes::)"
 )
 NOISE_FILE = re.compile(
-    r"\((alloc/src/|core/src/|std/src/|src/raw/|src/map\.rs|src/rustc_entry\.rs|src/set\.rs|\?\?\?)"
+    r"\((alloc/src/|core/src/|std/src/|dhat-[0-9.]+/src/|bytes-[0-9.]+/src/|src/raw_vec/|src/vec/|src/boxed\.rs|src/string\.rs|src/sync\.rs|src/raw/|src/map\.rs|src/rustc_entry\.rs|src/set\.rs|\?\?\?)"
 )
 
 

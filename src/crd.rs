@@ -113,7 +113,7 @@ pub struct TencentCertificateSpec {
 
     /// Narrows the certificates `domain` picks from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub selector: Option<CertificateSelector>,
+    pub selector: Option<Box<CertificateSelector>>,
 
     /// Follow Tencent's renewal and reissue links from `certificateId` to the newest issued certificate (a
     /// renewal gets a new ID in Tencent Cloud).
@@ -135,7 +135,7 @@ pub struct TencentCertificateSpec {
 
     /// Labels and annotations to put on the Secret (the operator's own keys take precedence).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret_template: Option<SecretTemplate>,
+    pub secret_template: Option<Box<SecretTemplate>>,
 
     /// How often to re-download the certificate and compare (Go duration, at least `1m`).
     #[serde(default = "default_refresh_interval")]
@@ -212,7 +212,7 @@ pub struct CredentialsRef {
     /// Assume this CAM role with the Secret's key (STS `AssumeRole`, e.g. a role in another account) and
     /// use the role's temporary credentials, refreshed before they expire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role: Option<CredentialsRole>,
+    pub role: Option<Box<CredentialsRole>>,
 }
 
 /// A CAM role to assume with the referenced key.
@@ -374,7 +374,7 @@ impl TencentCertificateSpec {
             (None, Some(domain)) => Target::Domain {
                 domain,
                 additional: &self.additional_domains,
-                selector: self.selector.as_ref(),
+                selector: self.selector.as_deref(),
             },
             _ => Target::Invalid,
         }
@@ -486,6 +486,27 @@ mod tests {
             crd_yaml().unwrap() == committed,
             "crds/tencentcertificate.yaml is stale: run `cargo run -- crd > crds/tencentcertificate.yaml`"
         );
+    }
+
+    /// The controller's cache holds one `TencentCertificate` per resource (issue 23): the parts most
+    /// resources leave unset (`selector`, `secretTemplate`, `credentialsRef.role`, `keystores`,
+    /// `status.renewal`) are boxed, so that they cost a pointer inline. A field added inline shows here.
+    #[test]
+    fn the_cached_resource_keeps_rarely_set_parts_out_of_line() {
+        use std::mem::size_of;
+        eprintln!(
+            "TencentCertificate {} = metadata {} + spec {} + status {}; CredentialsRef {}, SecretOutputs {}",
+            size_of::<TencentCertificate>(),
+            size_of::<kube::api::ObjectMeta>(),
+            size_of::<TencentCertificateSpec>(),
+            size_of::<Option<TencentCertificateStatus>>(),
+            size_of::<Option<CredentialsRef>>(),
+            size_of::<crate::outputs::SecretOutputs>(),
+        );
+        assert_eq!(size_of::<Option<crate::renew::RenewalStatus>>(), 8);
+        assert_eq!(size_of::<Option<Box<CertificateSelector>>>(), 8);
+        assert!(size_of::<TencentCertificateSpec>() <= 400);
+        assert!(size_of::<Option<TencentCertificateStatus>>() <= 420);
     }
 
     #[test]

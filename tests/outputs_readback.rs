@@ -88,7 +88,7 @@ fn options(profile: Pkcs12Profile) -> SecretOutputs {
                 type_: OutputFormatType::Der,
             },
         ],
-        keystores: Some(Keystores {
+        keystores: Some(Box::new(Keystores {
             pkcs12: Some(Pkcs12Keystore {
                 create: true,
                 password_secret_ref: password.clone(),
@@ -99,7 +99,7 @@ fn options(profile: Pkcs12Profile) -> SecretOutputs {
                 password_secret_ref: password,
                 alias: None,
             }),
-        }),
+        })),
         certificate_id_key: Some("qcloud_cert_id".into()),
     }
 }

@@ -273,6 +273,7 @@ async fn a_restart_between_the_application_and_the_issue_does_not_apply_again() 
     let restarted = context(&h.api, &h.sim, ClusterSwitch::default());
     let order = renewal(&h.reconcile_with(&restarted, "shop").await)
         .order_id
+        .clone()
         .unwrap();
     // And a replica whose status write was lost: it finds the order through Tencent's link.
     h.crs()

@@ -247,7 +247,10 @@ pub async fn resolve_source(
 ) -> Result<sts::Source, SyncError> {
     let (reference, keys, role) = match source {
         CredentialsSource::Referenced(reference, keys) => {
-            let role = keys.role.as_ref().map(crate::crd::CredentialsRole::to_role);
+            let role = keys
+                .role
+                .as_deref()
+                .map(crate::crd::CredentialsRole::to_role);
             (reference, keys, role)
         }
         CredentialsSource::Default(reference) => (

@@ -266,15 +266,24 @@ fn slim(cr: &mut TencentCertificate) {
     }
 }
 
-/// What the Secret watches keep and pass on: the namespace, name and labels that map a Secret to the
-/// resources it concerns. The gap tracker remembers every managed Secret (to report deletions missed while
-/// a watch was down); with managedFields, annotations and owner references that was some 3 KiB per
-/// Secret, the largest per-resource item after a first sync of 5,000 (scale benchmark: 87 → see
-/// BENCHMARKS.md).
+/// What the Secret watches keep and pass on: the namespace, name and the one label that map a Secret to the
+/// resources it concerns ([`owner_of`] reads `tencentcert.io/certificate-name`; [`users_of`] the name
+/// only). The gap tracker remembers every managed Secret (to report deletions missed while a watch was
+/// down); with managedFields, annotations and owner references that was some 3 KiB per Secret, the largest
+/// per-resource item after a first sync of 5,000 (scale benchmark: 87 → see BENCHMARKS.md); the other
+/// labels (`app.kubernetes.io/managed-by`, the spec's `secretTemplate` labels) were two or more strings
+/// per Secret more (issue 23).
 fn slim_secret(secret: &mut PartialObjectMeta<Secret>) {
-    secret.metadata.managed_fields = None;
-    secret.metadata.annotations = None;
-    secret.metadata.owner_references = None;
+    let meta = &mut secret.metadata;
+    meta.managed_fields = None;
+    meta.annotations = None;
+    meta.owner_references = None;
+    if let Some(labels) = meta.labels.as_mut() {
+        labels.retain(|key, _| key == CERTIFICATE_NAME_LABEL);
+        if labels.is_empty() {
+            meta.labels = None;
+        }
+    }
 }
 
 /// Metadata-only watch: Secrets' data never enters the operator's memory through watches. Secrets deleted
@@ -532,6 +541,36 @@ mod tests {
         assert_eq!(object.metadata.uid.as_deref(), Some("uid-1"));
         assert_eq!(object.metadata.generation, Some(3));
         assert_eq!(object.spec, spec);
+    }
+
+    #[test]
+    fn the_secret_watches_keep_the_label_that_maps_a_secret_to_its_owner_only() {
+        let mut managed = secret("web", "shop-tls");
+        managed.metadata.labels = Some(
+            [
+                (MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string()),
+                (CERTIFICATE_NAME_LABEL.to_string(), "shop".to_string()),
+                ("team".to_string(), "web".to_string()),
+            ]
+            .into(),
+        );
+        slim_secret(&mut managed);
+        let labels = managed.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(labels.keys().collect::<Vec<_>>(), [CERTIFICATE_NAME_LABEL]);
+        assert_eq!(
+            owner_of(&managed),
+            Some(ObjectRef::new("shop").within("web"))
+        );
+        let mut credentials = secret("web", "tencent");
+        credentials.metadata.labels = Some(
+            [(
+                credentials::CREDENTIALS_LABEL.to_string(),
+                "true".to_string(),
+            )]
+            .into(),
+        );
+        slim_secret(&mut credentials);
+        assert_eq!(credentials.metadata.labels, None);
     }
 
     #[test]

@@ -166,14 +166,11 @@ fn labels_of<K: Resource>(object: &K) -> Labels {
 }
 
 /// The object a vanished entry stands for: its namespace, name and labels.
-fn vanished<K: Resource + Default>(
-    (namespace, name): (Option<String>, String),
-    labels: Labels,
-) -> K {
+fn vanished<K: Resource + Default>((namespace, name): Key, labels: Labels) -> K {
     let mut object = K::default();
     let meta = object.meta_mut();
-    meta.namespace = namespace;
-    meta.name = Some(name);
+    meta.namespace = namespace.map(|namespace| namespace.to_string());
+    meta.name = Some(name.into_string());
     if !labels.is_empty() {
         meta.labels = Some(labels.into_vec().into_iter().collect());
     }
@@ -183,9 +180,10 @@ fn vanished<K: Resource + Default>(
 /// The state behind [`with_gap_deletions`].
 struct GapTracker<K> {
     /// Every object the watch currently knows, by namespace and name.
-    known: HashMap<(Option<String>, String), Labels>,
+    known: HashMap<Key, Labels>,
     /// While a (re-)list runs: the objects it has returned so far.
-    listing: Option<HashMap<(Option<String>, String), Labels>>,
+    listing: Option<HashMap<Key, Labels>>,
+    namespaces: Namespaces,
     _kind: std::marker::PhantomData<fn() -> K>,
 }
 
@@ -194,17 +192,39 @@ impl<K> Default for GapTracker<K> {
         Self {
             known: HashMap::new(),
             listing: None,
+            namespaces: Namespaces::default(),
             _kind: std::marker::PhantomData,
         }
     }
 }
 
-fn key<K: Resource>(object: &K) -> (Option<String>, String) {
-    let meta = object.meta();
-    (
-        meta.namespace.clone(),
-        meta.name.clone().unwrap_or_default(),
-    )
+/// An object's namespace and name as the trackers remember them, one entry per object the watch knows:
+/// the namespace shared by every object in it (one allocation per namespace, not per object) and the name
+/// exact-sized; 32 bytes inline instead of 48 (issue 23).
+type Key = (Option<Arc<str>>, Box<str>);
+
+/// The namespaces of a tracker's keys, each allocated once.
+#[derive(Default)]
+struct Namespaces(std::collections::HashSet<Arc<str>>);
+
+impl Namespaces {
+    fn key<K: Resource>(&mut self, object: &K) -> Key {
+        let meta = object.meta();
+        let namespace = meta.namespace.as_deref().map(|namespace| {
+            if let Some(shared) = self.0.get(namespace) {
+                return shared.clone();
+            }
+            let shared: Arc<str> = Arc::from(namespace);
+            self.0.insert(shared.clone());
+            shared
+        });
+        (namespace, meta.name.as_deref().unwrap_or_default().into())
+    }
+
+    /// Forgets the namespaces no key holds any more (after a re-list).
+    fn sweep(&mut self) {
+        self.0.retain(|namespace| Arc::strong_count(namespace) > 1);
+    }
 }
 
 impl<K: Resource + Clone + Default> GapTracker<K> {
@@ -219,26 +239,31 @@ impl<K: Resource + Clone + Default> GapTracker<K> {
                 Vec::new()
             }
             Ok(Event::InitApply(object)) => {
+                let key = self.namespaces.key(&object);
                 self.listing
                     .get_or_insert_with(HashMap::new)
-                    .insert(key(&object), labels_of(&object));
+                    .insert(key, labels_of(&object));
                 vec![Ok(object)]
             }
             Ok(Event::InitDone) => {
                 let listed = self.listing.take().unwrap_or_default();
                 let previous = std::mem::replace(&mut self.known, listed);
-                previous
+                let gone = previous
                     .into_iter()
                     .filter(|(key, _)| !self.known.contains_key(key))
                     .map(|(key, labels)| Ok(vanished(key, labels)))
-                    .collect()
+                    .collect();
+                self.namespaces.sweep();
+                gone
             }
             Ok(Event::Apply(object)) => {
-                self.known.insert(key(&object), labels_of(&object));
+                let key = self.namespaces.key(&object);
+                self.known.insert(key, labels_of(&object));
                 vec![Ok(object)]
             }
             Ok(Event::Delete(object)) => {
-                self.known.remove(&key(&object));
+                let key = self.namespaces.key(&object);
+                self.known.remove(&key);
                 vec![Ok(object)]
             }
         }
@@ -269,38 +294,44 @@ where
 /// The names a watch currently knows, to tell which ones a re-list dropped.
 #[derive(Default)]
 struct KnownKeys {
-    known: std::collections::HashSet<(Option<String>, String)>,
-    listing: Option<std::collections::HashSet<(Option<String>, String)>>,
+    known: std::collections::HashSet<Key>,
+    listing: Option<std::collections::HashSet<Key>>,
+    namespaces: Namespaces,
 }
 
 impl KnownKeys {
-    fn deleted<K: Resource>(&mut self, event: &Event<K>) -> Vec<(Option<String>, String)> {
+    fn deleted<K: Resource>(&mut self, event: &Event<K>) -> Vec<Key> {
         match event {
             Event::Init => {
                 self.listing = Some(Default::default());
                 Vec::new()
             }
             Event::InitApply(object) => {
+                let key = self.namespaces.key(object);
                 self.listing
                     .get_or_insert_with(Default::default)
-                    .insert(key(object));
+                    .insert(key);
                 Vec::new()
             }
             Event::InitDone => {
                 let listed = self.listing.take().unwrap_or_default();
                 let previous = std::mem::replace(&mut self.known, listed);
-                previous
+                let gone = previous
                     .into_iter()
                     .filter(|key| !self.known.contains(key))
-                    .collect()
+                    .collect();
+                self.namespaces.sweep();
+                gone
             }
             Event::Apply(object) => {
-                self.known.insert(key(object));
+                let key = self.namespaces.key(object);
+                self.known.insert(key);
                 Vec::new()
             }
             Event::Delete(object) => {
-                self.known.remove(&key(object));
-                vec![key(object)]
+                let key = self.namespaces.key(object);
+                self.known.remove(&key);
+                vec![key]
             }
         }
     }
@@ -484,8 +515,11 @@ mod tests {
     #[test]
     fn deletions_are_reported_from_events_and_from_relists() {
         let mut known = KnownKeys::default();
-        let names = |deleted: Vec<(Option<String>, String)>| -> Vec<String> {
-            deleted.into_iter().map(|(_, name)| name).collect()
+        let names = |deleted: Vec<Key>| -> Vec<String> {
+            deleted
+                .into_iter()
+                .map(|(_, name)| name.into_string())
+                .collect()
         };
         known.deleted(&Event::Init::<Secret>);
         for name in ["a", "b", "c"] {

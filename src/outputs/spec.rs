@@ -35,7 +35,7 @@ pub struct SecretOutputs {
 
     /// Keystores for Java and other consumers of PKCS#12 or JKS, protected by a password from a Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keystores: Option<Keystores>,
+    pub keystores: Option<Box<Keystores>>,
 
     /// Also write the Tencent Cloud certificate id into the Secret under this data key. TKE's CLB ingress
     /// reads `qcloud_cert_id`: set that, and the same Secret serves the CLB and in-cluster gateways.

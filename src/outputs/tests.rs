@@ -50,7 +50,7 @@ fn all_outputs(profile: Pkcs12Profile) -> SecretOutputs {
                 type_: OutputFormatType::Der,
             },
         ],
-        keystores: Some(Keystores {
+        keystores: Some(Box::new(Keystores {
             pkcs12: Some(Pkcs12Keystore {
                 create: true,
                 password_secret_ref: selector("keystore-password"),
@@ -61,7 +61,7 @@ fn all_outputs(profile: Pkcs12Profile) -> SecretOutputs {
                 password_secret_ref: selector("keystore-password"),
                 alias: Some("Shop".into()),
             }),
-        }),
+        })),
         certificate_id_key: Some("qcloud_cert_id".into()),
     }
 }

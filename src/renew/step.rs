@@ -28,7 +28,7 @@ use tencent_ssl::renewal::order::{
     RenewalSettings, Report, Skip,
 };
 
-use super::{RenewalSpec, RenewalStatus};
+use super::{RenewalSpec, RenewalStatus, RenewalStatusFields};
 use crate::controller::Context;
 use crate::error::SyncError;
 
@@ -293,7 +293,7 @@ pub fn status(
         let since = previous
             .filter(|p| p.phase == phase && p.old_certificate_id == served)
             .map_or_else(|| now.to_string(), |p| p.since.clone());
-        Some(RenewalStatus {
+        Some(RenewalStatus::from(RenewalStatusFields {
             old_certificate_id: served.to_string(),
             order_id: None,
             phase: phase.to_string(),
@@ -301,7 +301,7 @@ pub fn status(
             observed_generation: asked.generation,
             code: None,
             message,
-        })
+        }))
     };
     let is_record = previous.is_some_and(|p| p.recorded().is_some());
     match plan {

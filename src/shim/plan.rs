@@ -743,7 +743,7 @@ mod tests {
         );
         // Nor is a secretTemplate a user added; a field the shim sets, changed by hand, is.
         let mut templated = existing.clone();
-        templated[0].spec.secret_template = Some(crate::crd::SecretTemplate::default());
+        templated[0].spec.secret_template = Some(Box::default());
         let keeps = |steps: &[Step]| steps.iter().all(|s| matches!(s, Step::Keep { .. }));
         assert!(keeps(&plan(&first, &templated).steps));
         let mut edited = existing.clone();

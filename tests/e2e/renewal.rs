@@ -161,6 +161,7 @@ async fn e2e_real_renewal_applications() {
     let order = renewal_of(&crs.get("shop").await.unwrap())
         .unwrap()
         .order_id
+        .clone()
         .unwrap();
     // SIGKILL between the application and the issue.
     first.start_kill().unwrap();

@@ -139,7 +139,7 @@ fn the_default_credentials_and_a_forbidding_cluster_never_apply() {
 #[test]
 fn an_order_waiting_for_dns_shows_the_record_once_and_its_issue_is_downloaded() {
     let spec = spec("DNS");
-    let applied = RenewalStatus {
+    let applied = RenewalStatus::from(RenewalStatusFields {
         old_certificate_id: "old1".into(),
         order_id: Some("new1".into()),
         phase: "Applied".into(),
@@ -147,7 +147,7 @@ fn an_order_waiting_for_dns_shows_the_record_once_and_its_issue_is_downloaded() 
         observed_generation: 1,
         code: None,
         message: String::new(),
-    };
+    });
     let asked = asked(&spec, Some(&applied));
     let record = ValidationRecord {
         key: "_dnsauth.shop.example.com".into(),
@@ -284,7 +284,7 @@ fn before_the_window_status_says_when_and_a_record_of_the_served_renewal_stays()
         requeue(&later, Some(&scheduled), Duration::from_secs(60), at(NOW)),
         Some(Duration::from_secs(60 * 24 * 3600))
     );
-    let issued = RenewalStatus {
+    let issued = RenewalStatus::from(RenewalStatusFields {
         old_certificate_id: "old0".into(),
         order_id: Some("old1".into()),
         phase: "Issued".into(),
@@ -292,7 +292,7 @@ fn before_the_window_status_says_when_and_a_record_of_the_served_renewal_stays()
         observed_generation: 1,
         code: None,
         message: "renewal old1 of old0 is issued".into(),
-    };
+    });
     assert_eq!(
         status(&asked(&spec, Some(&issued)), &later, None, at(NOW)).as_ref(),
         Some(&issued)
