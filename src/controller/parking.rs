@@ -340,6 +340,11 @@ mod tests {
         }
     }
 
+    /// Parks `waiter` for `key` with [`parked_for`] it.
+    fn park(parking: &Parking, waiter: &Waiter, key: &Key) -> Parked {
+        parking.park(waiter, key, parked_for(key))
+    }
+
     /// The outcome held for `waiter` at generation 1 under `key`'s credentials.
     fn take(parking: &Parking, waiter: &Waiter, key: &Key) -> Option<Outcome> {
         parking
@@ -356,19 +361,9 @@ mod tests {
         let mut woken = parking.subscribe(None);
         let (a, b) = (waiter("web", "a"), waiter("shop", "b"));
         assert!(parking.enabled_for(&a));
-        assert_eq!(
-            parking.park(&a, &key(1, "id1"), parked_for(&key(1, "id1"))),
-            Parked::Start
-        );
-        assert_eq!(
-            parking.park(&b, &key(1, "id1"), parked_for(&key(1, "id1"))),
-            Parked::Joined
-        );
-        assert_eq!(
-            parking.park(&a, &key(1, "id1"), parked_for(&key(1, "id1"))),
-            Parked::Joined,
-            "again"
-        );
+        assert_eq!(park(&parking, &a, &key(1, "id1")), Parked::Start);
+        assert_eq!(park(&parking, &b, &key(1, "id1")), Parked::Joined);
+        assert_eq!(park(&parking, &a, &key(1, "id1")), Parked::Joined, "again");
         assert_eq!(parking.parked(), 2);
         assert!(
             take(&parking, &a, &key(1, "id1")).is_none(),
@@ -384,17 +379,14 @@ mod tests {
         assert!(matches!(take(&parking, &b, &key(1, "id1")), Some(Ok(_))));
         assert_eq!(parking.parked(), 0);
         // The next park of the key starts a new download.
-        assert_eq!(
-            parking.park(&a, &key(1, "id1"), parked_for(&key(1, "id1"))),
-            Parked::Start
-        );
+        assert_eq!(park(&parking, &a, &key(1, "id1")), Parked::Start);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_late_resource_takes_the_last_download_of_its_key_until_the_hold_times_out() {
         let parking = Parking::default();
         let a = waiter("web", "a");
-        parking.park(&a, &key(1, "id1"), parked_for(&key(1, "id1")));
+        park(&parking, &a, &key(1, "id1"));
         parking.in_flight(key(1, "id1")).complete(Ok(bundle()));
         // Past the bundle cache's TTL: a resource reconciled for the first time now does not download.
         tokio::time::advance(Duration::from_secs(10 * 60)).await;
@@ -418,12 +410,9 @@ mod tests {
     async fn tenants_do_not_share_downloads_or_outcomes() {
         let parking = Parking::default();
         let (a, b) = (waiter("web", "a"), waiter("web", "b"));
+        assert_eq!(park(&parking, &a, &key(1, "id1")), Parked::Start);
         assert_eq!(
-            parking.park(&a, &key(1, "id1"), parked_for(&key(1, "id1"))),
-            Parked::Start
-        );
-        assert_eq!(
-            parking.park(&b, &key(2, "id1"), parked_for(&key(2, "id1"))),
+            park(&parking, &b, &key(2, "id1")),
             Parked::Start,
             "other credentials"
         );
@@ -469,7 +458,7 @@ mod tests {
         let parking = Parking::default();
         let waiters: Vec<Waiter> = (0..3).map(|i| waiter("web", &format!("r{i}"))).collect();
         for w in &waiters {
-            parking.park(w, &key(1, "gone"), parked_for(&key(1, "gone")));
+            park(&parking, w, &key(1, "gone"));
         }
         let failure = Failure::Tencent(TencentError::Api {
             action: "DownloadCertificate".into(),
@@ -494,7 +483,7 @@ mod tests {
         let parking = Parking::default();
         let (a, b, c) = (waiter("web", "a"), waiter("web", "b"), waiter("web", "c"));
         for w in [&a, &b, &c] {
-            parking.park(w, &key(1, "id1"), parked_for(&key(1, "id1")));
+            park(&parking, w, &key(1, "id1"));
         }
         parking.forget(&c);
         parking.in_flight(key(1, "id1")).complete(Ok(bundle()));
@@ -510,15 +499,9 @@ mod tests {
     async fn an_abandoned_download_lets_the_next_park_start_another() {
         let parking = Parking::default();
         let a = waiter("web", "a");
-        assert_eq!(
-            parking.park(&a, &key(1, "id1"), parked_for(&key(1, "id1"))),
-            Parked::Start
-        );
+        assert_eq!(park(&parking, &a, &key(1, "id1")), Parked::Start);
         drop(parking.in_flight(key(1, "id1")));
-        assert_eq!(
-            parking.park(&a, &key(1, "id1"), parked_for(&key(1, "id1"))),
-            Parked::Start
-        );
+        assert_eq!(park(&parking, &a, &key(1, "id1")), Parked::Start);
     }
 
     #[tokio::test]
@@ -529,8 +512,8 @@ mod tests {
         assert!(!parking.enabled_for(&shop_waiter), "no controller for shop");
         let mut shop = parking.subscribe(Some("shop".into()));
         let a = waiter("web", "a");
-        parking.park(&a, &key(1, "id1"), parked_for(&key(1, "id1")));
-        parking.park(&shop_waiter, &key(1, "id1"), parked_for(&key(1, "id1")));
+        park(&parking, &a, &key(1, "id1"));
+        park(&parking, &shop_waiter, &key(1, "id1"));
         parking.in_flight(key(1, "id1")).complete(Ok(bundle()));
         assert_eq!(web.next().await, Some(a));
         assert_eq!(shop.next().await, Some(shop_waiter));
