@@ -650,6 +650,11 @@ impl Client {
                     }
                     return;
                 }
+                tracing::debug!(
+                    ids = batch.len(),
+                    still_queued = book.queued_len(),
+                    "DescribeCertificates lookup batch"
+                );
                 (batch, batch_priority)
             };
             let client = self.clone();

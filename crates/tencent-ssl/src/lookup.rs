@@ -51,6 +51,10 @@ pub struct Book {
     /// Ids to ask about, oldest request first, each once (`queued` mirrors it).
     queue: VecDeque<String>,
     queued: HashSet<String>,
+    /// Ids in a request now: not queued again until it answers, and their waiters get that answer. Without
+    /// this, the prefetch of every reconcile starting while a first sync's requests were out queued their
+    /// ids a second time (the 20,000-resource benchmark asked 3,550 ids in 71 requests for 2,000 ids).
+    in_flight: HashSet<String>,
     /// The highest priority among callers waiting for queued ids.
     priority: Priority,
     waiters: HashMap<String, Vec<oneshot::Sender<Answer>>>,
@@ -70,7 +74,7 @@ pub enum Want {
 
 impl Book {
     fn enqueue(&mut self, id: &str) {
-        if self.queued.insert(id.to_string()) {
+        if !self.in_flight.contains(id) && self.queued.insert(id.to_string()) {
             self.queue.push_back(id.to_string());
         }
     }
@@ -117,7 +121,10 @@ impl Book {
         if aged && self.round_due(max_age, now) {
             self.start_round(now);
         }
-        self.priority = self.priority.max(priority);
+        // A waiter of an id already in a request waits for that answer; it raises no later batch.
+        if self.queued.contains(id) {
+            self.priority = self.priority.max(priority);
+        }
         let (sender, receiver) = oneshot::channel();
         self.waiters.entry(id.to_string()).or_default().push(sender);
         Want::Queued(receiver)
@@ -126,6 +133,7 @@ impl Book {
     /// Whether a lookup of `id` would be answered, or is already on its way, without queueing anything.
     pub fn is_covered(&self, id: &str, max_age: Duration, now: Instant) -> bool {
         self.queued.contains(id)
+            || self.in_flight.contains(id)
             || self
                 .entries
                 .get(id)
@@ -157,6 +165,7 @@ impl Book {
         let batch: Vec<String> = self.queue.drain(..count).collect();
         for id in &batch {
             self.queued.remove(id);
+            self.in_flight.insert(id.clone());
         }
         let priority = self.priority;
         if self.queue.is_empty() {
@@ -173,6 +182,9 @@ impl Book {
         found: Result<Vec<LinkInfo>, TencentError>,
         now: Instant,
     ) {
+        for id in batch {
+            self.in_flight.remove(id);
+        }
         match found {
             Ok(found) => {
                 let mut by_id: HashMap<String, LinkInfo> = found
@@ -208,10 +220,16 @@ impl Book {
             .retain(|_, entry| now.saturating_duration_since(entry.last_wanted) < RETENTION);
     }
 
+    /// How many ids wait for a request.
+    pub fn queued_len(&self) -> usize {
+        self.queue.len()
+    }
+
     /// Nothing remembered, queued or awaited: the book can go.
     pub fn is_idle(&self) -> bool {
         self.entries.is_empty()
             && self.queue.is_empty()
+            && self.in_flight.is_empty()
             && self.waiters.is_empty()
             && !self.flushing
     }
@@ -466,5 +484,48 @@ mod tests {
             Want::Answered(Some(_))
         ));
         assert!(book.is_covered("c", MINUTE, now));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ids_in_a_request_are_not_queued_again_and_their_late_waiters_share_its_answer() {
+        let mut book = Book::default();
+        let now = Instant::now();
+        let ids: Vec<String> = (0..100).map(|i| format!("c{i:03}")).collect();
+        book.prefetch(ids.clone(), MINUTE, now);
+        let (first, _) = book.take_batch();
+        assert_eq!(first.len(), 50);
+        // Reconciles starting while the first request is out prefetch the same ids and wait for their own.
+        for id in &first {
+            assert!(book.is_covered(id, MINUTE, now), "in the request");
+        }
+        book.prefetch(ids.clone(), MINUTE, now);
+        let mut late = queued(book.want(&first[0], MINUTE, Priority::Urgent, now));
+        assert_eq!(
+            book.queued_ids(),
+            ids[50..].to_vec(),
+            "only the ids not asked yet"
+        );
+        assert_eq!(
+            book.take_batch().1,
+            Priority::Routine,
+            "no batch raised for it"
+        );
+        book.record(&first, Ok(first.iter().map(|id| info(id)).collect()), now);
+        assert_eq!(late.try_recv().unwrap().unwrap().unwrap().id, first[0]);
+        assert!(book.take_batch().0.is_empty(), "100 ids, 2 requests");
+        // A failed request lets its ids be asked again.
+        let _ = book.want("retry", MINUTE, Priority::Routine, now);
+        let (batch, _) = book.take_batch();
+        book.record(
+            &batch,
+            Err(TencentError::Malformed {
+                action: "DescribeCertificates".into(),
+                detail: "test".into(),
+            }),
+            now,
+        );
+        assert!(!book.is_covered("retry", MINUTE, now));
+        let _ = book.want("retry", MINUTE, Priority::Routine, now);
+        assert_eq!(book.queued_ids(), vec!["retry"]);
     }
 }
