@@ -1,5 +1,6 @@
 //! tencent-cert-operator: keeps `kubernetes.io/tls` Secrets in sync with Tencent Cloud SSL certificates.
 
+pub mod api_client;
 pub mod cluster;
 pub mod controller;
 pub mod crd;

@@ -106,9 +106,10 @@ where
     }
 }
 
-/// The operator's client: `config`'s usual stack with the fence under it.
+/// The operator's client: `config`'s usual stack (over HTTP/2 where offered, see [`crate::api_client`])
+/// with the fence under it.
 pub fn fenced_client(config: kube::Config, fence: &Fence) -> Result<kube::Client, kube::Error> {
-    Ok(kube::client::ClientBuilder::try_from(config)?
+    Ok(crate::api_client::builder(config)?
         .with_layer(&FenceLayer::new(fence.clone()))
         .build())
 }
