@@ -3,6 +3,7 @@
 
 pub mod act;
 pub mod bundles;
+pub mod clock;
 pub mod credentials;
 pub mod echoes;
 pub mod fetch;
@@ -367,7 +368,9 @@ async fn run_scope(
     let controller = Controller::for_stream(resources, store.clone())
         .with_config(config)
         .trigger_backoff(watches::NoSharedBackoff)
-        .reconcile_on(woken);
+        .reconcile_on(woken)
+        // Resources whose next refresh is far off wait in the store, not in the scheduler (see `clock`).
+        .reconcile_on(clock::triggers(store.clone()));
     let managed = echoes::not_echoes(
         secret_metadata(
             secrets.clone(),

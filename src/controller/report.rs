@@ -85,8 +85,10 @@ pub async fn report(
         Some(renewal) => requeue.min(renewal),
         None => requeue,
     };
+    let requeue = super::refresh::sooner(requeue, deferred_refresh);
     Ok(Outcome {
-        action: Action::requeue(super::refresh::sooner(requeue, deferred_refresh)),
+        // A long wait until the next sync is the refresh clock's, not a scheduler entry (see `clock`).
+        action: super::clock::action(requeue, new_status.next_sync_time.as_deref(), at.now),
         result,
         reason,
     })
