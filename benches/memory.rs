@@ -196,19 +196,15 @@ fn store_resources(server: &FakeApiServer, n: usize, k: usize, m: usize) -> Resu
 }
 
 fn ready_count(server: &FakeApiServer) -> usize {
-    server
-        .objects("tencentcert.io", "v1alpha1", "tencentcertificates", None)
-        .iter()
-        .filter(|cr| {
-            cr["status"]["conditions"]
-                .as_array()
-                .is_some_and(|conditions| {
-                    conditions
-                        .iter()
-                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                })
-        })
-        .count()
+    server.count("tencentcert.io", "tencentcertificates", |cr| {
+        cr["status"]["conditions"]
+            .as_array()
+            .is_some_and(|conditions| {
+                conditions
+                    .iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+    })
 }
 
 struct Run {
