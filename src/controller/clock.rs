@@ -12,6 +12,7 @@
 //! at least 5 minutes).
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -66,10 +67,13 @@ pub fn due_at(cr: &TencentCertificate) -> Option<jiff::Timestamp> {
 }
 
 /// Which resources to trigger at each tick. Remembers the resources it triggered while they stay due, so
-/// that a resource whose reconcile is still under way (parked for Tencent budget, say) is not triggered on
-/// every tick; the memory is held for due resources only.
-pub struct Clock<K: kube::runtime::reflector::Lookup> {
-    triggered: HashMap<ObjectRef<K>, Triggered>,
+/// that a resource whose reconcile is still under way (queued behind a wave, parked for Tencent budget) is
+/// not triggered on every tick. The memory is held for due resources only, and is a 64-bit hash of the
+/// namespace and name per resource (a collision can only delay a trigger until [`RETRIGGER`]).
+#[derive(Debug, Default)]
+pub struct Clock {
+    triggered: HashMap<u64, Triggered>,
+    hasher: std::hash::RandomState,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -78,47 +82,34 @@ struct Triggered {
     at: jiff::Timestamp,
 }
 
-impl<K> Default for Clock<K>
-where
-    K: kube::runtime::reflector::Lookup,
-    K::DynamicType: Eq + std::hash::Hash,
-{
-    fn default() -> Self {
-        Self {
-            triggered: HashMap::new(),
-        }
+impl Clock {
+    /// The key under which a resource is remembered.
+    pub fn key(&self, namespace: Option<&str>, name: &str) -> u64 {
+        self.hasher.hash_one((namespace, name))
     }
-}
 
-impl<K> Clock<K>
-where
-    K: kube::runtime::reflector::Lookup,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    /// Of `resources` (each with its due instant, if any), those to trigger at `now` (pure): due more than
-    /// [`GRACE`] ago, and not triggered for that instant within [`RETRIGGER`].
-    pub fn tick(
+    /// Of `resources` (each a [`Clock::key`], its due instant if any, and what to return for it), those to
+    /// trigger at `now` (pure): due more than [`GRACE`] ago, and not triggered for that instant within
+    /// [`RETRIGGER`].
+    pub fn tick<T>(
         &mut self,
-        resources: impl IntoIterator<Item = (ObjectRef<K>, Option<jiff::Timestamp>)>,
+        resources: impl IntoIterator<Item = (u64, Option<jiff::Timestamp>, T)>,
         now: jiff::Timestamp,
-    ) -> Vec<ObjectRef<K>> {
+    ) -> Vec<T> {
         let mut still_due = HashMap::with_capacity(self.triggered.len());
         let mut fire = Vec::new();
-        for (object, due) in resources {
+        for (key, due, resource) in resources {
             let Some(due) = due.filter(|due| *due + GRACE <= now) else {
                 continue;
             };
-            let fresh = match self.triggered.get(&object) {
-                Some(earlier) => earlier.due == due && earlier.at + RETRIGGER > now,
-                None => false,
-            };
-            if fresh {
-                if let Some(earlier) = self.triggered.get(&object) {
-                    still_due.insert(object, *earlier);
+            match self.triggered.get(&key) {
+                Some(earlier) if earlier.due == due && earlier.at + RETRIGGER > now => {
+                    still_due.insert(key, *earlier);
                 }
-            } else {
-                still_due.insert(object.clone(), Triggered { due, at: now });
-                fire.push(object);
+                _ => {
+                    still_due.insert(key, Triggered { due, at: now });
+                    fire.push(resource);
+                }
             }
         }
         // Resources no longer due (synced, deleted) are forgotten.
@@ -139,16 +130,25 @@ pub fn triggers(
     let mut interval = tokio::time::interval(TICK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     futures::stream::unfold(
-        (interval, store, Clock::<TencentCertificate>::default()),
+        (interval, store, Clock::default()),
         |(mut interval, store, mut clock)| async move {
             interval.tick().await;
             let now = jiff::Timestamp::now();
-            // References (four strings each) are made for the due resources only.
-            let resources = store.state().into_iter().filter_map(|cr| {
+            let due = store.state().into_iter().filter_map(|cr| {
                 let due = due_at(&cr).filter(|due| *due + GRACE <= now)?;
-                Some((ObjectRef::from_obj(&*cr), Some(due)))
+                let key = clock.key(
+                    cr.metadata.namespace.as_deref(),
+                    cr.metadata.name.as_deref()?,
+                );
+                Some((key, Some(due), cr))
             });
-            let fire = clock.tick(resources, now);
+            let due: Vec<_> = due.collect();
+            // References (four strings each) are made for the resources triggered now only.
+            let fire: Vec<_> = clock
+                .tick(due, now)
+                .iter()
+                .map(|cr| ObjectRef::from_obj(&**cr))
+                .collect();
             if !fire.is_empty() {
                 debug!(
                     triggered = fire.len(),
@@ -173,6 +173,15 @@ mod tests {
 
     fn object(name: &str) -> ObjectRef<TencentCertificate> {
         ObjectRef::new(name).within("team-a")
+    }
+
+    /// `(key, due, name)` as the stream passes them.
+    fn due(
+        clock: &Clock,
+        name: &'static str,
+        due: Option<jiff::Timestamp>,
+    ) -> (u64, Option<jiff::Timestamp>, &'static str) {
+        (clock.key(Some("team-a"), name), due, name)
     }
 
     #[test]
@@ -207,47 +216,68 @@ mod tests {
     #[test]
     fn the_clock_triggers_each_due_instant_once_after_the_grace() {
         let mut clock = Clock::default();
-        let due = at("2030-01-01T01:00:00Z");
-        let resources = || vec![(object("shop"), Some(due)), (object("blog"), None)];
+        let at_due = at("2030-01-01T01:00:00Z");
+        let resources =
+            |clock: &Clock| vec![due(clock, "shop", Some(at_due)), due(clock, "blog", None)];
         // Not yet due, then due but within the grace (the scheduler's retry would be under way).
+        let early = resources(&clock);
+        assert!(clock.tick(early, at("2030-01-01T00:59:59Z")).is_empty());
+        let within_grace = resources(&clock);
         assert!(
             clock
-                .tick(resources(), at("2030-01-01T00:59:59Z"))
+                .tick(within_grace, at_due + Duration::from_secs(5))
                 .is_empty()
         );
-        assert!(
-            clock
-                .tick(resources(), due + Duration::from_secs(5))
-                .is_empty()
-        );
-        assert_eq!(clock.tick(resources(), due + GRACE), vec![object("shop")]);
-        // Still due while its reconcile runs (parked, say): not triggered on every tick.
-        assert!(clock.tick(resources(), due + GRACE + TICK).is_empty());
+        let after_grace = resources(&clock);
+        assert_eq!(clock.tick(after_grace, at_due + GRACE), vec!["shop"]);
+        // Still due while its reconcile runs (queued, parked): not triggered on every tick.
+        let still = resources(&clock);
+        assert!(clock.tick(still, at_due + GRACE + TICK).is_empty());
         assert_eq!(clock.remembered(), 1);
         // Synced: a new instant, and the old one is forgotten.
         let next = at("2030-01-01T02:00:00Z");
+        let synced = vec![due(&clock, "shop", Some(next))];
         assert!(
             clock
-                .tick(vec![(object("shop"), Some(next))], due + GRACE + TICK * 2)
+                .tick(synced.clone(), at_due + GRACE + TICK * 2)
                 .is_empty()
         );
         assert_eq!(clock.remembered(), 0);
+        assert_eq!(clock.tick(synced, next + GRACE), vec!["shop"]);
+    }
+
+    #[test]
+    fn resources_are_told_apart_by_namespace_and_name() {
+        let clock = Clock::default();
         assert_eq!(
-            clock.tick(vec![(object("shop"), Some(next))], next + GRACE),
-            vec![object("shop")]
+            clock.key(Some("team-a"), "shop"),
+            clock.key(Some("team-a"), "shop")
         );
+        assert_ne!(
+            clock.key(Some("team-a"), "shop"),
+            clock.key(Some("team-b"), "shop")
+        );
+        assert_ne!(
+            clock.key(Some("team-a"), "shop"),
+            clock.key(Some("team-a"), "blog")
+        );
+        assert_ne!(clock.key(Some("a"), "bshop"), clock.key(Some("ab"), "shop"));
     }
 
     #[test]
     fn a_trigger_that_was_lost_is_repeated_after_a_while() {
         let mut clock = Clock::default();
-        let due = at("2030-01-01T01:00:00Z");
-        let resources = || vec![(object("shop"), Some(due))];
-        assert_eq!(clock.tick(resources(), due + GRACE).len(), 1);
-        assert!(clock.tick(resources(), due + GRACE + TICK).is_empty());
+        let at_due = at("2030-01-01T01:00:00Z");
+        let resources = vec![due(&clock, "shop", Some(at_due))];
+        assert_eq!(clock.tick(resources.clone(), at_due + GRACE).len(), 1);
+        assert!(
+            clock
+                .tick(resources.clone(), at_due + GRACE + TICK)
+                .is_empty()
+        );
         assert_eq!(
-            clock.tick(resources(), due + GRACE + RETRIGGER),
-            vec![object("shop")]
+            clock.tick(resources, at_due + GRACE + RETRIGGER),
+            vec!["shop"]
         );
     }
 
@@ -256,20 +286,12 @@ mod tests {
         // e.g. a tenant (or the scale benchmark) setting nextSyncTime to now while an earlier trigger is
         // remembered: the new instant is news.
         let mut clock = Clock::default();
-        let due = at("2030-01-01T01:00:00Z");
-        assert_eq!(
-            clock
-                .tick(vec![(object("shop"), Some(due))], due + GRACE)
-                .len(),
-            1
-        );
-        let rewritten = due + Duration::from_secs(20);
-        assert_eq!(
-            clock
-                .tick(vec![(object("shop"), Some(rewritten))], rewritten + GRACE)
-                .len(),
-            1
-        );
+        let at_due = at("2030-01-01T01:00:00Z");
+        let first = vec![due(&clock, "shop", Some(at_due))];
+        assert_eq!(clock.tick(first, at_due + GRACE).len(), 1);
+        let rewritten = at_due + Duration::from_secs(20);
+        let again = vec![due(&clock, "shop", Some(rewritten))];
+        assert_eq!(clock.tick(again, rewritten + GRACE).len(), 1);
     }
 
     fn stored(name: &str, next_sync: &str) -> TencentCertificate {
