@@ -9,6 +9,7 @@ pub mod error;
 pub mod fetch;
 pub mod inspect;
 pub mod install_check;
+pub mod intern;
 pub mod leader;
 pub mod message;
 pub mod metrics_auth;

@@ -103,7 +103,7 @@ struct DeployLabels {
 
 /// A label value of the per-resource series, shared: a resource's name is one allocation for its series
 /// and the map that remembers them, and a namespace, certificate id or reason is one for every resource
-/// that has it (see [`LabelPool`]).
+/// that has it (from [`crate::intern`]'s pool, which the controller's cache shares).
 type Shared = Arc<str>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -122,35 +122,11 @@ struct ReadyLabels {
     reason: Shared,
 }
 
-/// The per-resource series' label values, each string once. Values no series uses any more are swept
-/// when the pool has doubled since the last sweep, so it stays within twice what the series use.
-#[derive(Default)]
-struct LabelPool {
-    values: std::collections::HashSet<Shared>,
-    swept_at: usize,
-}
-
-impl LabelPool {
-    fn get(&mut self, value: &str) -> Shared {
-        if let Some(shared) = self.values.get(value) {
-            return shared.clone();
-        }
-        if self.values.len() >= 2 * self.swept_at + 64 {
-            self.values.retain(|v| Arc::strong_count(v) > 1);
-            self.swept_at = self.values.len();
-        }
-        let shared: Shared = Arc::from(value);
-        self.values.insert(shared.clone());
-        shared
-    }
-}
-
 /// (namespace, name) → the certificate id and Ready reason its series carry, to remove them when any of
-/// them changes; and the pool their label values come from.
+/// them changes.
 #[derive(Default)]
 struct SeriesIndex {
     by_resource: HashMap<(Shared, Shared), (Shared, Shared)>,
-    pool: LabelPool,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -575,9 +551,10 @@ impl Metrics {
         ready: bool,
         reason: &str,
     ) {
+        let [namespace, name, certificate_id, reason]: [Shared; 4] =
+            [namespace, name, certificate_id, reason]
+                .map(|value| crate::intern::Shared::new(value).into());
         let mut series = self.series_lock();
-        let [namespace, name, certificate_id, reason] =
-            [namespace, name, certificate_id, reason].map(|value| series.pool.get(value));
         let labels = CertificateLabels {
             namespace: namespace.clone(),
             name: name.clone(),
@@ -669,7 +646,10 @@ impl Metrics {
         self.renewal_waiting_since.remove(&resource);
         self.renewal_due_without_order.remove(&resource);
         let mut series = self.series_lock();
-        let key: (Shared, Shared) = (series.pool.get(namespace), series.pool.get(name));
+        let key: (Shared, Shared) = (
+            crate::intern::Shared::new(namespace).into(),
+            crate::intern::Shared::new(name).into(),
+        );
         let previous = series.by_resource.remove(&key);
         drop(series);
         if let Some((certificate_id, reason)) = previous {
