@@ -410,11 +410,12 @@ impl TencentCertificate {
     /// resolved, else the spec's ID (`None` for a domain not resolved yet).
     pub fn expected_certificate_id(&self) -> Option<String> {
         let status = self.status.as_ref();
-        let current = status.is_some_and(|s| s.observed_generation == self.metadata.generation);
-        if current && let Some(resolved) = status.and_then(|s| s.resolved_certificate_id.clone()) {
-            return Some(resolved);
-        }
-        self.spec.certificate_id.clone()
+        expected_certificate_id(
+            &self.spec,
+            self.metadata.generation,
+            status.and_then(|s| s.observed_generation),
+            status.and_then(|s| s.resolved_certificate_id.as_deref()),
+        )
     }
 
     /// The Secret this resource writes.
@@ -424,6 +425,19 @@ impl TencentCertificate {
             .clone()
             .or_else(|| self.metadata.name.clone())
             .unwrap_or_default()
+    }
+}
+
+/// [`TencentCertificate::expected_certificate_id`] from its parts (also read from the controller's cache).
+pub fn expected_certificate_id(
+    spec: &TencentCertificateSpec,
+    generation: Option<i64>,
+    observed_generation: Option<i64>,
+    resolved: Option<&str>,
+) -> Option<String> {
+    match resolved {
+        Some(resolved) if observed_generation == generation => Some(resolved.to_string()),
+        _ => spec.certificate_id.clone(),
     }
 }
 

@@ -189,6 +189,11 @@ pub fn error_policy<K: Kind>(
     _err: &K::Error,
     _ctx: Arc<K::Context>,
 ) -> Action {
+    retry_after_error()
+}
+
+/// [`error_policy`]'s requeue, for a kind whose controller caches a projection of its resource.
+pub fn retry_after_error() -> Action {
     Action::requeue(crate::status::retry_delay(
         ErrorClass::Transient,
         3,

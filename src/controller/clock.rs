@@ -21,7 +21,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use tracing::debug;
 
-use crate::crd::TencentCertificate;
+use super::cached::CachedCertificate;
 
 /// Requeues longer than this (and due at `nextSyncTime`) are the clock's.
 pub const HORIZON: Duration = Duration::from_secs(300);
@@ -57,13 +57,8 @@ fn ends_at(requeue: Duration, next_sync: Option<&str>, now: jiff::Timestamp) -> 
 }
 
 /// The instant a stored resource's refresh is due, by its status.
-pub fn due_at(cr: &TencentCertificate) -> Option<jiff::Timestamp> {
-    cr.status
-        .as_ref()?
-        .next_sync_time
-        .as_deref()?
-        .parse::<jiff::Timestamp>()
-        .ok()
+pub fn due_at(cr: &CachedCertificate) -> Option<jiff::Timestamp> {
+    cr.next_sync_time()
 }
 
 /// Which resources to trigger at each tick. Remembers the resources it triggered while they stay due, so
@@ -125,8 +120,8 @@ impl Clock {
 
 /// The trigger stream of a controller over `store`: every [`TICK`], the resources whose refresh is due.
 pub fn triggers(
-    store: Store<TencentCertificate>,
-) -> BoxStream<'static, ObjectRef<TencentCertificate>> {
+    store: Store<CachedCertificate>,
+) -> BoxStream<'static, ObjectRef<CachedCertificate>> {
     let mut interval = tokio::time::interval(TICK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     futures::stream::unfold(
@@ -171,7 +166,7 @@ mod tests {
         t.parse().unwrap()
     }
 
-    fn object(name: &str) -> ObjectRef<TencentCertificate> {
+    fn object(name: &str) -> ObjectRef<CachedCertificate> {
         ObjectRef::new(name).within("team-a")
     }
 
@@ -294,8 +289,8 @@ mod tests {
         assert_eq!(clock.tick(again, rewritten + GRACE).len(), 1);
     }
 
-    fn stored(name: &str, next_sync: &str) -> TencentCertificate {
-        let mut cr: TencentCertificate = serde_json::from_value(serde_json::json!({
+    fn stored(name: &str, next_sync: &str) -> CachedCertificate {
+        let mut cr: crate::crd::TencentCertificate = serde_json::from_value(serde_json::json!({
             "apiVersion": "tencentcert.io/v1alpha1",
             "kind": "TencentCertificate",
             "metadata": {"name": name, "namespace": "team-a"},
@@ -306,12 +301,12 @@ mod tests {
             next_sync_time: Some(next_sync.into()),
             ..Default::default()
         });
-        cr
+        CachedCertificate::from(&cr)
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_trigger_stream_reads_the_store_on_every_tick() {
-        let (store, mut writer) = kube::runtime::reflector::store::<TencentCertificate>();
+        let (store, mut writer) = kube::runtime::reflector::store::<CachedCertificate>();
         let mut triggers = triggers(store);
         // An empty store (before the first list): nothing.
         assert!(

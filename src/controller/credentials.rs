@@ -128,6 +128,15 @@ pub fn source_for(
     source_in(&namespace, cr.spec.credentials_ref.as_ref(), defaults)
 }
 
+/// [`source_for`] of a resource in the controller's cache.
+pub fn cached_source_for(
+    cr: &super::cached::CachedCertificate,
+    defaults: &DefaultCredentials,
+) -> Result<CredentialsSource, SyncError> {
+    let namespace = cr.metadata.namespace.as_deref().unwrap_or_default();
+    source_in(namespace, cr.spec.credentials_ref.as_ref(), defaults)
+}
+
 /// Where the credentials of a resource in `namespace` come from: its own `credentialsRef` (always a
 /// Secret of that namespace), else the defaults where the namespace may use them. The one rule for every
 /// namespaced kind (TencentCertificate, TencentCertificatePush).
@@ -167,11 +176,11 @@ pub fn source_in(
 
 /// Whether `secret` is where `cr` gets its credentials from (for re-syncing when it changes).
 pub fn uses_secret(
-    cr: &TencentCertificate,
+    cr: &super::cached::CachedCertificate,
     defaults: &DefaultCredentials,
     secret: &SecretRef,
 ) -> bool {
-    source_for(cr, defaults).is_ok_and(|source| source.secret() == Some(secret))
+    cached_source_for(cr, defaults).is_ok_and(|source| source.secret() == Some(secret))
 }
 
 /// Builds credentials from a Secret's data. Surrounding whitespace (a trailing newline from
@@ -396,7 +405,7 @@ mod tests {
             CredentialsSource::Referenced(..)
         ));
         assert!(!uses_secret(
-            &cr("web", None),
+            &(&cr("web", None)).into(),
             &d,
             &"ops/tencent".parse().unwrap()
         ));
@@ -406,22 +415,22 @@ mod tests {
     fn secrets_in_use_are_recognised() {
         let d = defaults("web");
         assert!(uses_secret(
-            &cr("web", Some("mine")),
+            &(&cr("web", Some("mine"))).into(),
             &d,
             &"web/mine".parse().unwrap()
         ));
         assert!(!uses_secret(
-            &cr("web", Some("mine")),
+            &(&cr("web", Some("mine"))).into(),
             &d,
             &"ops/tencent".parse().unwrap()
         ));
         assert!(uses_secret(
-            &cr("web", None),
+            &(&cr("web", None)).into(),
             &d,
             &"ops/tencent".parse().unwrap()
         ));
         assert!(!uses_secret(
-            &cr("shop", None),
+            &(&cr("shop", None)).into(),
             &d,
             &"ops/tencent".parse().unwrap()
         ));

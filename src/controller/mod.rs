@@ -3,6 +3,7 @@
 
 pub mod act;
 pub mod bundles;
+pub mod cached;
 pub mod clock;
 pub mod credentials;
 pub mod echoes;
@@ -34,6 +35,7 @@ pub use credentials::{DefaultCredentials, NamespaceAllowList, SecretRef};
 
 use crate::crd::TencentCertificate;
 use crate::secret::{CERTIFICATE_NAME_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use cached::CachedCertificate;
 
 /// The default safety net for content replaced behind an unchanged id and validity window.
 pub const DEFAULT_FULL_DOWNLOAD_INTERVAL: std::time::Duration =
@@ -55,7 +57,7 @@ pub struct Context {
     pub parking: parking::Parking,
     /// The controllers' caches of resources (one per watched scope), to find the certificate ids that
     /// share a credentials Secret.
-    stores: std::sync::RwLock<Vec<Store<TencentCertificate>>>,
+    stores: std::sync::RwLock<Vec<Store<CachedCertificate>>>,
     /// `/readyz`: the watches report into it while they fail.
     pub readiness: Arc<crate::telemetry::Readiness>,
     /// Per resource UID: the credentials Secret's resourceVersion when its last attempt failed on
@@ -140,7 +142,7 @@ impl Context {
         self
     }
 
-    fn register_store(&self, store: Store<TencentCertificate>) {
+    fn register_store(&self, store: Store<CachedCertificate>) {
         self.stores
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -160,8 +162,11 @@ impl Context {
         let mut ids: Vec<String> = stores
             .iter()
             .flat_map(|store| store.state())
-            .filter(
-                |peer| match (&source, credentials::source_for(peer, &self.defaults)) {
+            .filter(|peer| {
+                match (
+                    &source,
+                    credentials::cached_source_for(peer, &self.defaults),
+                ) {
                     (_, Err(_)) => false,
                     (credentials::CredentialsSource::PodIdentity, Ok(theirs)) => {
                         theirs == credentials::CredentialsSource::PodIdentity
@@ -169,8 +174,8 @@ impl Context {
                     (mine, Ok(theirs)) => {
                         mine.secret().is_some() && mine.secret() == theirs.secret()
                     }
-                },
-            )
+                }
+            })
             .filter_map(|peer| peer.expected_certificate_id())
             .collect();
         ids.sort_unstable();
@@ -214,7 +219,7 @@ pub struct RunOptions {
 
 /// The owning resource of a managed Secret, from its `tencentcert.io/certificate-name` label (set for both
 /// deletion policies; owner references exist only with `Delete`).
-fn owner_of(secret: &PartialObjectMeta<Secret>) -> Option<ObjectRef<TencentCertificate>> {
+fn owner_of(secret: &PartialObjectMeta<Secret>) -> Option<ObjectRef<CachedCertificate>> {
     let name = secret.labels().get(CERTIFICATE_NAME_LABEL)?;
     let namespace = secret.namespace()?;
     Some(ObjectRef::new(name).within(&namespace))
@@ -222,10 +227,10 @@ fn owner_of(secret: &PartialObjectMeta<Secret>) -> Option<ObjectRef<TencentCerti
 
 /// The resources that take their credentials, or a keystore password, from `secret`.
 fn users_of(
-    store: &Store<TencentCertificate>,
+    store: &Store<CachedCertificate>,
     defaults: &DefaultCredentials,
     secret: &PartialObjectMeta<Secret>,
-) -> Vec<ObjectRef<TencentCertificate>> {
+) -> Vec<ObjectRef<CachedCertificate>> {
     let Some(namespace) = secret.namespace() else {
         return Vec::new();
     };
@@ -245,12 +250,12 @@ fn users_of(
         .collect()
 }
 
-/// What the controller's cache keeps of each resource (a slim projection, as kube-rs's optimisation guide
-/// recommends): the spec and status, and of the metadata only what reconciles read — namespace, name, uid,
+/// What the controller's cache keeps of each resource's metadata (the status is held shared, see
+/// [`cached`]): only what reconciles read — namespace, name, uid,
 /// generation, resourceVersion, deletionTimestamp and the operator's own `tencentcert.io/` annotations.
 /// `managedFields`, other annotations (kubectl's last-applied configuration among them), labels, owner
 /// references, finalizers and the creation time are never read and are often the larger part of an object.
-fn slim(cr: &mut TencentCertificate) {
+fn slim(cr: &mut CachedCertificate) {
     let meta = &mut cr.metadata;
     meta.managed_fields = None;
     meta.labels = None;
@@ -312,8 +317,8 @@ fn list_pages(config: watcher::Config) -> watcher::Config {
 /// and what parking holds for it.
 fn resource_events(
     ctx: &Context,
-    crs: Api<TencentCertificate>,
-) -> impl Stream<Item = Result<watcher::Event<TencentCertificate>, watcher::Error>> + Send + 'static
+    crs: Api<CachedCertificate>,
+) -> impl Stream<Item = Result<watcher::Event<CachedCertificate>, watcher::Error>> + Send + 'static
 {
     // A deleted resource's metric series go when its deletion is watched (or found by a re-list).
     let forget = {
@@ -347,7 +352,7 @@ async fn run_scope(
 ) {
     let (crs, secrets) = match &namespace {
         Some(namespace) => (
-            Api::<TencentCertificate>::namespaced(ctx.client.clone(), namespace),
+            Api::<CachedCertificate>::namespaced(ctx.client.clone(), namespace),
             Api::<PartialObjectMeta<Secret>>::namespaced(ctx.client.clone(), namespace),
         ),
         None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
@@ -412,7 +417,7 @@ async fn run_scope(
     let metrics = ctx.metrics.clone();
     controller
         .graceful_shutdown_on(shutdown)
-        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .run(reconcile::reconcile_cached, reconcile::error_policy, ctx)
         .for_each(|result| {
             after_reconcile(result, &metrics, &known);
             futures::future::ready(())
@@ -421,7 +426,7 @@ async fn run_scope(
 }
 
 type ReconcileResult = Result<
-    (ObjectRef<TencentCertificate>, kube_controller::Action),
+    (ObjectRef<CachedCertificate>, kube_controller::Action),
     kube_controller::Error<reconcile::ReconcileError, watcher::Error>,
 >;
 
@@ -430,7 +435,7 @@ type ReconcileResult = Result<
 fn after_reconcile(
     result: ReconcileResult,
     metrics: &crate::telemetry::Metrics,
-    known: &Store<TencentCertificate>,
+    known: &Store<CachedCertificate>,
 ) {
     match result {
         // Deleted while its reconcile ran: the reconcile may have written its series again.
@@ -501,10 +506,10 @@ pub async fn run(
 mod tests {
     use super::*;
 
-    fn cr(name: &str, namespace: &str, spec: serde_json::Value) -> TencentCertificate {
+    fn cr(name: &str, namespace: &str, spec: serde_json::Value) -> CachedCertificate {
         let mut cr = TencentCertificate::new(name, serde_json::from_value(spec).unwrap());
         cr.metadata.namespace = Some(namespace.into());
-        cr
+        CachedCertificate::from(&cr)
     }
 
     fn secret(namespace: &str, name: &str) -> PartialObjectMeta<Secret> {

@@ -29,7 +29,6 @@ use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 use tokio::time::Instant;
 
 use super::target::Resolved;
-use crate::crd::TencentCertificate;
 use crate::error::SyncError;
 use tencent_ssl::TencentError;
 use tencent_ssl::bundle::{BundleError, CertBundle};
@@ -37,7 +36,7 @@ use tencent_ssl::bundle::{BundleError, CertBundle};
 /// (credentials fingerprint, certificate id).
 pub type Key = ([u8; 32], String);
 /// A parked resource.
-pub type Waiter = ObjectRef<TencentCertificate>;
+pub type Waiter = ObjectRef<super::cached::CachedCertificate>;
 
 /// How long a held outcome waits for its resource to come back.
 pub const HOLD_FOR: Duration = Duration::from_secs(30 * 60);

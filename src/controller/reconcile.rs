@@ -11,6 +11,7 @@ use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 
 use super::act::{self, Effects};
+use super::cached::CachedCertificate;
 use super::{Context, credentials, passwords, report};
 use crate::crd::{DeletionPolicy, TencentCertificate, TencentCertificateStatus};
 use crate::error::SyncError;
@@ -136,13 +137,22 @@ pub async fn reconcile(
     skeleton::reconcile::<Namespaced>(cr, ctx).await
 }
 
+/// [`reconcile`] of a resource from the controller's cache: the API type is made for the reconcile only,
+/// the cache keeps the slimmer projection.
+pub async fn reconcile_cached(
+    cr: Arc<CachedCertificate>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    reconcile(Arc::new(cr.to_resource()), ctx).await
+}
+
 /// Requeue after errors that kept the reconcile from reporting through status.
 pub fn error_policy(
-    cr: Arc<TencentCertificate>,
-    err: &ReconcileError,
-    ctx: Arc<Context>,
+    _cr: Arc<CachedCertificate>,
+    _err: &ReconcileError,
+    _ctx: Arc<Context>,
 ) -> Action {
-    skeleton::error_policy::<Namespaced>(cr, err, ctx)
+    skeleton::retry_after_error()
 }
 
 /// What a reconcile read before deciding: owned values, nothing written.
